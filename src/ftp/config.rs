@@ -1,0 +1,361 @@
+//! The ftp-server configuration file: the one seam between the two wings of the project.
+//!
+//! The controller renders a [`ServerConfig`] into the FtpServer's ConfigMap; the server reads it
+//! (and re-reads it when the mounted ConfigMap is swapped). Nothing else is shared, so this file is
+//! the whole contract: add fields with defaults, never rename one.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// File name of the configuration inside the ConfigMap and its mount directory.
+pub const CONFIG_FILE_NAME: &str = "ftp-server.toml";
+
+/// Port the server's control connection listens on inside a pod. Unprivileged, so the container
+/// runs as non-root without `NET_BIND_SERVICE`; the Service maps the public control port to it.
+pub const DEFAULT_CONTROL_PORT: u16 = 2121;
+
+/// Port of the metrics and health endpoints inside a pod.
+pub const DEFAULT_METRICS_PORT: u16 = 9100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the server needs to run. Field names are the file's keys (snake_case TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the control connection listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory every session is confined to.
+    pub root: PathBuf,
+    /// Ports passive data connections listen on; the balancer forwards exactly these.
+    pub passive_ports: PassiveRange,
+    /// Address advertised in `227` replies: an IP, or a DNS name resolved when the reply is made.
+    /// Absent: the local address of the control connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
+    #[serde(default)]
+    pub keepalive: Keepalive,
+    /// Users file: lines `name:PHC-hash[:ro|rw]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users_file: Option<PathBuf>,
+    #[serde(default)]
+    pub anonymous: Anonymous,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: SocketAddr,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub active_mode: ActiveMode,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_CONTROL_PORT))
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_METRICS_PORT))
+}
+
+/// An inclusive range of TCP ports; written `"MIN-MAX"` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+impl PassiveRange {
+    pub fn new(min: u16, max: u16) -> Result<Self, ConfigError> {
+        let range = PassiveRange { min, max };
+        range.validate()?;
+        Ok(range)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.min == 0 || self.min > self.max {
+            return Err(ConfigError::Invalid(format!(
+                "passive port range {self} is empty or starts at 0: write MIN-MAX with 1 <= MIN <= MAX"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.max - self.min) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.min..=self.max).contains(&port)
+    }
+
+    pub fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.min..=self.max
+    }
+}
+
+impl fmt::Display for PassiveRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+impl FromStr for PassiveRange {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || {
+            ConfigError::Invalid(format!(
+                "passive port range {s:?} is not MIN-MAX (for example 20000-20019)"
+            ))
+        };
+        let (min, max) = s.trim().split_once('-').ok_or_else(invalid)?;
+        let min = min.trim().parse().map_err(|_| invalid())?;
+        let max = max.trim().parse().map_err(|_| invalid())?;
+        PassiveRange::new(min, max)
+    }
+}
+
+/// TCP keepalive for every control and data socket. `idle_seconds = 0` turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keepalive {
+    pub idle_seconds: u32,
+    pub interval_seconds: u32,
+    pub probes: u32,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive {
+            idle_seconds: 60,
+            interval_seconds: 10,
+            probes: 6,
+        }
+    }
+}
+
+impl Keepalive {
+    pub fn enabled(&self) -> bool {
+        self.idle_seconds > 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Anonymous {
+    pub enabled: bool,
+    pub writable: bool,
+}
+
+/// Explicit FTPS (`AUTH TLS`) from PEM files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Refuse login before `AUTH TLS` and plain data channels.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_sessions: u32,
+    pub max_sessions_per_address: u32,
+    /// A session with no command for this long is closed; never during a transfer.
+    pub idle_timeout_seconds: u32,
+    /// How long a passive listener waits for the client's data connection.
+    pub data_connect_timeout_seconds: u32,
+    /// Longest command line accepted, in bytes, CRLF included.
+    pub max_command_line: u32,
+    /// Failed logins from one address before it is locked out.
+    pub login_failures_before_lockout: u32,
+    pub lockout_seconds: u32,
+    /// On SIGTERM, how long running transfers may take to finish.
+    pub shutdown_grace_seconds: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 2000,
+            max_sessions_per_address: 50,
+            idle_timeout_seconds: 900,
+            data_connect_timeout_seconds: 30,
+            max_command_line: 4096,
+            login_failures_before_lockout: 5,
+            lockout_seconds: 300,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// Active mode (PORT/EPRT): off by default; even when on, only to the client's own address
+/// unless `allow_foreign_address` (FXP) is set too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActiveMode {
+    pub enabled: bool,
+    pub allow_foreign_address: bool,
+}
+
+impl ServerConfig {
+    /// A configuration with defaults for everything but the root and the passive range.
+    pub fn new(root: impl Into<PathBuf>, passive_ports: PassiveRange) -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            root: root.into(),
+            passive_ports,
+            public_address: None,
+            keepalive: Keepalive::default(),
+            users_file: None,
+            anonymous: Anonymous::default(),
+            tls: None,
+            metrics_listen: default_metrics_listen(),
+            limits: Limits::default(),
+            active_mode: ActiveMode::default(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: ServerConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.passive_ports.validate()?;
+        if self.passive_ports.contains(self.listen.port()) {
+            return Err(ConfigError::Invalid(format!(
+                "listen port {} lies inside the passive range {}: move one of them",
+                self.listen.port(),
+                self.passive_ports
+            )));
+        }
+        if self.keepalive.enabled()
+            && (self.keepalive.interval_seconds == 0 || self.keepalive.probes == 0)
+        {
+            return Err(ConfigError::Invalid(
+                "keepalive interval_seconds and probes must be at least 1 when idle_seconds is set"
+                    .into(),
+            ));
+        }
+        if let Some(address) = &self.public_address
+            && address.trim().is_empty()
+        {
+            return Err(ConfigError::Invalid(
+                "public_address is empty: remove it or set an IP or DNS name".into(),
+            ));
+        }
+        if self.limits.max_command_line < 64 {
+            return Err(ConfigError::Invalid(
+                "limits.max_command_line must be at least 64 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file's text, as the controller writes it into the ConfigMap.
+    pub fn render(&self) -> String {
+        // Serialising plain structs of strings, numbers and paths cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_config_reads_back_identically() {
+        let mut config = ServerConfig::new("/srv/ftp", PassiveRange::new(20000, 20019).unwrap());
+        config.public_address = Some("203.0.113.7".into());
+        config.users_file = Some("/etc/ftp-server/users/users".into());
+        config.tls = Some(Tls {
+            cert_file: "/tls/tls.crt".into(),
+            key_file: "/tls/tls.key".into(),
+            required: true,
+        });
+        let text = config.render();
+        let back: ServerConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let config: ServerConfig =
+            toml::from_str("root = \"/srv\"\npassive_ports = { min = 30000, max = 30009 }\n")
+                .unwrap();
+        assert_eq!(config.listen.port(), DEFAULT_CONTROL_PORT);
+        assert_eq!(config.keepalive, Keepalive::default());
+        assert!(!config.anonymous.enabled);
+        assert!(!config.active_mode.enabled);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<ServerConfig>(
+            "root = \"/srv\"\npassive_ports = { min = 1, max = 2 }\npublic_adress = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("public_adress"), "{err}");
+    }
+
+    #[test]
+    fn passive_range_parses_and_rejects() {
+        assert_eq!(
+            "20000-20019".parse::<PassiveRange>().unwrap(),
+            PassiveRange {
+                min: 20000,
+                max: 20019
+            }
+        );
+        assert_eq!("20000-20019".parse::<PassiveRange>().unwrap().len(), 20);
+        for bad in ["", "20000", "20019-20000", "0-10", "a-b", "1-70000"] {
+            assert!(bad.parse::<PassiveRange>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn listen_port_inside_passive_range_is_invalid() {
+        let mut config = ServerConfig::new("/srv", PassiveRange::new(2100, 2200).unwrap());
+        config.listen = "0.0.0.0:2121".parse().unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("inside the passive range"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! The FTP server the operator's Deployments run.
+
+pub mod config;
