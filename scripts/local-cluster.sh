@@ -81,6 +81,11 @@ ensure_cmd() { # <command> <debian package>
 }
 
 ensure_go() {
+  # The official tarball's location, often missing from PATH in non-login shells.
+  if ! command -v go >/dev/null 2>&1 && [[ -x /usr/local/go/bin/go ]]; then
+    log "go is not on PATH; using /usr/local/go/bin/go"
+    PATH="/usr/local/go/bin:$PATH"
+  fi
   command -v go >/dev/null 2>&1 ||
     die "'go' (>= 1.26) is required to build the control plane and is not on PATH; install a Go toolchain >= 1.26 and retry"
   local v
@@ -95,15 +100,17 @@ ensure_go() {
 
 # -------------------------------------------------------------------- build
 
-# Version stamps that `kubectl version` and the apiserver's /version report.
-# gitCommit is not known from a module download, so it stays unset; buildDate is
-# the module's release time, which keeps the binaries reproducible.
+# Version stamps that `kubectl version` and the apiserver's /version report
+# (kube-rs and kubectl read them). A module download carries no git commit, so
+# gitCommit is left empty and buildDate at its 1970 default: reproducible, and
+# nothing here pretends to know more than the module version.
 k8s_ldflags() {
-  local f="-s -w" p
+  local f="-s -w" p major minor
+  major=$(echo "${K8S_VERSION#v}" | cut -d. -f1)
+  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    f+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$(echo "${K8S_VERSION#v}" | cut -d. -f1)"
-    f+=" -X $p.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2) -X $p.gitTreeState=clean"
-    f+=" -X $p.buildDate=2026-07-22T18:07:38Z"
+    f+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor"
+    f+=" -X $p.gitCommit= -X $p.gitTreeState=clean"
   done
   echo "$f"
 }
@@ -198,7 +205,7 @@ pid_of() { [[ -f $PIDS/$1.pid ]] && cat "$PIDS/$1.pid"; }
 # dir), so a recycled PID is never mistaken for, or killed as, ours.
 is_ours() { # <pid>
   [[ -n ${1:-} && -r /proc/$1/cmdline ]] || return 1
-  tr '\0' '\n' <"/proc/$1/cmdline" | grep -qF -- "$STATE_DIR"
+  tr '\0' '\n' <"/proc/$1/cmdline" | grep -qF -- "$STATE_DIR/"
 }
 
 running_components() {
