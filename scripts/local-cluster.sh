@@ -24,6 +24,8 @@ CACHE_ROOT=${FTPOP_CACHE:-$HOME/.cache/ftp-operator}
 STATE_DIR=$(realpath -m -- "${FTPOP_CLUSTER_DIR:-$PWD/target/local-cluster}")
 PORT_BASE=${FTPOP_PORT_BASE:-24300}
 NODE_COUNT=${FTPOP_NODES:-2}
+[[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: error: FTPOP_NODES must be a positive integer" >&2; exit 2; }
+[[ $PORT_BASE =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: error: FTPOP_PORT_BASE must be a port number" >&2; exit 2; }
 
 # Fixed cluster-internal ranges. Nothing routes them: pods on kwok nodes never run.
 SERVICE_CIDR=10.96.0.0/16
@@ -420,6 +422,7 @@ cmd_up() {
 
   # On any failure from here on, stop whatever was started; keep the logs.
   trap on_up_exit EXIT
+  trap 'exit 130' INT TERM # so an interrupted up also cleans up through on_up_exit
 
   pick_ports
   gen_pki
@@ -499,7 +502,7 @@ cmd_up() {
   # exists (kcm's serviceaccount controller makes it); wait so tests can start at once.
   wait_for "the default ServiceAccount" 60 kube-controller-manager kc -n default get serviceaccount default
 
-  trap - EXIT
+  trap - EXIT INT TERM
   log "up in $((SECONDS - start))s: Kubernetes $K8S_VERSION at https://127.0.0.1:$APISERVER_PORT, $NODE_COUNT kwok nodes"
   log "kubeconfig: $KUBECONFIG_FILE   (eval \"\$($0 env)\")"
 }
