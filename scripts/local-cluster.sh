@@ -166,20 +166,24 @@ build_group() { # <group> <binaries...> -- <go build args...>
 # kwok's default node/pod stages (what kwokctl feeds the controller) ship as YAML
 # inside the pinned kwok module; without them the controller refuses to start.
 build_kwok_stages() {
-  [[ -s $KWOK_STAGES && $KWOK_STAGES -nt $HACK_DIR/kwok/go.sum ]] && return 0
+  local header="# kwok stages from sigs.k8s.io/kwok@$KWOK_VERSION"
+  [[ -s $KWOK_STAGES && $(head -n 1 "$KWOK_STAGES") == "$header" ]] && return 0
   ensure_go
-  local dir f
+  local dir f tmp
   dir=$(cd "$HACK_DIR/kwok" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
   [[ -d $dir ]] || die "kwok module source not found in the Go module cache"
   mkdir -p "$(dirname "$KWOK_STAGES")"
+  tmp=$(mktemp "$KWOK_STAGES.XXXXXX")
   {
+    echo "$header"
     for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
       pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
       echo "---"
       cat "$dir/kustomize/stage/$f"
     done
-  } >"$KWOK_STAGES.tmp"
-  mv -f "$KWOK_STAGES.tmp" "$KWOK_STAGES"
+  } >"$tmp"
+  chmod 644 "$tmp"
+  mv -f "$tmp" "$KWOK_STAGES"
 }
 
 cmd_build() {
