@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ftp_operator::ftp::config::{Keepalive, PassiveRange, ServerConfig};
+use ftp_operator::api::FtpServer;
+use ftp_operator::controller::build::{DATA_DIR, USERS_DIR, USERS_KEY, desired_config_map};
+use ftp_operator::controller::validate::validate_spec;
+use ftp_operator::ftp::config::{CONFIG_FILE_NAME, Keepalive, PassiveRange, ServerConfig};
 
 pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/netns-lb.sh");
 pub const FTP_SERVER: &str = env!("CARGO_BIN_EXE_ftp-server");
@@ -55,6 +58,7 @@ pub fn preflight() {
 
 pub struct Lab {
     pub name: String,
+    pub lb_timeout: u32,
     pub link_bytes_per_second: u64,
     pub dir: tempfile::TempDir,
     server: Option<Child>,
@@ -83,6 +87,7 @@ impl Lab {
             .expect("run scripts/netns-lb.sh");
         let lab = Lab {
             name,
+            lb_timeout,
             link_bytes_per_second: u64::from(link_kbit) * 1000 / 8,
             dir: tempfile::Builder::new()
                 .prefix("ftpop-netns-")
@@ -154,23 +159,71 @@ impl Lab {
             .unwrap_or_else(|| panic!("no invalid-drop counter in the balancer's rules:\n{text}"))
     }
 
-    /// The configuration the server runs with: public address = the VIP, passive range = what the
-    /// balancer forwards, keepalive as given.
-    pub fn server_config(&self, keepalive: Keepalive) -> String {
-        let mut config = ServerConfig::new(
-            self.root(),
-            PassiveRange::new(PASSIVE.0, PASSIVE.1).unwrap(),
+    /// The configuration the server runs with, rendered by the controller's own builder
+    /// (`desired_config_map`) for an FtpServer whose public address is the VIP, whose passive range
+    /// is what the balancer forwards and whose balancer forgets after `LB_TIMEOUT` seconds. Only the
+    /// pod's mount paths are mapped to the lab's directories, as the volumes would map them.
+    /// `keepalive: None` turns keepalive off (`idle_seconds = 0`), which the controller itself never
+    /// renders: that is the failure the tests must show.
+    pub fn server_config(&self, keepalive: Option<Keepalive>) -> String {
+        let on = keepalive.unwrap_or(Keepalive {
+            idle_seconds: 1,
+            interval_seconds: 1,
+            probes: 5,
+        });
+        let yaml = format!(
+            "apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {{name: netns, namespace: ftp, uid: 0b7c1f4e-5d7e-4a43-9d8e-6f0f6c1a2b3c}}
+spec:
+  publicAddress: \"{VIP}\"
+  controlPort: {LB_CONTROL_PORT}
+  passivePorts: {{min: {}, max: {}}}
+  keepalive: {{idleSeconds: {}, intervalSeconds: {}, probes: {}}}
+  loadBalancer: {{provider: generic, idleTimeoutSeconds: {}}}
+  users: {{secretRef: {{name: ftp-users}}}}
+",
+            PASSIVE.0, PASSIVE.1, on.idle_seconds, on.interval_seconds, on.probes, self.lb_timeout
         );
-        config.listen = format!("0.0.0.0:{SERVER_CONTROL_PORT}").parse().unwrap();
-        config.public_address = Some(VIP.to_string());
-        config.keepalive = keepalive;
+        let server: FtpServer = serde_yaml::from_str(&yaml).expect("the test's FtpServer parses");
+        let valid = validate_spec(&server.spec)
+            .unwrap_or_else(|e| panic!("the controller rejects the test's FtpServer: {e:?}"));
+        let config_map = desired_config_map(&server, &valid, server.spec.public_address.as_deref());
+        let text = &config_map.data.as_ref().expect("ConfigMap data")[CONFIG_FILE_NAME];
+        let mut config: ServerConfig = toml::from_str(text).expect("the rendered config parses");
+        // What the controller decided must be what the balancer forwards.
+        assert_eq!(
+            config.public_address.as_deref(),
+            Some(VIP),
+            "advertised address"
+        );
+        assert_eq!(
+            config.passive_ports,
+            PassiveRange::new(PASSIVE.0, PASSIVE.1).unwrap()
+        );
+        assert_eq!(
+            config.listen.port(),
+            SERVER_CONTROL_PORT,
+            "the balancer DNATs 21 to this port"
+        );
+        assert_eq!(config.keepalive, on);
+        // The pod's volumes, mapped to the lab.
+        assert_eq!(config.root, Path::new(DATA_DIR));
+        config.root = self.root();
+        assert_eq!(
+            config.users_file.as_deref(),
+            Some(Path::new(USERS_DIR).join(USERS_KEY).as_path())
+        );
         config.users_file = Some(self.dir.path().join("users"));
-        config.metrics_listen = "127.0.0.1:9100".parse().unwrap();
+        if keepalive.is_none() {
+            config.keepalive.idle_seconds = 0;
+        }
+        config.validate().expect("the lab's config is valid");
         config.render()
     }
 
     /// Starts our ftp-server in the server namespace and waits until it answers through the VIP.
-    pub fn start_server(&mut self, keepalive: Keepalive) {
+    pub fn start_server(&mut self, keepalive: Option<Keepalive>) {
         let hash = Command::new(FTP_SERVER)
             .arg("hash-password")
             .stdin(Stdio::piped())

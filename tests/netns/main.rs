@@ -24,19 +24,16 @@ const LINK_KBIT: u32 = 4000;
 /// 7 MB on that link: 14 s, more than four times the balancer's timeout.
 const FILE_BYTES: usize = 7_000_000;
 
-/// Keepalive well below the balancer's timeout, as the controller derives it.
-const KEEPALIVE_ON: Keepalive = Keepalive {
+/// Keepalive well below the balancer's timeout: `spec.keepalive` of the test's FtpServer.
+const KEEPALIVE_ON: Option<Keepalive> = Some(Keepalive {
     idle_seconds: 1,
     interval_seconds: 1,
     probes: 5,
-};
-const KEEPALIVE_OFF: Keepalive = Keepalive {
-    idle_seconds: 0,
-    interval_seconds: 1,
-    probes: 5,
-};
+});
+/// The controller's rendering with `idle_seconds = 0`: a server that never turns keepalive on.
+const KEEPALIVE_OFF: Option<Keepalive> = None;
 
-fn lab(tag: &str, keepalive: Keepalive) -> Lab {
+fn lab(tag: &str, keepalive: Option<Keepalive>) -> Lab {
     let mut lab = Lab::up(tag, LB_TIMEOUT, LINK_KBIT);
     lab.start_server(keepalive);
     lab
