@@ -170,13 +170,16 @@ down() {
   local ns pids
   for ns in "$name-client" "$name-balancer" "$name-server"; do
     ns_exists "$ns" || continue
-    pids=$(ip netns pids "$ns" || true)
-    if [ -n "$pids" ]; then
-      kill $pids 2>/dev/null || true
+    # Whatever runs inside (a server a test started, say) would keep the namespace alive.
+    mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+    if [ ${#pids[@]} -gt 0 ]; then
+      kill "${pids[@]}" 2>/dev/null || true
       for _ in 1 2 3 4 5 6 7 8 9 10; do
-        pids=$(ip netns pids "$ns" || true); [ -z "$pids" ] && break; sleep 0.2
+        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+        [ ${#pids[@]} -eq 0 ] && break
+        sleep 0.2
       done
-      [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+      [ ${#pids[@]} -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
     fi
     ip netns del "$ns"
   done
@@ -222,5 +225,5 @@ case "$cmd" in
     exec ip netns exec "$ns" "$@" ;;
   status) [ $# -ge 1 ] || die "usage: $0 status NAME"; status "$1" ;;
   env) print_env ;;
-  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

@@ -51,7 +51,7 @@ pub fn preflight() {
     }
     assert!(
         missing.is_empty(),
-        "the netns tests cannot run; missing: {}. Run scripts/install-deps.sh as root.",
+        "the netns tests cannot run; missing: {}. Run them as root (CI does); scripts/install-deps.sh installs the packages.",
         missing.join(", ")
     );
 }
