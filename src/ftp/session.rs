@@ -290,8 +290,22 @@ impl Session {
             self.reply(530, "Please login with USER and PASS.").await?;
             return Ok(Flow::Continue);
         }
-        // REST applies only to the command right after it.
-        let restart_offset = std::mem::take(&mut self.restart_offset);
+        // REST holds until the next transfer command uses (or drops) it; PASV/TYPE in between
+        // are common.
+        let restart_offset = if matches!(
+            command,
+            Command::Retr(_)
+                | Command::Stor(_)
+                | Command::Appe(_)
+                | Command::Stou
+                | Command::List(_)
+                | Command::Nlst(_)
+                | Command::Mlsd(_)
+        ) {
+            std::mem::take(&mut self.restart_offset)
+        } else {
+            0
+        };
         if !matches!(command, Command::Rnto(_)) && !matches!(command, Command::Rnfr(_)) {
             self.rename_from = None;
         }
@@ -386,7 +400,7 @@ impl Session {
             Command::Rnfr(path) => {
                 let source = fs::resolve(&self.cwd, &path);
                 if self.check_writable().await? {
-                    match self.root().stat(&source) {
+                    match self.root().lstat(&source) {
                         Ok(_) => {
                             self.rename_from = Some(source);
                             self.reply(350, "Ready for RNTO.").await?
