@@ -279,6 +279,8 @@ pub fn make_certificate(dir: &Path, cert: &str, key: &str) {
             "/CN=localhost",
             "-addext",
             "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
             "-keyout",
         ])
         .arg(dir.join(key))
