@@ -107,6 +107,16 @@ impl Root {
         Ok(rustix::fs::fstat(&fd)?)
     }
 
+    /// Metadata of the path itself (a symlink is not followed).
+    pub fn lstat(&self, virtual_path: &str) -> io::Result<Stat> {
+        let (dir, name) = self.parent_dir(virtual_path)?;
+        Ok(rustix::fs::statat(
+            &dir,
+            name.as_str(),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
+    }
+
     pub fn is_dir(&self, virtual_path: &str) -> bool {
         self.stat(virtual_path)
             .map(|stat| file_kind(&stat) == FileKind::Dir)
@@ -164,8 +174,6 @@ impl Root {
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let (from_dir, from_name) = self.parent_dir(from)?;
         let (to_dir, to_name) = self.parent_dir(to)?;
-        // Checks the source exists inside the root (renameat itself does not follow the last link).
-        rustix::fs::statat(&from_dir, from_name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
         Ok(rustix::fs::renameat(
             &from_dir,
             from_name.as_str(),

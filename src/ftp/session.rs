@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::command::{self, Command, EpsvArg, Protection, TransferType};
@@ -22,6 +21,7 @@ use super::passive::{PassiveListener, same_host};
 use super::reply::{Reply, quote_path};
 use super::server::Shared;
 use super::settings::Settings;
+use super::tls::TlsAcceptors;
 use super::transfer::{self, DataStream};
 
 /// The control connection, upgraded in place by `AUTH TLS`.
@@ -127,7 +127,7 @@ pub struct Session {
     rename_from: Option<String>,
     data_plan: Option<DataPlan>,
     epsv_all: bool,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsAcceptors>,
     protect_data: bool,
     ascii: bool,
 }
@@ -290,8 +290,22 @@ impl Session {
             self.reply(530, "Please login with USER and PASS.").await?;
             return Ok(Flow::Continue);
         }
-        // REST applies only to the command right after it.
-        let restart_offset = std::mem::take(&mut self.restart_offset);
+        // REST holds until the next transfer command uses (or drops) it; PASV/TYPE in between
+        // are common.
+        let restart_offset = if matches!(
+            command,
+            Command::Retr(_)
+                | Command::Stor(_)
+                | Command::Appe(_)
+                | Command::Stou
+                | Command::List(_)
+                | Command::Nlst(_)
+                | Command::Mlsd(_)
+        ) {
+            std::mem::take(&mut self.restart_offset)
+        } else {
+            0
+        };
         if !matches!(command, Command::Rnto(_)) && !matches!(command, Command::Rnfr(_)) {
             self.rename_from = None;
         }
@@ -386,7 +400,7 @@ impl Session {
             Command::Rnfr(path) => {
                 let source = fs::resolve(&self.cwd, &path);
                 if self.check_writable().await? {
-                    match self.root().stat(&source) {
+                    match self.root().lstat(&source) {
                         Ok(_) => {
                             self.rename_from = Some(source);
                             self.reply(350, "Ready for RNTO.").await?
@@ -539,7 +553,7 @@ impl Session {
     }
 
     async fn auth(&mut self) -> io::Result<()> {
-        let Some(acceptor) = self.settings.tls.clone() else {
+        let Some(acceptors) = self.settings.tls.clone() else {
             return self
                 .reply(502, "TLS is not configured on this server.")
                 .await;
@@ -553,9 +567,9 @@ impl Session {
         let Control::Plain(tcp) = std::mem::replace(&mut self.control, Control::Closed) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let stream = acceptor.accept(tcp).await?;
+        let stream = acceptors.control.accept(tcp).await?;
         self.control = Control::Tls(Box::new(stream));
-        self.tls = Some(acceptor);
+        self.tls = Some(acceptors);
         Ok(())
     }
 
@@ -940,11 +954,11 @@ impl Session {
         if !self.protect_data {
             return Ok(Some(DataStream::Plain(tcp)));
         }
-        let Some(acceptor) = self.tls.clone() else {
+        let Some(acceptors) = self.tls.clone() else {
             self.reply(425, "PROT P without TLS.").await?;
             return Ok(None);
         };
-        match acceptor.accept(tcp).await {
+        match acceptors.data.accept(tcp).await {
             Ok(stream) => Ok(Some(DataStream::Tls(Box::new(stream)))),
             Err(error) => {
                 tracing::info!(%error, "data TLS handshake failed");

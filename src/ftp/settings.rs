@@ -26,7 +26,7 @@ pub enum SettingsError {
 pub struct Settings {
     pub config: ServerConfig,
     pub users: Users,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<tls::TlsAcceptors>,
     pub root: Root,
 }
 
@@ -48,7 +48,7 @@ impl Settings {
             None => Users::default(),
         };
         let tls = match &config.tls {
-            Some(tls) => Some(tls::acceptor(&tls.cert_file, &tls.key_file)?),
+            Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,
         };
         let root = Root::open(&config.root).map_err(|source| SettingsError::Root {

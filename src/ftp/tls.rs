@@ -28,7 +28,17 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsError> {
+/// Acceptors for the control connection and for data connections. They share one session cache
+/// and ticketer, so a data connection can resume the control session; the data one sends no TLS
+/// 1.3 tickets, because an uploading client never reads them and, closing with unread bytes, would
+/// reset the connection and lose the end of the upload.
+#[derive(Clone)]
+pub struct TlsAcceptors {
+    pub control: TlsAcceptor,
+    pub data: TlsAcceptor,
+}
+
+pub fn acceptors(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptors, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert_file)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|source| TlsError::Certificates {
@@ -49,5 +59,10 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, TlsErr
         .with_single_cert(certs, key)?;
     config.session_storage = ServerSessionMemoryCache::new(8192);
     config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    let mut data = config.clone();
+    data.send_tls13_tickets = 0;
+    Ok(TlsAcceptors {
+        control: TlsAcceptor::from(Arc::new(config)),
+        data: TlsAcceptor::from(Arc::new(data)),
+    })
 }

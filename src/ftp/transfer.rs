@@ -131,5 +131,7 @@ pub async fn receive_file(stream: &mut DataStream, mut file: File) -> io::Result
         total += read as u64;
     }
     file.flush()?;
+    // Answer the client's close_notify with ours: ftplib waits for it (SSL unwrap).
+    let _ = stream.shutdown().await;
     Ok(total)
 }
