@@ -198,6 +198,8 @@ pub struct Limits {
     /// Failed logins from one address before it is locked out.
     pub login_failures_before_lockout: u32,
     pub lockout_seconds: u32,
+    /// Pause before answering a failed login, in milliseconds (slows password guessing).
+    pub login_failure_delay_millis: u32,
     /// On SIGTERM, how long running transfers may take to finish.
     pub shutdown_grace_seconds: u32,
 }
@@ -212,6 +214,7 @@ impl Default for Limits {
             max_command_line: 4096,
             login_failures_before_lockout: 5,
             lockout_seconds: 300,
+            login_failure_delay_millis: 1000,
             shutdown_grace_seconds: 30,
         }
     }

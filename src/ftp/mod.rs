@@ -1,3 +1,21 @@
 //! The FTP server the operator's Deployments run.
+//!
+//! One concern per module: [`command`] parses, [`session`] runs the control connection,
+//! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.
 
+pub mod auth;
+pub mod cli;
+pub mod command;
 pub mod config;
+pub mod fs;
+pub mod keepalive;
+pub mod listing;
+pub mod metrics;
+pub mod passive;
+pub mod reload;
+pub mod reply;
+pub mod server;
+pub mod session;
+pub mod settings;
+pub mod tls;
+pub mod transfer;

@@ -1,0 +1,54 @@
+//! `ftp-server`: the FTP daemon. Flags and wiring only; the logic lives in `ftp_operator::ftp`.
+
+use std::io::Read;
+
+use clap::{Parser, Subcommand};
+use ftp_operator::ftp::{auth, cli::ServerFlags, reload, server, settings::Settings};
+
+#[derive(Parser)]
+#[command(
+    name = "ftp-server",
+    version,
+    about = "FTP server for running behind cloud load balancers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Tool>,
+    #[command(flatten)]
+    flags: ServerFlags,
+}
+
+#[derive(Subcommand)]
+enum Tool {
+    /// Read a password from stdin and print its argon2id PHC hash for the users file.
+    HashPassword,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Tool::HashPassword) = cli.command {
+        let mut password = String::new();
+        std::io::stdin().read_to_string(&mut password)?;
+        let password = password.strip_suffix('\n').unwrap_or(&password);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        println!(
+            "{}",
+            auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?
+        );
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = reload::load(&cli.flags)?;
+    let settings = Settings::build(config)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(server::serve(settings, cli.flags))
+}

@@ -1,0 +1,195 @@
+//! The command-line flags of `ftp-server` and how they override the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::config::{ConfigError, PassiveRange, ServerConfig, Tls};
+
+/// Flags; each one given overrides the config file's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
+pub struct ServerFlags {
+    /// Control connection listen address.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Directory every session is confined to.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Passive data port range.
+    #[arg(long, value_name = "MIN-MAX")]
+    pub passive_ports: Option<PassiveRange>,
+    /// Address advertised in PASV replies: an IP or a DNS name.
+    #[arg(long, value_name = "HOST")]
+    pub public_address: Option<String>,
+    /// Allow read-only anonymous login to the root.
+    #[arg(long)]
+    pub anonymous: bool,
+    /// Users file: lines name:PHC-hash[:ro|rw].
+    #[arg(long, value_name = "FILE")]
+    pub users: Option<PathBuf>,
+    #[arg(long, value_name = "SECS")]
+    pub keepalive_idle: Option<u32>,
+    #[arg(long, value_name = "SECS")]
+    pub keepalive_interval: Option<u32>,
+    #[arg(long, value_name = "N")]
+    pub keepalive_probes: Option<u32>,
+    /// PEM certificate chain for AUTH TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for AUTH TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse login before AUTH TLS and unprotected data connections.
+    #[arg(long)]
+    pub require_tls: bool,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Config file (TOML), re-read when it changes.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ServerFlags {
+    /// The configuration to run: the file's (if any) with every given flag applied on top.
+    pub fn merge(&self, file: Option<ServerConfig>) -> Result<ServerConfig, ConfigError> {
+        let mut config = match file {
+            Some(config) => config,
+            None => {
+                let root = self.root.clone().ok_or_else(|| {
+                    ConfigError::Invalid("give --root DIR (or --config FILE)".into())
+                })?;
+                let ports = self.passive_ports.ok_or_else(|| {
+                    ConfigError::Invalid("give --passive-ports MIN-MAX (or --config FILE)".into())
+                })?;
+                ServerConfig::new(root, ports)
+            }
+        };
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(root) = &self.root {
+            config.root = root.clone();
+        }
+        if let Some(ports) = self.passive_ports {
+            config.passive_ports = ports;
+        }
+        if let Some(address) = &self.public_address {
+            config.public_address = Some(address.clone());
+        }
+        if self.anonymous {
+            config.anonymous.enabled = true;
+        }
+        if let Some(users) = &self.users {
+            config.users_file = Some(users.clone());
+        }
+        if let Some(idle) = self.keepalive_idle {
+            config.keepalive.idle_seconds = idle;
+        }
+        if let Some(interval) = self.keepalive_interval {
+            config.keepalive.interval_seconds = interval;
+        }
+        if let Some(probes) = self.keepalive_probes {
+            config.keepalive.probes = probes;
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let required = config.tls.as_ref().is_some_and(|tls| tls.required);
+                config.tls = Some(Tls {
+                    cert_file: cert.clone(),
+                    key_file: key.clone(),
+                    required,
+                });
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "give --tls-cert and --tls-key together".into(),
+                ));
+            }
+        }
+        if self.require_tls {
+            match &mut config.tls {
+                Some(tls) => tls.required = true,
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "--require-tls needs --tls-cert and --tls-key (or tls in the config file)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(metrics) = self.metrics_listen {
+            config.metrics_listen = metrics;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_config() -> ServerConfig {
+        let mut config = ServerConfig::new("/srv/file", PassiveRange::new(30000, 30009).unwrap());
+        config.public_address = Some("file.example".into());
+        config
+    }
+
+    #[test]
+    fn flags_alone_need_root_and_ports() {
+        let error = ServerFlags::default().merge(None).unwrap_err().to_string();
+        assert!(error.contains("--root"), "{error}");
+        let flags = ServerFlags {
+            root: Some("/srv".into()),
+            passive_ports: Some(PassiveRange::new(40000, 40001).unwrap()),
+            anonymous: true,
+            ..Default::default()
+        };
+        let config = flags.merge(None).unwrap();
+        assert!(config.anonymous.enabled);
+        assert!(!config.anonymous.writable);
+        assert_eq!(config.public_address, None);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_rest_is_kept() {
+        let flags = ServerFlags {
+            public_address: Some("203.0.113.9".into()),
+            keepalive_idle: Some(0),
+            ..Default::default()
+        };
+        let config = flags.merge(Some(file_config())).unwrap();
+        assert_eq!(config.public_address.as_deref(), Some("203.0.113.9"));
+        assert_eq!(config.keepalive.idle_seconds, 0);
+        assert_eq!(config.root, PathBuf::from("/srv/file"));
+        assert_eq!(
+            config.passive_ports,
+            PassiveRange::new(30000, 30009).unwrap()
+        );
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_require_tls_needs_them() {
+        let half = ServerFlags {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        assert!(half.merge(Some(file_config())).is_err());
+        let required = ServerFlags {
+            require_tls: true,
+            ..Default::default()
+        };
+        assert!(required.merge(Some(file_config())).is_err());
+        let both = ServerFlags {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            require_tls: true,
+            ..Default::default()
+        };
+        let tls = both.merge(Some(file_config())).unwrap().tls.unwrap();
+        assert!(tls.required);
+    }
+}

@@ -1,0 +1,135 @@
+//! Directory listings: `LIST` in the Unix `ls -l` style every client parses, `NLST` names, and
+//! RFC 3659 `MLSD`/`MLST` facts.
+
+use std::io;
+use std::os::fd::AsFd;
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use rustix::fs::{AtFlags, Stat};
+
+use super::fs::{FileKind, Root, UPLOAD_TEMP_PREFIX, file_kind};
+
+#[derive(Debug)]
+pub struct Entry {
+    pub name: String,
+    pub stat: Stat,
+}
+
+/// The entries of a directory (without `.`, `..` and uploads in progress), sorted by name.
+pub fn read_dir(root: &Root, virtual_path: &str) -> io::Result<Vec<Entry>> {
+    let dir = root.open_dir(virtual_path)?;
+    let mut entries = Vec::new();
+    for item in rustix::fs::Dir::read_from(&dir)? {
+        let item = item?;
+        let raw = item.file_name().to_bytes();
+        if raw == b"." || raw == b".." || raw.starts_with(UPLOAD_TEMP_PREFIX.as_bytes()) {
+            continue;
+        }
+        let Ok(stat) = rustix::fs::statat(dir.as_fd(), item.file_name(), AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            continue;
+        };
+        entries.push(Entry {
+            name: String::from_utf8_lossy(raw).into_owned(),
+            stat,
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+fn mtime(stat: &Stat) -> Timestamp {
+    Timestamp::from_second(stat.st_mtime).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+/// `YYYYMMDDHHMMSS` in UTC, for `MDTM` and the `modify` fact.
+pub fn time_val(stat: &Stat) -> String {
+    mtime(stat)
+        .to_zoned(TimeZone::UTC)
+        .strftime("%Y%m%d%H%M%S")
+        .to_string()
+}
+
+fn permissions(mode: u32) -> String {
+    let mut text = String::with_capacity(9);
+    for shift in [6, 3, 0] {
+        let bits = (mode >> shift) & 7;
+        text.push(if bits & 4 != 0 { 'r' } else { '-' });
+        text.push(if bits & 2 != 0 { 'w' } else { '-' });
+        text.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    text
+}
+
+/// One `ls -l` line; dates within six months show the time, older ones the year.
+pub fn unix_line(name: &str, stat: &Stat, now: Timestamp) -> String {
+    let kind = match file_kind(stat) {
+        FileKind::Dir => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::File => '-',
+        FileKind::Other => '?',
+    };
+    let modified = mtime(stat);
+    let age = now.as_second() - modified.as_second();
+    let format = if (0..180 * 24 * 3600).contains(&age) {
+        "%b %d %H:%M"
+    } else {
+        "%b %d  %Y"
+    };
+    let date = modified
+        .to_zoned(TimeZone::UTC)
+        .strftime(format)
+        .to_string();
+    format!(
+        "{kind}{} {:>3} ftp      ftp      {:>12} {date} {name}",
+        permissions(stat.st_mode),
+        stat.st_nlink,
+        stat.st_size
+    )
+}
+
+/// RFC 3659 facts, ending in `;` (the caller appends ` name`).
+pub fn facts(stat: &Stat, writable: bool, current_dir: bool) -> String {
+    let (kind, perm) = match file_kind(stat) {
+        FileKind::Dir if current_dir => ("cdir", if writable { "cdeflmp" } else { "el" }),
+        FileKind::Dir => ("dir", if writable { "cdeflmp" } else { "el" }),
+        _ => ("file", if writable { "adfrw" } else { "r" }),
+    };
+    let size = if kind == "file" {
+        format!("size={};", stat.st_size)
+    } else {
+        String::new()
+    };
+    format!(
+        "type={kind};{size}modify={};perm={perm};unique={:x}g{:x};",
+        time_val(stat),
+        stat.st_dev,
+        stat.st_ino
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_files_with_unix_lines_and_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.txt"), "hello").unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join(".ftp-upload-1234"), "partial").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let entries = read_dir(&root, "/").unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["a", "b.txt"]);
+        let line = unix_line("b.txt", &entries[1].stat, Timestamp::now());
+        assert!(line.starts_with("-rw"), "{line}");
+        assert!(line.ends_with(" 5 ") || line.contains(" 5 "), "{line}");
+        assert!(line.ends_with(" b.txt"), "{line}");
+        let facts = facts(&entries[1].stat, false, false);
+        assert!(facts.starts_with("type=file;size=5;modify="), "{facts}");
+        assert!(facts.contains("perm=r;"), "{facts}");
+        assert!(unix_line("a", &entries[0].stat, Timestamp::now()).starts_with('d'));
+    }
+}

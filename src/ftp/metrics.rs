@@ -1,0 +1,188 @@
+//! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` HTTP endpoints.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransferLabel {
+    pub direction: String,
+    pub result: String,
+}
+
+/// Every metric the server exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sessions_total: Counter,
+    pub sessions_active: Gauge,
+    pub sessions_refused: Family<ResultLabel, Counter>,
+    pub logins: Family<ResultLabel, Counter>,
+    pub bytes: Family<DirectionLabel, Counter>,
+    pub transfers: Family<TransferLabel, Counter>,
+    pub passive_ports_in_use: Gauge,
+    pub passive_ports_exhausted: Counter,
+    pub data_connections_refused: Counter,
+    pub config_reloads: Family<ResultLabel, Counter>,
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn login(&self, result: &str) {
+        self.logins
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn transfer(&self, direction: &str, result: &str, bytes: u64) {
+        self.transfers
+            .get_or_create(&TransferLabel {
+                direction: direction.into(),
+                result: result.into(),
+            })
+            .inc();
+        self.bytes
+            .get_or_create(&DirectionLabel {
+                direction: direction.into(),
+            })
+            .inc_by(bytes);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("ftp");
+        registry.register(
+            "sessions",
+            "Control connections accepted",
+            self.sessions_total.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Control connections open now",
+            self.sessions_active.clone(),
+        );
+        registry.register(
+            "sessions_refused",
+            "Control connections refused by a limit",
+            self.sessions_refused.clone(),
+        );
+        registry.register("logins", "Login attempts by result", self.logins.clone());
+        registry.register(
+            "bytes",
+            "Data bytes transferred by direction",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "transfers",
+            "Transfers by direction and result",
+            self.transfers.clone(),
+        );
+        registry.register(
+            "passive_ports_in_use",
+            "Passive data ports listening now",
+            self.passive_ports_in_use.clone(),
+        );
+        registry.register(
+            "passive_ports_exhausted",
+            "PASV/EPSV refused because every passive port was busy",
+            self.passive_ports_exhausted.clone(),
+        );
+        registry.register(
+            "data_connections_refused",
+            "Data connections refused because they came from another address",
+            self.data_connections_refused.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by result",
+            self.config_reloads.clone(),
+        );
+        registry
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
+        text
+    }
+}
+
+async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> (StatusCode, &'static str) {
+    if metrics.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves the endpoints until the process ends.
+pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters() {
+        let metrics = Metrics::default();
+        metrics.login("ok");
+        metrics.transfer("download", "ok", 42);
+        let text = metrics.encode();
+        assert!(text.contains("ftp_logins_total{result=\"ok\"} 1"), "{text}");
+        assert!(
+            text.contains("ftp_bytes_total{direction=\"download\"} 42"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,228 @@
+//! The control listener: accepts connections, enforces session limits, starts sessions, and
+//! shuts down gracefully on SIGTERM (stop accepting, readiness off, let transfers finish).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::auth::Lockout;
+use super::cli::ServerFlags;
+use super::keepalive;
+use super::metrics::{self, Metrics, ResultLabel};
+use super::passive::PortPool;
+use super::reload;
+use super::session::Session;
+use super::settings::Settings;
+
+/// What every session shares.
+pub struct Shared {
+    pub settings: watch::Receiver<Arc<Settings>>,
+    pub metrics: Arc<Metrics>,
+    pub ports: Arc<PortPool>,
+    pub lockout: Lockout,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Sessions open per client address; a guard gives its slot back when the session ends.
+#[derive(Default)]
+struct SessionCounts {
+    by_address: Mutex<HashMap<IpAddr, u32>>,
+}
+
+struct SessionSlot {
+    counts: Arc<SessionCounts>,
+    address: IpAddr,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.metrics.sessions_active.dec();
+        if let Ok(mut map) = self.counts.by_address.lock()
+            && let Some(count) = map.get_mut(&self.address)
+        {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl SessionCounts {
+    /// Takes a slot, or says which limit refuses it.
+    fn take(
+        self: &Arc<Self>,
+        address: IpAddr,
+        total: usize,
+        settings: &Settings,
+        metrics: &Arc<Metrics>,
+    ) -> Result<SessionSlot, &'static str> {
+        let limits = settings.config.limits;
+        let mut map = self.by_address.lock().map_err(|_| "internal error")?;
+        if total >= limits.max_sessions as usize {
+            return Err("total");
+        }
+        let count = map.entry(address).or_insert(0);
+        if *count >= limits.max_sessions_per_address {
+            return Err("per_address");
+        }
+        *count += 1;
+        metrics.sessions_active.inc();
+        Ok(SessionSlot {
+            counts: Arc::clone(self),
+            address,
+            metrics: Arc::clone(metrics),
+        })
+    }
+}
+
+fn prepare_control_socket(stream: &TcpStream, settings: &Settings) {
+    if let Err(error) = keepalive::apply(stream, &settings.config.keepalive) {
+        tracing::warn!(%error, "cannot set keepalive on control connection");
+    }
+    let _ = stream.set_nodelay(true);
+    // ftplib sends ABOR as urgent data; keep that byte in the stream.
+    let _ = SockRef::from(stream).set_out_of_band_inline(true);
+}
+
+/// Runs the server until SIGTERM or SIGINT, then drains sessions within the grace period.
+pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let listen = settings.config.listen;
+    let metrics_listen = settings.config.metrics_listen;
+    let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        settings: settings_rx.clone(),
+        metrics: Arc::clone(&metrics),
+        ports: PortPool::new(Arc::clone(&metrics)),
+        lockout: Lockout::default(),
+        shutdown: shutdown_rx,
+    });
+
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let metrics_listener_check = std::net::TcpListener::bind(metrics_listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_listen} for metrics: {e}"))?;
+    drop(metrics_listener_check);
+    tokio::spawn({
+        let metrics = Arc::clone(&metrics);
+        async move {
+            if let Err(error) = metrics::serve(metrics_listen, metrics).await {
+                tracing::error!(%error, "metrics endpoint stopped");
+            }
+        }
+    });
+    tokio::spawn(reload::watch_files(
+        flags,
+        settings_tx,
+        Arc::clone(&metrics),
+    ));
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let counts = Arc::new(SessionCounts::default());
+    let mut sessions = JoinSet::new();
+    let mut next_id: u64 = 0;
+    metrics.set_ready(true);
+    tracing::info!(%listen, %metrics_listen, "ftp-server listening");
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let settings = settings_rx.borrow().clone();
+                prepare_control_socket(&stream, &settings);
+                let slot = match counts.take(peer.ip(), sessions.len(), &settings, &metrics) {
+                    Ok(slot) => slot,
+                    Err(limit) => {
+                        metrics.sessions_refused.get_or_create(&ResultLabel { result: limit.into() }).inc();
+                        tracing::warn!(%peer, limit, "session refused by limit");
+                        sessions.spawn(refuse(stream, limit));
+                        continue;
+                    }
+                };
+                next_id += 1;
+                metrics.sessions_total.inc();
+                let local = match stream.local_addr() {
+                    Ok(local) => local,
+                    Err(_) => continue,
+                };
+                let session = Session::new(next_id, stream, peer, local, Arc::clone(&shared));
+                let span = tracing::info_span!("session", id = next_id, peer = %peer);
+                sessions.spawn(
+                    async move {
+                        tracing::info!("session started");
+                        if let Err(error) = session.run().await {
+                            tracing::info!(%error, "session ended with an error");
+                        } else {
+                            tracing::info!("session ended");
+                        }
+                        drop(slot);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+    }
+
+    drop(listener);
+    metrics.set_ready(false);
+    let grace = Duration::from_secs(
+        settings_rx
+            .borrow()
+            .config
+            .limits
+            .shutdown_grace_seconds
+            .into(),
+    );
+    tracing::info!(
+        sessions = sessions.len(),
+        grace_seconds = grace.as_secs(),
+        "shutting down"
+    );
+    let _ = shutdown_tx.send(true);
+    let drained = tokio::time::timeout(grace, async {
+        while sessions.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "grace period over; closing remaining sessions"
+        );
+        sessions.abort_all();
+    }
+    Ok(())
+}
+
+async fn refuse(mut stream: TcpStream, limit: &'static str) {
+    let text: &[u8] = if limit == "per_address" {
+        b"421 Too many connections from your address; try again later.\r\n"
+    } else {
+        b"421 Too many connections; try again later.\r\n"
+    };
+    let _ = stream.write_all(text).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,70 @@
+//! What a session runs with: the configuration plus everything loaded from the files it names
+//! (users, TLS certificate, root directory). Built whole or not at all, so a bad reload keeps the
+//! previous settings.
+
+use super::auth::{Users, UsersError};
+use super::config::{ConfigError, ServerConfig};
+use super::fs::Root;
+use super::tls::{self, TlsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot open root directory {path}: {source}")]
+    Root {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub config: ServerConfig,
+    pub users: Users,
+    pub tls: Option<tls::TlsAcceptors>,
+    pub root: Root,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("users", &self.users.len())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Settings {
+    pub fn build(config: ServerConfig) -> Result<Settings, SettingsError> {
+        config.validate()?;
+        let users = match &config.users_file {
+            Some(path) => Users::load(path)?,
+            None => Users::default(),
+        };
+        let tls = match &config.tls {
+            Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
+            None => None,
+        };
+        let root = Root::open(&config.root).map_err(|source| SettingsError::Root {
+            path: config.root.display().to_string(),
+            source,
+        })?;
+        Ok(Settings {
+            config,
+            users,
+            tls,
+            root,
+        })
+    }
+
+    /// TLS is required for login and data.
+    pub fn tls_required(&self) -> bool {
+        self.config.tls.as_ref().is_some_and(|tls| tls.required)
+    }
+}

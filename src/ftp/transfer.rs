@@ -1,0 +1,137 @@
+//! Moving file bytes over a data connection: `sendfile(2)` on plain connections, large buffers
+//! through TLS, and uploads written as they arrive.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+const BUFFER: usize = 256 * 1024;
+const SENDFILE_CHUNK: usize = 64 * 1024 * 1024;
+
+/// A data connection, plain or protected (`PROT P`).
+pub enum DataStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for DataStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for DataStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            DataStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Sends `file` from `offset` to the end, then closes the connection cleanly.
+pub async fn send_file(stream: &mut DataStream, mut file: File, offset: u64) -> io::Result<u64> {
+    let sent = match stream {
+        DataStream::Plain(tcp) => sendfile_all(tcp, &file, offset).await?,
+        DataStream::Tls(_) => {
+            io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+            let mut buffer = vec![0u8; BUFFER];
+            let mut total = 0u64;
+            loop {
+                let read = file.read(&mut buffer)?;
+                if read == 0 {
+                    break;
+                }
+                stream.write_all(&buffer[..read]).await?;
+                total += read as u64;
+            }
+            total
+        }
+    };
+    stream.shutdown().await?;
+    Ok(sent)
+}
+
+async fn sendfile_all(tcp: &TcpStream, file: &File, mut offset: u64) -> io::Result<u64> {
+    let start = offset;
+    loop {
+        tcp.writable().await?;
+        let sent = tcp.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(tcp.as_fd(), file.as_fd(), Some(&mut offset), SENDFILE_CHUNK)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Ok(offset - start),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Sends bytes made in memory (listings), then closes.
+pub async fn send_bytes(stream: &mut DataStream, bytes: &[u8]) -> io::Result<u64> {
+    stream.write_all(bytes).await?;
+    stream.shutdown().await?;
+    Ok(bytes.len() as u64)
+}
+
+/// Writes everything the client sends into `file` until it closes the connection.
+pub async fn receive_file(stream: &mut DataStream, mut file: File) -> io::Result<u64> {
+    let mut buffer = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let read = match stream.read(&mut buffer).await {
+            Ok(read) => read,
+            // Many clients close a TLS data channel without close_notify; the byte stream is
+            // complete all the same, exactly as on a plain connection.
+            Err(error)
+                if error.kind() == io::ErrorKind::UnexpectedEof
+                    && matches!(stream, DataStream::Tls(_)) =>
+            {
+                0
+            }
+            Err(error) => return Err(error),
+        };
+        if read == 0 {
+            break;
+        }
+        file.write_all(&buffer[..read])?;
+        total += read as u64;
+    }
+    file.flush()?;
+    // Answer the client's close_notify with ours: ftplib waits for it (SSL unwrap).
+    let _ = stream.shutdown().await;
+    Ok(total)
+}

@@ -1,0 +1,59 @@
+"""Drives ftp-server with Python's ftplib, the way scripts in the wild do.
+
+usage: ftplib_session.py HOST PORT USER PASSWORD plain|tls [CAFILE]
+Prints "ftplib ok" when every step behaved; any deviation raises.
+"""
+import ftplib
+import io
+import ssl
+import sys
+
+host, port, user, password, mode = sys.argv[1:6]
+if mode == "tls":
+    context = ssl.create_default_context(cafile=sys.argv[6])
+    ftp = ftplib.FTP_TLS(context=context, timeout=20)
+else:
+    ftp = ftplib.FTP(timeout=20)
+ftp.trust_server_pasv_ipv4_address = True
+ftp.connect(host, int(port))
+ftp.login(user, password)
+if mode == "tls":
+    ftp.prot_p()
+assert ftp.pwd() == "/", ftp.pwd()
+assert "UTF8" in ftp.sendcmd("FEAT")
+assert ftp.sendcmd("SYST").startswith("215")
+ftp.voidcmd("NOOP")
+ftp.mkd("py dir")
+ftp.cwd("py dir")
+assert ftp.pwd() == "/py dir"
+payload = bytes(range(256)) * 4096
+for passive_extended in (False, True):
+    ftp.af = 2  # ftplib picks PASV for IPv4; force EPSV through sendcmd below.
+    ftp.storbinary("STOR data.bin", io.BytesIO(payload))
+assert ftp.size("data.bin") == len(payload)
+assert ftp.sendcmd("MDTM data.bin").startswith("213 ")
+assert ftp.nlst() == ["data.bin"], ftp.nlst()
+facts = dict(ftp.mlsd())
+assert facts["data.bin"]["type"] == "file" and facts["data.bin"]["size"] == str(len(payload)), facts
+lines = []
+ftp.retrlines("LIST", lines.append)
+assert len(lines) == 1 and lines[0].endswith(" data.bin"), lines
+received = io.BytesIO()
+ftp.retrbinary("RETR data.bin", received.write)
+assert received.getvalue() == payload
+received = io.BytesIO()
+ftp.retrbinary("RETR data.bin", received.write, rest=1000)
+assert received.getvalue() == payload[1000:]
+ftp.storbinary("APPE data.bin", io.BytesIO(b"tail"))
+assert ftp.size("data.bin") == len(payload) + 4
+ftp.rename("data.bin", "moved.bin")
+ftp.delete("moved.bin")
+ftp.cwd("..")
+ftp.rmd("py dir")
+try:
+    ftp.retrbinary("RETR ../../etc/passwd", lambda b: None)
+    raise AssertionError("escape was allowed")
+except ftplib.error_perm as error:
+    assert str(error).startswith("550"), error
+ftp.quit()
+print("ftplib ok")

@@ -1,0 +1,418 @@
+//! Starts the real `ftp-server` binary on free loopback ports with a temporary root, and a small
+//! raw FTP client for checking exact replies.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_ftp-server");
+
+/// Fails the test (never skips it) when a client program is missing.
+pub fn require(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` is not installed: run `sudo bash scripts/install-deps.sh` (Debian package list in scripts/deps/ftp.apt)"
+    );
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A run of `count` consecutive free ports.
+pub fn free_range(count: u16) -> (u16, u16) {
+    for _ in 0..200 {
+        let start = 20000 + (rand_u16() % 30000);
+        let listeners: Vec<_> = (start..start + count)
+            .map(|port| TcpListener::bind(("127.0.0.1", port)))
+            .collect();
+        if listeners.iter().all(|l| l.is_ok()) {
+            return (start, start + count - 1);
+        }
+    }
+    panic!("no free port range");
+}
+
+fn rand_u16() -> u16 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    (nanos ^ (std::process::id() << 7)) as u16
+}
+
+pub fn hash_password(password: &str) -> String {
+    let mut child = Command::new(BIN)
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(password.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// Options for a test server.
+#[derive(Default)]
+pub struct Options {
+    pub args: Vec<String>,
+    /// Extra TOML appended to a config file (then `--config` is passed).
+    pub config_toml: Option<String>,
+    pub passive_ports: u16,
+    /// `(name, password, rw)` accounts for a users file.
+    pub users: Vec<(&'static str, &'static str, bool)>,
+    pub tls: bool,
+}
+
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub passive: (u16, u16),
+    pub root: tempfile::TempDir,
+    /// Holds the config file, users file, certificates and the log.
+    pub state: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(options: Options) -> Server {
+        let root = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let metrics_port = free_port();
+        let passive = free_range(if options.passive_ports == 0 {
+            10
+        } else {
+            options.passive_ports
+        });
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--metrics-listen".into(),
+            format!("127.0.0.1:{metrics_port}"),
+        ];
+        if let Some(extra) = &options.config_toml {
+            let path = state.path().join("ftp-server.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "root = {:?}\npassive_ports = {{ min = {}, max = {} }}\n{extra}",
+                    root.path(),
+                    passive.0,
+                    passive.1
+                ),
+            )
+            .unwrap();
+            args.extend(["--config".into(), path.display().to_string()]);
+        } else {
+            args.extend([
+                "--root".into(),
+                root.path().display().to_string(),
+                "--passive-ports".into(),
+                format!("{}-{}", passive.0, passive.1),
+            ]);
+        }
+        if !options.users.is_empty() {
+            let path = state.path().join("users");
+            let lines: String = options
+                .users
+                .iter()
+                .map(|(name, password, rw)| {
+                    format!(
+                        "{name}:{}:{}\n",
+                        hash_password(password),
+                        if *rw { "rw" } else { "ro" }
+                    )
+                })
+                .collect();
+            std::fs::write(&path, lines).unwrap();
+            args.extend(["--users".into(), path.display().to_string()]);
+        }
+        if options.tls {
+            make_certificate(state.path(), "cert.pem", "key.pem");
+            args.extend([
+                "--tls-cert".into(),
+                state.path().join("cert.pem").display().to_string(),
+                "--tls-key".into(),
+                state.path().join("key.pem").display().to_string(),
+            ]);
+        }
+        args.extend(options.args);
+        let log = std::fs::File::create(state.path().join("server.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(&args)
+            .env("RUST_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = Server {
+            child,
+            port,
+            metrics_port,
+            passive,
+            root,
+            state,
+        };
+        server.wait_listening();
+        server
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // The probe connection is a session too: wait until it is gone, so tests that
+                // count sessions start from zero.
+                while Instant::now() < deadline {
+                    if TcpStream::connect(("127.0.0.1", self.metrics_port)).is_ok()
+                        && self
+                            .http_get("/metrics")
+                            .1
+                            .contains("ftp_sessions_active 0")
+                    {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("ftp-server did not start; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self) -> String {
+        format!("ftp://127.0.0.1:{}", self.port)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.path().join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns whether it did in time.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.metrics_port)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn make_certificate(dir: &Path, cert: &str, key: &str) {
+    require("openssl");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+        ])
+        .arg(dir.join(key))
+        .arg("-out")
+        .arg(dir.join(cert))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl could not make a certificate");
+}
+
+/// Runs a program, failing the test with its output if it fails.
+pub fn run_ok(program: &str, args: &[&str]) -> Output {
+    require(program);
+    let output = Command::new(program).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A raw control connection, to check replies byte for byte.
+pub struct Raw {
+    reader: BufReader<TcpStream>,
+    pub stream: TcpStream,
+    pub greeting: String,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut raw = Raw {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            stream,
+            greeting: String::new(),
+        };
+        raw.greeting = raw.read_reply();
+        raw
+    }
+
+    /// Reads one whole reply (all lines of a multi-line one).
+    pub fn read_reply(&mut self) -> String {
+        let mut text = String::new();
+        let mut first = String::new();
+        self.reader.read_line(&mut first).unwrap();
+        text.push_str(&first);
+        if first.len() >= 4 && &first[3..4] == "-" {
+            let code = &first[..3];
+            loop {
+                let mut line = String::new();
+                if self.reader.read_line(&mut line).unwrap() == 0 {
+                    break;
+                }
+                text.push_str(&line);
+                if line.starts_with(code) && &line[3..4] == " " {
+                    break;
+                }
+            }
+        }
+        text
+    }
+
+    pub fn send(&mut self, line: &str) {
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(line);
+        self.read_reply()
+    }
+
+    pub fn expect(&mut self, line: &str, code: &str) -> String {
+        let reply = self.cmd(line);
+        assert!(
+            reply.starts_with(code),
+            "{line}: expected {code}, got {reply:?}"
+        );
+        reply
+    }
+
+    pub fn login_anonymous(&mut self) {
+        self.expect("USER anonymous", "331");
+        self.expect("PASS test@example.com", "230");
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) {
+        self.expect(&format!("USER {user}"), "331");
+        self.expect(&format!("PASS {password}"), "230");
+    }
+
+    /// Sends EPSV and returns the data address to connect to.
+    pub fn epsv(&mut self) -> SocketAddr {
+        let reply = self.expect("EPSV", "229");
+        let port: u16 = reply
+            .split("|||")
+            .nth(1)
+            .and_then(|rest| rest.split('|').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("bad 229 reply {reply:?}"));
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Runs a data command over EPSV; returns the data received and the final reply.
+    pub fn transfer_in(&mut self, command: &str) -> (Vec<u8>, String) {
+        let address = self.epsv();
+        let mut data = TcpStream::connect(address).unwrap();
+        let start = self.cmd(command);
+        assert!(start.starts_with("150"), "{command}: {start:?}");
+        let mut bytes = Vec::new();
+        data.read_to_end(&mut bytes).unwrap();
+        let end = self.read_reply();
+        (bytes, end)
+    }
+
+    /// Uploads `bytes` with `command` over EPSV; returns the final reply.
+    pub fn transfer_out(&mut self, command: &str, bytes: &[u8]) -> String {
+        let address = self.epsv();
+        let mut data = TcpStream::connect(address).unwrap();
+        let start = self.cmd(command);
+        assert!(start.starts_with("150"), "{command}: {start:?}");
+        data.write_all(bytes).unwrap();
+        drop(data);
+        self.read_reply()
+    }
+}

@@ -1,0 +1,196 @@
+//! Explicit FTPS (AUTH TLS, PBSZ, PROT) with curl, ftplib, lftp and suppaftp; --require-tls;
+//! certificate reload.
+
+mod common;
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Options, Server, make_certificate, run_ok};
+
+fn tls_server(extra: &[&str]) -> Server {
+    Server::start(Options {
+        users: vec![("alice", "wonderland", true)],
+        tls: true,
+        args: extra.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+fn cert(server: &Server) -> String {
+    server.state.path().join("cert.pem").display().to_string()
+}
+
+#[test]
+fn curl_with_ssl_reqd_uses_protected_data_and_resumes_the_session() {
+    let server = tls_server(&["--require-tls"]);
+    let payload: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    let local = server.state.path().join("up.bin");
+    std::fs::write(&local, &payload).unwrap();
+    let url = format!("{}/up.bin", server.url());
+    let base = ["-sS", "--ssl-reqd", "-k", "--user", "alice:wonderland"];
+    run_ok(
+        "curl",
+        &[&base[..], &["-T", local.to_str().unwrap(), &url]].concat(),
+    );
+    assert_eq!(std::fs::read(server.path("up.bin")).unwrap(), payload);
+    let output = run_ok("curl", &[&base[..], &["-v", &url]].concat());
+    assert_eq!(output.stdout, payload);
+    let verbose = String::from_utf8_lossy(&output.stderr);
+    assert!(verbose.contains("PROT P"), "{verbose}");
+    // The data connection's handshake resumed the control session (no second certificate).
+    assert!(verbose.contains("SSL re-using session ID"), "{verbose}");
+    assert_eq!(verbose.matches("Certificate (11)").count(), 1, "{verbose}");
+    let listing = run_ok(
+        "curl",
+        &[&base[..], &[format!("{}/", server.url()).as_str()]].concat(),
+    );
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("up.bin"));
+    // Without TLS the server refuses to log in at all.
+    let plain = std::process::Command::new("curl")
+        .args(["-sS", "--user", "alice:wonderland", &url])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("530") || !plain.stderr.is_empty());
+}
+
+#[test]
+fn require_tls_refuses_plain_login_and_clear_data() {
+    let server = tls_server(&["--require-tls"]);
+    let mut ftp = server.raw();
+    let feat = ftp.cmd("FEAT");
+    assert!(
+        feat.contains(" AUTH TLS\r\n") && feat.contains(" PROT\r\n") && feat.contains(" PBSZ\r\n"),
+        "{feat:?}"
+    );
+    let reply = ftp.cmd("USER alice");
+    assert!(
+        reply.starts_with("530") && reply.contains("AUTH TLS"),
+        "{reply:?}"
+    );
+    ftp.expect("PBSZ 0", "503");
+    ftp.expect("PROT P", "503");
+    assert_eq!(ftp.cmd("AUTH TLS"), "234 Proceed with negotiation.\r\n");
+}
+
+#[test]
+fn ftplib_ftp_tls_with_prot_p() {
+    let server = tls_server(&["--require-tls"]);
+    let output = run_ok(
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/ftplib_session.py"
+            ),
+            "127.0.0.1",
+            &server.port.to_string(),
+            "alice",
+            "wonderland",
+            "tls",
+            &cert(&server),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ftplib ok");
+}
+
+#[test]
+fn lftp_over_tls() {
+    let server = tls_server(&["--require-tls"]);
+    std::fs::write(server.path("hello.txt"), "secret hello\n").unwrap();
+    let back = server.state.path().join("back.txt");
+    let script = format!(
+        "set ftp:fix-pasv-address false; set ftp:ssl-force true; set ftp:ssl-protect-data true; \
+         set ssl:verify-certificate false; set net:max-retries 1; set net:timeout 10; \
+         open -u alice,wonderland ftp://127.0.0.1:{}; get hello.txt -o {}; put {} -o copy.txt; cls; bye",
+        server.port,
+        back.display(),
+        back.display()
+    );
+    let output = run_ok("lftp", &["-c", &script]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("copy.txt"));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), "secret hello\n");
+    assert_eq!(
+        std::fs::read_to_string(server.path("copy.txt")).unwrap(),
+        "secret hello\n"
+    );
+}
+
+fn client_config(cert_path: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert_path).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn suppaftp_tls_login(
+    server: &Server,
+    trust: &std::path::Path,
+) -> Result<suppaftp::RustlsFtpStream, suppaftp::FtpError> {
+    let ftp = suppaftp::RustlsFtpStream::connect(("127.0.0.1", server.port))?;
+    let connector = suppaftp::RustlsConnector::from(client_config(trust));
+    let mut ftp = ftp.into_secure(connector, "localhost")?;
+    ftp.login("alice", "wonderland")?;
+    Ok(ftp)
+}
+
+#[test]
+fn suppaftp_over_tls_and_certificate_reload() {
+    let server = tls_server(&[]);
+    let first = server.state.path().join("first.pem");
+    std::fs::copy(cert(&server), &first).unwrap();
+    let mut ftp = suppaftp_tls_login(&server, &first).unwrap();
+    ftp.put_file("t.bin", &mut Cursor::new(vec![9u8; 50_000]))
+        .unwrap();
+    assert_eq!(
+        ftp.retr_as_buffer("t.bin").unwrap().into_inner(),
+        vec![9u8; 50_000]
+    );
+
+    // Replace the certificate files: new sessions get the new certificate, the open one goes on.
+    let fresh = tempfile::tempdir().unwrap();
+    make_certificate(fresh.path(), "cert.pem", "key.pem");
+    std::fs::copy(
+        fresh.path().join("key.pem"),
+        server.state.path().join("key.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fresh.path().join("cert.pem"),
+        server.state.path().join("cert.pem"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if suppaftp_tls_login(&server, &fresh.path().join("cert.pem")).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new certificate never served; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        suppaftp_tls_login(&server, &first).is_err(),
+        "old certificate still served"
+    );
+    assert_eq!(
+        ftp.retr_as_buffer("t.bin").unwrap().into_inner().len(),
+        50_000
+    );
+    ftp.quit().unwrap();
+}
