@@ -9,7 +9,7 @@
 # The last line counts the tests of every tier: "tests: N passed, M failed".
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 1
 export CARGO_TERM_COLOR=never
 
 log=$(mktemp -t ftp-operator-tests.XXXXXX)
