@@ -6,4 +6,5 @@
 pub mod api;
 pub mod controller;
 pub mod ftp;
+pub mod keepalive;
 pub mod lb;

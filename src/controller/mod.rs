@@ -250,6 +250,8 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
                 public_address,
                 passive_ports: valid.passive.to_string(),
                 deployment_changed: applied_deployment != Applied::Unchanged,
+                keepalive: valid.keepalive_in_force,
+                node_keepalive: None,
             }
         }
     };
