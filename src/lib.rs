@@ -8,3 +8,4 @@ pub mod controller;
 pub mod ftp;
 pub mod keepalive;
 pub mod lb;
+pub mod node;
