@@ -89,7 +89,7 @@ struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
-    /// Namespace of the leader-election Lease.
+    /// Namespace of the leader-election Lease and of the node tuner DaemonSet.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     #[arg(long, default_value = "ftp-operator")]
@@ -97,6 +97,10 @@ struct ControllerArgs {
     /// This replica's name in the Lease and in Events.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Image of the node keepalive tuner DaemonSet; default: the same as --default-ftp-image
+    /// (one image holds both binaries).
+    #[arg(long, env = "FTP_OPERATOR_NODE_TUNER_IMAGE")]
+    node_tuner_image: Option<String>,
     /// Watch only this namespace; default: all.
     #[arg(long)]
     namespace: Option<String>,
@@ -196,6 +200,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     info!(%identity, "holding the lease; reconciling");
 
     let settings = Settings {
+        node_tuner_image: args
+            .node_tuner_image
+            .unwrap_or_else(|| args.default_ftp_image.clone()),
+        operator_namespace: args.leader_election_namespace.clone(),
         default_image: args.default_ftp_image,
         namespace: args.namespace,
         identity: identity.clone(),

@@ -187,3 +187,90 @@ fn two_namespaces_are_tuned_independently() {
     assert_eq!(first.keepalive(), (45, 10, 6));
     assert_eq!(second.keepalive(), (7200, 75, 9));
 }
+
+/// The DaemonSet runs the tuner as uid 0 with every capability dropped and no privilege
+/// escalation; that must be enough to write the namespace's sysctls. A non-root user with no
+/// capabilities must be refused, or this test would prove nothing.
+#[test]
+fn tuner_with_the_daemon_sets_privileges_only() {
+    let ns = NetNs::new("caps");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let state = state.to_str().unwrap();
+    let no_caps = [
+        "setpriv",
+        "--bounding-set=-all",
+        "--inh-caps=-all",
+        "--no-new-privs",
+    ];
+    let apply = [
+        TUNER,
+        "node-tuner",
+        "apply",
+        "--idle",
+        "30",
+        "--interval",
+        "5",
+        "--probes",
+        "4",
+        "--state-file",
+        state,
+    ];
+    let as_root: Vec<&str> = no_caps.iter().chain(&apply).copied().collect();
+    ns.exec(&as_root);
+    assert_eq!(ns.keepalive(), (30, 5, 4));
+
+    // Let nobody write its state file, so only the sysctl write can fail.
+    let nobody_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        nobody_dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let nobody_state = nobody_dir.path().join("state.json");
+    let as_nobody: Vec<&str> = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ]
+    .into_iter()
+    .chain(no_caps[1..].iter().copied())
+    .chain([
+        TUNER,
+        "node-tuner",
+        "apply",
+        "--idle",
+        "20",
+        "--interval",
+        "5",
+        "--probes",
+        "4",
+        "--state-file",
+        nobody_state.to_str().unwrap(),
+    ])
+    .collect();
+    let refused = Command::new("ip")
+        .args(["netns", "exec", &ns.name])
+        .args(&as_nobody)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "an unprivileged user must not change sysctls"
+    );
+    assert!(
+        text(&refused.stderr).contains("cannot write 20"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(ns.keepalive(), (30, 5, 4));
+
+    let restore: Vec<&str> = no_caps
+        .iter()
+        .copied()
+        .chain([TUNER, "node-tuner", "restore", "--state-file", state])
+        .collect();
+    ns.exec(&restore);
+    assert_eq!(ns.keepalive(), (7200, 75, 9));
+}
