@@ -35,16 +35,57 @@ where
     {
         return Ok(Applied::Unchanged);
     }
-    let params = PatchParams::apply(MANAGER).force();
-    let name = desired.name_any();
-    let result = api.patch(&name, &params, &Patch::Apply(desired)).await?;
-    metrics.api_write(&K::kind(&()));
+    let mut result = match server_side_apply(api, desired, metrics).await {
+        // A hand edit that keyed list entries differently (say a second port named `ftp`)
+        // makes the merged object invalid: replace our lists wholesale, then apply again.
+        Err(kube::Error::Api(status)) if status.code == 422 && cached.is_some() => {
+            merge_patch(api, desired, metrics).await?;
+            server_side_apply(api, desired, metrics).await?
+        }
+        other => other?,
+    };
+    if !holds(&result, desired) {
+        // Another manager owns list entries we do not want, e.g. an extra Service port;
+        // apply cannot remove what it does not own, a merge patch replacing the list can.
+        result = merge_patch(api, desired, metrics).await?;
+    }
     let changed = cached.and_then(|c| c.resource_version()) != result.resource_version();
     Ok(match cached {
         None => Applied::Created,
         Some(_) if changed => Applied::Updated,
         Some(_) => Applied::Unchanged,
     })
+}
+
+async fn server_side_apply<K>(
+    api: &Api<K>,
+    desired: &K,
+    metrics: &Metrics,
+) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let params = PatchParams::apply(MANAGER).force();
+    let result = api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await;
+    metrics.api_write(&K::kind(&()));
+    result
+}
+
+async fn merge_patch<K>(api: &Api<K>, desired: &K, metrics: &Metrics) -> Result<K, kube::Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let params = PatchParams {
+        field_manager: Some(MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let result = api
+        .patch(&desired.name_any(), &params, &Patch::Merge(desired))
+        .await;
+    metrics.api_write(&K::kind(&()));
+    result
 }
 
 /// True when every field set in `desired` has the same value in `live`. The apiserver adds
