@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -219,17 +219,20 @@ async fn reconcile(
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
     // Decisions need complete caches: an empty Secret cache would look like a missing Secret.
-    for ready in [
-        ctx.stores.config_maps.wait_until_ready().await,
-        ctx.stores.deployments.wait_until_ready().await,
-        ctx.stores.services.wait_until_ready().await,
-        ctx.stores.secrets.wait_until_ready().await,
-        ctx.stores.daemon_sets.wait_until_ready().await,
-        ctx.stores.nodes.wait_until_ready().await,
-    ] {
-        if ready.is_err() {
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
+    // Checked without waiting: a store wakes only its latest waiter, so reconciles parked on it
+    // concurrently would hang for good. Until the caches are complete, try again shortly.
+    let caches_ready = [
+        ctx.stores.config_maps.wait_until_ready().now_or_never(),
+        ctx.stores.deployments.wait_until_ready().now_or_never(),
+        ctx.stores.services.wait_until_ready().now_or_never(),
+        ctx.stores.secrets.wait_until_ready().now_or_never(),
+        ctx.stores.daemon_sets.wait_until_ready().now_or_never(),
+        ctx.stores.nodes.wait_until_ready().now_or_never(),
+    ]
+    .iter()
+    .all(|ready| matches!(ready, Some(Ok(()))));
+    if !caches_ready {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let result = match &guard.0 {
         Ok(server) => reconcile_server(server, &ctx).await,
