@@ -3,4 +3,6 @@
 //! Two wings meet at one seam, [`ftp::config`]: the controller renders that configuration and the
 //! FTP server reads it. The server (`ftp`) never imports the operator's modules.
 
+pub mod api;
 pub mod ftp;
+pub mod lb;
