@@ -59,9 +59,10 @@ app.kubernetes.io/component: controller
     {{- include "ftp-operator.labels" . | nindent 4 }}
 {{- end }}
 
-{{/* Flags of `ftp-operator controller` that follow from values. */}}
+{{/* Flags of `ftp-operator controller` that follow from values (POD_NAME/POD_NAMESPACE come by env). */}}
 {{- define "ftp-operator.controllerArgs" -}}
-- --metrics-address=0.0.0.0:{{ .Values.metrics.port }}
+- --metrics-listen=0.0.0.0:{{ .Values.metrics.port }}
 - --leader-election-namespace=$(POD_NAMESPACE)
-- --ftp-server-image={{ include "ftp-operator.ftpServerImage" . }}
+- --lease-name={{ include "ftp-operator.fullname" . }}
+- --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
 {{- end }}
