@@ -265,36 +265,45 @@ load_ports() {
 
 gen_key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 
-# <name> <subject> <extensions...>: a key and a CA-signed certificate.
+gen_ca() { # <name> <common name>
+  gen_key "$PKI/$1.key"
+  openssl req -x509 -new -key "$PKI/$1.key" -subj "/CN=$2" -days 3650 -sha256 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$PKI/$1.crt" 2>/dev/null
+}
+
+# <ca> <name> <subject> <extensions...>: a key and a certificate signed by <ca>.
 gen_cert() {
-  local name=$1 subj=$2; shift 2
+  local ca=$1 name=$2 subj=$3; shift 3
   gen_key "$PKI/$name.key"
   openssl req -new -key "$PKI/$name.key" -subj "$subj" -out "$PKI/$name.csr" 2>/dev/null
   printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" "$@" \
     >"$PKI/$name.ext"
-  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" \
-    -CAcreateserial -CAserial "$PKI/ca.srl" -days 3650 -sha256 \
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/$ca.crt" -CAkey "$PKI/$ca.key" \
+    -CAcreateserial -CAserial "$PKI/$ca.srl" -days 3650 -sha256 \
     -extfile "$PKI/$name.ext" -out "$PKI/$name.crt" 2>/dev/null
   rm -f "$PKI/$name.csr" "$PKI/$name.ext"
 }
 
 gen_pki() {
   mkdir -p "$PKI"
-  gen_key "$PKI/ca.key"
-  openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=ftp-operator-local-ca" -days 3650 -sha256 \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-    -out "$PKI/ca.crt" 2>/dev/null
+  gen_ca ca ftp-operator-local-ca
   # The apiserver is reached as 127.0.0.1/localhost from the host and as the
   # kubernetes Service from (hypothetical) in-cluster clients.
-  gen_cert apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth" \
+  gen_cert ca apiserver "/CN=kube-apiserver" "extendedKeyUsage=serverAuth" \
     "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:$SERVICE_APISERVER_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   # Client identities: the admin is a cluster superuser through O=system:masters;
   # the controller-manager and scheduler use the users that the built-in RBAC
   # bootstrap policy grants exactly their permissions.
-  gen_cert admin "/O=system:masters/CN=kubernetes-admin" "extendedKeyUsage=clientAuth"
-  gen_cert kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
-  gen_cert kube-scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
-  gen_cert kwok "/O=system:masters/CN=kwok-controller" "extendedKeyUsage=clientAuth"
+  gen_cert ca admin "/O=system:masters/CN=kubernetes-admin" "extendedKeyUsage=clientAuth"
+  gen_cert ca kube-controller-manager "/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  gen_cert ca kube-scheduler "/CN=system:kube-scheduler" "extendedKeyUsage=clientAuth"
+  gen_cert ca kwok "/O=system:masters/CN=kwok-controller" "extendedKeyUsage=clientAuth"
+  # Front proxy (aggregation layer), a separate CA as kubeadm does: without a
+  # requestheader CA, the controller-manager and scheduler, which delegate
+  # authentication to the apiserver, log an error every few seconds.
+  gen_ca front-proxy-ca ftp-operator-local-front-proxy-ca
+  gen_cert front-proxy-ca front-proxy-client "/CN=front-proxy-client" "extendedKeyUsage=clientAuth"
   # Service-account token signing key pair (apiserver signs/verifies, kcm signs
   # tokens for its per-controller service accounts).
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$PKI/sa.key" 2>/dev/null
@@ -414,12 +423,12 @@ cmd_up() {
 
   # --unsafe-no-fsync: throwaway test data; fsync dominates etcd latency on VMs.
   start_component etcd etcd \
-    --name=default --data-dir="$STATE_DIR/etcd" \
+    --name=local --data-dir="$STATE_DIR/etcd" \
     --listen-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --advertise-client-urls="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     --listen-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster="default=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster="local=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync --log-level=warn
   wait_for "etcd health" 30 etcd curl -fs --max-time 2 "http://127.0.0.1:$ETCD_CLIENT_PORT/health"
 
@@ -431,6 +440,13 @@ cmd_up() {
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" \
+    --requestheader-client-ca-file="$PKI/front-proxy-ca.crt" \
+    --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User \
+    --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file="$PKI/front-proxy-client.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$PKI/sa.pub" \
     --service-account-signing-key-file="$PKI/sa.key" \

@@ -4,5 +4,6 @@
 //! FTP server reads it. The server (`ftp`) never imports the operator's modules.
 
 pub mod api;
+pub mod controller;
 pub mod ftp;
 pub mod lb;

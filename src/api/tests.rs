@@ -200,3 +200,15 @@ fn committed_crd_matches_the_code() {
         "crds/ftpserver.yaml is out of date: run `cargo run --bin ftp-operator -- crd > crds/ftpserver.yaml`"
     );
 }
+
+#[test]
+fn example_manifest_is_valid() {
+    let text = include_str!("../../examples/ftpserver.yaml");
+    let server = text
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: FtpServer"))
+        .map(|doc| serde_yaml::from_str::<FtpServer>(doc).unwrap())
+        .unwrap();
+    assert_eq!(broken_rules(&server), "");
+    crate::controller::validate::validate_spec(&server.spec).unwrap();
+}
