@@ -237,6 +237,15 @@ t_install() {
     ghcr.io/ftp-operator/ftp-operator:0.1.0 ]] || fail "operator image is not ghcr.io/ftp-operator/ftp-operator:<appVersion>"
 }
 
+# The FtpServer example Artifact Hub shows (Chart.yaml) is one the API server accepts.
+t_artifacthub_example() {
+  awk '/artifacthub.io\/crdsExamples: \|/ {on=1; next} on && /^  [^ ]/ {on=0} on {sub(/^    /, ""); print}' \
+    "$CHART/Chart.yaml" | sed -e 's/^- apiVersion/apiVersion/' -e 's/^  //' \
+    -e "s/namespace: ftp\$/namespace: $NS/" >"$WORK/example.yaml"
+  grep -q "kind: FtpServer" "$WORK/example.yaml" || fail "no FtpServer example in Chart.yaml"
+  k create --dry-run=server -f "$WORK/example.yaml" >/dev/null
+}
+
 # What the ServiceAccount may do, and what it may not: the RBAC is least privilege.
 t_rbac() {
   local as=(--as "system:serviceaccount:$NS:$SA") rc=0 want verb res ns sub got
@@ -490,6 +499,7 @@ check "Argo CD Lua and kstatus agree with the fixtures" t_fixtures
 check "helm template applies with server-side dry run" t_template_dry_run
 check "helm install refuses a bad value and records no release" t_schema_rejects_install
 check "helm install --wait: CRD Established, RBAC, operator Deployment" t_install
+check "the Artifact Hub FtpServer example is accepted by the API server" t_artifacthub_example
 check "RBAC: the ServiceAccount may do what the operator needs, nothing more" t_rbac
 check "controller as the chart's ServiceAccount makes an FtpServer Ready" t_ftpserver_ready
 check "a missing users Secret makes an FtpServer Stalled" t_stalled
