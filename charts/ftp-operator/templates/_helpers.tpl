@@ -1,0 +1,68 @@
+{{/* Names and labels shared by every template. */}}
+
+{{- define "ftp-operator.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "ftp-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "ftp-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "ftp-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ftp-operator
+{{- end }}
+
+{{- define "ftp-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "ftp-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{- define "ftp-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "ftp-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false: name an existing ServiceAccount" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The operator image: repository@digest, else repository:tag, the tag defaulting to appVersion. */}}
+{{- define "ftp-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The FTP server pods' default image: the operator's own unless overridden (one image, both binaries). */}}
+{{- define "ftp-operator.ftpServerImage" -}}
+{{- default (include "ftp-operator.image" .) .Values.ftpServerImage }}
+{{- end }}
+
+{{/* What the chart adds to the CRD's metadata (two-space indent, under `metadata:`). */}}
+{{- define "ftp-operator.crdMetadata" -}}
+{{- if .Values.crds.keep }}
+  annotations:
+    # Uninstalling the chart must not delete the CRD: that would delete every FtpServer.
+    helm.sh/resource-policy: keep
+{{- end }}
+  labels:
+    {{- include "ftp-operator.labels" . | nindent 4 }}
+{{- end }}
+
+{{/* Flags of `ftp-operator controller` that follow from values (POD_NAME/POD_NAMESPACE come by env). */}}
+{{- define "ftp-operator.controllerArgs" -}}
+- --metrics-listen=0.0.0.0:{{ .Values.metrics.port }}
+- --leader-election-namespace=$(POD_NAMESPACE)
+- --lease-name={{ include "ftp-operator.fullname" . }}
+- --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
+{{- end }}

@@ -1,0 +1,516 @@
+#!/usr/bin/env bash
+# Tests the Helm chart, the GitOps health checks and the docs against a real local control plane
+# (scripts/local-cluster.sh: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok).
+# Runs only when asked; prints "N passed, M failed" last and exits non-zero on any failure.
+#
+#   scripts/test-helm.sh
+#
+# The operator Deployment's pod lands on a kwok node, where nothing really runs; so the controller
+# runs here, on the host, with a kubeconfig that impersonates the chart's ServiceAccount: every call
+# it makes is authorised by the chart's RBAC and nothing else.
+#
+# Environment:
+#   FTPOP_OPERATOR_BIN   ftp-operator binary to run (default: cargo build --bin ftp-operator)
+#   FTPOP_KEEP_CLUSTER=1 leave the control plane up afterwards (it is reused by the next run)
+#   FTPOP_PORT_BASE      first port for the control plane (default 25300, apart from other tests)
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CHART="$ROOT/charts/ftp-operator"
+export FTPOP_CLUSTER_DIR=${FTPOP_HELM_CLUSTER_DIR:-$ROOT/target/helm-cluster}
+export FTPOP_PORT_BASE=${FTPOP_PORT_BASE:-25300}
+WORK="$ROOT/target/helm-test"
+RELEASE=ftp-operator
+NS=ftp-operator-system
+SA=ftp-operator                 # the chart's ServiceAccount for this release name
+APP_NS=ftp-helm-test            # where the example FtpServers live
+METRICS_PORT=${FTPOP_HELM_METRICS_PORT:-25380}
+
+log() { echo "test-helm: $*" >&2; }
+die() { echo "test-helm: error: $*" >&2; exit 2; }
+
+# ------------------------------------------------------------------------------------ harness
+
+PASSED=0 FAILED=0 FAILURES=()
+# check NAME CMD...: runs one test; its output is shown only when it fails.
+check() {
+  local name=$1; shift
+  local out start=$SECONDS
+  if out=$("$@" 2>&1); then
+    PASSED=$((PASSED + 1)); printf 'ok    %-72s %3ss\n' "$name" $((SECONDS - start))
+  else
+    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL  %-72s %3ss\n' "$name" $((SECONDS - start))
+    printf '%s\n' "$out" | tail -25 | sed 's/^/      /'
+  fi
+}
+fail() { echo "$*" >&2; return 1; }
+# until_true TIMEOUT CMD...: polls every second.
+until_true() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 1
+  done
+}
+
+# ------------------------------------------------------------------------------------ setup
+
+"$ROOT/scripts/install-deps.sh" || die "installing Debian packages failed"
+HELM=$("$ROOT/scripts/tools.sh" path helm) || die "building helm failed"
+KSTATUS=$("$ROOT/scripts/tools.sh" path kstatus) || die "building tests/kstatus failed"
+"$ROOT/scripts/local-cluster.sh" build >/dev/null || die "building the control plane failed"
+eval "$("$ROOT/scripts/local-cluster.sh" env 2>/dev/null)"
+KUBECTL=$(command -v kubectl) # the pinned one, first in PATH after `env`
+
+if [[ -n ${FTPOP_OPERATOR_BIN:-} ]]; then
+  OPERATOR=$FTPOP_OPERATOR_BIN
+else
+  log "building ftp-operator (cargo build --bin ftp-operator)"
+  (cd "$ROOT" && cargo build -q --bin ftp-operator) || die "cargo build failed"
+  OPERATOR="$ROOT/target/debug/ftp-operator"
+fi
+[[ -x $OPERATOR ]] || die "no ftp-operator binary at $OPERATOR"
+
+STARTED_CLUSTER=0
+cleanup() {
+  stop_controller
+  if [[ $STARTED_CLUSTER -eq 1 && ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
+    "$ROOT/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+if ! "$ROOT/scripts/local-cluster.sh" status >/dev/null 2>&1; then
+  log "starting the local control plane in $FTPOP_CLUSTER_DIR"
+  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
+  STARTED_CLUSTER=1
+fi
+k() { "$KUBECTL" "$@"; }
+h() { "$HELM" "$@"; }
+
+# A run against a reused cluster starts from nothing of ours.
+h uninstall "$RELEASE" -n "$NS" --wait >/dev/null 2>&1 || true
+k delete namespace "$APP_NS" --wait=true --timeout=60s >/dev/null 2>&1 || true
+k delete pv ftp-helm-test-data --wait=true --timeout=30s >/dev/null 2>&1 || true
+k delete crd ftpservers.ftpoperator.dev --wait=true --timeout=60s >/dev/null 2>&1 || true
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+# The controller, impersonating the chart's ServiceAccount.
+SA_KUBECONFIG="$WORK/sa.kubeconfig"
+k config view --raw --minify --flatten >"$SA_KUBECONFIG"
+# `as:` is kubeconfig's impersonation field (what --as sets); kubectl config set cannot write it.
+python3 - "$SA_KUBECONFIG" "system:serviceaccount:$NS:$SA" <<'PY' || die "writing the impersonating kubeconfig failed"
+import sys
+path, who = sys.argv[1], sys.argv[2]
+lines = open(path).read().split("\n")
+i = lines.index("users:")
+j = next(n for n in range(i, len(lines)) if lines[n].strip() == "user:")
+lines.insert(j + 1, "    as: " + who)
+open(path, "w").write("\n".join(lines))
+PY
+[[ $(k --kubeconfig "$SA_KUBECONFIG" auth whoami -o jsonpath='{.status.userInfo.username}') == "system:serviceaccount:$NS:$SA" ]] ||
+  die "the impersonating kubeconfig does not act as the ServiceAccount"
+# Tests run in subshells (check captures their output), so the controller's PID lives in a file.
+CONTROLLER_PID_FILE="$WORK/controller.pid"
+start_controller() {
+  stop_controller
+  KUBECONFIG=$SA_KUBECONFIG RUST_LOG=info,kube=warn POD_NAMESPACE=$NS \
+    "$OPERATOR" controller --metrics-listen "127.0.0.1:$METRICS_PORT" \
+    --leader-election-namespace "$NS" --lease-name "$RELEASE" --identity helm-test \
+    >>"$WORK/controller.log" 2>&1 &
+  echo $! >"$CONTROLLER_PID_FILE"
+}
+stop_controller() {
+  local pid
+  pid=$(cat "$CONTROLLER_PID_FILE" 2>/dev/null) || return 0
+  rm -f "$CONTROLLER_PID_FILE"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null
+}
+controller_log() { echo "--- controller log (last lines):"; tail -15 "$WORK/controller.log"; }
+
+# ------------------------------------------------------------------------------------ offline
+
+t_crd_copy() { "$ROOT/scripts/sync-chart-crd.sh" --check; }
+
+# The chart adds only Helm's metadata: drop those lines and the rest is crds/ftpserver.yaml.
+t_rendered_crd() {
+  h template "$RELEASE" "$CHART" -n "$NS" --show-only templates/crd.yaml >"$WORK/crd.rendered" || return 1
+  python3 - "$WORK/crd.rendered" "$ROOT/crds/ftpserver.yaml" <<'PY'
+import sys
+rendered = open(sys.argv[1]).read().split("\n")
+rendered = [l for l in rendered if l not in ("---",) and not l.startswith("# Source:")]
+out, skipping = [], False
+for line in rendered:
+    if line == "metadata:":
+        out.append(line); skipping = True; continue
+    if skipping and line.startswith("  name: "):
+        skipping = False
+    if not skipping:
+        out.append(line)
+want = open(sys.argv[2]).read()
+got = "\n".join(out).strip("\n") + "\n"
+if got != want:
+    import difflib
+    sys.stdout.writelines(difflib.unified_diff(want.splitlines(True), got.splitlines(True), "crds/ftpserver.yaml", "rendered"))
+    sys.exit(1)
+PY
+  grep -q 'helm.sh/resource-policy: keep' "$WORK/crd.rendered" || fail "rendered CRD lacks helm.sh/resource-policy: keep"
+}
+
+t_lint() {
+  local out
+  out=$(h lint --strict "$CHART" 2>&1) || { echo "$out"; return 1; }
+  out+=$(h lint --strict "$CHART" --set networkPolicy.enabled=true --set metrics.serviceMonitor.enabled=true \
+    --set replicas=3 --set crds.install=false 2>&1) || { echo "$out"; return 1; }
+  ! grep -E '\[(WARNING|ERROR)\]' <<<"$out" || fail "helm lint reported warnings"
+}
+
+# Each bad value must be refused, naming the value's path.
+t_schema_rejects() {
+  local bad path out rc=0
+  while IFS='|' read -r bad path; do
+    if out=$(h template "$RELEASE" "$CHART" --set "$bad" 2>&1); then
+      echo "accepted: --set $bad"; rc=1
+    elif ! grep -qF "$path" <<<"$out"; then
+      echo "refused --set $bad without naming $path:"; echo "$out"; rc=1
+    fi
+  done <<'EOF'
+replicas=-1|/replicas
+replicas=two|/replicas
+image.pullPolicy=Sometimes|/image/pullPolicy
+image.digest=sha256:abc|/image/digest
+metrics.port=70000|/metrics/port
+resources.limits.memory=lots|/resources/limits/memory
+networkPolicy.apiServerCIDRs={10.0.0.1}|/networkPolicy/apiServerCIDRs/0
+metrics.serviceMonitor.interval=soon|/metrics/serviceMonitor/interval
+replicaCount=2|replicaCount
+crds.install=maybe|/crds/install
+EOF
+  h template "$RELEASE" "$CHART" >/dev/null || { echo "defaults refused"; rc=1; }
+  return $rc
+}
+
+t_schema_rejects_install() {
+  local out
+  if out=$(h install bad-values "$CHART" -n "$NS" --create-namespace --set replicas=-2 2>&1); then
+    h uninstall bad-values -n "$NS" >/dev/null 2>&1; fail "helm install accepted replicas=-2"
+  fi
+  grep -q "/replicas" <<<"$out" || fail "no message naming /replicas: $out"
+  ! h status bad-values -n "$NS" >/dev/null 2>&1 || fail "a release was recorded despite the bad value"
+}
+
+t_template_dry_run() {
+  k create namespace "$NS" --dry-run=client -o yaml | k apply --server-side -f - >/dev/null
+  h template "$RELEASE" "$CHART" -n "$NS" | k apply --server-side --dry-run=server -f - || return 1
+  h template "$RELEASE" "$CHART" -n "$NS" --set networkPolicy.enabled=true --set replicas=2 \
+    --set 'networkPolicy.apiServerCIDRs={127.0.0.1/32}' | k apply --server-side --dry-run=server -f -
+}
+
+lua_health() { "$ROOT/tests/argocd/health.sh" "$1" | cut -f1; }
+kstatus_of() { "$KSTATUS" "$1" | cut -f1; }
+
+# Every fixture gets the health its expect.tsv line names, from Lua and from kstatus.
+t_fixtures() {
+  local name want_lua want_ks got rc=0
+  while IFS=$'\t' read -r name want_lua want_ks; do
+    [[ -z $name || $name == \#* ]] && continue
+    got=$(lua_health "$ROOT/tests/argocd/fixtures/$name.json") || { echo "$name: lua failed"; rc=1; }
+    [[ $got == "$want_lua" ]] || { echo "$name: Argo CD health $got, want $want_lua"; rc=1; }
+    got=$(kstatus_of "$ROOT/tests/argocd/fixtures/$name.json") || { echo "$name: kstatus failed"; rc=1; }
+    [[ $got == "$want_ks" ]] || { echo "$name: kstatus $got, want $want_ks"; rc=1; }
+  done <"$ROOT/tests/argocd/fixtures/expect.tsv"
+  return $rc
+}
+
+# ------------------------------------------------------------------------------------ live
+
+t_install() {
+  h install "$RELEASE" "$CHART" -n "$NS" --create-namespace --wait --timeout 3m >"$WORK/install.out" || return 1
+  grep -q "kubectl -n ftp wait --for=condition=Ready" "$WORK/install.out" || fail "NOTES do not say what to do next"
+  k wait --for=condition=Established crd/ftpservers.ftpoperator.dev --timeout=60s >/dev/null || return 1
+  k -n "$NS" get serviceaccount/"$SA" deployment/"$RELEASE" service/"$RELEASE-metrics" \
+    role/"$RELEASE-leader-election" rolebinding/"$RELEASE-leader-election" >/dev/null || return 1
+  k get clusterrole/"$RELEASE" clusterrolebinding/"$RELEASE" >/dev/null || return 1
+  [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].image}') == \
+    ghcr.io/ftp-operator/ftp-operator:0.1.0 ]] || fail "operator image is not ghcr.io/ftp-operator/ftp-operator:<appVersion>"
+}
+
+# The FtpServer example Artifact Hub shows (Chart.yaml) is one the API server accepts.
+t_artifacthub_example() {
+  awk '/artifacthub.io\/crdsExamples: \|/ {on=1; next} on && /^  [^ ]/ {on=0} on {sub(/^    /, ""); print}' \
+    "$CHART/Chart.yaml" | sed -e 's/^- apiVersion/apiVersion/' -e 's/^  //' \
+    -e "s/namespace: ftp\$/namespace: $NS/" >"$WORK/example.yaml"
+  grep -q "kind: FtpServer" "$WORK/example.yaml" || fail "no FtpServer example in Chart.yaml"
+  k create --dry-run=server -f "$WORK/example.yaml" >/dev/null
+}
+
+# What the ServiceAccount may do, and what it may not: the RBAC is least privilege.
+t_rbac() {
+  local as=(--as "system:serviceaccount:$NS:$SA") rc=0 want verb res ns sub got
+  while read -r want verb res ns sub; do
+    [[ -z $want || $want == \#* ]] && continue
+    [[ $ns == - ]] && ns=""
+    got=$(k auth can-i "${as[@]}" "$verb" "$res" ${ns:+-n "$ns"} ${sub:+--subresource "$sub"} 2>/dev/null)
+    [[ ${got:-no} == "$want" ]] || { echo "can-i $verb $res${sub:+/$sub} in ${ns:-(cluster)}: ${got:-no}, want $want"; rc=1; }
+  done <<EOF
+yes list ftpservers.ftpoperator.dev -
+yes watch ftpservers.ftpoperator.dev -
+yes patch ftpservers.ftpoperator.dev $APP_NS status
+yes update ftpservers.ftpoperator.dev $APP_NS finalizers
+yes create deployments.apps $APP_NS
+yes delete daemonsets.apps $APP_NS
+yes patch services $APP_NS
+yes create configmaps $APP_NS
+yes watch secrets $APP_NS
+yes create events.events.k8s.io $APP_NS
+yes list nodes -
+yes update leases.coordination.k8s.io $NS
+no create ftpservers.ftpoperator.dev $APP_NS
+no delete ftpservers.ftpoperator.dev $APP_NS
+no create secrets $APP_NS
+no update secrets $APP_NS
+no create pods $APP_NS
+no get pods $APP_NS
+no create events $APP_NS
+no update leases.coordination.k8s.io default
+no patch nodes -
+no create clusterroles.rbac.authorization.k8s.io -
+no create persistentvolumeclaims $APP_NS
+no delete persistentvolumeclaims $APP_NS
+no patch services $APP_NS status
+EOF
+  return $rc
+}
+
+# Storage that binds without a provisioner: a PV reserved for the claim.
+apply_app_fixtures() {
+  k apply --server-side -f - <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: $APP_NS}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: ftp-helm-test-data}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  claimRef: {namespace: $APP_NS, name: ftp-data}
+  hostPath: {path: /tmp/ftp-helm-test-data}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: ftp-data, namespace: $APP_NS}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  volumeName: ftp-helm-test-data
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: ftp-users, namespace: $APP_NS}
+stringData:
+  users: |
+    alice:\$argon2id\$v=19\$m=19456,t=2,p=1\$c2FsdHNhbHRzYWx0\$k7N7r0d2H1n5c3q4l8y6g5m2h1j0k9l8m7n6b5v4c3x:rw
+---
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: contoso, namespace: $APP_NS}
+spec:
+  replicas: 1
+  publicAddress: 192.0.2.10
+  passivePorts: {min: 20000, max: 20009}
+  loadBalancer: {provider: azure, idleTimeoutSeconds: 240}
+  storage: {persistentVolumeClaim: {claimName: ftp-data}}
+  users: {secretRef: {name: ftp-users}}
+---
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: no-users, namespace: $APP_NS}
+spec:
+  publicAddress: 192.0.2.11
+  passivePorts: {min: 21000, max: 21004}
+  storage: {emptyDir: {}}
+  users: {secretRef: {name: does-not-exist}}
+EOF
+}
+
+condition() { # <ftpserver> <type>
+  k -n "$APP_NS" get ftpserver "$1" -o jsonpath="{.status.conditions[?(@.type==\"$2\")].status}"
+}
+stalled() { [[ $(condition "$1" Stalled) == True ]]; }
+current_generation_observed() {
+  [[ $(k -n "$APP_NS" get ftpserver "$1" -o jsonpath='{.metadata.generation}') == \
+    $(k -n "$APP_NS" get ftpserver "$1" -o jsonpath='{.status.observedGeneration}') ]]
+}
+
+t_ftpserver_ready() {
+  apply_app_fixtures >/dev/null || return 1
+  k -n "$APP_NS" wait --for=jsonpath='{.status.phase}'=Bound pvc/ftp-data --timeout=60s >/dev/null ||
+    fail "the test PVC did not bind"
+  start_controller
+  # No cloud here: play its load-balancer controller and give the Service an address.
+  until_true 60 k -n "$APP_NS" get service contoso || { controller_log; fail "the controller made no Service"; }
+  k -n "$APP_NS" patch service contoso --subresource=status --type merge \
+    -p '{"status":{"loadBalancer":{"ingress":[{"ip":"192.0.2.10"}]}}}' >/dev/null || return 1
+  if ! k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=120s >/dev/null; then
+    k -n "$APP_NS" get ftpserver contoso -o yaml; controller_log; return 1
+  fi
+  k -n "$APP_NS" get configmap,service,deployment -o name | grep -q deployment || fail "no Deployment for the FtpServer"
+  [[ $(k -n "$APP_NS" get ftpserver contoso -o jsonpath='{.status.readyReplicas}') == 1 ]] || fail "readyReplicas is not 1"
+  # The controller really acted as the ServiceAccount: it holds the chart's Lease.
+  [[ $(k -n "$NS" get lease "$RELEASE" -o jsonpath='{.spec.holderIdentity}') == helm-test ]] ||
+    fail "the Lease in $NS is not held by the local controller"
+}
+
+t_stalled() {
+  until_true 60 stalled no-users ||
+    { k -n "$APP_NS" get ftpserver no-users -o yaml; controller_log; return 1; }
+}
+
+# kstatus and the Argo CD script on objects straight from the API server.
+t_health_live() {
+  local rc=0 got
+  k -n "$APP_NS" get ftpserver contoso -o json >"$WORK/healthy.json"
+  k -n "$APP_NS" get ftpserver no-users -o json >"$WORK/stalled.json"
+  got=$(kstatus_of "$WORK/healthy.json"); [[ $got == Current ]] || { echo "kstatus healthy: $got, want Current"; rc=1; }
+  got=$(lua_health "$WORK/healthy.json"); [[ $got == Healthy ]] || { echo "argocd healthy: $got, want Healthy"; rc=1; }
+  got=$(kstatus_of "$WORK/stalled.json"); [[ $got == Failed ]] || { echo "kstatus stalled: $got, want Failed"; rc=1; }
+  got=$(lua_health "$WORK/stalled.json"); [[ $got == Degraded ]] || { echo "argocd stalled: $got, want Degraded"; rc=1; }
+  "$ROOT/tests/argocd/health.sh" "$WORK/stalled.json" | grep -q "does-not-exist" ||
+    { echo "Degraded message does not name the missing Secret: $("$ROOT/tests/argocd/health.sh" "$WORK/stalled.json")"; rc=1; }
+  # A fresh generation, before any controller has seen it: stop ours, change the spec.
+  stop_controller
+  k -n "$APP_NS" patch ftpserver contoso --type merge -p '{"spec":{"keepalive":{"probes":5}}}' >/dev/null
+  k -n "$APP_NS" get ftpserver contoso -o json >"$WORK/fresh.json"
+  got=$(kstatus_of "$WORK/fresh.json"); [[ $got == InProgress ]] || { echo "kstatus fresh generation: $got, want InProgress"; rc=1; }
+  got=$(lua_health "$WORK/fresh.json"); [[ $got == Progressing ]] || { echo "argocd fresh generation: $got, want Progressing"; rc=1; }
+  # And back to Ready once the controller returns.
+  start_controller
+  until_true 90 current_generation_observed contoso || { echo "the new generation was never observed"; controller_log; rc=1; }
+  k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=90s >/dev/null || { controller_log; rc=1; }
+  [[ $(kstatus_of <(k -n "$APP_NS" get ftpserver contoso -o json)) == Current ]] || { echo "not Current after healing"; rc=1; }
+  return $rc
+}
+
+# docs/api.md names every field and every CEL message of the CRD the API server serves.
+t_api_doc() {
+  k get crd ftpservers.ftpoperator.dev -o json >"$WORK/crd.json" || return 1
+  python3 - "$ROOT/docs/api.md" "$WORK/crd.json" <<'PY'
+import json, sys
+crd = json.load(open(sys.argv[2]))
+doc = open(sys.argv[1]).read()
+schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+native = {"resources", "affinity", "tolerations", "emptyDir", "conditions"}  # Kubernetes' own types
+missing = []
+def walk(node, path):
+    for rule in node.get("x-kubernetes-validations", []):
+        if rule.get("message") and rule["message"] not in doc:
+            missing.append(f"CEL message on {path}: {rule['message']}")
+    for name, sub in node.get("properties", {}).items():
+        p = f"{path}.{name}"
+        # An object is documented through its fields (`spec.tls.secretRef.name` covers spec.tls).
+        if f"`{p}`" not in doc and f"`{p}." not in doc:
+            missing.append(f"field {p}")
+        if name not in native:
+            walk(sub, p)
+walk(schema["properties"]["spec"], "spec")
+walk(schema["properties"]["status"], "status")
+if missing:
+    print("docs/api.md lacks:"); print("\n".join(missing)); sys.exit(1)
+PY
+}
+
+# docs/metrics.md names only operator metrics the running controller exports.
+t_metrics_doc() {
+  local body name rc=0
+  body=$(curl -fsS --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics") || fail "no /metrics on 127.0.0.1:$METRICS_PORT"
+  for name in $(grep -oE '`ftp_operator_[a-z_]+`' "$ROOT/docs/metrics.md" | tr -d '`' | sort -u); do
+    grep -qE "^(# TYPE )?${name}(_bucket|_count|_sum)?[{ ]" <<<"$body" ||
+      { echo "docs/metrics.md names $name; /metrics has no such metric"; rc=1; }
+  done
+  curl -fsS --max-time 5 "http://127.0.0.1:$METRICS_PORT/healthz" >/dev/null || { echo "/healthz failed"; rc=1; }
+  return $rc
+}
+
+# A changed value and a changed CRD both arrive through helm upgrade.
+t_upgrade() {
+  local next="$WORK/chart-next"
+  rm -rf "$next"; cp -r "$CHART" "$next"
+  sed -i 's/^version: .*/version: 0.1.1-test/' "$next/Chart.yaml"
+  # The next version's CRD: one more category (what a generator change would look like).
+  python3 - "$next/files/crds/ftpserver.yaml" <<'PY'
+import sys
+p = sys.argv[1]; s = open(p).read()
+old = "    categories:\n    - ftp\n"
+assert old in s, "categories block not found"
+open(p, "w").write(s.replace(old, old + "    - ftp-upgraded\n", 1))
+PY
+  h upgrade "$RELEASE" "$next" -n "$NS" --set replicas=2 --set logLevel=debug --wait --timeout 3m >/dev/null || return 1
+  [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.replicas}') == 2 ]] || fail "replicas did not become 2"
+  k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="RUST_LOG")].value}' |
+    grep -qx debug || fail "logLevel did not reach RUST_LOG"
+  k get crd ftpservers.ftpoperator.dev -o jsonpath='{.spec.names.categories}' | grep -q ftp-upgraded ||
+    fail "the CRD change did not arrive through helm upgrade"
+  # A fresh discovery cache: kubectl would not look for a category it has not seen.
+  k --cache-dir "$WORK/discovery" get ftp-upgraded -A -o name | grep -q ftpserver.ftpoperator.dev/contoso || fail "the new category does not list FtpServers"
+  [[ $(h history "$RELEASE" -n "$NS" -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 2 ]] ||
+    fail "expected two revisions"
+  # The FtpServers lived through it.
+  k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=60s >/dev/null
+}
+
+t_uninstall_keeps_data() {
+  local pvc_uid
+  pvc_uid=$(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.uid}')
+  stop_controller
+  h uninstall "$RELEASE" -n "$NS" --wait --timeout 2m >/dev/null || return 1
+  ! k -n "$NS" get deploy "$RELEASE" >/dev/null 2>&1 || fail "the operator Deployment survived uninstall"
+  ! k get clusterrole "$RELEASE" >/dev/null 2>&1 || fail "the ClusterRole survived uninstall"
+  k get crd ftpservers.ftpoperator.dev >/dev/null || fail "uninstall deleted the CRD (and with it every FtpServer)"
+  k -n "$APP_NS" get ftpserver contoso no-users >/dev/null || fail "uninstall deleted FtpServers"
+  [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.uid}') == "$pvc_uid" ]] || fail "the PVC was replaced or deleted"
+  [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.status.phase}') == Bound ]] || fail "the PVC is no longer Bound"
+  [[ -z $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.deletionTimestamp}') ]] || fail "the PVC is being deleted"
+  k -n "$APP_NS" get deploy -o name | grep -q . || fail "the FtpServer's Deployment went with the operator"
+}
+
+# With the chart's RBAC gone, the same impersonating kubeconfig is refused: the earlier passes
+# really were authorised by the chart's RBAC, not by the admin credentials underneath.
+t_impersonation_is_real() {
+  ! k --kubeconfig "$SA_KUBECONFIG" get ftpservers -A >/dev/null 2>&1 || fail "the SA kubeconfig can still list FtpServers"
+  k --kubeconfig "$SA_KUBECONFIG" auth whoami -o jsonpath='{.status.userInfo.username}' |
+    grep -qx "system:serviceaccount:$NS:$SA" || fail "the SA kubeconfig does not act as the ServiceAccount"
+}
+
+# ------------------------------------------------------------------------------------ run
+
+START=$SECONDS
+check "chart CRD is a byte copy of crds/ftpserver.yaml" t_crd_copy
+check "rendered CRD = crds/ftpserver.yaml + Helm metadata (resource-policy keep)" t_rendered_crd
+check "helm lint --strict is clean (defaults and all features on)" t_lint
+check "values.schema.json refuses bad values, naming them" t_schema_rejects
+check "Argo CD Lua and kstatus agree with the fixtures" t_fixtures
+check "helm template applies with server-side dry run" t_template_dry_run
+check "helm install refuses a bad value and records no release" t_schema_rejects_install
+check "helm install --wait: CRD Established, RBAC, operator Deployment" t_install
+check "the Artifact Hub FtpServer example is accepted by the API server" t_artifacthub_example
+check "RBAC: the ServiceAccount may do what the operator needs, nothing more" t_rbac
+check "controller as the chart's ServiceAccount makes an FtpServer Ready" t_ftpserver_ready
+check "a missing users Secret makes an FtpServer Stalled" t_stalled
+check "kstatus/Argo CD on live objects: Current/Healthy, Failed/Degraded, InProgress/Progressing" t_health_live
+check "docs/api.md covers every CRD field and CEL message" t_api_doc
+check "docs/metrics.md names only metrics the controller exports" t_metrics_doc
+check "helm upgrade: changed values and a changed CRD arrive" t_upgrade
+check "helm uninstall keeps the CRD, FtpServers and their PVCs" t_uninstall_keeps_data
+check "the impersonating kubeconfig is refused once the chart's RBAC is gone" t_impersonation_is_real
+
+log "finished in $((SECONDS - START))s; controller log: $WORK/controller.log"
+[[ $FAILED -eq 0 ]] || log "failed: ${FAILURES[*]}"
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
