@@ -284,6 +284,25 @@ EOF
   return $rc
 }
 
+# The node tuner's ServiceAccount (the controller's DaemonSet runs as it): reads FtpServers,
+# annotates Nodes, and nothing else.
+t_rbac_node_tuner() {
+  local as=(--as "system:serviceaccount:$NS:ftp-operator-node-tuner") rc=0 want verb res ns got
+  while read -r want verb res ns; do
+    [[ $ns == - ]] && ns=""
+    got=$(k auth can-i "${as[@]}" "$verb" "$res" ${ns:+-n "$ns"} 2>/dev/null)
+    [[ ${got:-no} == "$want" ]] || { echo "node tuner can-i $verb $res in ${ns:-(cluster)}: ${got:-no}, want $want"; rc=1; }
+  done <<EOF
+yes watch ftpservers.ftpoperator.dev -
+yes patch nodes -
+no patch ftpservers.ftpoperator.dev $APP_NS
+no delete nodes -
+no get secrets $APP_NS
+no create pods $APP_NS
+EOF
+  return $rc
+}
+
 # Storage that binds without a provisioner: a PV reserved for the claim.
 apply_app_fixtures() {
   k apply --server-side -f - <<EOF
@@ -501,6 +520,7 @@ check "helm install refuses a bad value and records no release" t_schema_rejects
 check "helm install --wait: CRD Established, RBAC, operator Deployment" t_install
 check "the Artifact Hub FtpServer example is accepted by the API server" t_artifacthub_example
 check "RBAC: the ServiceAccount may do what the operator needs, nothing more" t_rbac
+check "RBAC: the node tuner may read FtpServers and annotate Nodes, nothing more" t_rbac_node_tuner
 check "controller as the chart's ServiceAccount makes an FtpServer Ready" t_ftpserver_ready
 check "a missing users Secret makes an FtpServer Stalled" t_stalled
 check "kstatus/Argo CD on live objects: Current/Healthy, Failed/Degraded, InProgress/Progressing" t_health_live
