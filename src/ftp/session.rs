@@ -171,8 +171,26 @@ impl Session {
 
     async fn send(&mut self, reply: Reply) -> io::Result<()> {
         tracing::debug!(code = reply.code, "reply");
-        self.control.write_all(&reply.to_bytes()).await?;
-        self.control.flush().await
+        // A client that stops reading must not hold the session forever.
+        let limit = self.idle_timeout();
+        let write = async {
+            self.control.write_all(&reply.to_bytes()).await?;
+            self.control.flush().await
+        };
+        tokio::time::timeout(limit, write).await.map_err(|_| {
+            io::Error::new(io::ErrorKind::TimedOut, "client stopped reading replies")
+        })?
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(
+            self.settings
+                .config
+                .limits
+                .idle_timeout_seconds
+                .max(1)
+                .into(),
+        )
     }
 
     async fn reply(&mut self, code: u16, text: impl Into<String>) -> io::Result<()> {
@@ -567,7 +585,9 @@ impl Session {
         let Control::Plain(tcp) = std::mem::replace(&mut self.control, Control::Closed) else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        let stream = acceptors.control.accept(tcp).await?;
+        let stream = tokio::time::timeout(self.idle_timeout(), acceptors.control.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         self.control = Control::Tls(Box::new(stream));
         self.tls = Some(acceptors);
         Ok(())
@@ -958,7 +978,10 @@ impl Session {
             self.reply(425, "PROT P without TLS.").await?;
             return Ok(None);
         };
-        match acceptors.data.accept(tcp).await {
+        let handshake = tokio::time::timeout(timeout, acceptors.data.accept(tcp))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
+        match handshake {
             Ok(stream) => Ok(Some(DataStream::Tls(Box::new(stream)))),
             Err(error) => {
                 tracing::info!(%error, "data TLS handshake failed");
@@ -1036,11 +1059,11 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let Some(mut data) = self.open_data(&format!("{path} ({size} bytes)")).await? else {
+        let Some(data) = self.open_data(&format!("{path} ({size} bytes)")).await? else {
             return Ok(Flow::Continue);
         };
         let outcome = self
-            .run_transfer(async move { transfer::send_file(&mut data, file, offset).await })
+            .run_transfer(transfer::send_file(data, file, offset))
             .await?;
         self.finish_transfer("download", &outcome).await
     }
