@@ -47,8 +47,11 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = reload::load(&cli.flags)?;
     let settings = Settings::build(config)?;
+    // Large plain transfers each run on a blocking thread: allow one per session.
+    let blocking_threads = settings.config.limits.max_sessions as usize + 64;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking_threads)
         .build()?
         .block_on(server::serve(settings, cli.flags))
 }

@@ -1059,11 +1059,12 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let stall = self.idle_timeout();
         let Some(data) = self.open_data(&format!("{path} ({size} bytes)")).await? else {
             return Ok(Flow::Continue);
         };
         let outcome = self
-            .run_transfer(transfer::send_file(data, file, offset))
+            .run_transfer(transfer::send_file(data, file, offset, stall))
             .await?;
         self.finish_transfer("download", &outcome).await
     }
@@ -1115,11 +1116,12 @@ impl Session {
         } else {
             target.clone()
         };
-        let Some(mut data) = self.open_data(&what).await? else {
+        let stall = self.idle_timeout();
+        let Some(data) = self.open_data(&what).await? else {
             return Ok(Flow::Continue);
         };
         let mut outcome = self
-            .run_transfer(async move { transfer::receive_file(&mut data, file).await })
+            .run_transfer(transfer::receive_file(data, file, stall))
             .await?;
         if let (Outcome::Done(Ok(_)), Some(upload)) = (&outcome, upload)
             && let Err(error) = upload.commit()

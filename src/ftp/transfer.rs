@@ -6,13 +6,16 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 const BUFFER: usize = 256 * 1024;
 const SENDFILE_CHUNK: usize = 16 * 1024 * 1024;
+/// Files at least this large are sent from a blocking thread.
+const BLOCKING_THRESHOLD: u64 = 8 * 1024 * 1024;
 
 /// A data connection, plain or protected (`PROT P`).
 pub enum DataStream {
@@ -61,9 +64,32 @@ impl AsyncWrite for DataStream {
 }
 
 /// Sends `file` from `offset` to the end, then closes the connection cleanly.
-pub async fn send_file(stream: DataStream, mut file: File, offset: u64) -> io::Result<u64> {
+///
+/// Plain connections use `sendfile(2)`: large files on a blocking thread (fastest), small ones on
+/// the runtime (no thread per session when hundreds download at once). `stall` bounds how long a
+/// connection may make no progress.
+pub async fn send_file(
+    stream: DataStream,
+    mut file: File,
+    offset: u64,
+    stall: Duration,
+) -> io::Result<u64> {
     match stream {
-        DataStream::Plain(tcp) => sendfile_blocking(tcp, file, offset).await,
+        DataStream::Plain(tcp) => {
+            let remaining = file.metadata()?.len().saturating_sub(offset);
+            if remaining < BLOCKING_THRESHOLD {
+                let sent = tokio::time::timeout(stall, sendfile_async(&tcp, &file, offset))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "data connection stalled")
+                    })??;
+                let mut tcp = tcp;
+                tcp.shutdown().await?;
+                Ok(sent)
+            } else {
+                sendfile_blocking(tcp, file, offset, stall).await
+            }
+        }
         mut stream @ DataStream::Tls(_) => {
             io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
             let mut buffer = vec![0u8; BUFFER];
@@ -82,6 +108,24 @@ pub async fn send_file(stream: DataStream, mut file: File, offset: u64) -> io::R
     }
 }
 
+/// Non-blocking `sendfile(2)` driven by the runtime's readiness events.
+async fn sendfile_async(tcp: &TcpStream, file: &File, mut offset: u64) -> io::Result<u64> {
+    let start = offset;
+    loop {
+        tcp.writable().await?;
+        let sent = tcp.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(tcp.as_fd(), file.as_fd(), Some(&mut offset), SENDFILE_CHUNK)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            Ok(0) => return Ok(offset - start),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Shuts a socket down when dropped, which ends a blocking `sendfile` on another thread; that is
 /// how an `ABOR` (which drops the transfer future) stops a plain download.
 struct ShutdownOnDrop(Option<std::net::TcpStream>);
@@ -96,9 +140,15 @@ impl Drop for ShutdownOnDrop {
 
 /// `sendfile(2)` on a blocking socket, on a blocking thread: the kernel moves page-cache pages to
 /// the socket with no copy and no readiness round trips, which is how vsftpd reaches its speed.
-async fn sendfile_blocking(tcp: TcpStream, file: File, mut offset: u64) -> io::Result<u64> {
+async fn sendfile_blocking(
+    tcp: TcpStream,
+    file: File,
+    mut offset: u64,
+    stall: Duration,
+) -> io::Result<u64> {
     let socket = tcp.into_std()?;
     socket.set_nonblocking(false)?;
+    socket.set_write_timeout(Some(stall))?;
     let mut abort = ShutdownOnDrop(Some(socket.try_clone()?));
     let start = offset;
     let result = tokio::task::spawn_blocking(move || {
@@ -133,7 +183,11 @@ pub async fn send_bytes(stream: &mut DataStream, bytes: &[u8]) -> io::Result<u64
 }
 
 /// Writes everything the client sends into `file` until it closes the connection.
-pub async fn receive_file(stream: &mut DataStream, mut file: File) -> io::Result<u64> {
+pub async fn receive_file(stream: DataStream, mut file: File, stall: Duration) -> io::Result<u64> {
+    let mut stream = match stream {
+        DataStream::Plain(tcp) => return receive_blocking(tcp, file, stall).await,
+        tls @ DataStream::Tls(_) => tls,
+    };
     let mut buffer = vec![0u8; BUFFER];
     let mut total = 0u64;
     loop {
@@ -141,12 +195,7 @@ pub async fn receive_file(stream: &mut DataStream, mut file: File) -> io::Result
             Ok(read) => read,
             // Many clients close a TLS data channel without close_notify; the byte stream is
             // complete all the same, exactly as on a plain connection.
-            Err(error)
-                if error.kind() == io::ErrorKind::UnexpectedEof
-                    && matches!(stream, DataStream::Tls(_)) =>
-            {
-                0
-            }
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => 0,
             Err(error) => return Err(error),
         };
         if read == 0 {
@@ -159,4 +208,33 @@ pub async fn receive_file(stream: &mut DataStream, mut file: File) -> io::Result
     // Answer the client's close_notify with ours: ftplib waits for it (SSL unwrap).
     let _ = stream.shutdown().await;
     Ok(total)
+}
+
+/// A plain upload on a blocking thread: socket reads and file writes with no readiness round
+/// trips and no blocking of the runtime's workers by disk writes.
+async fn receive_blocking(tcp: TcpStream, mut file: File, stall: Duration) -> io::Result<u64> {
+    let mut socket = tcp.into_std()?;
+    socket.set_nonblocking(false)?;
+    socket.set_read_timeout(Some(stall))?;
+    let mut abort = ShutdownOnDrop(Some(socket.try_clone()?));
+    let result = tokio::task::spawn_blocking(move || {
+        let mut buffer = vec![0u8; BUFFER];
+        let mut total = 0u64;
+        loop {
+            let read = match socket.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            };
+            file.write_all(&buffer[..read])?;
+            total += read as u64;
+        }
+        file.flush()?;
+        Ok(total)
+    })
+    .await
+    .map_err(io::Error::other)?;
+    abort.0 = None;
+    result
 }
