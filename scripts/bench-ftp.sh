@@ -73,7 +73,10 @@ peak_rss() {
   local root=$1; shift
   local peak=0 file="$work/peak"
   ( while :; do
-      rss=$(ps -o rss= --ppid "$root" -p "$root" 2>/dev/null | awk '{s+=$1} END {print s+0}')
+      # The whole process tree: vsftpd forks one or two processes per session.
+      rss=$(ps -eo pid=,ppid=,rss= | awk -v root="$root" '
+        { parent[$1] = $2; rss[$1] = $3 }
+        END { for (p in parent) { q = p; while (q != "" && q != root && q != 1 && q != 0) q = parent[q]; if (q == root) s += rss[p] } print s + 0 }')
       [ "$rss" -gt "$(cat "$file" 2>/dev/null || echo 0)" ] && echo "$rss" >"$file"
       sleep 0.05
     done ) &
@@ -88,7 +91,7 @@ many() {
 timed_many() {
   local start end
   start=$(date +%s.%N); many "$1"; end=$(date +%s.%N)
-  echo "$end - $start" | bc
+  awk -v s="$start" -v e="$end" 'BEGIN {printf "%.2f", e - s}'
 }
 
 echo "| measurement | ftp-server | vsftpd |"

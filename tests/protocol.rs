@@ -557,3 +557,24 @@ fn idle_timeout_never_cuts_a_transfer() {
     assert_eq!(total + rest.len(), 8 * 1024 * 1024);
     assert!(ftp.read_reply().starts_with("226"));
 }
+
+#[test]
+fn total_session_limit() {
+    let server = Server::start(Options {
+        args: vec!["--anonymous".into()],
+        config_toml: Some("[limits]\nmax_sessions = 2\n".into()),
+        ..Default::default()
+    });
+    let _one = server.raw();
+    let _two = server.raw();
+    let three = server.raw();
+    assert_eq!(
+        three.greeting,
+        "421 Too many connections; try again later.\r\n"
+    );
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(
+        metrics.contains("ftp_sessions_refused_total{result=\"total\"} 1"),
+        "{metrics}"
+    );
+}

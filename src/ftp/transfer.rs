@@ -2,6 +2,7 @@
 //! through TLS, and uploads written as they arrive.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::pin::Pin;
@@ -99,13 +100,20 @@ pub async fn send_file(
                 if read == 0 {
                     break;
                 }
-                stream.write_all(&buffer[..read]).await?;
+                within(stall, stream.write_all(&buffer[..read])).await?;
                 total += read as u64;
             }
-            stream.shutdown().await?;
+            within(stall, stream.shutdown()).await?;
             Ok(total)
         }
     }
+}
+
+/// Runs one I/O step, failing it when the connection makes no progress for `stall`.
+async fn within<T>(stall: Duration, step: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    tokio::time::timeout(stall, step)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "data connection stalled"))?
 }
 
 /// Non-blocking `sendfile(2)` driven by the runtime's readiness events.
@@ -191,7 +199,7 @@ pub async fn receive_file(stream: DataStream, mut file: File, stall: Duration) -
     let mut buffer = vec![0u8; BUFFER];
     let mut total = 0u64;
     loop {
-        let read = match stream.read(&mut buffer).await {
+        let read = match within(stall, stream.read(&mut buffer)).await {
             Ok(read) => read,
             // Many clients close a TLS data channel without close_notify; the byte stream is
             // complete all the same, exactly as on a plain connection.
@@ -206,7 +214,7 @@ pub async fn receive_file(stream: DataStream, mut file: File, stall: Duration) -
     }
     file.flush()?;
     // Answer the client's close_notify with ours: ftplib waits for it (SSL unwrap).
-    let _ = stream.shutdown().await;
+    let _ = within(stall, stream.shutdown()).await;
     Ok(total)
 }
 
