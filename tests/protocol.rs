@@ -578,3 +578,23 @@ fn total_session_limit() {
         "{metrics}"
     );
 }
+
+#[test]
+fn quit_during_an_upload_waits_for_it() {
+    let server = rw_server();
+    let mut ftp = server.raw();
+    ftp.login("alice", "wonderland");
+    let address = ftp.epsv();
+    let mut data = TcpStream::connect(address).unwrap();
+    ftp.expect("STOR kept.bin", "150");
+    data.write_all(&[5u8; 100_000]).unwrap();
+    ftp.send("QUIT");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(data);
+    assert_eq!(ftp.read_reply(), "226 Transfer complete.\r\n");
+    assert_eq!(ftp.read_reply(), "221 Goodbye.\r\n");
+    assert_eq!(
+        std::fs::read(server.path("kept.bin")).unwrap().len(),
+        100_000
+    );
+}

@@ -130,6 +130,7 @@ pub struct Session {
     tls: Option<TlsAcceptors>,
     protect_data: bool,
     ascii: bool,
+    quit_after_transfer: bool,
 }
 
 type Reply0 = io::Result<Flow>;
@@ -162,6 +163,7 @@ impl Session {
             tls: None,
             protect_data: false,
             ascii: false,
+            quit_after_transfer: false,
         }
     }
 
@@ -1009,7 +1011,11 @@ impl Session {
                         Ok(Command::Abor) => return Ok(Outcome::Aborted),
                         Ok(Command::Noop) => self.reply(200, "NOOP ok.").await?,
                         Ok(Command::Stat(None)) => self.reply(213, "Transfer in progress.").await?,
-                        Ok(Command::Quit) => return Ok(Outcome::ControlClosed),
+                        // RFC 959: QUIT during a transfer waits for it, then closes.
+                        Ok(Command::Quit) => {
+                            self.quit_after_transfer = true;
+                            return Ok(Outcome::Done((&mut transfer).await));
+                        }
                         _ => self.reply(503, "A transfer is in progress; send ABOR to stop it.").await?,
                     },
                 },
@@ -1042,6 +1048,10 @@ impl Session {
                 metrics.transfer(direction, "aborted", 0);
                 return Ok(Flow::Quit);
             }
+        }
+        if self.quit_after_transfer {
+            self.reply(221, "Goodbye.").await?;
+            return Ok(Flow::Quit);
         }
         Ok(Flow::Continue)
     }
