@@ -279,3 +279,30 @@ fn health_and_metrics_endpoints() {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }
 }
+
+#[test]
+fn sigterm_closes_stalled_transfers_after_the_grace_period() {
+    let mut server = Server::start(Options {
+        args: vec!["--anonymous".into()],
+        config_toml: Some("[limits]\nshutdown_grace_seconds = 1\n".into()),
+        ..Default::default()
+    });
+    std::fs::write(server.path("big"), vec![3u8; 32 * 1024 * 1024]).unwrap();
+    let mut ftp = server.raw();
+    ftp.login_anonymous();
+    let address = ftp.epsv();
+    let _data = TcpStream::connect(address).unwrap();
+    ftp.expect("RETR big", "150");
+    // The client never reads: the transfer cannot finish.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.signal("TERM");
+    assert!(
+        server.wait_exit(Duration::from_secs(8)),
+        "server hung past its grace period"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "did not wait for the grace period"
+    );
+}

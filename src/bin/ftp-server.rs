@@ -49,9 +49,12 @@ fn main() -> anyhow::Result<()> {
     let settings = Settings::build(config)?;
     // Large plain transfers each run on a blocking thread: allow one per session.
     let blocking_threads = settings.config.limits.max_sessions as usize + 64;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(blocking_threads)
-        .build()?
-        .block_on(server::serve(settings, cli.flags))
+        .build()?;
+    let result = runtime.block_on(server::serve(settings, cli.flags));
+    // Sessions cut at the end of the grace period may still be unwinding a blocking transfer.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }
