@@ -3,4 +3,7 @@
 //! Two wings meet at one seam, [`ftp::config`]: the controller renders that configuration and the
 //! FTP server reads it. The server (`ftp`) never imports the operator's modules.
 
+pub mod api;
+pub mod controller;
 pub mod ftp;
+pub mod lb;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every test tier, from a fresh machine to a verdict:
+#   1. lint: rustfmt, clippy (warnings are errors), generated files up to date
+#   2. unit and real-client tests: `cargo test` (ftp-server against curl, lftp, ftplib, suppaftp)
+#   3. controller against a real control plane built from Go modules (scripts/local-cluster.sh)
+#   4. Helm chart, kstatus and Argo CD health against that control plane
+#   5. long transfers through a namespace load balancer that forgets idle flows (needs root)
+# Each tier installs what it needs; a missing part is a failure that says what is missing.
+# The last line counts the tests of every tier: "tests: N passed, M failed".
+set -uo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+export CARGO_TERM_COLOR=never
+
+log=$(mktemp -t ftp-operator-tests.XXXXXX)
+failed_tiers=()
+cluster_started=0
+
+cleanup() {
+  if [ "$cluster_started" = 1 ]; then scripts/local-cluster.sh down >/dev/null 2>&1 || true; fi
+}
+trap cleanup EXIT
+
+# Runs one tier, keeps its output for the final count, and records a failure without stopping,
+# so one run reports every broken tier.
+tier() {
+  local name=$1; shift
+  local start=$SECONDS
+  echo "=== $name"
+  if "$@" 2>&1 | tee -a "$log"; then
+    echo "=== $name: ok ($((SECONDS - start)) s)"
+  else
+    echo "=== $name: FAILED ($((SECONDS - start)) s)"
+    failed_tiers+=("$name")
+  fi
+}
+
+lint() {
+  cargo fmt --check &&
+    cargo clippy --all-targets --all-features -- -D warnings
+}
+
+cluster_up() {
+  scripts/local-cluster.sh build && scripts/local-cluster.sh up && cluster_started=1
+}
+
+tier "install dependencies" scripts/install-deps.sh
+tier "lint" lint
+tier "unit and real-client tests" cargo test --all-targets
+tier "local control plane" cluster_up
+if [ "$cluster_started" = 1 ]; then
+  eval "$(scripts/local-cluster.sh env)"
+  tier "controller on a real control plane" cargo test --features cluster-tests --test cluster
+  tier "helm, kstatus and argo cd" scripts/test-helm.sh
+else
+  failed_tiers+=("controller on a real control plane (no control plane)" "helm (no control plane)")
+fi
+tier "load balancer that forgets idle flows" cargo test --features netns-tests --test netns
+
+passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '(; [0-9]+ failed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+rm -f "$log"
+if [ ${#failed_tiers[@]} -gt 0 ]; then
+  echo "failed tiers: ${failed_tiers[*]}"
+  [ "$failed" -gt 0 ] || failed=${#failed_tiers[@]}
+fi
+echo "tests: $passed passed, $failed failed"
+[ ${#failed_tiers[@]} -eq 0 ]

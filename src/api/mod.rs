@@ -1,0 +1,353 @@
+//! The `FtpServer` custom resource, `ftpoperator.dev/v1alpha1`: the contract users write.
+//!
+//! The CRD is generated from these types (`ftp-operator crd`); the CEL rules below are enforced by
+//! the apiserver, so a bad manifest is refused at `kubectl apply` with a message saying what to
+//! change. Provider-specific limits live in [`crate::lb`] and surface as `Stalled` conditions.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EmptyDirVolumeSource, ResourceRequirements, Toleration,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// In-pod ports the server itself uses; the passive range must stay clear of them.
+pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT};
+
+/// Most ports one passive range may span: each is a Service port and a load-balancer rule.
+pub const MAX_PASSIVE_PORTS: i32 = 1000;
+
+/// An FTP server reachable through a load balancer.
+// Each printer column repeats `type_ = "string"`, which clippy mistakes for a duplicate attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ftpoperator.dev",
+    version = "v1alpha1",
+    kind = "FtpServer",
+    doc = "An FTP server reachable through a load balancer, with keepalive below its idle timeout",
+    namespaced,
+    status = "FtpServerStatus",
+    derive = "PartialEq",
+    shortname = "ftpsrv",
+    category = "ftp",
+    cel,
+    printcolumn(
+        name = "Address",
+        type_ = "string",
+        json_path = ".status.publicAddress"
+    ),
+    printcolumn(name = "Passive", type_ = "string", json_path = ".status.passivePorts"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("self.controlPort < self.passivePorts.min || self.controlPort > self.passivePorts.max")
+        .message("controlPort must lie outside passivePorts: move the control port or the passive range")
+        .field_path(".controlPort"),
+    validation = Rule::new("!has(self.keepalive) || !has(self.keepalive.idleSeconds) || !has(self.loadBalancer) || !has(self.loadBalancer.idleTimeoutSeconds) || self.keepalive.idleSeconds < self.loadBalancer.idleTimeoutSeconds")
+        .message("keepalive.idleSeconds must be below loadBalancer.idleTimeoutSeconds, or the balancer forgets idle control connections: lower keepalive.idleSeconds or remove it to derive it")
+        .field_path(".keepalive.idleSeconds"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct FtpServerSpec {
+    /// Number of server pods.
+    #[serde(default = "default_replicas")]
+    #[x_kube(validation = Rule::new("self >= 0").message("replicas must be 0 or more"))]
+    pub replicas: i32,
+
+    /// Address advertised to clients in passive replies: an IP or a DNS name. Absent: taken from
+    /// the Service's load-balancer status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(r"isIP(self) || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")
+        .message("publicAddress must be an IP address or a lower-case DNS name such as ftp.example.com"))]
+    pub public_address: Option<String>,
+
+    /// Port clients connect to on the load balancer for the control connection.
+    #[serde(default = "default_control_port")]
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 65535").message("controlPort must be between 1 and 65535 (21 is the FTP standard)"))]
+    pub control_port: i32,
+
+    /// Ports for passive data connections; the load balancer forwards every one.
+    pub passive_ports: PassivePorts,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive: Option<KeepaliveSpec>,
+
+    #[serde(default)]
+    pub load_balancer: LoadBalancerSpec,
+
+    /// Where files live; defaults to an emptyDir (lost when the pod goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
+    /// Secret with key `users`: lines `name:PHC-hash[:ro|rw]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<UsersSpec>,
+
+    #[serde(default)]
+    pub anonymous: AnonymousSpec,
+
+    /// Explicit FTPS (`AUTH TLS`) from a `kubernetes.io/tls` Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Server image; absent: the operator's default, pinned to its own version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Run the server on the node's network (no SNAT). Pods on the host network cannot set
+    /// `net.*` sysctls, so keepalive then relies on the server's own socket options.
+    #[serde(default)]
+    pub host_network: bool,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_control_port() -> i32 {
+    21
+}
+
+/// An inclusive range of ports.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("self.min <= self.max")
+        .message("passivePorts.min must not exceed passivePorts.max: swap them"),
+    validation = Rule::new("self.min >= 1024 && self.max <= 65535")
+        .message("passivePorts must lie within 1024-65535: pick an unprivileged range such as 20000-20019"),
+    validation = Rule::new("self.max - self.min < 1000")
+        .message("passivePorts may span at most 1000 ports (each one is a Service port and a load-balancer rule): narrow the range"),
+    validation = Rule::new("!(self.min <= 2121 && 2121 <= self.max) && !(self.min <= 9100 && 9100 <= self.max)")
+        .message("passivePorts must not include 2121 or 9100: the server pod listens there for control connections and metrics"),
+)]
+pub struct PassivePorts {
+    pub min: i32,
+    pub max: i32,
+}
+
+impl PassivePorts {
+    pub fn len(&self) -> i32 {
+        self.max - self.min + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.max < self.min
+    }
+
+    pub fn ports(&self) -> std::ops::RangeInclusive<i32> {
+        self.min..=self.max
+    }
+}
+
+impl std::fmt::Display for PassivePorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.min, self.max)
+    }
+}
+
+/// TCP keepalive on the server's sockets (and the pod's sysctls).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.idleSeconds) || (self.idleSeconds >= 1 && self.idleSeconds <= 32767)")
+        .message("keepalive.idleSeconds must be between 1 and 32767 (the kernel's limit)"),
+    validation = Rule::new("self.intervalSeconds >= 1 && self.intervalSeconds <= 32767")
+        .message("keepalive.intervalSeconds must be between 1 and 32767 (the kernel's limit)"),
+    validation = Rule::new("self.probes >= 1 && self.probes <= 127")
+        .message("keepalive.probes must be between 1 and 127 (the kernel's limit)"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KeepaliveSpec {
+    /// Seconds a connection is idle before the first probe. Absent: derived from the balancer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<i32>,
+    #[serde(default = "default_keepalive_interval")]
+    pub interval_seconds: i32,
+    #[serde(default = "default_keepalive_probes")]
+    pub probes: i32,
+    /// Also tune the nodes' keepalive sysctls (needed for hostNetwork servers).
+    #[serde(default)]
+    pub node_sysctls: bool,
+}
+
+impl Default for KeepaliveSpec {
+    fn default() -> Self {
+        KeepaliveSpec {
+            idle_seconds: None,
+            interval_seconds: default_keepalive_interval(),
+            probes: default_keepalive_probes(),
+            node_sysctls: false,
+        }
+    }
+}
+
+fn default_keepalive_interval() -> i32 {
+    10
+}
+
+fn default_keepalive_probes() -> i32 {
+    6
+}
+
+/// The cloud in front of the server; decides annotations, idle timeouts and port limits.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Generic,
+    Azure,
+    Aws,
+    Gcp,
+    Metallb,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadBalancerSpec {
+    #[serde(default)]
+    pub provider: Provider,
+    /// The balancer's idle timeout; absent: the provider's documented default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("loadBalancer.idleTimeoutSeconds must be at least 1"))]
+    pub idle_timeout_seconds: Option<i32>,
+    /// Passed through to the Service.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// The Service's `loadBalancerSourceRanges`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_ranges: Vec<String>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("has(self.persistentVolumeClaim) != has(self.emptyDir)")
+        .message("storage must set exactly one of persistentVolumeClaim or emptyDir"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PersistentVolumeClaimRef {
+    pub claim_name: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UsersSpec {
+    pub secret_ref: SecretRef,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("!self.writable || self.enabled")
+        .message("anonymous.writable needs anonymous.enabled: enable anonymous access or drop writable"),
+)]
+pub struct AnonymousSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default)]
+    pub writable: bool,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    pub secret_ref: SecretRef,
+    /// Refuse logins before `AUTH TLS` and plain data channels.
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ImagePullPolicy::Always => "Always",
+            ImagePullPolicy::IfNotPresent => "IfNotPresent",
+            ImagePullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// What the controller last saw and did, in kstatus form.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FtpServerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The address clients are told to connect to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
+    /// The passive range in force, `MIN-MAX`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_ports: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+impl FtpServer {
+    /// The CRD as YAML, as `ftp-operator crd` prints it and `crds/ftpserver.yaml` holds it.
+    pub fn crd_yaml() -> String {
+        use kube::CustomResourceExt;
+        let yaml = serde_yaml::to_string(&FtpServer::crd()).unwrap_or_default();
+        format!("# Generated by `ftp-operator crd`; do not edit.\n{yaml}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

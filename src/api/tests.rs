@@ -1,0 +1,214 @@
+//! The CEL rules, evaluated client-side with the same schema the apiserver gets, and the committed
+//! CRD kept in step with the code.
+
+use super::*;
+
+const VALID: &str = r#"
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: contoso, namespace: ftp}
+spec:
+  publicAddress: contosoftp.cloudapp.net
+  controlPort: 21
+  passivePorts: {min: 20000, max: 20019}
+  keepalive: {idleSeconds: 60}
+  loadBalancer: {provider: azure, idleTimeoutSeconds: 240}
+  users: {secretRef: {name: ftp-users}}
+"#;
+
+fn valid() -> FtpServer {
+    serde_yaml::from_str(VALID).unwrap()
+}
+
+/// The messages of the rules `server` breaks; empty when it is valid.
+fn broken_rules(server: &FtpServer) -> String {
+    match server.validate_cel() {
+        Ok(()) => String::new(),
+        Err(errors) => errors.to_string(),
+    }
+}
+
+#[track_caller]
+fn assert_rejected(server: FtpServer, message: &str) {
+    let errors = broken_rules(&server);
+    assert!(
+        errors.contains(message),
+        "expected {message:?}, got {errors:?}"
+    );
+}
+
+#[test]
+fn valid_manifest_passes_every_rule() {
+    assert_eq!(broken_rules(&valid()), "");
+}
+
+#[test]
+fn defaults_fill_an_almost_empty_spec() {
+    let server: FtpServer = serde_yaml::from_str(
+        "metadata: {name: x}\nspec: {passivePorts: {min: 30000, max: 30009}}\n",
+    )
+    .unwrap();
+    assert_eq!(server.spec.replicas, 1);
+    assert_eq!(server.spec.control_port, 21);
+    assert_eq!(server.spec.load_balancer.provider, Provider::Generic);
+    assert!(!server.spec.host_network);
+    assert_eq!(broken_rules(&server), "");
+}
+
+#[test]
+fn passive_min_above_max_is_rejected() {
+    let mut server = valid();
+    server.spec.passive_ports = PassivePorts {
+        min: 20019,
+        max: 20000,
+    };
+    assert_rejected(server, "passivePorts.min must not exceed passivePorts.max");
+}
+
+#[test]
+fn privileged_or_out_of_range_passive_ports_are_rejected() {
+    for (min, max) in [(1000, 1010), (65530, 65536)] {
+        let mut server = valid();
+        server.spec.passive_ports = PassivePorts { min, max };
+        assert_rejected(server, "passivePorts must lie within 1024-65535");
+    }
+}
+
+#[test]
+fn more_than_1000_passive_ports_are_rejected() {
+    let mut server = valid();
+    server.spec.passive_ports = PassivePorts {
+        min: 20000,
+        max: 20999,
+    };
+    assert_eq!(broken_rules(&server), "", "exactly 1000 is allowed");
+    server.spec.passive_ports.max = 21000;
+    assert_rejected(server, "passivePorts may span at most 1000 ports");
+}
+
+#[test]
+fn passive_range_over_the_pods_own_ports_is_rejected() {
+    for (min, max) in [(2100, 2200), (9000, 9100)] {
+        let mut server = valid();
+        server.spec.passive_ports = PassivePorts { min, max };
+        assert_rejected(server, "passivePorts must not include 2121 or 9100");
+    }
+    // The rule's literals are the server's ports.
+    assert_eq!((DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT), (2121, 9100));
+}
+
+#[test]
+fn control_port_out_of_range_is_rejected() {
+    for port in [0, 65536] {
+        let mut server = valid();
+        server.spec.control_port = port;
+        assert_rejected(server, "controlPort must be between 1 and 65535");
+    }
+}
+
+#[test]
+fn control_port_inside_passive_range_is_rejected() {
+    let mut server = valid();
+    server.spec.control_port = 20005;
+    assert_rejected(server, "controlPort must lie outside passivePorts");
+}
+
+#[test]
+fn keepalive_idle_at_or_above_balancer_timeout_is_rejected() {
+    let mut server = valid();
+    server.spec.keepalive = Some(KeepaliveSpec {
+        idle_seconds: Some(240),
+        ..KeepaliveSpec::default()
+    });
+    assert_rejected(
+        server.clone(),
+        "keepalive.idleSeconds must be below loadBalancer.idleTimeoutSeconds",
+    );
+    // Without a balancer timeout there is nothing to compare against.
+    server.spec.load_balancer.idle_timeout_seconds = None;
+    assert_eq!(broken_rules(&server), "");
+}
+
+#[test]
+fn keepalive_outside_kernel_limits_is_rejected() {
+    let mut server = valid();
+    server.spec.keepalive = Some(KeepaliveSpec {
+        probes: 0,
+        ..KeepaliveSpec::default()
+    });
+    assert_rejected(server, "keepalive.probes must be between 1 and 127");
+}
+
+#[test]
+fn public_address_must_be_an_ip_or_dns_name() {
+    for good in ["20.50.1.7", "2001:db8::7", "ftp.example.com", "localhost"] {
+        let mut server = valid();
+        server.spec.public_address = Some(good.into());
+        assert_eq!(broken_rules(&server), "", "{good} rejected");
+    }
+    for bad in [
+        "ftp example",
+        "FTP.Example.com",
+        "-ftp.example.com",
+        "http://x",
+        "",
+    ] {
+        let mut server = valid();
+        server.spec.public_address = Some(bad.into());
+        assert_rejected(
+            server,
+            "publicAddress must be an IP address or a lower-case DNS name",
+        );
+    }
+}
+
+#[test]
+fn storage_needs_exactly_one_source() {
+    let mut server = valid();
+    server.spec.storage = Some(StorageSpec {
+        persistent_volume_claim: None,
+        empty_dir: None,
+    });
+    assert_rejected(server, "storage must set exactly one of");
+}
+
+#[test]
+fn writable_anonymous_needs_anonymous_enabled() {
+    let mut server = valid();
+    server.spec.anonymous = AnonymousSpec {
+        enabled: false,
+        writable: true,
+    };
+    assert_rejected(server, "anonymous.writable needs anonymous.enabled");
+}
+
+#[test]
+fn conditions_are_a_list_map_keyed_by_type() {
+    let crd = serde_json::to_value(<FtpServer as kube::CustomResourceExt>::crd()).unwrap();
+    let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+        ["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"][0], "type");
+}
+
+#[test]
+fn committed_crd_matches_the_code() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/ftpserver.yaml");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == FtpServer::crd_yaml(),
+        "crds/ftpserver.yaml is out of date: run `cargo run --bin ftp-operator -- crd > crds/ftpserver.yaml`"
+    );
+}
+
+#[test]
+fn example_manifest_is_valid() {
+    let text = include_str!("../../examples/ftpserver.yaml");
+    let server = text
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: FtpServer"))
+        .map(|doc| serde_yaml::from_str::<FtpServer>(doc).unwrap())
+        .unwrap();
+    assert_eq!(broken_rules(&server), "");
+    crate::controller::validate::validate_spec(&server.spec).unwrap();
+}

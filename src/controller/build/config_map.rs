@@ -1,0 +1,137 @@
+//! The ConfigMap holding the ftp-server's configuration file.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
+
+use crate::api::FtpServer;
+use crate::ftp::config::{Anonymous, CONFIG_FILE_NAME, ServerConfig, Tls};
+
+use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
+use crate::controller::validate::Validated;
+
+pub fn config_map_name(server: &FtpServer) -> String {
+    format!("{}-config", server.name_any())
+}
+
+/// The server's configuration: listener on the in-pod control port, the passive range, the
+/// address to advertise, keepalive, and where the mounted Secrets are.
+pub fn desired_server_config(
+    server: &FtpServer,
+    valid: &Validated,
+    public_address: Option<&str>,
+) -> ServerConfig {
+    let spec = &server.spec;
+    let mut config = ServerConfig::new(DATA_DIR, valid.passive);
+    config.public_address = public_address.map(str::to_owned);
+    config.keepalive = valid.keepalive;
+    config.users_file = spec
+        .users
+        .as_ref()
+        .map(|_| Path::new(USERS_DIR).join(USERS_KEY));
+    config.anonymous = Anonymous {
+        enabled: spec.anonymous.enabled,
+        writable: spec.anonymous.writable,
+    };
+    config.tls = spec.tls.as_ref().map(|tls| Tls {
+        cert_file: Path::new(TLS_DIR).join("tls.crt"),
+        key_file: Path::new(TLS_DIR).join("tls.key"),
+        required: tls.required,
+    });
+    config
+}
+
+pub fn desired_config_map(
+    server: &FtpServer,
+    valid: &Validated,
+    public_address: Option<&str>,
+) -> ConfigMap {
+    let config = desired_server_config(server, valid, public_address);
+    ConfigMap {
+        metadata: owned_metadata(server, config_map_name(server)),
+        data: Some(BTreeMap::from([(
+            CONFIG_FILE_NAME.to_owned(),
+            config.render(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::build::fixtures::{self, server, validated};
+
+    fn rendered(config_map: &ConfigMap) -> ServerConfig {
+        let text = &config_map.data.as_ref().unwrap()[CONFIG_FILE_NAME];
+        let config: ServerConfig = toml::from_str(text).unwrap();
+        config.validate().unwrap();
+        config
+    }
+
+    #[test]
+    fn full_spec_renders_every_setting_the_server_reads() {
+        let server = server(fixtures::FULL);
+        let cm = desired_config_map(
+            &server,
+            &validated(&server),
+            Some("contosoftp.cloudapp.net"),
+        );
+        assert_eq!(cm.metadata.name.as_deref(), Some("contoso-config"));
+        assert_eq!(cm.metadata.namespace.as_deref(), Some("ftp"));
+        let owner = &cm.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("FtpServer", Some(true))
+        );
+
+        let config = rendered(&cm);
+        assert_eq!(config.listen.to_string(), "0.0.0.0:2121");
+        assert_eq!(config.passive_ports.to_string(), "20000-20019");
+        assert_eq!(
+            config.public_address.as_deref(),
+            Some("contosoftp.cloudapp.net")
+        );
+        assert_eq!(
+            (
+                config.keepalive.idle_seconds,
+                config.keepalive.interval_seconds,
+                config.keepalive.probes
+            ),
+            (45, 5, 4)
+        );
+        assert_eq!(
+            config.users_file.unwrap(),
+            Path::new("/etc/ftp-users/users")
+        );
+        assert!(config.anonymous.enabled && !config.anonymous.writable);
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert_file, Path::new("/etc/ftp-tls/tls.crt"));
+        assert_eq!(tls.key_file, Path::new("/etc/ftp-tls/tls.key"));
+        assert!(tls.required);
+        assert_eq!(config.root, Path::new("/srv/ftp"));
+    }
+
+    #[test]
+    fn minimal_spec_without_an_address_yet_renders_none() {
+        let server = server(fixtures::MINIMAL);
+        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        assert_eq!(config.public_address, None);
+        assert_eq!(config.users_file, None);
+        assert_eq!(config.tls, None);
+        assert_eq!(config.keepalive.idle_seconds, 60);
+    }
+
+    #[test]
+    fn the_address_reaches_the_file() {
+        let server = server(fixtures::MINIMAL);
+        let config = rendered(&desired_config_map(
+            &server,
+            &validated(&server),
+            Some("20.50.1.7"),
+        ));
+        assert_eq!(config.public_address.as_deref(), Some("20.50.1.7"));
+    }
+}

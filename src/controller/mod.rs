@@ -1,0 +1,391 @@
+//! The FtpServer controller. One reconcile, one direction:
+//! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`].
+
+pub mod apply;
+pub mod build;
+pub mod http;
+pub mod metrics;
+pub mod observe;
+pub mod status;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::api::FtpServer;
+use apply::{Applied, apply};
+use build::{MANAGED_SELECTOR, MANAGER};
+use metrics::Metrics;
+use observe::{Stores, observe, strip_secret_values};
+use status::{Outcome, STALLED, desired_status};
+
+/// What the controller is told at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Image for FtpServers that name none.
+    pub default_image: String,
+    /// Namespace to watch; None: all namespaces.
+    pub namespace: Option<String>,
+    /// Reported as the Events' instance.
+    pub identity: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+struct Context {
+    client: Client,
+    stores: Stores,
+    settings: Settings,
+    metrics: Metrics,
+    recorder: Recorder,
+    /// Consecutive failures per FtpServer, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let namespace = settings.namespace.clone();
+    let ns = namespace.as_deref();
+    let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
+
+    let (config_maps, writer) = reflector::store();
+    let config_map_events = watcher(api::<ConfigMap>(&client, ns), managed.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let (deployments, writer) = reflector::store();
+    let deployment_events = watcher(api::<Deployment>(&client, ns), managed.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let (services, writer) = reflector::store();
+    let service_events = watcher(api::<Service>(&client, ns), managed)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let (secrets, writer) = reflector::store();
+    let secret_events = watcher(api::<Secret>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(strip_secret_values)
+        .reflect(writer)
+        .touched_objects();
+
+    let stores = Stores {
+        config_maps,
+        deployments,
+        services,
+        secrets,
+    };
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        instance: Some(settings.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        stores,
+        settings,
+        metrics,
+        failures: Mutex::default(),
+    });
+
+    // A malformed FtpServer becomes an error for that object alone, never for the watch.
+    let controller = Controller::new(
+        api::<DeserializeGuard<FtpServer>>(&client, ns),
+        watcher::Config::default(),
+    );
+    let servers = controller.store();
+    controller
+        .owns_stream(config_map_events)
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .watches_stream(secret_events, move |secret: Secret| {
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            servers
+                .state()
+                .into_iter()
+                .filter(|guard| match &guard.0 {
+                    Ok(server) => {
+                        server.namespace() == namespace && references_secret(server, &name)
+                    }
+                    Err(_) => false,
+                })
+                .map(|guard| ObjectRef::from_obj(&*guard))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn references_secret(server: &FtpServer, secret: &str) -> bool {
+    let users = server.spec.users.as_ref().map(|u| &u.secret_ref.name);
+    let tls = server.spec.tls.as_ref().map(|t| &t.secret_ref.name);
+    [users, tls]
+        .into_iter()
+        .flatten()
+        .any(|name| name == secret)
+}
+
+async fn reconcile(
+    guard: Arc<DeserializeGuard<FtpServer>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    ctx.metrics.reconciles.inc();
+    // Decisions need complete caches: an empty Secret cache would look like a missing Secret.
+    for ready in [
+        ctx.stores.config_maps.wait_until_ready().await,
+        ctx.stores.deployments.wait_until_ready().await,
+        ctx.stores.services.wait_until_ready().await,
+        ctx.stores.secrets.wait_until_ready().await,
+    ] {
+        if ready.is_err() {
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+    let result = match &guard.0 {
+        Ok(server) => reconcile_server(server, &ctx).await,
+        Err(invalid) => {
+            warn!(name = ?invalid.metadata.name, error = %invalid.error, "FtpServer cannot be read");
+            Ok(Action::await_change())
+        }
+    };
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(&*guard));
+    }
+    result
+}
+
+async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
+    if server.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    let namespace = server.namespace().unwrap_or_default();
+    let observed = observe(server, &ctx.stores);
+
+    let mut changes = Vec::new();
+    let outcome = match validate::validate(server, &observed) {
+        Err(invalid) => Outcome::Stalled(invalid),
+        Ok(valid) => {
+            let public_address = observed.public_address(server);
+            let config_map = build::desired_config_map(server, &valid, public_address.as_deref());
+            let deployment = build::desired_deployment(server, &valid, &ctx.settings.default_image);
+            let service = build::desired_service(server, &valid);
+
+            let client = &ctx.client;
+            let metrics = &ctx.metrics;
+            let applied_config_map = apply(
+                &Api::namespaced(client.clone(), &namespace),
+                &config_map,
+                observed.config_map.as_deref(),
+                metrics,
+            )
+            .await?;
+            changes.push(("ConfigMap", config_map.name_any(), applied_config_map));
+            let applied_service = apply(
+                &Api::namespaced(client.clone(), &namespace),
+                &service,
+                observed.service.as_deref(),
+                metrics,
+            )
+            .await?;
+            changes.push(("Service", service.name_any(), applied_service));
+            let applied_deployment = apply(
+                &Api::namespaced(client.clone(), &namespace),
+                &deployment,
+                observed.deployment.as_deref(),
+                metrics,
+            )
+            .await?;
+            changes.push(("Deployment", deployment.name_any(), applied_deployment));
+            Outcome::Applied {
+                public_address,
+                passive_ports: valid.passive.to_string(),
+                deployment_changed: applied_deployment != Applied::Unchanged,
+            }
+        }
+    };
+
+    let now =
+        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let status = desired_status(server, &outcome, &observed, now);
+    let previous = server.status.clone().unwrap_or_default();
+    if previous != status {
+        let api: Api<FtpServer> = Api::namespaced(ctx.client.clone(), &namespace);
+        let patch = json!({
+            "apiVersion": FtpServer::api_version(&()),
+            "kind": FtpServer::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &server.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+        ctx.metrics.api_write("FtpServer/status");
+    }
+    publish_events(server, ctx, &changes, &previous, &status, &outcome).await;
+    // Periodic resync; a quiet one writes nothing.
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Events for what changed and what failed; an unchanged reconcile emits none.
+async fn publish_events(
+    server: &FtpServer,
+    ctx: &Context,
+    changes: &[(&str, String, Applied)],
+    previous: &crate::api::FtpServerStatus,
+    status: &crate::api::FtpServerStatus,
+    outcome: &Outcome,
+) {
+    let mut events = Vec::new();
+    for (kind, name, applied) in changes {
+        let verb = match applied {
+            Applied::Unchanged => continue,
+            Applied::Created => "Created",
+            Applied::Updated => "Updated",
+        };
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: verb.to_owned(),
+            note: Some(format!("{verb} {kind} {name}")),
+            action: "Apply".to_owned(),
+            secondary: None,
+        });
+    }
+    let stalled_message = |s: &crate::api::FtpServerStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == STALLED && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let Outcome::Stalled(invalid) = outcome
+        && stalled_message(previous) != stalled_message(status)
+    {
+        events.push(Event {
+            type_: EventType::Warning,
+            reason: invalid.reason.to_owned(),
+            note: Some(invalid.message.chars().take(1000).collect()),
+            action: "Validate".to_owned(),
+            secondary: None,
+        });
+    }
+    let ready = |s: &crate::api::FtpServerStatus| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == status::READY && c.status == "True")
+    };
+    if ready(status) && !ready(previous) {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Ready".to_owned(),
+            note: Some(format!(
+                "serving at {}",
+                status.public_address.as_deref().unwrap_or_default()
+            )),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        });
+    }
+    let reference = server.object_ref(&());
+    for event in events {
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, reason = %event.reason, "cannot publish event");
+        } else {
+            ctx.metrics.api_write("Event");
+        }
+    }
+    if !changes.iter().all(|(_, _, a)| *a == Applied::Unchanged) {
+        info!(name = %server.name_any(), namespace = ?server.namespace(), "applied changes");
+    }
+}
+
+/// Exponential backoff per object: 1 s, 2 s, 4 s … capped at 5 minutes.
+fn error_policy(
+    guard: Arc<DeserializeGuard<FtpServer>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.reconcile_errors.inc();
+    let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+    let count = failures.entry(ObjectRef::from_obj(&*guard)).or_insert(0);
+    let delay = backoff_delay(*count);
+    *count = count.saturating_add(1);
+    warn!(%error, name = %guard.name_any(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+pub fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(9)).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (0..12).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(
+            delays,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
+        );
+    }
+
+    #[test]
+    fn secrets_are_mapped_to_the_servers_that_name_them() {
+        let server = build::fixtures::server(build::fixtures::FULL);
+        assert!(references_secret(&server, "ftp-users"));
+        assert!(references_secret(&server, "ftp-tls"));
+        assert!(!references_secret(&server, "other"));
+    }
+}

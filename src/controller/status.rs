@@ -1,0 +1,337 @@
+//! The FtpServer's status, computed from what was applied and observed (kstatus conventions).
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{FtpServer, FtpServerStatus};
+
+use super::observe::Observed;
+use super::validate::Invalid;
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const LOAD_BALANCER_READY: &str = "LoadBalancerReady";
+
+/// What one reconcile did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The user must fix the spec or a Secret; nothing was applied.
+    Stalled(Invalid),
+    Applied {
+        public_address: Option<String>,
+        passive_ports: String,
+        /// The Deployment was just created or changed, so its cached status is stale.
+        deployment_changed: bool,
+    },
+}
+
+pub fn desired_status(
+    server: &FtpServer,
+    outcome: &Outcome,
+    observed: &Observed,
+    now: Time,
+) -> FtpServerStatus {
+    let generation = server.metadata.generation;
+    let previous = server.status.clone().unwrap_or_default();
+    let ready_replicas = observed
+        .deployment
+        .as_ref()
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let balancer = observed.load_balancer_address();
+
+    let mut status = FtpServerStatus {
+        observed_generation: generation,
+        public_address: previous.public_address.clone(),
+        passive_ports: previous.passive_ports.clone(),
+        ready_replicas: Some(ready_replicas),
+        conditions: Vec::new(),
+    };
+
+    let lb_condition = match &balancer {
+        Some(address) => (
+            true,
+            "AddressAssigned",
+            format!("load balancer at {address}"),
+        ),
+        None => (
+            false,
+            "Pending",
+            "waiting for the Service's load balancer to get an address".to_owned(),
+        ),
+    };
+
+    let (stalled, reconciling, ready) = match outcome {
+        Outcome::Stalled(invalid) => (
+            (true, invalid.reason, invalid.message.clone()),
+            (
+                false,
+                "Stalled",
+                "cannot proceed until the spec is fixed".to_owned(),
+            ),
+            (false, invalid.reason, invalid.message.clone()),
+        ),
+        Outcome::Applied {
+            public_address,
+            passive_ports,
+            deployment_changed,
+        } => {
+            status.public_address = public_address.clone();
+            status.passive_ports = Some(passive_ports.clone());
+            let waiting = waiting_for(
+                server,
+                observed.deployment.as_deref(),
+                *deployment_changed,
+                balancer.is_some(),
+                public_address.is_some(),
+            );
+            let not_stalled = (false, "AsExpected", String::new());
+            match waiting {
+                Some(waiting) => (
+                    not_stalled,
+                    (true, "Progressing", waiting.clone()),
+                    (false, "Progressing", waiting),
+                ),
+                None => (
+                    not_stalled,
+                    (false, "Ready", String::new()),
+                    (
+                        true,
+                        "Ready",
+                        format!(
+                            "{ready_replicas} replica(s) serving at {}",
+                            public_address.as_deref().unwrap_or_default()
+                        ),
+                    ),
+                ),
+            }
+        }
+    };
+
+    for (type_, (is_true, reason, message)) in [
+        (READY, ready),
+        (RECONCILING, reconciling),
+        (STALLED, stalled),
+        (LOAD_BALANCER_READY, lb_condition),
+    ] {
+        status.conditions.push(condition(
+            &previous.conditions,
+            type_,
+            is_true,
+            reason,
+            message,
+            generation,
+            &now,
+        ));
+    }
+    status
+}
+
+/// The first thing the server still waits for, or None when it is ready.
+fn waiting_for(
+    server: &FtpServer,
+    deployment: Option<&Deployment>,
+    deployment_changed: bool,
+    balancer_ready: bool,
+    address_known: bool,
+) -> Option<String> {
+    let wanted = server.spec.replicas;
+    let rolled_out = deployment.filter(|_| !deployment_changed).is_some_and(|d| {
+        let status = d.status.clone().unwrap_or_default();
+        status.observed_generation >= d.metadata.generation
+            && status.updated_replicas.unwrap_or(0) >= wanted
+            && status.ready_replicas.unwrap_or(0) >= wanted
+            && status.replicas.unwrap_or(0) == wanted
+    });
+    if !rolled_out {
+        let ready = deployment
+            .and_then(|d| d.status.as_ref())
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0);
+        return Some(format!(
+            "waiting for the Deployment: {ready}/{wanted} pods ready and updated"
+        ));
+    }
+    if !balancer_ready {
+        return Some("waiting for the Service's load balancer to get an address".to_owned());
+    }
+    if !address_known {
+        return Some("waiting for a public address".to_owned());
+    }
+    None
+}
+
+/// A condition, keeping the previous transition time when its status did not change.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    is_true: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if is_true { "True" } else { "False" };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::controller::build::fixtures::{self, server};
+
+    fn now() -> Time {
+        Time("2026-01-01T00:00:00Z".parse().unwrap())
+    }
+
+    fn condition_of<'a>(status: &'a FtpServerStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    fn observed(ready: i32, with_ingress: bool) -> Observed {
+        let deployment: Deployment = serde_yaml::from_str(&format!(
+            "metadata: {{name: minimal, generation: 2}}\n\
+             status: {{observedGeneration: 2, replicas: 1, updatedReplicas: 1, readyReplicas: {ready}}}"
+        ))
+        .unwrap();
+        let ingress = if with_ingress {
+            "[{ip: 20.50.1.7}]"
+        } else {
+            "[]"
+        };
+        let service = serde_yaml::from_str(&format!(
+            "metadata: {{name: minimal}}\nstatus: {{loadBalancer: {{ingress: {ingress}}}}}"
+        ))
+        .unwrap();
+        Observed {
+            deployment: Some(Arc::new(deployment)),
+            service: Some(Arc::new(service)),
+            ..Observed::default()
+        }
+    }
+
+    fn applied(address: Option<&str>) -> Outcome {
+        Outcome::Applied {
+            public_address: address.map(str::to_owned),
+            passive_ports: "30000-30002".into(),
+            deployment_changed: false,
+        }
+    }
+
+    #[test]
+    fn ready_when_pods_are_ready_and_the_balancer_has_an_address() {
+        let server = server(fixtures::MINIMAL);
+        let status = desired_status(
+            &server,
+            &applied(Some("20.50.1.7")),
+            &observed(1, true),
+            now(),
+        );
+        assert_eq!(status.observed_generation, Some(1));
+        assert_eq!(status.public_address.as_deref(), Some("20.50.1.7"));
+        assert_eq!(status.passive_ports.as_deref(), Some("30000-30002"));
+        assert_eq!(status.ready_replicas, Some(1));
+        assert_eq!(condition_of(&status, READY).status, "True");
+        assert_eq!(condition_of(&status, RECONCILING).status, "False");
+        assert_eq!(condition_of(&status, STALLED).status, "False");
+        assert_eq!(condition_of(&status, LOAD_BALANCER_READY).status, "True");
+    }
+
+    #[test]
+    fn reconciling_while_pods_or_balancer_are_pending() {
+        let server = server(fixtures::MINIMAL);
+        let status = desired_status(&server, &applied(None), &observed(0, false), now());
+        assert_eq!(condition_of(&status, READY).status, "False");
+        let reconciling = condition_of(&status, RECONCILING);
+        assert_eq!(reconciling.status, "True");
+        assert!(
+            reconciling.message.contains("0/1 pods"),
+            "{}",
+            reconciling.message
+        );
+
+        let status = desired_status(&server, &applied(None), &observed(1, false), now());
+        assert!(
+            condition_of(&status, RECONCILING)
+                .message
+                .contains("load balancer")
+        );
+        assert_eq!(condition_of(&status, LOAD_BALANCER_READY).status, "False");
+    }
+
+    #[test]
+    fn a_just_changed_deployment_is_not_ready_yet() {
+        let server = server(fixtures::MINIMAL);
+        let outcome = Outcome::Applied {
+            public_address: Some("20.50.1.7".into()),
+            passive_ports: "30000-30002".into(),
+            deployment_changed: true,
+        };
+        let status = desired_status(&server, &outcome, &observed(1, true), now());
+        assert_eq!(condition_of(&status, READY).status, "False");
+    }
+
+    #[test]
+    fn stalled_carries_the_fix_and_keeps_the_last_applied_values() {
+        let mut server = server(fixtures::MINIMAL);
+        server.status = Some(FtpServerStatus {
+            public_address: Some("20.50.1.7".into()),
+            passive_ports: Some("30000-30002".into()),
+            ..FtpServerStatus::default()
+        });
+        let invalid = Invalid {
+            reason: "SecretMissing",
+            message: "Secret ftp-users ... does not exist: create it".into(),
+        };
+        let status = desired_status(
+            &server,
+            &Outcome::Stalled(invalid),
+            &observed(1, true),
+            now(),
+        );
+        let stalled = condition_of(&status, STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "SecretMissing")
+        );
+        assert!(stalled.message.contains("create it"));
+        assert_eq!(condition_of(&status, READY).status, "False");
+        assert_eq!(condition_of(&status, RECONCILING).status, "False");
+        assert_eq!(status.public_address.as_deref(), Some("20.50.1.7"));
+    }
+
+    #[test]
+    fn an_unchanged_status_keeps_its_transition_times_so_it_compares_equal() {
+        let mut server = server(fixtures::MINIMAL);
+        let first = desired_status(
+            &server,
+            &applied(Some("20.50.1.7")),
+            &observed(1, true),
+            now(),
+        );
+        server.status = Some(first.clone());
+        let later = Time("2026-01-01T01:00:00Z".parse().unwrap());
+        let second = desired_status(
+            &server,
+            &applied(Some("20.50.1.7")),
+            &observed(1, true),
+            later,
+        );
+        assert_eq!(first, second);
+    }
+}

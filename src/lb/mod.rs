@@ -1,0 +1,160 @@
+//! What each load balancer needs to know and allows: idle timeouts, annotations, port limits.
+//!
+//! Decisions worth knowing:
+//! - Azure sets its idle timeout in whole minutes (4–100), so `idleTimeoutSeconds` must be whole
+//!   minutes there; rounding would make the balancer forget flows earlier than the user said.
+//! - AWS NLB (AWS Load Balancer Controller): one listener per Service port, at most 50 per
+//!   balancer, so at most 49 passive ports beside the control port. Client IPs are preserved
+//!   because the server accepts data connections only from the control connection's peer.
+//! - GCP passthrough forwarding rules take at most 5 separate ports, or one contiguous range. The
+//!   passive range is contiguous, but the control port usually is not next to it; rather than let
+//!   the cloud widen the rule to everything between them, more than 5 ports are accepted only when
+//!   the control port sits right next to the passive range.
+
+use std::collections::BTreeMap;
+
+use crate::api::{FtpServerSpec, PassivePorts, Provider};
+
+pub const AZURE_IDLE_TIMEOUT_ANNOTATION: &str =
+    "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout";
+pub const AWS_TYPE_ANNOTATION: &str = "service.beta.kubernetes.io/aws-load-balancer-type";
+pub const AWS_NLB_TARGET_TYPE_ANNOTATION: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type";
+pub const AWS_SCHEME_ANNOTATION: &str = "service.beta.kubernetes.io/aws-load-balancer-scheme";
+pub const AWS_TARGET_GROUP_ATTRIBUTES_ANNOTATION: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes";
+/// Followed by `TCP-<port>`: one listener's attributes.
+pub const AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-listener-attributes.";
+
+/// AWS NLB: listeners per load balancer.
+pub const AWS_MAX_LISTENERS: i32 = 50;
+/// GCP passthrough forwarding rule: separate ports per rule.
+pub const GCP_MAX_SEPARATE_PORTS: i32 = 5;
+
+/// A spec the chosen balancer cannot carry; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitError(pub String);
+
+/// The balancer's documented idle timeout when the user gives none, in seconds.
+pub fn default_idle_timeout_seconds(provider: Provider) -> i32 {
+    match provider {
+        Provider::Azure => 240,
+        Provider::Aws => 350,
+        // GCP's firewall connection tracking.
+        Provider::Gcp => 600,
+        // Bare-metal balancers hand flows to kube-proxy; IPVS forgets idle TCP after 900 s.
+        Provider::Metallb | Provider::Generic => 900,
+    }
+}
+
+/// The idle timeout in force: the user's, else the provider's default.
+pub fn idle_timeout_seconds(spec: &FtpServerSpec) -> i32 {
+    spec.load_balancer
+        .idle_timeout_seconds
+        .unwrap_or_else(|| default_idle_timeout_seconds(spec.load_balancer.provider))
+}
+
+/// Checks what the provider allows, before anything is applied.
+pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
+    let passive = spec.passive_ports;
+    let idle = spec.load_balancer.idle_timeout_seconds;
+    match spec.load_balancer.provider {
+        Provider::Azure => {
+            if let Some(seconds) = idle
+                && (!(240..=6000).contains(&seconds) || seconds % 60 != 0)
+            {
+                return Err(LimitError(format!(
+                    "loadBalancer.idleTimeoutSeconds {seconds} is not possible on Azure, which sets \
+                     idle timeouts in whole minutes from 4 to 100: use a multiple of 60 between \
+                     240 and 6000"
+                )));
+            }
+        }
+        Provider::Aws => {
+            let max_passive = AWS_MAX_LISTENERS - 1;
+            if passive.len() > max_passive {
+                return Err(LimitError(format!(
+                    "passivePorts {passive} has {} ports; AWS NLB allows at most {max_passive} \
+                     behind one load balancer (50 listeners, one is the control port): narrow the \
+                     range, e.g. {}-{}",
+                    passive.len(),
+                    passive.min,
+                    passive.min + max_passive - 1
+                )));
+            }
+            if let Some(seconds) = idle
+                && !(60..=6000).contains(&seconds)
+            {
+                return Err(LimitError(format!(
+                    "loadBalancer.idleTimeoutSeconds {seconds} is outside AWS NLB's 60-6000 \
+                     seconds: pick a value in that range"
+                )));
+            }
+        }
+        Provider::Gcp => {
+            let total = passive.len() + 1;
+            let adjacent =
+                spec.control_port == passive.min - 1 || spec.control_port == passive.max + 1;
+            if total > GCP_MAX_SEPARATE_PORTS && !adjacent {
+                return Err(LimitError(format!(
+                    "controlPort {} and passivePorts {passive} make {total} ports that are not one \
+                     contiguous range; GCP forwarding rules take at most {GCP_MAX_SEPARATE_PORTS} \
+                     separate ports: set controlPort to {} or {}, or use at most {} passive ports",
+                    spec.control_port,
+                    passive.min - 1,
+                    passive.max + 1,
+                    GCP_MAX_SEPARATE_PORTS - 1
+                )));
+            }
+        }
+        Provider::Metallb | Provider::Generic => {}
+    }
+    Ok(())
+}
+
+/// Annotations the provider needs on the Service, before the user's own (which win).
+pub fn service_annotations(spec: &FtpServerSpec) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    let idle = spec.load_balancer.idle_timeout_seconds;
+    match spec.load_balancer.provider {
+        Provider::Azure => {
+            if let Some(seconds) = idle {
+                annotations.insert(
+                    AZURE_IDLE_TIMEOUT_ANNOTATION.to_owned(),
+                    (seconds / 60).to_string(),
+                );
+            }
+        }
+        Provider::Aws => {
+            annotations.insert(AWS_TYPE_ANNOTATION.to_owned(), "external".to_owned());
+            annotations.insert(AWS_NLB_TARGET_TYPE_ANNOTATION.to_owned(), "ip".to_owned());
+            annotations.insert(
+                AWS_SCHEME_ANNOTATION.to_owned(),
+                "internet-facing".to_owned(),
+            );
+            annotations.insert(
+                AWS_TARGET_GROUP_ATTRIBUTES_ANNOTATION.to_owned(),
+                "preserve_client_ip.enabled=true".to_owned(),
+            );
+            if let Some(seconds) = idle {
+                for port in listener_ports(spec.control_port, spec.passive_ports) {
+                    annotations.insert(
+                        format!("{AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX}TCP-{port}"),
+                        format!("tcp.idle_timeout.seconds={seconds}"),
+                    );
+                }
+            }
+        }
+        Provider::Gcp | Provider::Metallb | Provider::Generic => {}
+    }
+    annotations
+}
+
+fn listener_ports(control_port: i32, passive: PassivePorts) -> impl Iterator<Item = i32> {
+    std::iter::once(control_port).chain(passive.ports())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! A namespace per test, the controller binary as a subprocess, and polling helpers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ftp_operator::api::FtpServer;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config, CustomResourceExt};
+
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/local-cluster/kubeconfig"),
+        PathBuf::from,
+    )
+}
+
+/// A client for the local control plane; fails loudly when there is none.
+pub async fn client() -> Client {
+    let path = kubeconfig_path();
+    let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|err| {
+        panic!(
+            "no kubeconfig at {}: {err}. Run scripts/local-cluster.sh up (and eval \"$(scripts/local-cluster.sh env)\")",
+            path.display()
+        )
+    });
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    let client = Client::try_from(config).expect("client");
+    client.apiserver_version().await.unwrap_or_else(|err| {
+        panic!(
+            "the control plane in {} is unreachable: {err}. Run scripts/local-cluster.sh up",
+            path.display()
+        )
+    });
+    client
+}
+
+/// Installs (server-side applies) the CRD and waits until it is Established.
+pub async fn install_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.patch(
+        "ftpservers.ftpoperator.dev",
+        &PatchParams::apply("ftp-operator-tests").force(),
+        &Patch::Apply(FtpServer::crd()),
+    )
+    .await
+    .expect("CRD applies");
+    wait_for(
+        "the CRD to be Established",
+        Duration::from_secs(30),
+        || async {
+            let crd = crds.get("ftpservers.ftpoperator.dev").await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .into_iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        },
+    )
+    .await;
+}
+
+/// A fresh namespace, deleted when the test ends.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!(
+            "{prefix}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                % 1_000_000
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace created");
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn create_users_secret(&self, name: &str) {
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "stringData": {"users": "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA:rw\n"},
+        }))
+        .unwrap();
+        self.api::<Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("secret created");
+    }
+
+    pub async fn create_server(&self, yaml: &str) -> FtpServer {
+        let server: FtpServer = serde_yaml::from_str(yaml).expect("test manifest parses");
+        self.api::<FtpServer>()
+            .create(&PostParams::default(), &server)
+            .await
+            .expect("FtpServer created")
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Through kubectl: the test's client lives on a runtime that is shutting down.
+        let _ = kubectl()
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .output();
+    }
+}
+
+/// The controller binary, started against the test cluster, watching one namespace.
+pub struct ControllerProcess {
+    child: Child,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl ControllerProcess {
+    pub fn start(namespace: &str, identity: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
+            .args([
+                "controller",
+                "--namespace",
+                namespace,
+                "--leader-election-namespace",
+                namespace,
+                "--lease-name",
+                "ftp-operator",
+                "--identity",
+                identity,
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--default-ftp-image",
+                "ftp-operator:test",
+            ])
+            .env("KUBECONFIG", kubeconfig_path())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("controller starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        ControllerProcess { child, logs }
+    }
+
+    pub fn logged(&self, text: &str) -> bool {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
+    pub async fn wait_logged(&self, text: &str, timeout: Duration) {
+        wait_for(
+            &format!("the controller to log {text:?}"),
+            timeout,
+            || async { self.logged(text).then_some(()) },
+        )
+        .await;
+    }
+
+    /// The controller's own count of its API writes, from /metrics.
+    pub async fn api_writes(&self) -> u64 {
+        let address = wait_for("the metrics address", Duration::from_secs(10), || async {
+            let logs = self.logs.lock().unwrap();
+            let line = logs.iter().find(|l| l.contains("serving /metrics"))?;
+            let value: serde_json::Value = serde_json::from_str(line).ok()?;
+            value["fields"]["address"].as_str().map(str::to_owned)
+        })
+        .await;
+        let mut stream = TcpStream::connect(&address).expect("metrics reachable");
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).unwrap();
+        body.lines()
+            .filter(|l| l.starts_with("ftp_operator_api_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `probe` every 250 ms until it yields a value; panics naming `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// kubectl from the local cluster's cache (`scripts/local-cluster.sh env`), else from PATH.
+pub fn kubectl() -> Command {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/local-cluster.sh");
+    let bin_dir = Command::new("bash")
+        .args([script, "env"])
+        .output()
+        .ok()
+        .and_then(|out| {
+            String::from_utf8(out.stdout)
+                .ok()?
+                .lines()
+                .find_map(|line| {
+                    let path = line.strip_prefix("export PATH=\"")?;
+                    Some(path.split(':').next()?.to_owned())
+                })
+        });
+    let program = bin_dir
+        .map(|dir| PathBuf::from(dir).join("kubectl"))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("kubectl"));
+    let mut command = Command::new(program);
+    command.env("KUBECONFIG", kubeconfig_path());
+    command
+}
