@@ -306,3 +306,70 @@ fn sigterm_closes_stalled_transfers_after_the_grace_period() {
         "did not wait for the grace period"
     );
 }
+
+/// The seam: a file rendered by `ServerConfig::render` (what the controller puts in the ConfigMap)
+/// runs the server with no flag but `--config`, users and TLS included.
+#[test]
+fn a_rendered_config_file_alone_runs_the_server() {
+    use ftp_operator::ftp::config::{PassiveRange, ServerConfig, Tls};
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let metrics_port = common::free_port();
+    let passive = common::free_range(5);
+    common::make_certificate(state.path(), "tls.crt", "tls.key");
+    std::fs::write(
+        state.path().join("users"),
+        format!("carol:{}:rw\n", hash_password("pw")),
+    )
+    .unwrap();
+    let mut config = ServerConfig::new(
+        root.path(),
+        PassiveRange::new(passive.0, passive.1).unwrap(),
+    );
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    config.metrics_listen = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    config.public_address = Some("127.0.0.1".into());
+    config.users_file = Some(state.path().join("users"));
+    config.tls = Some(Tls {
+        cert_file: state.path().join("tls.crt"),
+        key_file: state.path().join("tls.key"),
+        required: true,
+    });
+    let path = state.path().join("ftp-server.toml");
+    std::fs::write(&path, config.render()).unwrap();
+    let cert = state.path().join("tls.crt").display().to_string();
+    let server = Server::spawn(
+        vec!["--config".into(), path.display().to_string()],
+        root,
+        state,
+        port,
+        metrics_port,
+        passive,
+    );
+    std::fs::write(server.path("hello.txt"), "hello").unwrap();
+    let output = common::run_ok(
+        "python3",
+        &[
+            "-c",
+            "import ftplib, ssl, sys, io\n\
+ftp = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=sys.argv[2]), timeout=20)\n\
+ftp.trust_server_pasv_ipv4_address = True\n\
+ftp.connect('127.0.0.1', int(sys.argv[1]))\n\
+ftp.login('carol', 'pw')\n\
+ftp.prot_p()\n\
+out = io.BytesIO()\n\
+ftp.retrbinary('RETR hello.txt', out.write)\n\
+print(out.getvalue().decode())\n\
+ftp.quit()\n",
+            &server.port.to_string(),
+            &cert,
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
+    let mut plain = server.raw();
+    assert!(
+        plain.cmd("USER carol").starts_with("530"),
+        "TLS not required"
+    );
+}

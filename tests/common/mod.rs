@@ -158,6 +158,18 @@ impl Server {
             ]);
         }
         args.extend(options.args);
+        Server::spawn(args, root, state, port, metrics_port, passive)
+    }
+
+    /// Runs the binary with exactly `args` and waits until it listens on `port`.
+    pub fn spawn(
+        args: Vec<String>,
+        root: tempfile::TempDir,
+        state: tempfile::TempDir,
+        port: u16,
+        metrics_port: u16,
+        passive: (u16, u16),
+    ) -> Server {
         let log = std::fs::File::create(state.path().join("server.log")).unwrap();
         let child = Command::new(BIN)
             .args(&args)
