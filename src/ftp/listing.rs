@@ -10,6 +10,8 @@ use rustix::fs::{AtFlags, Stat};
 
 use super::fs::{FileKind, Root, UPLOAD_TEMP_PREFIX, file_kind};
 
+/// Which listing a data command asks for.
+
 #[derive(Debug)]
 pub struct Entry {
     pub name: String,
@@ -107,6 +109,46 @@ pub fn facts(stat: &Stat, writable: bool, current_dir: bool) -> String {
         stat.st_dev,
         stat.st_ino
     )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    Long,
+    Names,
+    Machine,
+}
+
+/// The body of a `LIST`, `NLST` or `MLSD` reply for a directory, or a single file.
+pub fn render(root: &Root, kind: ListKind, target: &str, writable: bool) -> io::Result<Vec<u8>> {
+    let now = jiff::Timestamp::now();
+    let stat = root.stat(target)?;
+    let mut out = String::new();
+    if file_kind(&stat) != FileKind::Dir {
+        let name = target.rsplit('/').next().unwrap_or_default();
+        match kind {
+            ListKind::Long => out.push_str(&unix_line(name, &stat, now)),
+            ListKind::Names => out.push_str(name),
+            ListKind::Machine => out.push_str(&format!("{} {name}", facts(&stat, writable, false))),
+        }
+        out.push_str("\r\n");
+        return Ok(out.into_bytes());
+    }
+    if kind == ListKind::Machine {
+        out.push_str(&format!("{} .\r\n", facts(&stat, writable, true)));
+    }
+    for entry in read_dir(root, target)? {
+        match kind {
+            ListKind::Long => out.push_str(&unix_line(&entry.name, &entry.stat, now)),
+            ListKind::Names => out.push_str(&entry.name),
+            ListKind::Machine => out.push_str(&format!(
+                "{} {}",
+                facts(&entry.stat, writable, false),
+                entry.name
+            )),
+        }
+        out.push_str("\r\n");
+    }
+    Ok(out.into_bytes())
 }
 
 #[cfg(test)]

@@ -3,84 +3,23 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 use super::command::{self, Command, EpsvArg, Protection, TransferType};
+use super::control::{ControlConnection, Line};
 use super::fs::{self, FileKind, Root, file_kind};
 use super::keepalive;
-use super::listing;
-use super::passive::{PassiveListener, same_host};
+use super::listing::{self, ListKind};
+use super::passive::{PassiveListener, advertised_ipv4, same_host};
 use super::reply::{Reply, quote_path};
 use super::server::Shared;
 use super::settings::Settings;
 use super::tls::TlsAcceptors;
 use super::transfer::{self, DataStream};
-
-/// The control connection, upgraded in place by `AUTH TLS`.
-enum Control {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Closed,
-}
-
-impl AsyncRead for Control {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Control::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Control::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Control::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncWrite for Control {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Control::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Control::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Control::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Control::Plain(s) => Pin::new(s).poll_flush(cx),
-            Control::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Control::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Control::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Control::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Control::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-/// Result of reading one command line.
-enum Line {
-    Command(Vec<u8>),
-    TooLong,
-    Closed,
-}
 
 /// How the next data connection is made.
 enum DataPlan {
@@ -115,9 +54,7 @@ pub struct Session {
     id: u64,
     shared: Arc<Shared>,
     settings: Arc<Settings>,
-    control: Control,
-    buffer: Vec<u8>,
-    discarding: bool,
+    control: ControlConnection,
     peer: SocketAddr,
     local: SocketAddr,
     pending_login: Option<Login>,
@@ -144,13 +81,12 @@ impl Session {
         shared: Arc<Shared>,
     ) -> Self {
         let settings = shared.settings.borrow().clone();
+        let max_line = settings.config.limits.max_command_line as usize;
         Session {
             id,
             shared,
             settings,
-            control: Control::Plain(stream),
-            buffer: Vec::with_capacity(512),
-            discarding: false,
+            control: ControlConnection::new(stream, max_line),
             peer,
             local,
             pending_login: None,
@@ -173,15 +109,12 @@ impl Session {
 
     async fn send(&mut self, reply: Reply) -> io::Result<()> {
         tracing::debug!(code = reply.code, "reply");
-        // A client that stops reading must not hold the session forever.
         let limit = self.idle_timeout();
-        let write = async {
-            self.control.write_all(&reply.to_bytes()).await?;
-            self.control.flush().await
-        };
-        tokio::time::timeout(limit, write).await.map_err(|_| {
-            io::Error::new(io::ErrorKind::TimedOut, "client stopped reading replies")
-        })?
+        self.control.send(&reply, limit).await
+    }
+
+    async fn read_line(&mut self) -> io::Result<Line> {
+        self.control.read_line().await
     }
 
     fn idle_timeout(&self) -> Duration {
@@ -197,36 +130,6 @@ impl Session {
 
     async fn reply(&mut self, code: u16, text: impl Into<String>) -> io::Result<()> {
         self.send(Reply::new(code, text)).await
-    }
-
-    /// Reads one line ending in LF. Cancel-safe: partial lines stay in `self.buffer`.
-    async fn read_line(&mut self) -> io::Result<Line> {
-        let max = self.settings.config.limits.max_command_line as usize;
-        loop {
-            if let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buffer.drain(..=end).collect();
-                if std::mem::take(&mut self.discarding) {
-                    continue;
-                }
-                if line.len() > max {
-                    return Ok(Line::TooLong);
-                }
-                return Ok(Line::Command(line));
-            }
-            if self.buffer.len() > max {
-                self.buffer.clear();
-                if !self.discarding {
-                    self.discarding = true;
-                    return Ok(Line::TooLong);
-                }
-            }
-            let mut chunk = [0u8; 1024];
-            let read = self.control.read(&mut chunk).await?;
-            if read == 0 {
-                return Ok(Line::Closed);
-            }
-            self.buffer.extend_from_slice(&chunk[..read]);
-        }
     }
 
     /// Runs the session until the client quits, the connection drops, it idles out, or shutdown.
@@ -569,7 +472,7 @@ impl Session {
     }
 
     fn tls_active(&self) -> bool {
-        matches!(self.control, Control::Tls(_))
+        self.control.is_tls()
     }
 
     async fn auth(&mut self) -> io::Result<()> {
@@ -582,15 +485,8 @@ impl Session {
             return self.reply(503, "TLS is already active.").await;
         }
         self.reply(234, "Proceed with negotiation.").await?;
-        // Anything pipelined after AUTH in plain text must not be run as if it were protected.
-        self.buffer.clear();
-        let Control::Plain(tcp) = std::mem::replace(&mut self.control, Control::Closed) else {
-            return Err(io::ErrorKind::NotConnected.into());
-        };
-        let stream = tokio::time::timeout(self.idle_timeout(), acceptors.control.accept(tcp))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        self.control = Control::Tls(Box::new(stream));
+        let limit = self.idle_timeout();
+        self.control.upgrade(&acceptors.control, limit).await?;
         self.tls = Some(acceptors);
         Ok(())
     }
@@ -802,7 +698,13 @@ impl Session {
         let advertised = if extended {
             None
         } else {
-            Some(self.advertised_ipv4().await)
+            Some(
+                advertised_ipv4(
+                    self.settings.config.public_address.as_deref(),
+                    self.local.ip(),
+                )
+                .await,
+            )
         };
         if let Some(None) = advertised {
             return self
@@ -841,30 +743,6 @@ impl Session {
                 self.reply(229, format!("Entering Extended Passive Mode (|||{port}|)"))
                     .await
             }
-        }
-    }
-
-    /// The configured public address (resolved now if it is a name), else the control
-    /// connection's local address.
-    async fn advertised_ipv4(&self) -> Option<std::net::Ipv4Addr> {
-        match &self.settings.config.public_address {
-            Some(host) => {
-                if let Ok(ip) = host.parse::<IpAddr>() {
-                    return match ip.to_canonical() {
-                        IpAddr::V4(v4) => Some(v4),
-                        IpAddr::V6(_) => None,
-                    };
-                }
-                let addresses = tokio::net::lookup_host((host.as_str(), 0)).await.ok()?;
-                addresses.into_iter().find_map(|a| match a.ip() {
-                    IpAddr::V4(v4) => Some(v4),
-                    IpAddr::V6(_) => None,
-                })
-            }
-            None => match self.local.ip().to_canonical() {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            },
         }
     }
 
@@ -1145,7 +1023,7 @@ impl Session {
         let root = self.root().clone();
         let target = target.to_owned();
         let writable = self.writable();
-        tokio::task::spawn_blocking(move || render_listing(&root, kind, &target, writable))
+        tokio::task::spawn_blocking(move || listing::render(&root, kind, &target, writable))
             .await
             .map_err(io::Error::other)?
     }
@@ -1184,51 +1062,4 @@ enum StoreKind {
     Replace(String),
     Append(String),
     Unique,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListKind {
-    Long,
-    Names,
-    Machine,
-}
-
-fn render_listing(
-    root: &Root,
-    kind: ListKind,
-    target: &str,
-    writable: bool,
-) -> io::Result<Vec<u8>> {
-    let now = jiff::Timestamp::now();
-    let stat = root.stat(target)?;
-    let mut out = String::new();
-    if file_kind(&stat) != FileKind::Dir {
-        let name = target.rsplit('/').next().unwrap_or_default();
-        match kind {
-            ListKind::Long => out.push_str(&listing::unix_line(name, &stat, now)),
-            ListKind::Names => out.push_str(name),
-            ListKind::Machine => out.push_str(&format!(
-                "{} {name}",
-                listing::facts(&stat, writable, false)
-            )),
-        }
-        out.push_str("\r\n");
-        return Ok(out.into_bytes());
-    }
-    if kind == ListKind::Machine {
-        out.push_str(&format!("{} .\r\n", listing::facts(&stat, writable, true)));
-    }
-    for entry in listing::read_dir(root, target)? {
-        match kind {
-            ListKind::Long => out.push_str(&listing::unix_line(&entry.name, &entry.stat, now)),
-            ListKind::Names => out.push_str(&entry.name),
-            ListKind::Machine => out.push_str(&format!(
-                "{} {}",
-                listing::facts(&entry.stat, writable, false),
-                entry.name
-            )),
-        }
-        out.push_str("\r\n");
-    }
-    Ok(out.into_bytes())
 }

@@ -95,9 +95,30 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts a server on free ports; if another test took a port in between, tries again.
     pub fn start(options: Options) -> Server {
-        let root = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
+        let mut root = tempfile::tempdir().unwrap();
+        let mut state = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            match Server::try_start(&options, root, state) {
+                Ok(server) => return server,
+                Err((log, r, s)) => {
+                    assert!(
+                        log.contains("in use"),
+                        "ftp-server did not start; log:\n{log}"
+                    );
+                    (root, state) = (r, s);
+                }
+            }
+        }
+        panic!("ftp-server found no free ports in 5 tries");
+    }
+
+    fn try_start(
+        options: &Options,
+        root: tempfile::TempDir,
+        state: tempfile::TempDir,
+    ) -> Result<Server, (String, tempfile::TempDir, tempfile::TempDir)> {
         let port = free_port();
         let metrics_port = free_port();
         let passive = free_range(if options.passive_ports == 0 {
@@ -157,8 +178,8 @@ impl Server {
                 state.path().join("key.pem").display().to_string(),
             ]);
         }
-        args.extend(options.args);
-        Server::spawn(args, root, state, port, metrics_port, passive)
+        args.extend(options.args.iter().cloned());
+        Server::try_spawn(args, root, state, port, metrics_port, passive)
     }
 
     /// Runs the binary with exactly `args` and waits until it listens on `port`.
@@ -170,6 +191,20 @@ impl Server {
         metrics_port: u16,
         passive: (u16, u16),
     ) -> Server {
+        match Server::try_spawn(args, root, state, port, metrics_port, passive) {
+            Ok(server) => server,
+            Err((log, _, _)) => panic!("ftp-server did not start; log:\n{log}"),
+        }
+    }
+
+    fn try_spawn(
+        args: Vec<String>,
+        root: tempfile::TempDir,
+        state: tempfile::TempDir,
+        port: u16,
+        metrics_port: u16,
+        passive: (u16, u16),
+    ) -> Result<Server, (String, tempfile::TempDir, tempfile::TempDir)> {
         let log = std::fs::File::create(state.path().join("server.log")).unwrap();
         let child = Command::new(BIN)
             .args(&args)
@@ -178,7 +213,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = Server {
+        let mut server = Server {
             child,
             port,
             metrics_port,
@@ -186,14 +221,26 @@ impl Server {
             root,
             state,
         };
-        server.wait_listening();
-        server
+        if server.wait_listening() {
+            return Ok(server);
+        }
+        let log = server.log();
+        let root = std::mem::replace(&mut server.root, tempfile::tempdir().unwrap());
+        let state = std::mem::replace(&mut server.state, tempfile::tempdir().unwrap());
+        Err((log, root, state))
     }
 
-    fn wait_listening(&self) {
+    /// True once this very process listens (a port taken by another test's server does not
+    /// count) and its probe session is gone; false if the process exited.
+    fn wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if self.log().contains("ftp-server listening")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 // The probe connection is a session too: wait until it is gone, so tests that
                 // count sessions start from zero.
                 while Instant::now() < deadline {
@@ -203,7 +250,7 @@ impl Server {
                             .1
                             .contains("ftp_sessions_active 0")
                     {
-                        return;
+                        return true;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
