@@ -239,7 +239,8 @@ impl Server {
                 return false;
             }
             if self.log().contains("ftp-server listening")
-                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && (TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                    || TcpStream::connect(("::1", self.port)).is_ok())
             {
                 // The probe connection is a session too: wait until it is gone, so tests that
                 // count sessions start from zero.
@@ -375,7 +376,11 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Raw::connect_to(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    pub fn connect_to(address: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(address).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -449,7 +454,7 @@ impl Raw {
             .and_then(|rest| rest.split('|').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("bad 229 reply {reply:?}"));
-        SocketAddr::from(([127, 0, 0, 1], port))
+        SocketAddr::new(self.stream.peer_addr().unwrap().ip(), port)
     }
 
     /// Runs a data command over EPSV; returns the data received and the final reply.
