@@ -145,6 +145,11 @@ fn directories_files_and_metadata() {
     assert!(end.starts_with("226"));
     let (names, _) = ftp.transfer_in("NLST");
     assert_eq!(names, b"file.bin\r\n");
+    // mget sends a pattern.
+    let (names, _) = ftp.transfer_in("NLST *.bin");
+    assert_eq!(names, b"file.bin\r\n");
+    let (names, _) = ftp.transfer_in("NLST /sub/f*");
+    assert_eq!(names, b"/sub/file.bin\r\n");
     let (mlsd, _) = ftp.transfer_in("MLSD");
     let mlsd = String::from_utf8(mlsd).unwrap();
     assert!(mlsd.contains("type=cdir;"), "{mlsd:?}");

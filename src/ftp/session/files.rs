@@ -119,7 +119,7 @@ impl Session {
             }
             Some(path) => {
                 let target = fs::resolve(&self.cwd, path);
-                match self.listing_text(ListKind::Long, &target).await {
+                match self.listing_text(ListKind::Long, &target, path).await {
                     Ok(text) => {
                         let lines = String::from_utf8_lossy(&text)
                             .lines()
@@ -224,13 +224,21 @@ impl Session {
         self.finish_transfer("upload", &outcome).await
     }
 
-    pub(super) async fn listing_text(&self, kind: ListKind, target: &str) -> io::Result<Vec<u8>> {
+    pub(super) async fn listing_text(
+        &self,
+        kind: ListKind,
+        target: &str,
+        shown_as: &str,
+    ) -> io::Result<Vec<u8>> {
         let root = self.root().clone();
         let target = target.to_owned();
+        let shown_as = shown_as.to_owned();
         let writable = self.writable();
-        tokio::task::spawn_blocking(move || listing::render(&root, kind, &target, writable))
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            listing::render(&root, kind, &target, &shown_as, writable)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     pub(super) async fn list(&mut self, kind: ListKind, path: Option<String>) -> Reply0 {
@@ -239,7 +247,10 @@ impl Session {
             self.reply(501, "MLSD needs a directory.").await?;
             return Ok(Flow::Continue);
         }
-        let text = match self.listing_text(kind, &target).await {
+        let text = match self
+            .listing_text(kind, &target, path.as_deref().unwrap_or(""))
+            .await
+        {
             Ok(text) => text,
             Err(error) => {
                 self.fs_error(error, "Could not list.").await?;
