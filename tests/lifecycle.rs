@@ -116,7 +116,7 @@ fn sigterm_lets_a_running_transfer_finish_and_stops_accepting() {
     let mut total = data.read(&mut buffer).unwrap();
     assert_eq!(server.http_get("/readyz").0, 200);
 
-    server.signal("TERM");
+    server.terminate();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         server.http_get("/readyz").0,
@@ -249,7 +249,7 @@ fn keepalive_on_an_idle_data_connection() {
     assert!((35..=41).contains(&timers[0]), "{timers:?}");
     drop(data);
     assert!(up.read_reply().starts_with("226"));
-    writer.signal("TERM");
+    writer.terminate();
     assert!(writer.wait_exit(Duration::from_secs(10)));
 }
 
@@ -296,7 +296,7 @@ fn sigterm_closes_stalled_transfers_after_the_grace_period() {
     // The client never reads: the transfer cannot finish.
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    server.signal("TERM");
+    server.terminate();
     assert!(
         server.wait_exit(Duration::from_secs(8)),
         "server hung past its grace period"
