@@ -9,7 +9,7 @@
 # The last line counts the tests of every tier: "tests: N passed, M failed".
 set -uo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo"
+cd "$repo" || exit 1
 export CARGO_TERM_COLOR=never
 
 log=$(mktemp -t ftp-operator-tests.XXXXXX)
@@ -55,7 +55,7 @@ if [ "$cluster_started" = 1 ]; then
 else
   failed_tiers+=("controller on a real control plane (no control plane)" "helm (no control plane)")
 fi
-tier "load balancer that forgets idle flows" cargo test --features netns-tests --test netns
+tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '(; [0-9]+ failed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')

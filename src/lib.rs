@@ -6,4 +6,6 @@
 pub mod api;
 pub mod controller;
 pub mod ftp;
+pub mod keepalive;
 pub mod lb;
+pub mod node;

@@ -338,6 +338,25 @@ pub struct FtpServerStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The node keepalive tuner's progress on the nodes this server's pods may run on; only
+    /// when the server needs node sysctls (`keepalive.nodeSysctls` or `hostNetwork`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_keepalive: Option<NodeKeepaliveStatus>,
+}
+
+/// Per-node keepalive tuning, summed over the nodes the server's pods may run on.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeKeepaliveStatus {
+    /// Nodes whose tuner applies this server's values (or smaller ones).
+    pub tuned: i32,
+    /// Nodes whose tuner has not reported this server yet.
+    pub pending: i32,
+    /// Nodes whose tuner reported an error.
+    pub failed: i32,
+    /// `node: reason` for the first few failed nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
 }
 
 impl FtpServer {

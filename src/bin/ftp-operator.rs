@@ -1,11 +1,15 @@
-//! `ftp-operator`: the controller and the CRD generator. Flags and wiring only.
+//! `ftp-operator`: the controller, the node keepalive tuner and the CRD generator. Flags and
+//! wiring only.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ftp_operator::api::FtpServer;
 use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
+use ftp_operator::node;
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
 
@@ -25,6 +29,56 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the FtpServer CustomResourceDefinition as YAML.
     Crd,
+    /// Set the node's TCP keepalive sysctls for the FtpServers that need them.
+    #[command(subcommand)]
+    NodeTuner(NodeTunerCommand),
+}
+
+#[derive(Subcommand)]
+enum NodeTunerCommand {
+    /// The DaemonSet agent: watch FtpServers, tune this node, restore it when none needs it.
+    Run(NodeTunerRunArgs),
+    /// Set the keepalive sysctls once, recording the previous values in a state file.
+    Apply(NodeTunerApplyArgs),
+    /// Put back the values recorded by `apply` and delete the state file.
+    Restore(NodeTunerRestoreArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeTunerRunArgs {
+    /// The Node this agent runs on (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    #[arg(long, default_value = node::DEFAULT_SYSCTL_ROOT)]
+    sysctl_root: PathBuf,
+    /// Seconds between checks for reboots and hand changes.
+    #[arg(long, default_value_t = 30)]
+    resync_seconds: u64,
+}
+
+#[derive(clap::Args)]
+struct NodeTunerApplyArgs {
+    /// tcp_keepalive_time, seconds.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32767))]
+    idle: u32,
+    /// tcp_keepalive_intvl, seconds.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=32767))]
+    interval: u32,
+    /// tcp_keepalive_probes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=127))]
+    probes: u32,
+    #[arg(long)]
+    state_file: PathBuf,
+    #[arg(long, default_value = node::DEFAULT_SYSCTL_ROOT)]
+    sysctl_root: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct NodeTunerRestoreArgs {
+    #[arg(long)]
+    state_file: PathBuf,
+    #[arg(long, default_value = node::DEFAULT_SYSCTL_ROOT)]
+    sysctl_root: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -35,7 +89,7 @@ struct ControllerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     metrics_listen: SocketAddr,
-    /// Namespace of the leader-election Lease.
+    /// Namespace of the leader-election Lease and of the node tuner DaemonSet.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     leader_election_namespace: String,
     #[arg(long, default_value = "ftp-operator")]
@@ -43,6 +97,10 @@ struct ControllerArgs {
     /// This replica's name in the Lease and in Events.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Image of the node keepalive tuner DaemonSet; default: the same as --default-ftp-image
+    /// (one image holds both binaries).
+    #[arg(long, env = "FTP_OPERATOR_NODE_TUNER_IMAGE")]
+    node_tuner_image: Option<String>,
     /// Watch only this namespace; default: all.
     #[arg(long)]
     namespace: Option<String>,
@@ -56,10 +114,43 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Controller(args) => run_controller(args).await,
+        Command::NodeTuner(command) => run_node_tuner(command).await,
     }
 }
 
-async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+async fn run_node_tuner(command: NodeTunerCommand) -> anyhow::Result<()> {
+    match command {
+        NodeTunerCommand::Apply(args) => {
+            let values = node::KeepaliveSysctls {
+                time: args.idle,
+                intvl: args.interval,
+                probes: args.probes,
+            };
+            let root = node::SysctlRoot::new(args.sysctl_root);
+            node::oneshot::apply(&root, &args.state_file, values)?;
+            println!("{values}");
+            Ok(())
+        }
+        NodeTunerCommand::Restore(args) => {
+            let root = node::SysctlRoot::new(args.sysctl_root);
+            node::oneshot::restore(&root, &args.state_file)?;
+            println!("{}", root.read()?);
+            Ok(())
+        }
+        NodeTunerCommand::Run(args) => {
+            init_logging();
+            let settings = node::agent::AgentSettings {
+                node_name: args.node_name,
+                sysctl_root: node::SysctlRoot::new(args.sysctl_root),
+                resync: Duration::from_secs(args.resync_seconds.max(1)),
+            };
+            let client = kube::Client::try_default().await?;
+            node::agent::run(client, settings, shutdown_signal()).await
+        }
+    }
+}
+
+fn init_logging() {
     tracing_subscriber::fmt()
         .json()
         .with_env_filter(
@@ -67,6 +158,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,kube=warn".into()),
         )
         .init();
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    init_logging();
     let identity = args
         .identity
         .unwrap_or_else(|| format!("ftp-operator-{}", std::process::id()));
@@ -105,6 +200,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     info!(%identity, "holding the lease; reconciling");
 
     let settings = Settings {
+        node_tuner_image: args
+            .node_tuner_image
+            .unwrap_or_else(|| args.default_ftp_image.clone()),
+        operator_namespace: args.leader_election_namespace.clone(),
         default_image: args.default_ftp_image,
         namespace: args.namespace,
         identity: identity.clone(),

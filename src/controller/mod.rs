@@ -5,6 +5,7 @@ pub mod apply;
 pub mod build;
 pub mod http;
 pub mod metrics;
+pub mod node_tuner;
 pub mod observe;
 pub mod status;
 pub mod validate;
@@ -15,23 +16,26 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::FtpServer;
+use crate::keepalive::needs_node_sysctls;
 use apply::{Applied, apply};
 use build::{MANAGED_SELECTOR, MANAGER};
 use metrics::Metrics;
+use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, observe, strip_secret_values};
 use status::{Outcome, STALLED, desired_status};
 
@@ -44,12 +48,20 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Reported as the Events' instance.
     pub identity: String,
+    /// Where the node tuner DaemonSet lives: the operator's own namespace.
+    pub operator_namespace: String,
+    /// The node tuner's image: the operator's own (it runs `ftp-operator node-tuner run`).
+    pub node_tuner_image: String,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("waiting for the node tuners on {0} to stop tuning for this FtpServer")]
+    NodesStillTuned(String),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 struct Context {
@@ -58,6 +70,8 @@ struct Context {
     settings: Settings,
     metrics: Metrics,
     recorder: Recorder,
+    /// The controller's own FtpServer cache: which servers need the node tuner.
+    servers: Store<DeserializeGuard<FtpServer>>,
     /// Consecutive failures per FtpServer, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
 }
@@ -103,32 +117,61 @@ pub async fn run(
         .modify(strip_secret_values)
         .reflect(writer)
         .touched_objects();
+    let (daemon_sets, writer) = reflector::store();
+    let daemon_set_events = watcher(
+        Api::<DaemonSet>::namespaced(client.clone(), &settings.operator_namespace),
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    // Nodes carry the tuner's reports; servers needing node sysctls summarise them.
+    let (nodes, writer) = reflector::store();
+    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|node: &mut Node| node.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
 
     let stores = Stores {
         config_maps,
         deployments,
         services,
         secrets,
+        daemon_sets,
+        nodes,
     };
     let reporter = Reporter {
         controller: MANAGER.to_owned(),
         instance: Some(settings.identity.clone()),
     };
-    let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
-        stores,
-        settings,
-        metrics,
-        failures: Mutex::default(),
-    });
-
     // A malformed FtpServer becomes an error for that object alone, never for the watch.
     let controller = Controller::new(
         api::<DeserializeGuard<FtpServer>>(&client, ns),
         watcher::Config::default(),
     );
     let servers = controller.store();
+    let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        stores,
+        settings,
+        metrics,
+        servers: servers.clone(),
+        failures: Mutex::default(),
+    });
+    let tuned_servers = {
+        let servers = servers.clone();
+        move || {
+            servers
+                .state()
+                .into_iter()
+                .filter(|guard| guard.0.as_ref().is_ok_and(keeps_tuner))
+                .map(|guard| ObjectRef::from_obj(&*guard))
+                .collect::<Vec<_>>()
+        }
+    };
+    let tuned_servers_too = tuned_servers.clone();
     controller
         .owns_stream(config_map_events)
         .owns_stream(deployment_events)
@@ -148,6 +191,8 @@ pub async fn run(
                 .map(|guard| ObjectRef::from_obj(&*guard))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(node_events, move |_: Node| tuned_servers())
+        .watches_stream(daemon_set_events, move |_: DaemonSet| tuned_servers_too())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -179,6 +224,8 @@ async fn reconcile(
         ctx.stores.deployments.wait_until_ready().await,
         ctx.stores.services.wait_until_ready().await,
         ctx.stores.secrets.wait_until_ready().await,
+        ctx.stores.daemon_sets.wait_until_ready().await,
+        ctx.stores.nodes.wait_until_ready().await,
     ] {
         if ready.is_err() {
             return Ok(Action::requeue(Duration::from_secs(1)));
@@ -203,15 +250,55 @@ async fn reconcile(
     result
 }
 
+impl Context {
+    /// Every readable FtpServer in the cache.
+    fn server_snapshot(&self) -> Vec<FtpServer> {
+        self.servers
+            .state()
+            .iter()
+            .filter_map(|guard| guard.0.as_ref().ok().cloned())
+            .collect()
+    }
+}
+
 async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
-    if server.metadata.deletion_timestamp.is_some() {
+    let deleting = server.metadata.deletion_timestamp.is_some();
+    // Only servers that tune nodes carry the finalizer; the rest are deleted at once.
+    if has_finalizer(server) || (needs_node_sysctls(&server.spec) && !deleting) {
+        let api: Api<FtpServer> =
+            Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+        return finalizer(
+            &api,
+            NODE_KEEPALIVE_FINALIZER,
+            Arc::new(server.clone()),
+            |event| async move {
+                match event {
+                    FinalizerEvent::Apply(server) => apply_server(&server, ctx).await,
+                    FinalizerEvent::Cleanup(server) => node_tuner::cleanup(&server, ctx)
+                        .await
+                        .map(|()| Action::await_change()),
+                }
+            },
+        )
+        .await
+        .map_err(|err| Error::Finalizer(Box::new(err)));
+    }
+    if deleting {
         // Owner references let the garbage collector remove the children.
         return Ok(Action::await_change());
     }
+    apply_server(server, ctx).await
+}
+
+async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
     let namespace = server.namespace().unwrap_or_default();
     let observed = observe(server, &ctx.stores);
 
     let mut changes = Vec::new();
+    let servers = ctx.server_snapshot();
+    if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, &servers, None).await? {
+        changes.push(("DaemonSet", build::NODE_TUNER_NAME.to_owned(), applied));
+    }
     let outcome = match validate::validate(server, &observed) {
         Err(invalid) => Outcome::Stalled(invalid),
         Ok(valid) => {
@@ -250,6 +337,8 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
                 public_address,
                 passive_ports: valid.passive.to_string(),
                 deployment_changed: applied_deployment != Applied::Unchanged,
+                keepalive: valid.keepalive_in_force,
+                node_keepalive: node_tuner::node_keepalive(server, ctx),
             }
         }
     };

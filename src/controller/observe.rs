@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
@@ -18,6 +18,10 @@ pub struct Stores {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub secrets: Store<Secret>,
+    /// The node tuner DaemonSet, in the operator's namespace.
+    pub daemon_sets: Store<DaemonSet>,
+    /// Nodes, for their labels and the node tuner's reports.
+    pub nodes: Store<Node>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -3,7 +3,8 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{FtpServer, FtpServerStatus};
+use crate::api::{FtpServer, FtpServerStatus, NodeKeepaliveStatus};
+use crate::keepalive::KeepaliveInForce;
 
 use super::observe::Observed;
 use super::validate::Invalid;
@@ -12,6 +13,7 @@ pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 pub const LOAD_BALANCER_READY: &str = "LoadBalancerReady";
+pub const KEEPALIVE_CONFIGURED: &str = "KeepaliveConfigured";
 
 /// What one reconcile did.
 #[derive(Debug, Clone)]
@@ -23,6 +25,10 @@ pub enum Outcome {
         passive_ports: String,
         /// The Deployment was just created or changed, so its cached status is stale.
         deployment_changed: bool,
+        /// The keepalive rendered into the config and the pod sysctls.
+        keepalive: KeepaliveInForce,
+        /// The node tuner's progress; None when the server needs no node sysctls.
+        node_keepalive: Option<NodeKeepaliveStatus>,
     },
 }
 
@@ -48,6 +54,7 @@ pub fn desired_status(
         passive_ports: previous.passive_ports.clone(),
         ready_replicas: Some(ready_replicas),
         conditions: Vec::new(),
+        node_keepalive: previous.node_keepalive.clone(),
     };
 
     let lb_condition = match &balancer {
@@ -61,6 +68,22 @@ pub fn desired_status(
             "Pending",
             "waiting for the Service's load balancer to get an address".to_owned(),
         ),
+    };
+
+    let keepalive_condition = match outcome {
+        Outcome::Stalled(invalid) => (
+            false,
+            "NotApplied",
+            format!("nothing applied while stalled: {}", invalid.message),
+        ),
+        Outcome::Applied {
+            keepalive,
+            node_keepalive,
+            ..
+        } => {
+            status.node_keepalive = node_keepalive.clone();
+            keepalive_configured(keepalive, node_keepalive.as_ref())
+        }
     };
 
     let (stalled, reconciling, ready) = match outcome {
@@ -77,6 +100,7 @@ pub fn desired_status(
             public_address,
             passive_ports,
             deployment_changed,
+            ..
         } => {
             status.public_address = public_address.clone();
             status.passive_ports = Some(passive_ports.clone());
@@ -115,6 +139,7 @@ pub fn desired_status(
         (RECONCILING, reconciling),
         (STALLED, stalled),
         (LOAD_BALANCER_READY, lb_condition),
+        (KEEPALIVE_CONFIGURED, keepalive_condition),
     ] {
         status.conditions.push(condition(
             &previous.conditions,
@@ -127,6 +152,40 @@ pub fn desired_status(
         ));
     }
     status
+}
+
+/// `KeepaliveConfigured`: the values in force and their origin; with node sysctls, True only once
+/// every node the pods may run on is tuned. Ready does not wait for it: the server's own socket
+/// options already keep connections alive, whatever the nodes say.
+fn keepalive_configured(
+    keepalive: &KeepaliveInForce,
+    nodes: Option<&NodeKeepaliveStatus>,
+) -> (bool, &'static str, String) {
+    let described = keepalive.describe();
+    let Some(nodes) = nodes else {
+        return (
+            true,
+            keepalive.origin.reason(),
+            format!("{described}; set on the server's sockets and the pod's sysctls"),
+        );
+    };
+    let mut message = format!(
+        "{described}; node sysctls: {} tuned, {} pending, {} failed",
+        nodes.tuned, nodes.pending, nodes.failed
+    );
+    if !nodes.failures.is_empty() {
+        message.push_str(&format!(" ({})", nodes.failures.join("; ")));
+    }
+    if nodes.failed > 0 {
+        (false, "NodeTuningFailed", message)
+    } else if nodes.pending > 0 {
+        (false, "NodeTuningPending", message)
+    } else if nodes.tuned == 0 {
+        message.push_str(": no node matches the server's node selector");
+        (false, "NoMatchingNodes", message)
+    } else {
+        (true, keepalive.origin.reason(), message)
+    }
 }
 
 /// The first thing the server still waits for, or None when it is ready.
@@ -225,11 +284,17 @@ mod tests {
         }
     }
 
+    fn derived_keepalive() -> KeepaliveInForce {
+        crate::keepalive::keepalive_in_force(&server(fixtures::MINIMAL).spec).unwrap()
+    }
+
     fn applied(address: Option<&str>) -> Outcome {
         Outcome::Applied {
             public_address: address.map(str::to_owned),
             passive_ports: "30000-30002".into(),
             deployment_changed: false,
+            keepalive: derived_keepalive(),
+            node_keepalive: None,
         }
     }
 
@@ -281,6 +346,8 @@ mod tests {
             public_address: Some("20.50.1.7".into()),
             passive_ports: "30000-30002".into(),
             deployment_changed: true,
+            keepalive: derived_keepalive(),
+            node_keepalive: None,
         };
         let status = desired_status(&server, &outcome, &observed(1, true), now());
         assert_eq!(condition_of(&status, READY).status, "False");
@@ -333,5 +400,86 @@ mod tests {
             later,
         );
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn keepalive_configured_names_the_values_and_their_origin() {
+        let server = server(fixtures::MINIMAL);
+        let status = desired_status(
+            &server,
+            &applied(Some("20.50.1.7")),
+            &observed(1, true),
+            now(),
+        );
+        let keepalive = condition_of(&status, KEEPALIVE_CONFIGURED);
+        assert_eq!(keepalive.status, "True");
+        assert_eq!(keepalive.reason, "DerivedFromProviderDefault");
+        assert!(
+            keepalive.message.contains(
+                "idle 450 s, interval 10 s, 6 probes (derived from provider generic default 900 s)"
+            ),
+            "{}",
+            keepalive.message
+        );
+        assert_eq!(status.node_keepalive, None);
+    }
+
+    #[test]
+    fn node_tuning_progress_shows_in_the_condition_and_the_summary() {
+        let server = server(fixtures::MINIMAL);
+        let with_nodes = |nodes: NodeKeepaliveStatus| Outcome::Applied {
+            public_address: Some("20.50.1.7".into()),
+            passive_ports: "30000-30002".into(),
+            deployment_changed: false,
+            keepalive: derived_keepalive(),
+            node_keepalive: Some(nodes),
+        };
+        let cases = [
+            (
+                (2, 0, 0),
+                "True",
+                "DerivedFromProviderDefault",
+                "2 tuned, 0 pending, 0 failed",
+            ),
+            (
+                (1, 1, 0),
+                "False",
+                "NodeTuningPending",
+                "1 tuned, 1 pending",
+            ),
+            (
+                (1, 0, 1),
+                "False",
+                "NodeTuningFailed",
+                "(kwok-1: read-only file system)",
+            ),
+            ((0, 0, 0), "False", "NoMatchingNodes", "no node matches"),
+        ];
+        for ((tuned, pending, failed), state, reason, text) in cases {
+            let nodes = NodeKeepaliveStatus {
+                tuned,
+                pending,
+                failed,
+                failures: (failed > 0)
+                    .then(|| "kwok-1: read-only file system".to_owned())
+                    .into_iter()
+                    .collect(),
+            };
+            let status = desired_status(
+                &server,
+                &with_nodes(nodes.clone()),
+                &observed(1, true),
+                now(),
+            );
+            let keepalive = condition_of(&status, KEEPALIVE_CONFIGURED);
+            assert_eq!(
+                (keepalive.status.as_str(), keepalive.reason.as_str()),
+                (state, reason)
+            );
+            assert!(keepalive.message.contains(text), "{}", keepalive.message);
+            assert_eq!(status.node_keepalive, Some(nodes));
+            // Ready does not wait for the nodes: the server's sockets keep connections alive.
+            assert_eq!(condition_of(&status, READY).status, "True");
+        }
     }
 }

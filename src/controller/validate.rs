@@ -4,13 +4,11 @@
 
 use crate::api::{FtpServer, FtpServerSpec};
 use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, PassiveRange};
+use crate::keepalive::{self, KeepaliveInForce};
 use crate::lb;
 
 use super::build::USERS_KEY;
 use super::observe::{Observed, SecretState};
-
-/// Keepalive idle time when the spec gives none. Issue 4 derives it from the balancer instead.
-pub const DEFAULT_KEEPALIVE_IDLE_SECONDS: u32 = 60;
 
 /// A spec that passed every check, in the types the server's configuration uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +16,8 @@ pub struct Validated {
     pub passive: PassiveRange,
     pub control_port: u16,
     pub keepalive: Keepalive,
+    /// The same keepalive with where it came from, for status.
+    pub keepalive_in_force: KeepaliveInForce,
 }
 
 /// Why an FtpServer cannot be applied: a `Stalled` condition's reason and message.
@@ -82,7 +82,8 @@ pub fn validate_spec(spec: &FtpServerSpec) -> Result<Validated, Invalid> {
             "controlPort {control_port} lies inside passivePorts {ports}: move one of them"
         )));
     }
-    let keepalive = keepalive(spec)?;
+    let keepalive_in_force =
+        keepalive::keepalive_in_force(spec).map_err(|err| Invalid::spec(err.0))?;
     lb::check_limits(spec).map_err(|err| Invalid {
         reason: "ProviderLimit",
         message: err.0,
@@ -90,36 +91,8 @@ pub fn validate_spec(spec: &FtpServerSpec) -> Result<Validated, Invalid> {
     Ok(Validated {
         passive,
         control_port,
-        keepalive,
-    })
-}
-
-fn keepalive(spec: &FtpServerSpec) -> Result<Keepalive, Invalid> {
-    let given = spec.keepalive.unwrap_or_default();
-    let idle = given
-        .idle_seconds
-        .map_or(Ok(DEFAULT_KEEPALIVE_IDLE_SECONDS), u32::try_from);
-    let interval = u32::try_from(given.interval_seconds);
-    let probes = u32::try_from(given.probes);
-    let (Ok(idle_seconds @ 1..=32767), Ok(interval_seconds @ 1..=32767), Ok(probes @ 1..=127)) =
-        (idle, interval, probes)
-    else {
-        return Err(Invalid::spec(
-            "keepalive needs idleSeconds and intervalSeconds in 1-32767 and probes in 1-127",
-        ));
-    };
-    if let Some(timeout) = spec.load_balancer.idle_timeout_seconds
-        && i64::from(idle_seconds) >= i64::from(timeout)
-    {
-        return Err(Invalid::spec(format!(
-            "keepalive.idleSeconds {idle_seconds} is not below loadBalancer.idleTimeoutSeconds \
-             {timeout}: lower it so keepalive fires before the balancer forgets the connection"
-        )));
-    }
-    Ok(Keepalive {
-        idle_seconds,
-        interval_seconds,
-        probes,
+        keepalive: keepalive_in_force.keepalive,
+        keepalive_in_force,
     })
 }
 
@@ -181,14 +154,14 @@ mod tests {
     }
 
     #[test]
-    fn minimal_spec_gets_default_keepalive() {
+    fn minimal_spec_gets_keepalive_derived_from_the_generic_balancer() {
         let v = validate_spec(&server(fixtures::MINIMAL).spec).unwrap();
         assert_eq!(v.passive, PassiveRange::new(30000, 30002).unwrap());
         assert_eq!(v.control_port, 21);
         assert_eq!(
             v.keepalive,
             Keepalive {
-                idle_seconds: 60,
+                idle_seconds: 450,
                 interval_seconds: 10,
                 probes: 6
             }
@@ -225,6 +198,10 @@ mod tests {
             (
                 "passivePorts: {min: 20000, max: 20001}\nkeepalive: {idleSeconds: 300}\nloadBalancer: {idleTimeoutSeconds: 300}",
                 "not below loadBalancer.idleTimeoutSeconds 300",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nkeepalive: {idleSeconds: 300}\nloadBalancer: {provider: azure}",
+                "not below the azure default idle timeout of 240 s",
             ),
         ];
         for (yaml, message) in cases {

@@ -3,6 +3,7 @@
 //! namespace and its own controller process.
 
 mod harness;
+mod node_keepalive;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

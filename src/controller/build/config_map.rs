@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(config.public_address, None);
         assert_eq!(config.users_file, None);
         assert_eq!(config.tls, None);
-        assert_eq!(config.keepalive.idle_seconds, 60);
+        assert_eq!(config.keepalive.idle_seconds, 450);
     }
 
     #[test]

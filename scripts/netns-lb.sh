@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# netns-lb.sh — a load balancer that forgets idle TCP flows, modelled with three network namespaces.
+#
+# Usage:
+#   scripts/netns-lb.sh up [NAME]                    create the namespaces (NAME defaults to ftpop-<pid>); prints NAME
+#   scripts/netns-lb.sh down NAME                    kill what runs inside them and delete exactly those namespaces
+#   scripts/netns-lb.sh exec NAME ROLE CMD [ARG...]  run CMD in ROLE's namespace (ROLE: client | balancer | server)
+#   scripts/netns-lb.sh status NAME                  addresses, rules, conntrack entries and sysctls
+#   scripts/netns-lb.sh env                          print the addresses and ports in shell syntax
+#
+# Topology (the addresses exist only inside these namespaces; nothing in the root namespace is touched,
+# the veth pairs are created directly inside the namespaces):
+#
+#   NAME-client                   NAME-balancer                                NAME-server
+#   +---------------+             +------------------------------------+       +------------------+
+#   | lb0           |  veth pair  | cli0 10.203.0.1/24                 |       |                  |
+#   | 10.203.0.2/24 |-------------|      + VIP 10.203.0.100/32         |       |                  |
+#   | default via   |             | ip_forward=1                       | veth  | lb0              |
+#   |  10.203.0.1   |             | srv0 10.203.1.1/24                 |-------| 10.203.1.2/24    |
+#   +---------------+             |                                    |       | default via      |
+#                                 | nft: VIP:21          -> server:2121|       |  10.203.1.1      |
+#                                 |      VIP:30000-30009 -> server:same|       | tcp_keepalive_*  |
+#                                 | conntrack established timeout = 5s |       | kernel defaults  |
+#                                 | tcp_loose=0, ct state invalid drop |       | (7200/75/9)      |
+#                                 +------------------------------------+       +------------------+
+#
+# The balancer DNATs the control port and the whole passive range to the server and does not SNAT, so
+# the server sees the client's own address (like externalTrafficPolicy: Local) and replies through the
+# balancer (its default route). A flow idle for longer than LB_TIMEOUT seconds is dropped from conntrack;
+# because nf_conntrack_tcp_loose=0 a later non-SYN packet of that flow, in either direction, cannot
+# create a new entry, is "invalid" and is dropped silently — as a cloud load balancer does. The client
+# never hears from the server again on that connection.
+#
+# Settings (environment, read by `up` and `env`):
+#   LB_TIMEOUT=5            nf_conntrack_tcp_timeout_established in the balancer, seconds
+#   LB_CONTROL_PORT=21      control port on the VIP
+#   SERVER_CONTROL_PORT=2121  control port the server listens on
+#   PASV_MIN=30000 PASV_MAX=30009  passive range, forwarded port for port
+#   LINK_RATE=              e.g. 4mbit: the client's link is this slow in both directions (tc tbf on
+#                           the client's lb0 and the balancer's cli0), so a transfer of N bytes lasts
+#                           N / rate, predictably. Empty: unshaped. (curl --limit-rate is not used for
+#                           this: curl 7.88 overshoots it erratically, 1 s or 13 s for the same 1 MiB at 64K.)
+#
+# Needs root, iproute2 and nftables (scripts/deps/netns.apt). Namespaces of parallel runs do not collide
+# as long as their NAMEs differ; the subnets are reused, each run has its own private copy.
+set -euo pipefail
+
+LB_TIMEOUT=${LB_TIMEOUT:-5}
+LB_CONTROL_PORT=${LB_CONTROL_PORT:-21}
+SERVER_CONTROL_PORT=${SERVER_CONTROL_PORT:-2121}
+PASV_MIN=${PASV_MIN:-30000}
+PASV_MAX=${PASV_MAX:-30009}
+LINK_RATE=${LINK_RATE:-}
+
+CLIENT_IP=10.203.0.2
+LB_CLIENT_SIDE_IP=10.203.0.1
+VIP=10.203.0.100
+LB_SERVER_SIDE_IP=10.203.1.1
+SERVER_IP=10.203.1.2
+
+die() { echo "netns-lb: $*" >&2; exit 1; }
+
+check_name() {
+  [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$ ]] || die "bad or missing NAME '${1:-}' (letters, digits, _ . -)"
+}
+
+check_tools() {
+  local missing=()
+  [ "$(id -u)" -eq 0 ] || die "must run as root (network namespaces, nftables, sysctls)"
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v nft >/dev/null || missing+=(nftables)
+  [ ${#missing[@]} -eq 0 ] || die "missing Debian packages: ${missing[*]} (scripts/install-deps.sh installs them)"
+}
+
+ns_exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
+
+print_env() {
+  cat <<ENV
+LB_TIMEOUT=$LB_TIMEOUT
+LINK_RATE=$LINK_RATE
+VIP=$VIP
+LB_CONTROL_PORT=$LB_CONTROL_PORT
+SERVER_CONTROL_PORT=$SERVER_CONTROL_PORT
+PASV_MIN=$PASV_MIN
+PASV_MAX=$PASV_MAX
+CLIENT_IP=$CLIENT_IP
+SERVER_IP=$SERVER_IP
+ENV
+}
+
+up() {
+  local name=${1:-ftpop-$$}
+  check_name "$name"; check_tools
+  local c="$name-client" b="$name-balancer" s="$name-server"
+  for ns in "$c" "$b" "$s"; do ns_exists "$ns" && die "namespace $ns already exists (run: $0 down $name)"; done
+  [[ "$LB_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "LB_TIMEOUT must be a positive number of seconds"
+  (( PASV_MIN >= 1 && PASV_MIN <= PASV_MAX && PASV_MAX <= 65535 )) || die "bad passive range $PASV_MIN-$PASV_MAX"
+
+  # On any failure below, remove what was made so far.
+  trap 'down "$name" >/dev/null 2>&1 || true' ERR
+
+  ip netns add "$c"; ip netns add "$b"; ip netns add "$s"
+  for ns in "$c" "$b" "$s"; do ip -n "$ns" link set lo up; done
+
+  # veth pairs created inside the namespaces: no interface ever appears in the root namespace.
+  ip -n "$c" link add lb0 type veth peer name cli0 netns "$b"
+  ip -n "$s" link add lb0 type veth peer name srv0 netns "$b"
+
+  ip -n "$c" addr add "$CLIENT_IP/24" dev lb0
+  ip -n "$c" link set lb0 up
+  ip -n "$c" route add default via "$LB_CLIENT_SIDE_IP"
+
+  ip -n "$b" addr add "$LB_CLIENT_SIDE_IP/24" dev cli0
+  ip -n "$b" addr add "$VIP/32" dev cli0
+  ip -n "$b" addr add "$LB_SERVER_SIDE_IP/24" dev srv0
+  ip -n "$b" link set cli0 up
+  ip -n "$b" link set srv0 up
+
+  ip -n "$s" addr add "$SERVER_IP/24" dev lb0
+  ip -n "$s" link set lb0 up
+  ip -n "$s" route add default via "$LB_SERVER_SIDE_IP"
+
+  ip netns exec "$b" sysctl -qw net.ipv4.ip_forward=1
+  if [ -n "$LINK_RATE" ]; then
+    ip netns exec "$c" tc qdisc add dev lb0 root tbf rate "$LINK_RATE" burst 32kb latency 100ms
+    ip netns exec "$b" tc qdisc add dev cli0 root tbf rate "$LINK_RATE" burst 32kb latency 100ms
+  fi
+  ip netns exec "$b" nft -f - <<NFT
+table inet ftpop_lb {
+  chain lb_dnat {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr $VIP tcp dport $LB_CONTROL_PORT dnat ip to $SERVER_IP:$SERVER_CONTROL_PORT
+    ip daddr $VIP tcp dport $PASV_MIN-$PASV_MAX dnat ip to $SERVER_IP
+  }
+  chain lb_forward {
+    type filter hook forward priority filter; policy drop;
+    ct state invalid counter drop comment "packets of forgotten flows"
+    ct state established,related accept
+    ct state new ct status dnat tcp flags & (syn|ack) == syn accept
+    counter
+  }
+  chain lb_input {
+    type filter hook input priority filter; policy accept;
+    ct state invalid counter drop comment "forgotten flows to the VIP: no RST from the balancer"
+    ip daddr $VIP counter drop comment "the VIP answers only on forwarded ports"
+  }
+}
+NFT
+  # Conntrack sysctls of this namespace exist once the nat rules use conntrack.
+  ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established="$LB_TIMEOUT"
+  ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
+  ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=0
+
+  # Assert the model: the balancer forgets, the server keeps the kernel's keepalive defaults.
+  local got
+  got=$(ip netns exec "$b" sysctl -n net.netfilter.nf_conntrack_tcp_timeout_established)
+  [ "$got" = "$LB_TIMEOUT" ] || die "balancer conntrack timeout is $got, wanted $LB_TIMEOUT"
+  got=$(ip netns exec "$b" sysctl -n net.netfilter.nf_conntrack_tcp_loose)
+  [ "$got" = 0 ] || die "balancer nf_conntrack_tcp_loose is $got, wanted 0"
+  got=$(ip netns exec "$s" sysctl -n net.ipv4.tcp_keepalive_time)
+  [ "$got" = 7200 ] || die "server namespace tcp_keepalive_time is $got, wanted the kernel default 7200"
+
+  trap - ERR
+  echo "$name"
+}
+
+down() {
+  local name=${1:-}
+  check_name "$name"; check_tools
+  local ns pids
+  for ns in "$name-client" "$name-balancer" "$name-server"; do
+    ns_exists "$ns" || continue
+    # Whatever runs inside (a server a test started, say) would keep the namespace alive.
+    mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+    if [ ${#pids[@]} -gt 0 ]; then
+      kill "${pids[@]}" 2>/dev/null || true
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
+        mapfile -t pids < <(ip netns pids "$ns" 2>/dev/null)
+        [ ${#pids[@]} -eq 0 ] && break
+        sleep 0.2
+      done
+      [ ${#pids[@]} -eq 0 ] || kill -KILL "${pids[@]}" 2>/dev/null || true
+    fi
+    ip netns del "$ns"
+  done
+}
+
+role_ns() {
+  case "$2" in
+    client|balancer|server) echo "$1-$2" ;;
+    *) die "ROLE must be client, balancer or server, not '$2'" ;;
+  esac
+}
+
+status() {
+  local name=$1 ns
+  check_name "$name"
+  for role in client balancer server; do
+    ns=$(role_ns "$name" "$role")
+    echo "== $ns"; ns_exists "$ns" || { echo "(absent)"; continue; }
+    ip -n "$ns" -br addr
+  done
+  ns="$name-balancer"
+  if ns_exists "$ns"; then
+    ip netns exec "$ns" sysctl net.netfilter.nf_conntrack_tcp_timeout_established net.netfilter.nf_conntrack_tcp_loose
+    ip netns exec "$ns" nft list table inet ftpop_lb
+    ip netns exec "$ns" conntrack -L 2>/dev/null || true
+  fi
+  ns="$name-client"
+  ns_exists "$ns" && ip netns exec "$ns" tc qdisc show dev lb0
+  ns="$name-server"
+  if ns_exists "$ns"; then
+    ip netns exec "$ns" sysctl net.ipv4.tcp_keepalive_time net.ipv4.tcp_keepalive_intvl net.ipv4.tcp_keepalive_probes
+  fi
+}
+
+cmd=${1:-}; shift || true
+case "$cmd" in
+  up) up "$@" ;;
+  down) [ $# -ge 1 ] || die "usage: $0 down NAME"; down "$1" ;;
+  exec)
+    [ $# -ge 3 ] || die "usage: $0 exec NAME ROLE CMD [ARG...]"
+    check_name "$1"; ns=$(role_ns "$1" "$2"); shift 2
+    ns_exists "$ns" || die "namespace $ns does not exist (run: $0 up NAME)"
+    exec ip netns exec "$ns" "$@" ;;
+  status) [ $# -ge 1 ] || die "usage: $0 status NAME"; status "$1" ;;
+  env) print_env ;;
+  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,183 @@
+//! What the tuner records on its Node, and how the controller reads it back.
+//!
+//! Two annotations, both JSON: the node's original values (written before the first change, so
+//! they survive agent restarts and reboots) and the last outcome (values in force, for which
+//! servers, or the error).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Node;
+use kube::ResourceExt;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{FtpServer, NodeKeepaliveStatus};
+
+use super::selection::{pods_may_run_on, server_key};
+use super::sysctl::KeepaliveSysctls;
+
+pub const ORIGINAL_ANNOTATION: &str = "ftpoperator.dev/keepalive-original";
+pub const APPLIED_ANNOTATION: &str = "ftpoperator.dev/keepalive-applied";
+
+/// Failures listed by name in an FtpServer's status; the counts cover the rest.
+const MAX_LISTED_FAILURES: usize = 5;
+
+/// The tuner's last outcome on one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The values the kernel holds for the servers below; absent on error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<KeepaliveSysctls>,
+    /// `namespace/name` of the servers the node is tuned (or failed to be tuned) for.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn annotation<T: for<'de> Deserialize<'de>>(node: &Node, key: &str) -> Option<T> {
+    serde_json::from_str(node.annotations().get(key)?).ok()
+}
+
+pub fn original_of(node: &Node) -> Option<KeepaliveSysctls> {
+    annotation(node, ORIGINAL_ANNOTATION)
+}
+
+pub fn report_of(node: &Node) -> Option<NodeReport> {
+    annotation(node, APPLIED_ANNOTATION)
+}
+
+/// A merge patch setting both annotations; None removes one.
+pub fn annotations_patch(
+    original: Option<KeepaliveSysctls>,
+    report: Option<&NodeReport>,
+) -> serde_json::Value {
+    let json = |value: Option<String>| value.map_or(serde_json::Value::Null, Into::into);
+    let annotations = BTreeMap::from([
+        (
+            ORIGINAL_ANNOTATION,
+            json(original.and_then(|o| serde_json::to_string(&o).ok())),
+        ),
+        (
+            APPLIED_ANNOTATION,
+            json(report.and_then(|r| serde_json::to_string(r).ok())),
+        ),
+    ]);
+    serde_json::json!({"metadata": {"annotations": annotations}})
+}
+
+/// The controller's view of one server across the nodes its pods may run on: tuned when the
+/// node's report names it without an error, failed when it names it with one, else pending.
+pub fn summarise<'a>(
+    server: &FtpServer,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> NodeKeepaliveStatus {
+    let key = server_key(server);
+    let mut status = NodeKeepaliveStatus::default();
+    for node in nodes {
+        if !pods_may_run_on(server, node) {
+            continue;
+        }
+        match report_of(node).filter(|report| report.servers.contains(&key)) {
+            None => status.pending += 1,
+            Some(NodeReport {
+                error: Some(error), ..
+            }) => {
+                status.failed += 1;
+                if status.failures.len() < MAX_LISTED_FAILURES {
+                    status
+                        .failures
+                        .push(format!("{}: {error}", node.name_any()));
+                }
+            }
+            Some(_) => status.tuned += 1,
+        }
+    }
+    status
+}
+
+/// Whether any node still reports tuning for this server: its finalizer waits until none does.
+pub fn still_tuned_for<'a>(
+    server: &FtpServer,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> Vec<String> {
+    let key = server_key(server);
+    nodes
+        .into_iter()
+        .filter(|node| report_of(node).is_some_and(|r| r.servers.contains(&key)))
+        .map(|node| node.name_any())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, labels: &str, report: Option<&NodeReport>) -> Node {
+        let mut node: Node =
+            serde_yaml::from_str(&format!("metadata: {{name: {name}, labels: {labels}}}")).unwrap();
+        if let Some(report) = report {
+            node.annotations_mut().insert(
+                APPLIED_ANNOTATION.to_owned(),
+                serde_json::to_string(report).unwrap(),
+            );
+        }
+        node
+    }
+
+    #[test]
+    fn nodes_are_tuned_pending_or_failed_and_unselected_nodes_do_not_count() {
+        let server: FtpServer = serde_yaml::from_str(
+            "metadata: {name: edge, namespace: ftp}\nspec: {passivePorts: {min: 20000, max: 20001}, hostNetwork: true, nodeSelector: {role: ftp}}",
+        )
+        .unwrap();
+        let tuned = NodeReport {
+            values: Some(KeepaliveSysctls::KERNEL_DEFAULTS),
+            servers: vec!["ftp/edge".into()],
+            error: None,
+        };
+        let failed = NodeReport {
+            values: None,
+            servers: vec!["ftp/edge".into()],
+            error: Some(
+                "cannot write 30 to /proc/sys/net/ipv4/tcp_keepalive_time: read-only".into(),
+            ),
+        };
+        let other = NodeReport {
+            servers: vec!["ftp/other".into()],
+            ..tuned.clone()
+        };
+        let nodes = [
+            node("a", "{role: ftp}", Some(&tuned)),
+            node("b", "{role: ftp}", Some(&failed)),
+            node("c", "{role: ftp}", Some(&other)),
+            node("d", "{role: ftp}", None),
+            node("e", "{role: web}", Some(&tuned)),
+        ];
+        let status = summarise(&server, &nodes);
+        assert_eq!((status.tuned, status.pending, status.failed), (1, 2, 1));
+        assert_eq!(
+            status.failures,
+            vec!["b: cannot write 30 to /proc/sys/net/ipv4/tcp_keepalive_time: read-only"]
+        );
+        assert_eq!(still_tuned_for(&server, &nodes), vec!["a", "b", "e"]);
+    }
+
+    #[test]
+    fn annotations_round_trip_and_none_removes_them() {
+        let report = NodeReport {
+            values: Some(KeepaliveSysctls::KERNEL_DEFAULTS),
+            servers: vec!["ftp/edge".into()],
+            error: None,
+        };
+        let patch = annotations_patch(Some(KeepaliveSysctls::KERNEL_DEFAULTS), Some(&report));
+        let mut node: Node = serde_json::from_value(patch).unwrap();
+        node.metadata.name = Some("a".into());
+        assert_eq!(original_of(&node), Some(KeepaliveSysctls::KERNEL_DEFAULTS));
+        assert_eq!(report_of(&node), Some(report));
+        let removed = annotations_patch(None, None);
+        assert_eq!(
+            removed["metadata"]["annotations"][ORIGINAL_ANNOTATION],
+            serde_json::Value::Null
+        );
+    }
+}
