@@ -116,7 +116,7 @@ fn sigterm_lets_a_running_transfer_finish_and_stops_accepting() {
     let mut total = data.read(&mut buffer).unwrap();
     assert_eq!(server.http_get("/readyz").0, 200);
 
-    server.signal("TERM");
+    server.terminate();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         server.http_get("/readyz").0,
@@ -249,7 +249,7 @@ fn keepalive_on_an_idle_data_connection() {
     assert!((35..=41).contains(&timers[0]), "{timers:?}");
     drop(data);
     assert!(up.read_reply().starts_with("226"));
-    writer.signal("TERM");
+    writer.terminate();
     assert!(writer.wait_exit(Duration::from_secs(10)));
 }
 
@@ -278,4 +278,98 @@ fn health_and_metrics_endpoints() {
     ] {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }
+}
+
+#[test]
+fn sigterm_closes_stalled_transfers_after_the_grace_period() {
+    let mut server = Server::start(Options {
+        args: vec!["--anonymous".into()],
+        config_toml: Some("[limits]\nshutdown_grace_seconds = 1\n".into()),
+        ..Default::default()
+    });
+    std::fs::write(server.path("big"), vec![3u8; 32 * 1024 * 1024]).unwrap();
+    let mut ftp = server.raw();
+    ftp.login_anonymous();
+    let address = ftp.epsv();
+    let _data = TcpStream::connect(address).unwrap();
+    ftp.expect("RETR big", "150");
+    // The client never reads: the transfer cannot finish.
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    server.terminate();
+    assert!(
+        server.wait_exit(Duration::from_secs(8)),
+        "server hung past its grace period"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "did not wait for the grace period"
+    );
+}
+
+/// The seam: a file rendered by `ServerConfig::render` (what the controller puts in the ConfigMap)
+/// runs the server with no flag but `--config`, users and TLS included.
+#[test]
+fn a_rendered_config_file_alone_runs_the_server() {
+    use ftp_operator::ftp::config::{PassiveRange, ServerConfig, Tls};
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let metrics_port = common::free_port();
+    let passive = common::free_range(5);
+    common::make_certificate(state.path(), "tls.crt", "tls.key");
+    std::fs::write(
+        state.path().join("users"),
+        format!("carol:{}:rw\n", hash_password("pw")),
+    )
+    .unwrap();
+    let mut config = ServerConfig::new(
+        root.path(),
+        PassiveRange::new(passive.0, passive.1).unwrap(),
+    );
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    config.metrics_listen = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    config.public_address = Some("127.0.0.1".into());
+    config.users_file = Some(state.path().join("users"));
+    config.tls = Some(Tls {
+        cert_file: state.path().join("tls.crt"),
+        key_file: state.path().join("tls.key"),
+        required: true,
+    });
+    let path = state.path().join("ftp-server.toml");
+    std::fs::write(&path, config.render()).unwrap();
+    let cert = state.path().join("tls.crt").display().to_string();
+    let server = Server::spawn(
+        vec!["--config".into(), path.display().to_string()],
+        root,
+        state,
+        port,
+        metrics_port,
+        passive,
+    );
+    std::fs::write(server.path("hello.txt"), "hello").unwrap();
+    let output = common::run_ok(
+        "python3",
+        &[
+            "-c",
+            "import ftplib, ssl, sys, io\n\
+ftp = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=sys.argv[2]), timeout=20)\n\
+ftp.trust_server_pasv_ipv4_address = True\n\
+ftp.connect('127.0.0.1', int(sys.argv[1]))\n\
+ftp.login('carol', 'pw')\n\
+ftp.prot_p()\n\
+out = io.BytesIO()\n\
+ftp.retrbinary('RETR hello.txt', out.write)\n\
+print(out.getvalue().decode())\n\
+ftp.quit()\n",
+            &server.port.to_string(),
+            &cert,
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "hello");
+    let mut plain = server.raw();
+    assert!(
+        plain.cmd("USER carol").starts_with("530"),
+        "TLS not required"
+    );
 }

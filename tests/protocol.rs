@@ -145,6 +145,11 @@ fn directories_files_and_metadata() {
     assert!(end.starts_with("226"));
     let (names, _) = ftp.transfer_in("NLST");
     assert_eq!(names, b"file.bin\r\n");
+    // mget sends a pattern.
+    let (names, _) = ftp.transfer_in("NLST *.bin");
+    assert_eq!(names, b"file.bin\r\n");
+    let (names, _) = ftp.transfer_in("NLST /sub/f*");
+    assert_eq!(names, b"/sub/file.bin\r\n");
     let (mlsd, _) = ftp.transfer_in("MLSD");
     let mlsd = String::from_utf8(mlsd).unwrap();
     assert!(mlsd.contains("type=cdir;"), "{mlsd:?}");
@@ -556,4 +561,93 @@ fn idle_timeout_never_cuts_a_transfer() {
     data.read_to_end(&mut rest).unwrap();
     assert_eq!(total + rest.len(), 8 * 1024 * 1024);
     assert!(ftp.read_reply().starts_with("226"));
+}
+
+#[test]
+fn total_session_limit() {
+    let server = Server::start(Options {
+        args: vec!["--anonymous".into()],
+        config_toml: Some("[limits]\nmax_sessions = 2\n".into()),
+        ..Default::default()
+    });
+    let _one = server.raw();
+    let _two = server.raw();
+    let three = server.raw();
+    assert_eq!(
+        three.greeting,
+        "421 Too many connections; try again later.\r\n"
+    );
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(
+        metrics.contains("ftp_sessions_refused_total{result=\"total\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn quit_during_an_upload_waits_for_it() {
+    let server = rw_server();
+    let mut ftp = server.raw();
+    ftp.login("alice", "wonderland");
+    let address = ftp.epsv();
+    let mut data = TcpStream::connect(address).unwrap();
+    ftp.expect("STOR kept.bin", "150");
+    data.write_all(&[5u8; 100_000]).unwrap();
+    ftp.send("QUIT");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(data);
+    assert_eq!(ftp.read_reply(), "226 Transfer complete.\r\n");
+    assert_eq!(ftp.read_reply(), "221 Goodbye.\r\n");
+    assert_eq!(
+        std::fs::read(server.path("kept.bin")).unwrap().len(),
+        100_000
+    );
+}
+
+#[test]
+fn ipv6_control_connection_uses_epsv() {
+    let root = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let metrics_port = common::free_port();
+    let passive = common::free_range(5);
+    std::fs::write(root.path().join("six"), "over ipv6").unwrap();
+    let args = vec![
+        "--listen".to_string(),
+        format!("[::1]:{port}"),
+        "--metrics-listen".into(),
+        format!("127.0.0.1:{metrics_port}"),
+        "--root".into(),
+        root.path().display().to_string(),
+        "--passive-ports".into(),
+        format!("{}-{}", passive.0, passive.1),
+        "--anonymous".into(),
+    ];
+    let _server = Server::spawn(args, root, state, port, metrics_port, passive);
+    let mut ftp = common::Raw::connect_to(format!("[::1]:{port}").parse().unwrap());
+    ftp.login_anonymous();
+    ftp.expect("PASV", "425");
+    ftp.expect("EPSV 1", "522");
+    let (bytes, end) = ftp.transfer_in("RETR six");
+    assert_eq!(bytes, b"over ipv6");
+    assert!(end.starts_with("226"), "{end:?}");
+}
+
+#[test]
+fn abor_during_an_upload_discards_it() {
+    let server = rw_server();
+    std::fs::write(server.path("doc"), "original").unwrap();
+    let mut ftp = server.raw();
+    ftp.login("alice", "wonderland");
+    let address = ftp.epsv();
+    let mut data = TcpStream::connect(address).unwrap();
+    ftp.expect("STOR doc", "150");
+    data.write_all(&[1u8; 50_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let reply = ftp.cmd("ABOR");
+    assert!(reply.starts_with("426"), "{reply:?}");
+    assert!(ftp.read_reply().starts_with("226"));
+    assert_eq!(std::fs::read(server.path("doc")).unwrap(), b"original");
+    assert_eq!(std::fs::read_dir(server.root.path()).unwrap().count(), 1);
+    ftp.expect("NOOP", "200");
 }

@@ -47,8 +47,14 @@ fn main() -> anyhow::Result<()> {
         .init();
     let config = reload::load(&cli.flags)?;
     let settings = Settings::build(config)?;
-    tokio::runtime::Builder::new_multi_thread()
+    // Large plain transfers each run on a blocking thread: allow one per session.
+    let blocking_threads = settings.config.limits.max_sessions as usize + 64;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(server::serve(settings, cli.flags))
+        .max_blocking_threads(blocking_threads)
+        .build()?;
+    let result = runtime.block_on(server::serve(settings, cli.flags));
+    // Sessions cut at the end of the grace period may still be unwinding a blocking transfer.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
 }

@@ -349,7 +349,45 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
+    /// A root holding `inside`, a directory `d`, and links that point in and out; beside it, the
+    /// file `secret`.
+    fn planted_root() -> (tempfile::TempDir, Root) {
+        let outer = tempfile::tempdir().unwrap();
+        let root_dir = outer.path().join("root");
+        std::fs::create_dir_all(root_dir.join("d")).unwrap();
+        std::fs::write(outer.path().join("secret"), "SECRET").unwrap();
+        std::fs::write(root_dir.join("inside"), "inside").unwrap();
+        std::os::unix::fs::symlink("../secret", root_dir.join("out-rel")).unwrap();
+        std::os::unix::fs::symlink(outer.path().join("secret"), root_dir.join("out-abs")).unwrap();
+        std::os::unix::fs::symlink(outer.path(), root_dir.join("d").join("out-dir")).unwrap();
+        std::os::unix::fs::symlink("../inside", root_dir.join("d").join("in-rel")).unwrap();
+        std::os::unix::fs::symlink("/proc/self/root", root_dir.join("magic")).unwrap();
+        let root = Root::open(&root_dir).unwrap();
+        (outer, root)
+    }
+
     proptest! {
+        /// Whatever a client writes, reading goes nowhere outside the root.
+        #[test]
+        fn no_path_reaches_outside_the_root(
+            absolute: bool,
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["..", ".", "", "d", "inside", "secret", "out-rel", "out-abs", "out-dir", "in-rel", "magic", "root", "tmp"]),
+                0..8,
+            ),
+        ) {
+            let (_outer, root) = planted_root();
+            let arg = format!("{}{}", if absolute { "/" } else { "" }, parts.join("/"));
+            for cwd in ["/", "/d"] {
+                let path = resolve(cwd, &arg);
+                if let Ok(mut file) = root.open_read(&path) {
+                    let mut text = String::new();
+                    let _ = std::io::Read::read_to_string(&mut file, &mut text);
+                    prop_assert_ne!(text, "SECRET", "{} from {} reached the outside", arg, cwd);
+                }
+            }
+        }
+
         #[test]
         fn resolved_paths_are_normal(cwd in "(/[a-z.]{0,4}){0,5}", arg in "[a-z./]{0,30}") {
             let cwd = resolve("/", &cwd);

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod fs;
 pub mod keepalive;
 pub mod listing;

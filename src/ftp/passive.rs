@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -120,9 +120,54 @@ impl Drop for PassiveListener {
     }
 }
 
+/// The IPv4 address a `227` reply advertises: the configured public address (resolved now if it
+/// is a DNS name, so a balancer's changing address is followed), else the control connection's
+/// local address. `None` when there is no IPv4 address to give.
+pub async fn advertised_ipv4(public_address: Option<&str>, local: IpAddr) -> Option<Ipv4Addr> {
+    let v4 = |ip: IpAddr| match ip.to_canonical() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    };
+    match public_address {
+        Some(host) => {
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                return v4(ip);
+            }
+            let addresses = tokio::net::lookup_host((host, 0)).await.ok()?;
+            addresses.into_iter().find_map(|address| v4(address.ip()))
+        }
+        None => v4(local),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn advertises_the_public_address_or_the_local_one() {
+        let local: IpAddr = "10.1.2.3".parse().unwrap();
+        let advertised =
+            |public: Option<&'static str>, local: IpAddr| advertised_ipv4(public, local);
+        assert_eq!(
+            advertised(Some("203.0.113.7"), local).await,
+            Some(Ipv4Addr::new(203, 0, 113, 7))
+        );
+        assert_eq!(
+            advertised(Some("localhost"), local).await,
+            Some(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            advertised(None, local).await,
+            Some(Ipv4Addr::new(10, 1, 2, 3))
+        );
+        assert_eq!(
+            advertised(None, "::ffff:10.9.9.9".parse().unwrap()).await,
+            Some(Ipv4Addr::new(10, 9, 9, 9))
+        );
+        assert_eq!(advertised(None, "2001:db8::1".parse().unwrap()).await, None);
+        assert_eq!(advertised(Some("2001:db8::1"), local).await, None);
+    }
 
     #[tokio::test]
     async fn exhausts_and_refills() {

@@ -38,6 +38,12 @@ struct SessionCounts {
     by_address: Mutex<HashMap<IpAddr, u32>>,
 }
 
+impl SessionCounts {
+    fn total(map: &HashMap<IpAddr, u32>) -> u64 {
+        map.values().map(|&count| u64::from(count)).sum()
+    }
+}
+
 struct SessionSlot {
     counts: Arc<SessionCounts>,
     address: IpAddr,
@@ -63,13 +69,12 @@ impl SessionCounts {
     fn take(
         self: &Arc<Self>,
         address: IpAddr,
-        total: usize,
         settings: &Settings,
         metrics: &Arc<Metrics>,
     ) -> Result<SessionSlot, &'static str> {
         let limits = settings.config.limits;
         let mut map = self.by_address.lock().map_err(|_| "internal error")?;
-        if total >= limits.max_sessions as usize {
+        if SessionCounts::total(&map) >= u64::from(limits.max_sessions) {
             return Err("total");
         }
         let count = map.entry(address).or_insert(0);
@@ -154,7 +159,7 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
                 };
                 let settings = settings_rx.borrow().clone();
                 prepare_control_socket(&stream, &settings);
-                let slot = match counts.take(peer.ip(), sessions.len(), &settings, &metrics) {
+                let slot = match counts.take(peer.ip(), &settings, &metrics) {
                     Ok(slot) => slot,
                     Err(limit) => {
                         metrics.sessions_refused.get_or_create(&ResultLabel { result: limit.into() }).inc();

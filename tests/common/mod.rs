@@ -95,9 +95,30 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts a server on free ports; if another test took a port in between, tries again.
     pub fn start(options: Options) -> Server {
-        let root = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
+        let mut root = tempfile::tempdir().unwrap();
+        let mut state = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            match Server::try_start(&options, root, state) {
+                Ok(server) => return server,
+                Err((log, r, s)) => {
+                    assert!(
+                        log.contains("in use"),
+                        "ftp-server did not start; log:\n{log}"
+                    );
+                    (root, state) = (r, s);
+                }
+            }
+        }
+        panic!("ftp-server found no free ports in 5 tries");
+    }
+
+    fn try_start(
+        options: &Options,
+        root: tempfile::TempDir,
+        state: tempfile::TempDir,
+    ) -> Result<Server, (String, tempfile::TempDir, tempfile::TempDir)> {
         let port = free_port();
         let metrics_port = free_port();
         let passive = free_range(if options.passive_ports == 0 {
@@ -157,7 +178,33 @@ impl Server {
                 state.path().join("key.pem").display().to_string(),
             ]);
         }
-        args.extend(options.args);
+        args.extend(options.args.iter().cloned());
+        Server::try_spawn(args, root, state, port, metrics_port, passive)
+    }
+
+    /// Runs the binary with exactly `args` and waits until it listens on `port`.
+    pub fn spawn(
+        args: Vec<String>,
+        root: tempfile::TempDir,
+        state: tempfile::TempDir,
+        port: u16,
+        metrics_port: u16,
+        passive: (u16, u16),
+    ) -> Server {
+        match Server::try_spawn(args, root, state, port, metrics_port, passive) {
+            Ok(server) => server,
+            Err((log, _, _)) => panic!("ftp-server did not start; log:\n{log}"),
+        }
+    }
+
+    fn try_spawn(
+        args: Vec<String>,
+        root: tempfile::TempDir,
+        state: tempfile::TempDir,
+        port: u16,
+        metrics_port: u16,
+        passive: (u16, u16),
+    ) -> Result<Server, (String, tempfile::TempDir, tempfile::TempDir)> {
         let log = std::fs::File::create(state.path().join("server.log")).unwrap();
         let child = Command::new(BIN)
             .args(&args)
@@ -166,7 +213,7 @@ impl Server {
             .stderr(log)
             .spawn()
             .unwrap();
-        let server = Server {
+        let mut server = Server {
             child,
             port,
             metrics_port,
@@ -174,14 +221,27 @@ impl Server {
             root,
             state,
         };
-        server.wait_listening();
-        server
+        if server.wait_listening() {
+            return Ok(server);
+        }
+        let log = server.log();
+        let root = std::mem::replace(&mut server.root, tempfile::tempdir().unwrap());
+        let state = std::mem::replace(&mut server.state, tempfile::tempdir().unwrap());
+        Err((log, root, state))
     }
 
-    fn wait_listening(&self) {
+    /// True once this very process listens (a port taken by another test's server does not
+    /// count) and its probe session is gone; false if the process exited.
+    fn wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
+            if self.log().contains("ftp-server listening")
+                && (TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                    || TcpStream::connect(("::1", self.port)).is_ok())
+            {
                 // The probe connection is a session too: wait until it is gone, so tests that
                 // count sessions start from zero.
                 while Instant::now() < deadline {
@@ -191,7 +251,7 @@ impl Server {
                             .1
                             .contains("ftp_sessions_active 0")
                     {
-                        return;
+                        return true;
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -217,12 +277,10 @@ impl Server {
         self.child.id()
     }
 
-    pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+    /// Sends SIGTERM, as the kubelet does when a pod stops.
+    pub fn terminate(&self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     }
 
     /// Waits for the process to exit; returns whether it did in time.
@@ -316,7 +374,11 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(port: u16) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        Raw::connect_to(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    pub fn connect_to(address: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(address).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -390,7 +452,7 @@ impl Raw {
             .and_then(|rest| rest.split('|').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("bad 229 reply {reply:?}"));
-        SocketAddr::from(([127, 0, 0, 1], port))
+        SocketAddr::new(self.stream.peer_addr().unwrap().ip(), port)
     }
 
     /// Runs a data command over EPSV; returns the data received and the final reply.
