@@ -22,7 +22,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Runs one tier, keeps its output for the final count, and records a failure without stopping,
-# so one run reports every broken tier.
+# so one run reports every broken tier. Returns the tier's verdict.
 tier() {
   local name=$1; shift
   local start=$SECONDS
@@ -32,6 +32,7 @@ tier() {
   else
     echo "=== $name: FAILED ($((SECONDS - start)) s)"
     failed_tiers+=("$name")
+    return 1
   fi
 }
 
@@ -41,20 +42,22 @@ lint() {
 }
 
 cluster_up() {
-  scripts/local-cluster.sh build && scripts/local-cluster.sh up && cluster_started=1
+  scripts/local-cluster.sh build && scripts/local-cluster.sh up
 }
 
 tier "install dependencies" scripts/install-deps.sh
 tier "lint" lint
 tier "unit and real-client tests" cargo test --all-targets
-tier "local control plane" cluster_up
-if [ "$cluster_started" = 1 ]; then
+cluster_started=1 # from here on, the exit trap stops whatever part of the cluster came up
+if tier "local control plane" cluster_up; then
   eval "$(scripts/local-cluster.sh env)"
   tier "controller on a real control plane" cargo test --features cluster-tests --test cluster
-  tier "helm, kstatus and argo cd" scripts/test-helm.sh
+  scripts/local-cluster.sh down >/dev/null
 else
-  failed_tiers+=("controller on a real control plane (no control plane)" "helm (no control plane)")
+  failed_tiers+=("controller on a real control plane (not run: no control plane)")
 fi
+# The Helm tier brings up a control plane of its own, so it can install and uninstall freely.
+tier "helm, kstatus and argo cd" scripts/test-helm.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
