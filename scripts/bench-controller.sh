@@ -14,7 +14,7 @@
 # Knobs: N (200), NAMESPACES (4), QUIET (60 s), SETTLE (10 s after all Ready, before the
 # quiet minute), READY_TIMEOUT (300 s), RECORD (1: add a row to docs/benchmarks.md),
 # MAX_LOAD (e.g. 2.0: wait up to LOAD_WAIT s, default 600, for the 1-min load to drop
-# below it before applying).
+# below it before applying), FTPOP_KCM_API_QPS (passed to scripts/local-cluster.sh), KEEP_CLUSTER (1: leave the cluster up, to look at its logs).
 # Note: each LoadBalancer Service takes 6 NodePorts (of 2768), so N must stay below ~460.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,7 +45,7 @@ cleanup() {
   for pid in $ready_pid $lb_pid $controller_pid; do
     if kill "$pid" 2>/dev/null; then wait "$pid" 2>/dev/null || true; fi
   done
-  if [[ $cluster_up = 1 ]]; then scripts/local-cluster.sh down >/dev/null 2>&1 || true; fi
+  if [[ $cluster_up = 1 && ${KEEP_CLUSTER:-0} != 1 ]]; then scripts/local-cluster.sh down >/dev/null 2>&1 || true; fi
   if [[ $rc != 0 ]]; then log "failed; controller log kept at $work/controller.log"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -208,6 +208,7 @@ last_write=$(last_controller_write)
 cpu_end=$(cpu_seconds)
 rss=$(peak_rss_mib)
 load_end=$(load1)
+stages=$(python3 scripts/bench-helper.py stages "$t0")
 
 quiet_writes=$((writes_after - writes_before))
 objects_changed=$(diff "$work/versions.before" "$work/versions.after" | grep -c '^>' || true)
@@ -231,7 +232,7 @@ lb_max=$(jq -r .latency_max <<<"$lb")
 
 cat <<EOF
 
-Controller benchmark: N=$N FtpServers in $NAMESPACES namespaces, 5 passive ports each
+Controller benchmark: N=$N FtpServers in $NAMESPACES namespaces, 5 passive ports each; kube-controller-manager QPS ${FTPOP_KCM_API_QPS:-20 (default)}
 machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem/ {print $2}') GiB; 1-min load: $load_before before, $load_ready at all Ready, $load_end at end
 | measure                                   | value                           | target   | verdict |
 | ----------------------------------------- | ------------------------------- | -------- | ------- |
@@ -250,6 +251,10 @@ machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 | controller CPU: burst / quiet minute      | ${cpu_burst} s / ${cpu_quiet} s | | |
 controller writes by kind, whole run: $by_kind_after
 apiserver mutating requests in the quiet minute (all clients): ${apiserver_delta:-none}
+
+Where the time goes: seconds from the start of the apply until each stage finished, over the N
+servers (apiserver timestamps, 1 s resolution)
+$(jq -r '["| stage", "p50", "last |"], (.[] | ["| " + .stage, (.p50 | tostring), (.last | tostring) + " |"]) | join(" | ")' <<<"$stages")
 EOF
 
 if [[ $RECORD = 1 ]]; then
@@ -258,7 +263,7 @@ import sys
 path = sys.argv[1]
 marker = "<!-- controller runs: scripts/bench-controller.sh inserts a row above this line -->"
 row = ("| $(date -u +%Y-%m-%d\ %H:%M) | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) | "
-       "$(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB | $load_before / $load_ready / $load_end | $N | $apply_s | "
+       "$(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB | $load_before / $load_ready / $load_end | $N | ${FTPOP_KCM_API_QPS:-20 (default)} | $apply_s | "
        "**$ready_s** ($verdict_ready) | $lb_span ($lb_patch) | **$quiet_writes** / $objects_changed / $events_changed ($verdict_quiet) | "
        "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet |")
 section = f"""## Controller
@@ -283,10 +288,11 @@ address written (its summed PATCH time). Quiet writes: the controller's own
 Services) whose resourceVersion changed / controller Events created or updated. Lease: whether
 the controller's leader-election Lease was renewed in the quiet minute (expected: it is the
 leader's heartbeat, not a write to any FtpServer or child). CPU: controller CPU seconds
-during the burst / during the quiet minute.
+during the burst / during the quiet minute. kcm QPS: kube-controller-manager's client-side
+rate limit (\`FTPOP_KCM_API_QPS\`, default 20 QPS, burst 30, per controller).
 
-| date (UTC) | commit | machine | load | N | apply s | all Ready s | LB s | quiet writes | lease | peak RSS MiB | CPU s |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| date (UTC) | commit | machine | load | N | kcm QPS | apply s | all Ready s | LB s | quiet writes | lease | peak RSS MiB | CPU s |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {marker}
 """
 try:

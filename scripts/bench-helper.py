@@ -5,6 +5,10 @@
          operator's label and writes an ingress IP into status.loadBalancer as soon as one
          appears, over a few keep-alive connections (one kubectl per Service would cost
          0.1-0.2 s of CPU each on a 2-core machine). On SIGTERM writes a JSON summary.
+  stages after all are Ready: per stage of the pipeline (controller, kube-controller-manager,
+         scheduler, kwok, stand-in LB), seconds from T0 at which it finished, p50 and last over
+         the servers, from creationTimestamps, condition transition and managedFields times
+         (the apiserver's 1 s resolution).
   ready  watches FtpServers with the benchmark's label until N of them are Ready
          (condition Ready=True and status.observedGeneration == metadata.generation);
          prints a JSON summary with the time of each relative to T0.
@@ -185,6 +189,81 @@ def cmd_ready(selector, n, t0, timeout):
     os._exit(0)
 
 
+def get(path, selector=""):
+    conn = connect()
+    query = urllib.parse.urlencode({"labelSelector": selector}) if selector else ""
+    conn.request("GET", f"{path}?{query}", headers=headers("bench-stages"))
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    if response.status != 200:
+        raise SystemExit(f"get {path}: {response.status} {body}")
+    return body["items"]
+
+
+def cmd_stages(t0):
+    from datetime import datetime
+    t0 = float(t0)
+
+    def ts(value):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() - t0 if value else None
+
+    def key(obj):
+        return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+    def owner(obj):
+        refs = obj["metadata"].get("ownerReferences") or [{}]
+        return obj["metadata"]["namespace"], refs[0].get("name")
+
+    def condition(obj, type_):
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c["type"] == type_ and c["status"] == "True":
+                return ts(c.get("lastTransitionTime"))
+        return None
+
+    def managed(obj, manager, subresource=""):
+        times = [ts(f["time"]) for f in obj["metadata"].get("managedFields") or []
+                 if f.get("manager") == manager and f.get("subresource", "") == subresource]
+        return max(times) if times else None
+
+    managed_sel = "app.kubernetes.io/managed-by=ftp-operator"
+    servers = {key(o): o for o in get("/apis/ftpoperator.dev/v1alpha1/ftpservers", "bench=controller")}
+    deployments = {owner(o): o for o in get("/apis/apps/v1/deployments", managed_sel)}
+    services = {owner(o): o for o in get("/api/v1/services", managed_sel)}
+    replicasets = {owner(o): o for o in get("/apis/apps/v1/replicasets", managed_sel)}
+    rs_to_server = {key(rs): srv for srv, rs in replicasets.items()}
+    pods = {}
+    for pod in get("/api/v1/pods", managed_sel):
+        pods.setdefault(rs_to_server.get(owner(pod)), []).append(pod)
+    stages = {
+        "FtpServer created (apply)": lambda k: ts(servers[k]["metadata"]["creationTimestamp"]),
+        "Service created (controller)": lambda k: ts(services[k]["metadata"]["creationTimestamp"]),
+        "LB address written (stand-in LB)": lambda k: managed(services[k], "bench-stand-in-lb", "status"),
+        "Deployment created (controller)": lambda k: ts(deployments[k]["metadata"]["creationTimestamp"]),
+        "ReplicaSet created (kcm deployment)": lambda k: ts(replicasets[k]["metadata"]["creationTimestamp"]),
+        "Pod created (kcm replicaset)": lambda k: max(ts(p["metadata"]["creationTimestamp"]) for p in pods[k]),
+        "Pod scheduled (scheduler)": lambda k: max(condition(p, "PodScheduled") for p in pods[k]),
+        "Pod Ready (kwok)": lambda k: max(condition(p, "Ready") for p in pods[k]),
+        "Deployment Available (kcm deployment)": lambda k: condition(deployments[k], "Available"),
+        "Deployment status last written (kcm)": lambda k: managed(deployments[k], "kube-controller-manager", "status"),
+        "FtpServer Ready (controller)": lambda k: condition(servers[k], "Ready"),
+    }
+    rows = []
+    for name, stage in stages.items():
+        values = []
+        for k in servers:
+            try:
+                value = stage(k)
+            except (KeyError, TypeError, ValueError):
+                value = None
+            if value is not None:
+                values.append(value)
+        values.sort()
+        rows.append({"stage": name, "count": len(values),
+                     "p50": round(values[len(values) // 2], 1) if values else None,
+                     "last": round(values[-1], 1) if values else None})
+    print(json.dumps(rows))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"lb": cmd_lb, "ready": cmd_ready}[command](*args)
+    {"lb": cmd_lb, "ready": cmd_ready, "stages": cmd_stages}[command](*args)
