@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -229,7 +229,7 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
                 metrics,
             )
             .await?;
-            changes.push(("ConfigMap", config_map.name_any(), applied_config_map));
+            changes.push((config_map.object_ref(&()), applied_config_map));
             let applied_service = apply(
                 &Api::namespaced(client.clone(), &namespace),
                 &service,
@@ -237,7 +237,7 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
                 metrics,
             )
             .await?;
-            changes.push(("Service", service.name_any(), applied_service));
+            changes.push((service.object_ref(&()), applied_service));
             let applied_deployment = apply(
                 &Api::namespaced(client.clone(), &namespace),
                 &deployment,
@@ -245,7 +245,7 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
                 metrics,
             )
             .await?;
-            changes.push(("Deployment", deployment.name_any(), applied_deployment));
+            changes.push((deployment.object_ref(&()), applied_deployment));
             Outcome::Applied {
                 public_address,
                 passive_ports: valid.passive.to_string(),
@@ -282,24 +282,29 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
 async fn publish_events(
     server: &FtpServer,
     ctx: &Context,
-    changes: &[(&str, String, Applied)],
+    changes: &[(ObjectReference, Applied)],
     previous: &crate::api::FtpServerStatus,
     status: &crate::api::FtpServerStatus,
     outcome: &Outcome,
 ) {
     let mut events = Vec::new();
-    for (kind, name, applied) in changes {
+    for (child, applied) in changes {
         let verb = match applied {
             Applied::Unchanged => continue,
             Applied::Created => "Created",
             Applied::Updated => "Updated",
         };
+        let kind = child.kind.as_deref().unwrap_or_default();
+        let name = child.name.as_deref().unwrap_or_default();
         events.push(Event {
             type_: EventType::Normal,
             reason: verb.to_owned(),
             note: Some(format!("{verb} {kind} {name}")),
             action: "Apply".to_owned(),
-            secondary: None,
+            // The child is part of the Recorder's series key: without it, "Created Service"
+            // and "Created Deployment" would become repeats (PATCHes) of "Created ConfigMap"
+            // and their notes would be lost.
+            secondary: Some(child.clone()),
         });
     }
     let stalled_message = |s: &crate::api::FtpServerStatus| {
@@ -344,7 +349,7 @@ async fn publish_events(
             ctx.metrics.api_write("Event");
         }
     }
-    if !changes.iter().all(|(_, _, a)| *a == Applied::Unchanged) {
+    if !changes.iter().all(|(_, a)| *a == Applied::Unchanged) {
         info!(name = %server.name_any(), namespace = ?server.namespace(), "applied changes");
     }
 }
