@@ -62,7 +62,12 @@ source "$FTPOP_CLUSTER_DIR/ports.env"
 export APISERVER="https://127.0.0.1:$APISERVER_PORT" PKI="$FTPOP_CLUSTER_DIR/pki"
 
 kubectl apply --server-side -f crds/ftpserver.yaml >/dev/null
-kubectl wait --for=condition=Established crd/ftpservers.ftpoperator.dev --timeout=60s >/dev/null
+# Right after the apply the CRD may have no conditions yet, which `kubectl wait` rejects.
+for _ in $(seq 120); do
+  kubectl wait --for=condition=Established crd/ftpservers.ftpoperator.dev --timeout=30s >/dev/null 2>&1 && break
+  sleep 0.5
+done
+kubectl wait --for=condition=Established crd/ftpservers.ftpoperator.dev --timeout=1s >/dev/null
 for ((i = 0; i < NAMESPACES; i++)); do echo "apiVersion: v1
 kind: Namespace
 metadata: {name: bench-$i}
