@@ -15,6 +15,7 @@
 #   FTPOP_CLUSTER_DIR  cluster state dir   (default: $PWD/target/local-cluster)
 #   FTPOP_PORT_BASE    first port to try   (default: 24300)
 #   FTPOP_NODES        fake node count     (default: 2)
+#   FTPOP_KCM_API_QPS  kube-controller-manager --kube-api-qps, burst 1.5x (default: its own, 20/30)
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +26,8 @@ STATE_DIR=$(realpath -m -- "${FTPOP_CLUSTER_DIR:-$PWD/target/local-cluster}")
 PORT_BASE=${FTPOP_PORT_BASE:-24300}
 NODE_COUNT=${FTPOP_NODES:-2}
 [[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: error: FTPOP_NODES must be a positive integer" >&2; exit 2; }
+KCM_API_QPS=${FTPOP_KCM_API_QPS:-}
+[[ -z $KCM_API_QPS || $KCM_API_QPS =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: error: FTPOP_KCM_API_QPS must be a positive integer" >&2; exit 2; }
 [[ $PORT_BASE =~ ^[1-9][0-9]*$ ]] || { echo "local-cluster: error: FTPOP_PORT_BASE must be a port number" >&2; exit 2; }
 
 # Fixed cluster-internal ranges. Nothing routes them: pods on kwok nodes never run.
@@ -483,6 +486,7 @@ cmd_up() {
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
     --service-cluster-ip-range="$SERVICE_CIDR" --cluster-name=ftpop-local \
+    ${KCM_API_QPS:+--kube-api-qps="$KCM_API_QPS" --kube-api-burst="$((KCM_API_QPS * 3 / 2))"} \
     --profiling=false
   start_component kube-scheduler kube-scheduler \
     --kubeconfig="$STATE_DIR/kube-scheduler.kubeconfig" \

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, DeleteParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -54,12 +55,13 @@ pub fn tuner_needed<'a>(
         .any(keeps_tuner)
 }
 
-/// Applies or deletes the DaemonSet as the servers in the cache (without `leaving`) require.
+/// Applies or deletes the DaemonSet as the servers in the cache (without `leaving`) require;
+/// returns what was applied, for the Events.
 pub(super) async fn reconcile_daemon_set(
     ctx: &Context,
     servers: &[FtpServer],
     leaving: Option<&FtpServer>,
-) -> Result<Option<Applied>, Error> {
+) -> Result<Option<(ObjectReference, Applied)>, Error> {
     let namespace = &ctx.settings.operator_namespace;
     let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
     let cached = ctx
@@ -72,7 +74,7 @@ pub(super) async fn reconcile_daemon_set(
         if applied != Applied::Unchanged {
             info!(%namespace, "applied the node tuner DaemonSet");
         }
-        Ok(Some(applied))
+        Ok(Some((desired.object_ref(&()), applied)))
     } else if cached.is_some() {
         match api
             .delete(NODE_TUNER_NAME, &DeleteParams::background())
