@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Runs every test tier, from a fresh machine to a verdict:
-#   1. lint: rustfmt, clippy (warnings are errors), generated files up to date
-#   2. unit and real-client tests: `cargo test` (ftp-server against curl, lftp, ftplib, suppaftp)
-#   3. controller against a real control plane built from Go modules (scripts/local-cluster.sh)
-#   4. Helm chart, kstatus and Argo CD health against that control plane
-#   5. long transfers through a namespace load balancer that forgets idle flows (needs root)
+# Runs every test tier, from a fresh machine to a verdict, in this order:
+#   1. lint: rustfmt and clippy (warnings are errors)
+#   2. `cargo test`: unit tests (the generated CRD and the chart's copy must match the code),
+#      and ftp-server against real clients (curl, lftp, Python's ftplib, suppaftp)
+#   3. the container image, assembled with buildah from scratch, and both binaries run in it
+#   4. the controller against a real control plane built from Go modules (scripts/local-cluster.sh)
+#   5. the Helm chart, kstatus and Argo CD health against a control plane of their own
+#   6. (root) long transfers through a namespace load balancer that forgets idle flows, and the
+#      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
 # The last line counts the tests of every tier: "tests: N passed, M failed".
 set -uo pipefail
@@ -48,6 +51,10 @@ cluster_up() {
 tier "install dependencies" scripts/install-deps.sh
 tier "lint" lint
 tier "unit and real-client tests" cargo test --all-targets
+# The image is assembled from the debug binaries just built: the test is about its layout (non-root
+# user, both binaries, their libraries), not about optimised code.
+tier "container image" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
+  FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/image.sh --test
 cluster_started=1 # from here on, the exit trap stops whatever part of the cluster came up
 if tier "local control plane" cluster_up; then
   eval "$(scripts/local-cluster.sh env)"
