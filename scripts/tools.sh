@@ -22,6 +22,8 @@ KSTATUS_DIR="$REPO_ROOT/tests/kstatus"
 die() { echo "tools: error: $*" >&2; exit 1; }
 log() { echo "tools: $*" >&2; }
 
+# A non-login shell (CI's, sudo's) may lack Go's usual directory on PATH.
+if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then PATH="/usr/local/go/bin:$PATH"; fi
 command -v go >/dev/null || die "Go is required (go1.26 or newer) to build the test tools"
 
 # One Go build at a time on a 2-core machine: wait while another tools build holds the lock.
