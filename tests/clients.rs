@@ -4,7 +4,7 @@ mod common;
 
 use std::io::Cursor;
 
-use common::{Options, Server, require, run_ok};
+use common::{Options, Server, assert_ftplib_session, require, run_ok};
 
 fn server() -> Server {
     Server::start(Options {
@@ -114,21 +114,7 @@ fn lftp_transfers_and_manages_files() {
 #[test]
 fn python_ftplib_session() {
     let server = server();
-    let output = run_ok(
-        "python3",
-        &[
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/clients/ftplib_session.py"
-            ),
-            "127.0.0.1",
-            &server.port.to_string(),
-            "alice",
-            "wonderland",
-            "plain",
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ftplib ok");
+    assert_ftplib_session(server.port, &["plain"]);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, make_certificate, run_ok};
+use common::{Options, Server, assert_ftplib_session, make_certificate, run_ok};
 
 fn tls_server(extra: &[&str]) -> Server {
     Server::start(Options {
@@ -78,22 +78,7 @@ fn require_tls_refuses_plain_login_and_clear_data() {
 #[test]
 fn ftplib_ftp_tls_with_prot_p() {
     let server = tls_server(&["--require-tls"]);
-    let output = run_ok(
-        "python3",
-        &[
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/clients/ftplib_session.py"
-            ),
-            "127.0.0.1",
-            &server.port.to_string(),
-            "alice",
-            "wonderland",
-            "tls",
-            &cert(&server),
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ftplib ok");
+    assert_ftplib_session(server.port, &["tls", &cert(&server)]);
 }
 
 #[test]

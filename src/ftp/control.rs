@@ -2,67 +2,14 @@
 //! replies out (bounded in time), and the in-place upgrade to TLS that `AUTH TLS` asks for.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use super::reply::Reply;
-
-/// The control connection, upgraded in place by `AUTH TLS`.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-    Closed,
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-            Stream::Closed => Poll::Ready(Ok(())),
-        }
-    }
-}
+use super::stream::MaybeTls;
 
 /// Result of reading one command line.
 pub enum Line {
@@ -72,7 +19,8 @@ pub enum Line {
 }
 
 pub struct ControlConnection {
-    stream: Stream,
+    /// `None` once `upgrade` has taken the socket and failed: there is nothing left to talk to.
+    stream: Option<MaybeTls>,
     buffer: Vec<u8>,
     discarding: bool,
     max_line: usize,
@@ -81,7 +29,7 @@ pub struct ControlConnection {
 impl ControlConnection {
     pub fn new(stream: TcpStream, max_line: usize) -> Self {
         ControlConnection {
-            stream: Stream::Plain(stream),
+            stream: Some(MaybeTls::Plain(stream)),
             buffer: Vec::with_capacity(512),
             discarding: false,
             max_line,
@@ -89,14 +37,15 @@ impl ControlConnection {
     }
 
     pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Stream::Tls(_))
+        matches!(self.stream, Some(MaybeTls::Tls(_)))
     }
 
     /// Writes a reply; a client that stops reading must not hold the session forever.
     pub async fn send(&mut self, reply: &Reply, limit: Duration) -> io::Result<()> {
         let write = async {
-            self.stream.write_all(&reply.to_bytes()).await?;
-            self.stream.flush().await
+            let stream = self.stream.as_mut().ok_or(io::ErrorKind::NotConnected)?;
+            stream.write_all(&reply.to_bytes()).await?;
+            stream.flush().await
         };
         tokio::time::timeout(limit, write).await.map_err(|_| {
             io::Error::new(io::ErrorKind::TimedOut, "client stopped reading replies")
@@ -126,7 +75,10 @@ impl ControlConnection {
                 }
             }
             let mut chunk = [0u8; 1024];
-            let read = self.stream.read(&mut chunk).await?;
+            let read = match &mut self.stream {
+                Some(stream) => stream.read(&mut chunk).await?,
+                None => 0,
+            };
             if read == 0 {
                 return Ok(Line::Closed);
             }
@@ -139,18 +91,21 @@ impl ControlConnection {
         // Anything pipelined after AUTH in plain text must not be run as if it were protected.
         self.buffer.clear();
         self.discarding = false;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+        let Some(MaybeTls::Plain(tcp)) = self.stream.take() else {
             return Err(io::ErrorKind::NotConnected.into());
         };
         let stream = tokio::time::timeout(limit, acceptor.accept(tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        self.stream = Stream::Tls(Box::new(stream));
+        self.stream = Some(MaybeTls::Tls(Box::new(stream)));
         Ok(())
     }
 
     pub async fn shutdown(&mut self) -> io::Result<()> {
-        self.stream.shutdown().await
+        match &mut self.stream {
+            Some(stream) => stream.shutdown().await,
+            None => Ok(()),
+        }
     }
 }
 

@@ -18,5 +18,6 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod stream;
 pub mod tls;
 pub mod transfer;

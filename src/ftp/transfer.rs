@@ -5,64 +5,17 @@ use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
+
+use super::stream::MaybeTls;
 
 const BUFFER: usize = 256 * 1024;
 const SENDFILE_CHUNK: usize = 16 * 1024 * 1024;
 /// Files at least this large are sent from a blocking thread.
 const BLOCKING_THRESHOLD: u64 = 8 * 1024 * 1024;
-
-/// A data connection, plain or protected (`PROT P`).
-pub enum DataStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for DataStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DataStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for DataStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            DataStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DataStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            DataStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            DataStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
 
 /// Sends `file` from `offset` to the end, then closes the connection cleanly.
 ///
@@ -70,13 +23,13 @@ impl AsyncWrite for DataStream {
 /// the runtime (no thread per session when hundreds download at once). `stall` bounds how long a
 /// connection may make no progress.
 pub async fn send_file(
-    stream: DataStream,
+    stream: MaybeTls,
     mut file: File,
     offset: u64,
     stall: Duration,
 ) -> io::Result<u64> {
     match stream {
-        DataStream::Plain(tcp) => {
+        MaybeTls::Plain(tcp) => {
             let remaining = file.metadata()?.len().saturating_sub(offset);
             if remaining < BLOCKING_THRESHOLD {
                 let sent = tokio::time::timeout(stall, sendfile_async(&tcp, &file, offset))
@@ -91,7 +44,7 @@ pub async fn send_file(
                 sendfile_blocking(tcp, file, offset, stall).await
             }
         }
-        mut stream @ DataStream::Tls(_) => {
+        mut stream @ MaybeTls::Tls(_) => {
             io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
             let mut buffer = vec![0u8; BUFFER];
             let mut total = 0u64;
@@ -184,17 +137,17 @@ async fn sendfile_blocking(
 }
 
 /// Sends bytes made in memory (listings), then closes.
-pub async fn send_bytes(stream: &mut DataStream, bytes: &[u8]) -> io::Result<u64> {
+pub async fn send_bytes(stream: &mut MaybeTls, bytes: &[u8]) -> io::Result<u64> {
     stream.write_all(bytes).await?;
     stream.shutdown().await?;
     Ok(bytes.len() as u64)
 }
 
 /// Writes everything the client sends into `file` until it closes the connection.
-pub async fn receive_file(stream: DataStream, mut file: File, stall: Duration) -> io::Result<u64> {
+pub async fn receive_file(stream: MaybeTls, mut file: File, stall: Duration) -> io::Result<u64> {
     let mut stream = match stream {
-        DataStream::Plain(tcp) => return receive_blocking(tcp, file, stall).await,
-        tls @ DataStream::Tls(_) => tls,
+        MaybeTls::Plain(tcp) => return receive_blocking(tcp, file, stall).await,
+        tls @ MaybeTls::Tls(_) => tls,
     };
     let mut buffer = vec![0u8; BUFFER];
     let mut total = 0u64;

@@ -365,6 +365,22 @@ pub fn run_ok(program: &str, args: &[&str]) -> Output {
     output
 }
 
+/// Runs tests/clients/ftplib_session.py as alice against `port` and checks that every step
+/// behaved. `mode` is `["plain"]`, or `["tls", CAFILE]` for FTP_TLS with `PROT P`.
+pub fn assert_ftplib_session(port: u16, mode: &[&str]) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/ftplib_session.py"
+    );
+    let port = port.to_string();
+    let args: Vec<&str> = [script, "127.0.0.1", &port, "alice", "wonderland"]
+        .into_iter()
+        .chain(mode.iter().copied())
+        .collect();
+    let output = run_ok("python3", &args);
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ftplib ok");
+}
+
 /// A raw control connection, to check replies byte for byte.
 pub struct Raw {
     reader: BufReader<TcpStream>,

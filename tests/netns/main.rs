@@ -15,7 +15,7 @@ mod harness;
 use std::time::Duration;
 
 use ftp_operator::ftp::config::Keepalive;
-use harness::{Lab, sha256, write_random_file};
+use harness::{Lab, Transfer, sha256, write_random_file};
 
 /// The balancer's conntrack timeout for established flows, seconds.
 const LB_TIMEOUT: u32 = 3;
@@ -60,18 +60,10 @@ fn assert_long_enough(lab: &Lab, elapsed: Duration) {
     );
 }
 
-#[test]
-fn slow_download_completes_with_keepalive() {
-    let lab = lab("dl-on", KEEPALIVE_ON);
-    let source = lab.root().join("big.bin");
-    write_random_file(&source, FILE_BYTES);
-    let target = lab.dir.path().join("downloaded.bin");
-    let t = lab.curl(
-        &["-o", target.to_str().unwrap(), &lab.url("big.bin")],
-        generous(&lab),
-    );
+/// The client saw the transfer through: curl succeeded and the last reply was the 226.
+fn assert_completed(lab: &Lab, what: &str, t: &Transfer) {
     eprintln!(
-        "download, keepalive on: curl exit {} reply {:?} in {:?}",
+        "{what}, keepalive on: curl exit {} reply {:?} in {:?}",
         t.exit_code, t.reply, t.elapsed
     );
     assert_eq!(
@@ -86,6 +78,40 @@ fn slow_download_completes_with_keepalive() {
         "last reply {:?}, wanted 226",
         t.reply
     );
+}
+
+/// The client never got the 226: it went out on the idle control connection, which the balancer
+/// had forgotten, and was dropped there as a packet of a flow it no longer knows.
+fn assert_lost_226(lab: &Lab, what: &str, t: &Transfer, dropped_before: u64) {
+    eprintln!(
+        "{what}, keepalive off: curl exit {} reply {:?} {} in {:?}",
+        t.exit_code, t.reply, t.stderr, t.elapsed
+    );
+    assert_ne!(
+        t.exit_code, 0,
+        "curl succeeded: the balancer model does not bite"
+    );
+    assert!(
+        !t.reply.starts_with("226 "),
+        "got 226 although the control flow was idle for the whole transfer"
+    );
+    assert!(
+        lab.balancer_dropped() > dropped_before,
+        "the balancer dropped nothing: the failure has another cause"
+    );
+}
+
+#[test]
+fn slow_download_completes_with_keepalive() {
+    let lab = lab("dl-on", KEEPALIVE_ON);
+    let source = lab.root().join("big.bin");
+    write_random_file(&source, FILE_BYTES);
+    let target = lab.dir.path().join("downloaded.bin");
+    let t = lab.curl(
+        &["-o", target.to_str().unwrap(), &lab.url("big.bin")],
+        generous(&lab),
+    );
+    assert_completed(&lab, "download", &t);
     assert_eq!(
         sha256(&target),
         sha256(&source),
@@ -105,28 +131,12 @@ fn slow_download_loses_its_226_without_keepalive() {
         &["-o", target.to_str().unwrap(), &lab.url("big.bin")],
         patient(&lab),
     );
-    eprintln!(
-        "download, keepalive off: curl exit {} reply {:?} {} in {:?}",
-        t.exit_code, t.reply, t.stderr, t.elapsed
-    );
-    assert_ne!(
-        t.exit_code, 0,
-        "curl succeeded: the balancer model does not bite"
-    );
-    assert!(
-        !t.reply.starts_with("226 "),
-        "got 226 although the control flow was idle for the whole transfer"
-    );
-    // Every byte arrived: what was lost is the 226 on the forgotten control connection ...
+    assert_lost_226(&lab, "download", &t, dropped_before);
+    // Every byte arrived all the same: only the 226 was lost.
     assert_eq!(
         sha256(&target),
         sha256(&source),
         "the data itself should have arrived intact"
-    );
-    // ... dropped by the balancer as a packet of a flow it no longer knows.
-    assert!(
-        lab.balancer_dropped() > dropped_before,
-        "the balancer dropped nothing: the failure has another cause"
     );
     assert_long_enough(&lab, t.elapsed);
 }
@@ -140,22 +150,7 @@ fn slow_upload_completes_with_keepalive() {
         &["-T", source.to_str().unwrap(), &lab.url("uploaded.bin")],
         generous(&lab),
     );
-    eprintln!(
-        "upload, keepalive on: curl exit {} reply {:?} in {:?}",
-        t.exit_code, t.reply, t.elapsed
-    );
-    assert_eq!(
-        t.exit_code,
-        0,
-        "curl failed: {}\nserver log:\n{}",
-        t.stderr,
-        lab.server_log()
-    );
-    assert!(
-        t.reply.starts_with("226 "),
-        "last reply {:?}, wanted 226",
-        t.reply
-    );
+    assert_completed(&lab, "upload", &t);
     assert_eq!(
         sha256(&lab.root().join("uploaded.bin")),
         sha256(&source),
@@ -174,21 +169,6 @@ fn slow_upload_loses_its_226_without_keepalive() {
         &["-T", source.to_str().unwrap(), &lab.url("uploaded.bin")],
         patient(&lab),
     );
-    eprintln!(
-        "upload, keepalive off: curl exit {} reply {:?} {} in {:?}",
-        t.exit_code, t.reply, t.stderr, t.elapsed
-    );
-    assert_ne!(
-        t.exit_code, 0,
-        "curl succeeded: the balancer model does not bite"
-    );
-    assert!(
-        !t.reply.starts_with("226 "),
-        "got 226 although the control flow was idle for the whole transfer"
-    );
-    assert!(
-        lab.balancer_dropped() > dropped_before,
-        "the balancer dropped nothing: the failure has another cause"
-    );
+    assert_lost_226(&lab, "upload", &t, dropped_before);
     assert_long_enough(&lab, t.elapsed);
 }

@@ -99,6 +99,24 @@ fn host_keepalive() -> (u32, u32, u32) {
     )
 }
 
+/// The tuner's `apply` command line: idle, interval and probes (as the DaemonSet passes them),
+/// and where it records the originals.
+fn tuner_apply<'a>([idle, interval, probes]: [&'a str; 3], state: &'a str) -> [&'a str; 11] {
+    [
+        TUNER,
+        "node-tuner",
+        "apply",
+        "--idle",
+        idle,
+        "--interval",
+        interval,
+        "--probes",
+        probes,
+        "--state-file",
+        state,
+    ]
+}
+
 #[test]
 fn apply_sets_the_namespace_sysctls_and_restore_puts_back_the_kernel_defaults() {
     let ns = NetNs::new("apply");
@@ -112,19 +130,7 @@ fn apply_sets_the_namespace_sysctls_and_restore_puts_back_the_kernel_defaults() 
         "a new namespace starts at the kernel defaults"
     );
 
-    let applied = ns.exec(&[
-        TUNER,
-        "node-tuner",
-        "apply",
-        "--idle",
-        "30",
-        "--interval",
-        "5",
-        "--probes",
-        "4",
-        "--state-file",
-        state,
-    ]);
+    let applied = ns.exec(&tuner_apply(["30", "5", "4"], state));
     assert!(applied.contains("tcp_keepalive_time=30"), "{applied}");
     assert_eq!(ns.keepalive(), (30, 5, 4));
     assert_eq!(
@@ -144,19 +150,7 @@ fn apply_sets_the_namespace_sysctls_and_restore_puts_back_the_kernel_defaults() 
         "-c",
         "echo 999 > /proc/sys/net/ipv4/tcp_keepalive_time",
     ]);
-    ns.exec(&[
-        TUNER,
-        "node-tuner",
-        "apply",
-        "--idle",
-        "20",
-        "--interval",
-        "5",
-        "--probes",
-        "4",
-        "--state-file",
-        state,
-    ]);
+    ns.exec(&tuner_apply(["20", "5", "4"], state));
     assert_eq!(ns.keepalive(), (20, 5, 4));
 
     ns.exec(&[TUNER, "node-tuner", "restore", "--state-file", state]);
@@ -171,19 +165,7 @@ fn two_namespaces_are_tuned_independently() {
     let second = NetNs::new("two");
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("one.json");
-    first.exec(&[
-        TUNER,
-        "node-tuner",
-        "apply",
-        "--idle",
-        "45",
-        "--interval",
-        "10",
-        "--probes",
-        "6",
-        "--state-file",
-        state.to_str().unwrap(),
-    ]);
+    first.exec(&tuner_apply(["45", "10", "6"], state.to_str().unwrap()));
     assert_eq!(first.keepalive(), (45, 10, 6));
     assert_eq!(second.keepalive(), (7200, 75, 9));
 }
@@ -203,19 +185,7 @@ fn tuner_with_the_daemon_sets_privileges_only() {
         "--inh-caps=-all",
         "--no-new-privs",
     ];
-    let apply = [
-        TUNER,
-        "node-tuner",
-        "apply",
-        "--idle",
-        "30",
-        "--interval",
-        "5",
-        "--probes",
-        "4",
-        "--state-file",
-        state,
-    ];
+    let apply = tuner_apply(["30", "5", "4"], state);
     let as_root: Vec<&str> = no_caps.iter().chain(&apply).copied().collect();
     ns.exec(&as_root);
     assert_eq!(ns.keepalive(), (30, 5, 4));
@@ -236,19 +206,10 @@ fn tuner_with_the_daemon_sets_privileges_only() {
     ]
     .into_iter()
     .chain(no_caps[1..].iter().copied())
-    .chain([
-        TUNER,
-        "node-tuner",
-        "apply",
-        "--idle",
-        "20",
-        "--interval",
-        "5",
-        "--probes",
-        "4",
-        "--state-file",
+    .chain(tuner_apply(
+        ["20", "5", "4"],
         nobody_state.to_str().unwrap(),
-    ])
+    ))
     .collect();
     let refused = Command::new("ip")
         .args(["netns", "exec", &ns.name])

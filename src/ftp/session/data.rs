@@ -15,7 +15,7 @@ use crate::ftp::command::{self, Command, EpsvArg};
 use crate::ftp::control::Line;
 use crate::ftp::keepalive;
 use crate::ftp::passive::{advertised_ipv4, same_host};
-use crate::ftp::transfer::DataStream;
+use crate::ftp::stream::MaybeTls;
 
 impl Session {
     pub(super) async fn passive(&mut self, extended: bool) -> io::Result<()> {
@@ -142,7 +142,7 @@ impl Session {
     }
 
     /// Makes the data connection, replies `150`, then starts TLS on it if `PROT P`.
-    pub(super) async fn open_data(&mut self, what: &str) -> io::Result<Option<DataStream>> {
+    pub(super) async fn open_data(&mut self, what: &str) -> io::Result<Option<MaybeTls>> {
         let timeout = Duration::from_secs(
             self.settings
                 .config
@@ -181,7 +181,7 @@ impl Session {
         )
         .await?;
         if !self.protect_data {
-            return Ok(Some(DataStream::Plain(tcp)));
+            return Ok(Some(MaybeTls::Plain(tcp)));
         }
         let Some(acceptors) = self.tls.clone() else {
             self.reply(425, "PROT P without TLS.").await?;
@@ -191,7 +191,7 @@ impl Session {
             .await
             .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
         match handshake {
-            Ok(stream) => Ok(Some(DataStream::Tls(Box::new(stream)))),
+            Ok(stream) => Ok(Some(MaybeTls::Tls(Box::new(stream)))),
             Err(error) => {
                 tracing::info!(%error, "data TLS handshake failed");
                 self.reply(425, "TLS handshake on the data connection failed.")

@@ -135,14 +135,7 @@ impl Session {
     /// Runs the session until the client quits, the connection drops, it idles out, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
         self.reply(220, "ftp-server ready.").await?;
-        let idle = Duration::from_secs(
-            self.settings
-                .config
-                .limits
-                .idle_timeout_seconds
-                .max(1)
-                .into(),
-        );
+        let idle = self.idle_timeout();
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             if *shutdown.borrow() {
