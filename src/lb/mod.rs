@@ -23,7 +23,8 @@ pub const AWS_NLB_TARGET_TYPE_ANNOTATION: &str =
 pub const AWS_SCHEME_ANNOTATION: &str = "service.beta.kubernetes.io/aws-load-balancer-scheme";
 pub const AWS_TARGET_GROUP_ATTRIBUTES_ANNOTATION: &str =
     "service.beta.kubernetes.io/aws-load-balancer-target-group-attributes";
-/// Followed by `TCP-<port>`: one listener's attributes.
+/// Followed by `TCP-<port>`: one listener's attributes, as the AWS Load Balancer Controller reads
+/// them (`tcp.idle_timeout.seconds=<n>`, 60-6000 s, is the NLB listener attribute AWS documents).
 pub const AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX: &str =
     "service.beta.kubernetes.io/aws-load-balancer-listener-attributes.";
 
