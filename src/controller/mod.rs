@@ -253,17 +253,6 @@ async fn reconcile(
     result
 }
 
-impl Context {
-    /// Every readable FtpServer in the cache.
-    fn server_snapshot(&self) -> Vec<FtpServer> {
-        self.servers
-            .state()
-            .iter()
-            .filter_map(|guard| guard.0.as_ref().ok().cloned())
-            .collect()
-    }
-}
-
 async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
     let deleting = server.metadata.deletion_timestamp.is_some();
     // Only servers that tune nodes carry the finalizer; the rest are deleted at once.
@@ -298,8 +287,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let observed = observe(server, &ctx.stores);
 
     let mut changes = Vec::new();
-    let servers = ctx.server_snapshot();
-    if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, &servers, None).await? {
+    if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, None).await? {
         changes.push(applied);
     }
     let outcome = match validate::validate(server, &observed) {

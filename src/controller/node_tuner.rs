@@ -59,16 +59,24 @@ pub fn tuner_needed<'a>(
 /// returns what was applied, for the Events.
 pub(super) async fn reconcile_daemon_set(
     ctx: &Context,
-    servers: &[FtpServer],
     leaving: Option<&FtpServer>,
 ) -> Result<Option<(ObjectReference, Applied)>, Error> {
+    // Read through the cache's shared objects: every reconcile runs this, and copying all
+    // FtpServers each time (hundreds of reconciles at once) multiplied the controller's memory.
+    let needed = {
+        let servers = ctx.servers.state();
+        tuner_needed(
+            servers.iter().filter_map(|guard| guard.0.as_ref().ok()),
+            leaving,
+        )
+    };
     let namespace = &ctx.settings.operator_namespace;
     let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
     let cached = ctx
         .stores
         .daemon_sets
         .get(&ObjectRef::new(NODE_TUNER_NAME).within(namespace));
-    if tuner_needed(servers, leaving) {
+    if needed {
         let desired = desired_node_tuner_daemon_set(namespace, &ctx.settings.node_tuner_image);
         let applied = apply(&api, &desired, cached.as_deref(), &ctx.metrics).await?;
         if applied != Applied::Unchanged {
@@ -129,8 +137,7 @@ pub(super) async fn cleanup(server: &FtpServer, ctx: &Context) -> Result<(), Err
             "node tuners did not report restoring within the grace period; releasing the FtpServer"
         );
     }
-    let servers = ctx.server_snapshot();
-    reconcile_daemon_set(ctx, &servers, Some(server)).await?;
+    reconcile_daemon_set(ctx, Some(server)).await?;
     Ok(())
 }
 
