@@ -287,6 +287,40 @@ fn passive_ports_exhausted_gives_425_and_a_metric() {
 }
 
 #[test]
+fn a_replica_advertises_only_its_own_slice_of_the_passive_range() {
+    // Six ports, two per replica: replica 2 owns the last two and nothing else.
+    let server = Server::start(Options {
+        args: vec!["--anonymous".into(), "--replica-index".into(), "2".into()],
+        config_toml: Some("passive_ports_per_replica = 2\n".into()),
+        passive_ports: 6,
+        ..Default::default()
+    });
+    let slice = (server.passive.0 + 4)..=(server.passive.1);
+    let mut sessions: Vec<_> = (0..3).map(|_| server.raw()).collect();
+    let mut ports = Vec::new();
+    for ftp in &mut sessions[..2] {
+        ftp.login_anonymous();
+        let reply = ftp.expect("EPSV", "229");
+        let port: u16 = reply
+            .trim_end()
+            .trim_end_matches("|)")
+            .rsplit('|')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(slice.contains(&port), "port {port} outside {slice:?}");
+        ports.push(port);
+    }
+    ports.sort();
+    assert_eq!(ports, slice.clone().collect::<Vec<_>>());
+    // The slice is busy; the rest of the range belongs to other replicas.
+    sessions[2].login_anonymous();
+    let reply = sessions[2].expect("PASV", "425");
+    assert!(reply.contains("No passive port free"), "{reply:?}");
+}
+
+#[test]
 fn paths_cannot_escape_the_root() {
     let server = rw_server();
     let outside = server

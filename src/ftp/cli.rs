@@ -46,6 +46,10 @@ pub struct ServerFlags {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// This server's replica number (a StatefulSet ordinal): with `passive_ports_per_replica`
+    /// it advertises only its own slice of the passive range.
+    #[arg(long, value_name = "N")]
+    pub replica_index: Option<u32>,
     /// Config file (TOML), re-read when it changes.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -123,6 +127,9 @@ impl ServerFlags {
         if let Some(metrics) = self.metrics_listen {
             config.metrics_listen = metrics;
         }
+        if let Some(index) = self.replica_index {
+            config.replica_index = Some(index);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -169,6 +176,23 @@ mod tests {
             config.passive_ports,
             PassiveRange::new(30000, 30009).unwrap()
         );
+    }
+
+    #[test]
+    fn replica_index_flag_picks_the_slice_of_the_file_range() {
+        let mut file = file_config();
+        file.passive_ports_per_replica = Some(5);
+        let flags = ServerFlags {
+            replica_index: Some(1),
+            ..Default::default()
+        };
+        let config = flags.merge(Some(file.clone())).unwrap();
+        assert_eq!(
+            config.own_passive_ports().unwrap(),
+            PassiveRange::new(30005, 30009).unwrap()
+        );
+        let error = ServerFlags::default().merge(Some(file)).unwrap_err();
+        assert!(error.to_string().contains("--replica-index"), "{error}");
     }
 
     #[test]

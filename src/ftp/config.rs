@@ -68,6 +68,15 @@ pub struct ServerConfig {
     pub limits: Limits,
     #[serde(default)]
     pub active_mode: ActiveMode,
+    /// With several replicas behind one address: each uses only its own slice of
+    /// `passive_ports`, this many ports long; replica `i` owns ports
+    /// `min + i*n ..= min + (i+1)*n - 1`. Absent: the whole range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_ports_per_replica: Option<u16>,
+    /// This server's replica number (a StatefulSet ordinal), usually given by `--replica-index`;
+    /// needed when `passive_ports_per_replica` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_index: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -244,9 +253,44 @@ impl ServerConfig {
             metrics_listen: default_metrics_listen(),
             limits: Limits::default(),
             active_mode: ActiveMode::default(),
+            passive_ports_per_replica: None,
+            replica_index: None,
         }
     }
 
+    /// The passive ports this server advertises: its replica's slice, else the whole range.
+    pub fn own_passive_ports(&self) -> Result<PassiveRange, ConfigError> {
+        let Some(per_replica) = self.passive_ports_per_replica else {
+            return Ok(self.passive_ports);
+        };
+        let range = self.passive_ports;
+        let index = self.replica_index.ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "passive_ports_per_replica = {per_replica} needs this server's replica number: \
+                 give --replica-index N (or replica_index in the file)"
+            ))
+        })?;
+        if per_replica == 0 {
+            return Err(ConfigError::Invalid(
+                "passive_ports_per_replica must be at least 1".into(),
+            ));
+        }
+        let slice_min = u64::from(range.min) + u64::from(index) * u64::from(per_replica);
+        let slice_max = slice_min + u64::from(per_replica) - 1;
+        match (u16::try_from(slice_min), u16::try_from(slice_max)) {
+            (Ok(min), Ok(max)) if max <= range.max => Ok(PassiveRange { min, max }),
+            _ => Err(ConfigError::Invalid(format!(
+                "replica {index} would own passive ports {slice_min}-{slice_max}, outside \
+                 passive_ports {range} ({} ports, room for {} replicas of {per_replica}): widen \
+                 the range or lower the replica count",
+                range.len(),
+                range.len() / usize::from(per_replica)
+            ))),
+        }
+    }
+
+    /// Reads and parses the file; it is validated once the flags are applied
+    /// ([`super::cli::ServerFlags::merge`]), since the replica index usually comes from a flag.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -256,12 +300,12 @@ impl ServerConfig {
             path: path.to_owned(),
             source,
         })?;
-        config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.passive_ports.validate()?;
+        self.own_passive_ports()?;
         if self.passive_ports.contains(self.listen.port()) {
             return Err(ConfigError::Invalid(format!(
                 "listen port {} lies inside the passive range {}: move one of them",
@@ -352,6 +396,45 @@ mod tests {
         for bad in ["", "20000", "20019-20000", "0-10", "a-b", "1-70000"] {
             assert!(bad.parse::<PassiveRange>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn each_replica_uses_only_its_own_slice() {
+        let mut config = ServerConfig::new("/srv", PassiveRange::new(20000, 20029).unwrap());
+        assert_eq!(config.own_passive_ports().unwrap(), config.passive_ports);
+        config.passive_ports_per_replica = Some(10);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("give --replica-index N"), "{err}");
+        let slices: Vec<String> = (0..3)
+            .map(|index| {
+                config.replica_index = Some(index);
+                config.validate().unwrap();
+                config.own_passive_ports().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(slices, ["20000-20009", "20010-20019", "20020-20029"]);
+        config.replica_index = Some(3);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("replica 3 would own passive ports 20030-20039, outside passive_ports 20000-20029 (30 ports, room for 3 replicas of 10)"),
+            "{err}"
+        );
+        config.replica_index = Some(u32::MAX);
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn replica_keys_read_back_and_default_to_absent() {
+        let config: ServerConfig = toml::from_str(
+            "root = \"/srv\"\npassive_ports = { min = 30000, max = 30009 }\npassive_ports_per_replica = 5\nreplica_index = 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.own_passive_ports().unwrap(),
+            PassiveRange::new(30005, 30009).unwrap()
+        );
+        let back: ServerConfig = toml::from_str(&config.render()).unwrap();
+        assert_eq!(back, config);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The FTP server the operator's Deployments run.
+//! The FTP server the operator's StatefulSets run.
 //!
 //! One concern per module: [`command`] parses, [`session`] runs the control connection,
 //! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.

@@ -105,6 +105,8 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
     let metrics = Arc::new(Metrics::default());
     let listen = settings.config.listen;
     let metrics_listen = settings.config.metrics_listen;
+    let passive = settings.config.own_passive_ports()?;
+    let replica = settings.config.replica_index;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -141,7 +143,7 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
     let mut sessions = JoinSet::new();
     let mut next_id: u64 = 0;
     metrics.set_ready(true);
-    tracing::info!(%listen, %metrics_listen, "ftp-server listening");
+    tracing::info!(%listen, %metrics_listen, %passive, ?replica, "ftp-server listening");
 
     loop {
         tokio::select! {

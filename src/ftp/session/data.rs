@@ -43,7 +43,12 @@ impl Session {
                 )
                 .await;
         }
-        let range = self.settings.config.passive_ports;
+        // Validated when the settings were built; a replica only advertises its own slice.
+        let range = self
+            .settings
+            .config
+            .own_passive_ports()
+            .unwrap_or(self.settings.config.passive_ports);
         let Some(listener) = self.shared.ports.open(&range, bind_ip) else {
             tracing::warn!(%range, "passive ports exhausted");
             return self
