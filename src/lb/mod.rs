@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 
 use crate::api::{FtpServerSpec, PassivePorts, Provider};
 
+pub mod replicas;
+pub use replicas::{AddressSharing, ReplicaRouting, replica_routing};
+
 pub const AZURE_IDLE_TIMEOUT_ANNOTATION: &str =
     "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout";
 pub const AWS_TYPE_ANNOTATION: &str = "service.beta.kubernetes.io/aws-load-balancer-type";
@@ -98,7 +101,10 @@ pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
             let total = passive.len() + 1;
             let adjacent =
                 spec.control_port == passive.min - 1 || spec.control_port == passive.max + 1;
-            if total > GCP_MAX_SEPARATE_PORTS && !adjacent {
+            // With slices, the control port and each slice are Services (forwarding rules) of
+            // their own, each one port or one contiguous range (`replicas::replica_routing`).
+            let sliced = passive.per_replica.is_some();
+            if total > GCP_MAX_SEPARATE_PORTS && !adjacent && !sliced {
                 return Err(LimitError(format!(
                     "controlPort {} and passivePorts {passive} make {total} ports that are not one \
                      contiguous range; GCP forwarding rules take at most {GCP_MAX_SEPARATE_PORTS} \
