@@ -220,8 +220,8 @@ objects_changed=$(diff "$work/versions.before" "$work/versions.after" | grep -c 
 objects_total=$(wc -l <"$work/versions.after")
 events_changed=$(diff "$work/events.before" "$work/events.after" | grep -c '^>' || true)
 apiserver_delta=$(delta "$work/apiserver.before" "$work/apiserver.after")
-ours_delta=$(delta <(grep -E ' (ftpservers(/status)?|configmaps|deployments|services(/status)?|events) ' "$work/apiserver.before" || true) \
-  <(grep -E ' (ftpservers(/status)?|configmaps|deployments|services(/status)?|events) ' "$work/apiserver.after" || true))
+ours_delta=$(delta <(grep -E ' (ftpservers(/status)?|configmaps|statefulsets|endpointslices|poddisruptionbudgets|services(/status)?|events) ' "$work/apiserver.before" || true) \
+  <(grep -E ' (ftpservers(/status)?|configmaps|statefulsets|endpointslices|poddisruptionbudgets|services(/status)?|events) ' "$work/apiserver.after" || true))
 lease_renewals=$([[ $lease_before == "$lease_after" ]] && echo "no" || echo "yes")
 controller_wrote_after=$([[ $last_write < "$quiet_start" ]] && echo ok || echo "WROTE in the quiet minute")
 

@@ -260,6 +260,11 @@ yes watch ftpservers.ftpoperator.dev -
 yes patch ftpservers.ftpoperator.dev $APP_NS status
 yes update ftpservers.ftpoperator.dev $APP_NS finalizers
 yes create deployments.apps $APP_NS
+yes create statefulsets.apps $APP_NS
+yes delete endpointslices.discovery.k8s.io $APP_NS
+yes create poddisruptionbudgets.policy $APP_NS
+yes watch pods $APP_NS
+yes watch persistentvolumeclaims $APP_NS
 yes delete daemonsets.apps $APP_NS
 yes patch services $APP_NS
 yes create configmaps $APP_NS
@@ -272,7 +277,7 @@ no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
 no update secrets $APP_NS
 no create pods $APP_NS
-no get pods $APP_NS
+no delete pods $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -
@@ -380,7 +385,7 @@ t_ftpserver_ready() {
   if ! k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=120s >/dev/null; then
     k -n "$APP_NS" get ftpserver contoso -o yaml; controller_log; return 1
   fi
-  k -n "$APP_NS" get configmap,service,deployment -o name | grep -q deployment || fail "no Deployment for the FtpServer"
+  k -n "$APP_NS" get configmap,service,statefulset -o name | grep -q statefulset || fail "no StatefulSet for the FtpServer"
   [[ $(k -n "$APP_NS" get ftpserver contoso -o jsonpath='{.status.readyReplicas}') == 1 ]] || fail "readyReplicas is not 1"
   # The controller really acted as the ServiceAccount: it holds the chart's Lease.
   [[ $(k -n "$NS" get lease "$RELEASE" -o jsonpath='{.spec.holderIdentity}') == helm-test ]] ||

@@ -41,6 +41,12 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
         json_path = ".status.publicAddress"
     ),
     printcolumn(name = "Passive", type_ = "string", json_path = ".status.passivePorts"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
+    printcolumn(
+        name = "Serving",
+        type_ = "integer",
+        json_path = ".status.readyReplicas"
+    ),
     printcolumn(
         name = "Ready",
         type_ = "string",
@@ -50,6 +56,12 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // `kubectl scale ftpserver/x --replicas=3`, and a target for a HorizontalPodAutoscaler.
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
     )
 )]
 #[x_kube(
@@ -59,10 +71,16 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
     validation = Rule::new("!has(self.keepalive) || !has(self.keepalive.idleSeconds) || !has(self.loadBalancer) || !has(self.loadBalancer.idleTimeoutSeconds) || self.keepalive.idleSeconds < self.loadBalancer.idleTimeoutSeconds")
         .message("keepalive.idleSeconds must be below loadBalancer.idleTimeoutSeconds, or the balancer forgets idle control connections: lower keepalive.idleSeconds or remove it to derive it")
         .field_path(".keepalive.idleSeconds"),
+    validation = Rule::new("self.replicas <= 1 || has(self.passivePorts.perReplica)")
+        .message("replicas above 1 need passivePorts.perReplica: each replica advertises only its own slice of the passive range, so set perReplica such that replicas x perReplica ports fit in passivePorts")
+        .field_path(".passivePorts.perReplica"),
+    validation = Rule::new("!has(self.passivePorts.perReplica) || self.replicas * self.passivePorts.perReplica <= self.passivePorts.max - self.passivePorts.min + 1")
+        .message(kube::core::cel::Message::Expression("'replicas ' + string(self.replicas) + ' x passivePorts.perReplica ' + string(self.passivePorts.perReplica) + ' need ' + string(self.replicas * self.passivePorts.perReplica) + ' ports, but passivePorts ' + string(self.passivePorts.min) + '-' + string(self.passivePorts.max) + ' has ' + string(self.passivePorts.max - self.passivePorts.min + 1) + ': widen the range or lower replicas'".into()))
+        .field_path(".replicas"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct FtpServerSpec {
-    /// Number of server pods.
+    /// Number of server pods. Above 1, each owns `passivePorts.perReplica` ports of the range.
     #[serde(default = "default_replicas")]
     #[x_kube(validation = Rule::new("self >= 0").message("replicas must be 0 or more"))]
     pub replicas: i32,
@@ -126,6 +144,12 @@ pub struct FtpServerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
 
+    /// How long a pod being replaced (rollout, scale down, node drain) lets running transfers
+    /// finish after it stops taking new sessions; the pod's termination grace follows it.
+    #[serde(default = "default_drain_seconds")]
+    #[x_kube(validation = Rule::new("self >= 0 && self <= 86400").message("drainSeconds must be between 0 and 86400 (one day)"))]
+    pub drain_seconds: i32,
+
     /// Run the server on the node's network (no SNAT). Pods on the host network cannot set
     /// `net.*` sysctls, so keepalive then relies on the server's own socket options.
     #[serde(default)]
@@ -140,6 +164,10 @@ fn default_control_port() -> i32 {
     21
 }
 
+fn default_drain_seconds() -> i32 {
+    600
+}
+
 /// An inclusive range of ports.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[x_kube(
@@ -152,10 +180,21 @@ fn default_control_port() -> i32 {
         .message("passivePorts may span at most 1000 ports (each one is a Service port and a load-balancer rule): narrow the range"),
     validation = Rule::new("!(self.min <= 2121 && 2121 <= self.max) && !(self.min <= 9100 && 9100 <= self.max)")
         .message("passivePorts must not include 2121 or 9100: the server pod listens there for control connections and metrics"),
+    validation = Rule::new("!has(self.perReplica) || (self.perReplica >= 1 && self.perReplica <= self.max - self.min + 1)")
+        .message("passivePorts.perReplica must be between 1 and the number of ports in the range"),
 )]
 pub struct PassivePorts {
     pub min: i32,
     pub max: i32,
+    /// Ports each replica owns: replica `i` advertises only
+    /// `min + i*perReplica .. min + (i+1)*perReplica - 1`. Fixed, so scaling adds or removes
+    /// slices without moving the others. Absent: the whole range, for one replica.
+    #[serde(
+        default,
+        rename = "perReplica",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub per_replica: Option<i32>,
 }
 
 impl PassivePorts {
@@ -169,6 +208,17 @@ impl PassivePorts {
 
     pub fn ports(&self) -> std::ops::RangeInclusive<i32> {
         self.min..=self.max
+    }
+
+    /// The ports replica `index` owns: its slice, or the whole range without `perReplica`.
+    pub fn slice(&self, index: i32) -> std::ops::RangeInclusive<i32> {
+        match self.per_replica {
+            Some(size) => {
+                let min = self.min + index * size;
+                min..=(min + size - 1).min(self.max)
+            }
+            None => self.ports(),
+        }
     }
 }
 
@@ -254,15 +304,33 @@ pub struct LoadBalancerSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     cel,
-    validation = Rule::new("has(self.persistentVolumeClaim) != has(self.emptyDir)")
-        .message("storage must set exactly one of persistentVolumeClaim or emptyDir"),
+    validation = Rule::new("[has(self.persistentVolumeClaim), has(self.emptyDir), has(self.claimPerReplica)].filter(x, x).size() == 1")
+        .message("storage must set exactly one of persistentVolumeClaim, emptyDir or claimPerReplica"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
+    /// One existing claim every replica mounts: with more than one replica it must be
+    /// ReadWriteMany.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<PersistentVolumeClaimRef>,
+    /// Scratch space per pod, lost when the pod goes; each replica has its own files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub empty_dir: Option<EmptyDirVolumeSource>,
+    /// A claim of its own for each replica (`data-<server>-<i>`), kept across pod replacements
+    /// and scale-downs; each replica has its own files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_per_replica: Option<ClaimTemplate>,
+}
+
+/// The claim made for each replica.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimTemplate {
+    /// Requested size, e.g. `10Gi`.
+    pub size: String,
+    /// Absent: the cluster's default StorageClass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -335,6 +403,12 @@ pub struct FtpServerStatus {
     pub passive_ports: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_replicas: Option<i32>,
+    /// Server pods that exist now (the scale subresource's status replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Label selector of the server pods, for the scale subresource (and an autoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

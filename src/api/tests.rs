@@ -56,11 +56,55 @@ fn defaults_fill_an_almost_empty_spec() {
 }
 
 #[test]
+fn several_replicas_need_a_slice_each_that_fits_the_range() {
+    let mut server = valid();
+    server.spec.replicas = 3;
+    assert_rejected(
+        server.clone(),
+        "replicas above 1 need passivePorts.perReplica",
+    );
+    server.spec.passive_ports.per_replica = Some(7);
+    assert_rejected(
+        server.clone(),
+        "replicas 3 x passivePorts.perReplica 7 need 21 ports, but passivePorts 20000-20019 has 20",
+    );
+    server.spec.passive_ports.per_replica = Some(6);
+    assert_eq!(broken_rules(&server), "");
+    assert_eq!(server.spec.passive_ports.slice(2), 20012..=20017);
+    server.spec.passive_ports.per_replica = Some(0);
+    assert_rejected(server.clone(), "passivePorts.perReplica must be between 1");
+    // One replica with no slice keeps the whole range.
+    server.spec.replicas = 1;
+    server.spec.passive_ports.per_replica = None;
+    assert_eq!(broken_rules(&server), "");
+    assert_eq!(server.spec.passive_ports.slice(0), 20000..=20019);
+}
+
+#[test]
+fn storage_takes_exactly_one_kind() {
+    let mut server = valid();
+    server.spec.storage = Some(StorageSpec {
+        persistent_volume_claim: None,
+        empty_dir: None,
+        claim_per_replica: Some(ClaimTemplate {
+            size: "1Gi".into(),
+            storage_class_name: None,
+        }),
+    });
+    assert_eq!(broken_rules(&server), "");
+    if let Some(storage) = &mut server.spec.storage {
+        storage.empty_dir = Some(EmptyDirVolumeSource::default());
+    }
+    assert_rejected(server, "storage must set exactly one of");
+}
+
+#[test]
 fn passive_min_above_max_is_rejected() {
     let mut server = valid();
     server.spec.passive_ports = PassivePorts {
         min: 20019,
         max: 20000,
+        per_replica: None,
     };
     assert_rejected(server, "passivePorts.min must not exceed passivePorts.max");
 }
@@ -69,7 +113,11 @@ fn passive_min_above_max_is_rejected() {
 fn privileged_or_out_of_range_passive_ports_are_rejected() {
     for (min, max) in [(1000, 1010), (65530, 65536)] {
         let mut server = valid();
-        server.spec.passive_ports = PassivePorts { min, max };
+        server.spec.passive_ports = PassivePorts {
+            min,
+            max,
+            per_replica: None,
+        };
         assert_rejected(server, "passivePorts must lie within 1024-65535");
     }
 }
@@ -80,6 +128,7 @@ fn more_than_1000_passive_ports_are_rejected() {
     server.spec.passive_ports = PassivePorts {
         min: 20000,
         max: 20999,
+        per_replica: None,
     };
     assert_eq!(broken_rules(&server), "", "exactly 1000 is allowed");
     server.spec.passive_ports.max = 21000;
@@ -90,7 +139,11 @@ fn more_than_1000_passive_ports_are_rejected() {
 fn passive_range_over_the_pods_own_ports_is_rejected() {
     for (min, max) in [(2100, 2200), (9000, 9100)] {
         let mut server = valid();
-        server.spec.passive_ports = PassivePorts { min, max };
+        server.spec.passive_ports = PassivePorts {
+            min,
+            max,
+            per_replica: None,
+        };
         assert_rejected(server, "passivePorts must not include 2121 or 9100");
     }
     // The rule's literals are the server's ports.
@@ -168,6 +221,7 @@ fn storage_needs_exactly_one_source() {
     server.spec.storage = Some(StorageSpec {
         persistent_volume_claim: None,
         empty_dir: None,
+        claim_per_replica: None,
     });
     assert_rejected(server, "storage must set exactly one of");
 }

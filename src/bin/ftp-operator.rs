@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Watch FtpServers and keep their ConfigMaps, Deployments and Services in step.
+    /// Watch FtpServers and keep their ConfigMaps, StatefulSets and Services in step.
     Controller(ControllerArgs),
     /// Print the FtpServer CustomResourceDefinition as YAML.
     Crd,

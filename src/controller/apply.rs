@@ -3,7 +3,7 @@
 
 use std::fmt::Debug;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,6 +55,20 @@ where
         Some(_) if changed => Applied::Updated,
         Some(_) => Applied::Unchanged,
     })
+}
+
+/// Deletes an object this owner no longer wants; one already gone is fine.
+pub async fn delete<K>(api: &Api<K>, name: &str, metrics: &Metrics) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let result = api.delete(name, &DeleteParams::background()).await;
+    metrics.api_write(&K::kind(&()));
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 async fn server_side_apply<K>(

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod build;
 pub mod http;
+pub mod image_rollout;
 pub mod metrics;
 pub mod node_tuner;
 pub mod observe;
@@ -16,8 +17,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -32,8 +37,9 @@ use tracing::{info, warn};
 
 use crate::api::FtpServer;
 use crate::keepalive::needs_node_sysctls;
-use apply::{Applied, apply};
+use apply::{Applied, apply, delete};
 use build::{MANAGED_SELECTOR, MANAGER};
+use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, observe, strip_secret_values};
@@ -74,6 +80,8 @@ struct Context {
     servers: Store<DeserializeGuard<FtpServer>>,
     /// Consecutive failures per FtpServer, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
+    /// Which server may move to a new default image now.
+    image_gate: ImageRolloutGate,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -106,6 +114,40 @@ pub async fn run(
         .default_backoff()
         .reflect(writer)
         .touched_objects();
+    let (stateful_sets, writer) = reflector::store();
+    let stateful_set_events = watcher(api::<StatefulSet>(&client, ns), managed.clone())
+        .default_backoff()
+        .modify(|set: &mut StatefulSet| set.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    // Server pods carry the managed-by label of their template; their IPs and readiness feed the
+    // EndpointSlices, their ordinals the slices in use.
+    let (pods, writer) = reflector::store();
+    let pod_events = watcher(api::<Pod>(&client, ns), managed.clone())
+        .default_backoff()
+        .modify(|pod: &mut Pod| pod.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
+    let (endpoint_slices, writer) = reflector::store();
+    let endpoint_slice_events = watcher(api::<EndpointSlice>(&client, ns), managed.clone())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let (disruption_budgets, writer) = reflector::store();
+    let disruption_budget_events =
+        watcher(api::<PodDisruptionBudget>(&client, ns), managed.clone())
+            .default_backoff()
+            .reflect(writer)
+            .touched_objects();
+    let (claims, writer) = reflector::store();
+    let claim_events = watcher(
+        api::<PersistentVolumeClaim>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|claim: &mut PersistentVolumeClaim| claim.metadata.managed_fields = None)
+    .reflect(writer)
+    .touched_objects();
     let (services, writer) = reflector::store();
     let service_events = watcher(api::<Service>(&client, ns), managed)
         .default_backoff()
@@ -136,7 +178,12 @@ pub async fn run(
     let stores = Stores {
         config_maps,
         deployments,
+        stateful_sets,
+        pods,
         services,
+        endpoint_slices,
+        disruption_budgets,
+        claims,
         secrets,
         daemon_sets,
         nodes,
@@ -159,6 +206,7 @@ pub async fn run(
         metrics,
         servers: servers.clone(),
         failures: Mutex::default(),
+        image_gate: ImageRolloutGate::default(),
     });
     let tuned_servers = {
         let servers = servers.clone();
@@ -172,10 +220,35 @@ pub async fn run(
         }
     };
     let tuned_servers_too = tuned_servers.clone();
+    let claim_servers = servers.clone();
     controller
         .owns_stream(config_map_events)
         .owns_stream(deployment_events)
+        .owns_stream(stateful_set_events)
         .owns_stream(service_events)
+        .owns_stream(endpoint_slice_events)
+        .owns_stream(disruption_budget_events)
+        // Pods belong to the StatefulSet; their instance label names the server.
+        .watches_stream(pod_events, |pod: Pod| {
+            let namespace = pod.namespace()?;
+            let name = pod.labels().get("app.kubernetes.io/instance")?.clone();
+            Some(ObjectRef::new(&name).within(&namespace))
+        })
+        .watches_stream(claim_events, move |claim: PersistentVolumeClaim| {
+            let namespace = claim.namespace();
+            let name = claim.name_any();
+            claim_servers
+                .state()
+                .into_iter()
+                .filter(|guard| match &guard.0 {
+                    Ok(server) => {
+                        server.namespace() == namespace && shared_claim(server) == Some(&name)
+                    }
+                    Err(_) => false,
+                })
+                .map(|guard| ObjectRef::from_obj(&*guard))
+                .collect::<Vec<_>>()
+        })
         .watches_stream(secret_events, move |secret: Secret| {
             let namespace = secret.namespace();
             let name = secret.name_any();
@@ -203,6 +276,14 @@ pub async fn run(
         .await;
 }
 
+fn shared_claim(server: &FtpServer) -> Option<&String> {
+    let storage = server.spec.storage.as_ref()?;
+    storage
+        .persistent_volume_claim
+        .as_ref()
+        .map(|c| &c.claim_name)
+}
+
 fn references_secret(server: &FtpServer, secret: &str) -> bool {
     let users = server.spec.users.as_ref().map(|u| &u.secret_ref.name);
     let tls = server.spec.tls.as_ref().map(|t| &t.secret_ref.name);
@@ -224,7 +305,15 @@ async fn reconcile(
     let caches_ready = [
         ctx.stores.config_maps.wait_until_ready().now_or_never(),
         ctx.stores.deployments.wait_until_ready().now_or_never(),
+        ctx.stores.stateful_sets.wait_until_ready().now_or_never(),
+        ctx.stores.pods.wait_until_ready().now_or_never(),
         ctx.stores.services.wait_until_ready().now_or_never(),
+        ctx.stores.endpoint_slices.wait_until_ready().now_or_never(),
+        ctx.stores
+            .disruption_budgets
+            .wait_until_ready()
+            .now_or_never(),
+        ctx.stores.claims.wait_until_ready().now_or_never(),
         ctx.stores.secrets.wait_until_ready().now_or_never(),
         ctx.stores.daemon_sets.wait_until_ready().now_or_never(),
         ctx.stores.nodes.wait_until_ready().now_or_never(),
@@ -290,13 +379,33 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, None).await? {
         changes.push(applied);
     }
+    let mut requeue = Duration::from_secs(600);
     let outcome = match validate::validate(server, &observed) {
         Err(invalid) => Outcome::Stalled(invalid),
         Ok(valid) => {
             let public_address = observed.public_address(server);
+            let pods: Vec<&Pod> = observed.pods.iter().map(|p| &**p).collect();
+            let slices = build::slices_in_use(server, &pods);
+            let image = ctx.image_gate.choose(
+                server,
+                observed.workload.as_ref(),
+                &ctx.settings.default_image,
+                |holder| image_rollout_done(ctx, holder),
+            );
+            if image.waiting {
+                // Another server is rolling to the new default image; look again shortly.
+                requeue = Duration::from_secs(30);
+            }
             let config_map = build::desired_config_map(server, &valid, public_address.as_deref());
-            let deployment = build::desired_deployment(server, &valid, &ctx.settings.default_image);
-            let service = build::desired_service(server, &valid);
+            let stateful_set = build::desired_stateful_set(server, &valid, &image.image);
+            let services = build::desired_services(
+                server,
+                &valid,
+                observed.load_balancer_address().as_deref(),
+                slices,
+            );
+            let endpoint_slices = build::desired_endpoint_slices(server, &valid, &pods, slices);
+            let disruption_budget = build::desired_disruption_budget(server);
 
             let client = &ctx.client;
             let metrics = &ctx.metrics;
@@ -308,27 +417,94 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
             )
             .await?;
             changes.push((config_map.object_ref(&()), applied_config_map));
-            // The Service and the Deployment do not wait for each other: creating a
+            // The Services and the StatefulSet do not wait for each other: creating a
             // LoadBalancer Service is slow (node ports, cluster IP; a cloud balancer behind it),
-            // and the Deployment's rollout should not queue behind it. With 200 FtpServers
-            // applied at once, in sequence the Deployments started ~8 s later (bench-controller.sh).
-            let services = Api::namespaced(client.clone(), &namespace);
-            let deployments = Api::namespaced(client.clone(), &namespace);
-            let (applied_service, applied_deployment) = futures::try_join!(
-                apply(&services, &service, observed.service.as_deref(), metrics),
+            // and the rollout should not queue behind it. With 200 FtpServers applied at once,
+            // in sequence the workloads started ~8 s later (bench-controller.sh).
+            let service_api: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let set_api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+            let apply_services = async {
+                let mut applied = Vec::new();
+                for service in &services {
+                    let cached = observed
+                        .services
+                        .iter()
+                        .find(|s| s.name_any() == service.name_any());
+                    let result =
+                        apply(&service_api, service, cached.map(|s| &**s), metrics).await?;
+                    applied.push((service.object_ref(&()), result));
+                }
+                Ok::<_, kube::Error>(applied)
+            };
+            let (applied_services, applied_set) = futures::try_join!(
+                apply_services,
                 apply(
-                    &deployments,
-                    &deployment,
-                    observed.deployment.as_deref(),
+                    &set_api,
+                    &stateful_set,
+                    observed.stateful_set.as_deref(),
                     metrics
                 ),
             )?;
-            changes.push((service.object_ref(&()), applied_service));
-            changes.push((deployment.object_ref(&()), applied_deployment));
+            changes.extend(applied_services);
+            changes.push((stateful_set.object_ref(&()), applied_set));
+
+            let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
+            for slice in &endpoint_slices {
+                let cached = observed
+                    .endpoint_slices
+                    .iter()
+                    .find(|s| s.name_any() == slice.name_any());
+                let result = apply(&slice_api, slice, cached.map(|s| &**s), metrics).await?;
+                changes.push((slice.object_ref(&()), result));
+            }
+            let budget_api: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+            if let Some(budget) = &disruption_budget {
+                let result = apply(
+                    &budget_api,
+                    budget,
+                    observed.disruption_budget.as_deref(),
+                    metrics,
+                )
+                .await?;
+                changes.push((budget.object_ref(&()), result));
+            }
+
+            // What this server no longer wants: Services and slices of replicas scaled away (or
+            // of another routing), a budget once down to one replica, and the Deployment of
+            // earlier versions once the StatefulSet serves in its place.
+            for orphan in observed
+                .services
+                .iter()
+                .filter(|s| !services.iter().any(|d| d.name_any() == s.name_any()))
+            {
+                delete(&service_api, &orphan.name_any(), metrics).await?;
+            }
+            for orphan in observed
+                .endpoint_slices
+                .iter()
+                .filter(|s| !endpoint_slices.iter().any(|d| d.name_any() == s.name_any()))
+            {
+                delete(&slice_api, &orphan.name_any(), metrics).await?;
+            }
+            if disruption_budget.is_none()
+                && let Some(orphan) = &observed.disruption_budget
+            {
+                delete(&budget_api, &orphan.name_any(), metrics).await?;
+            }
+            if let Some(legacy) = &observed.legacy_deployment {
+                let serving = observed
+                    .workload
+                    .as_ref()
+                    .is_some_and(|w| w.ready >= server.spec.replicas.min(1));
+                if serving {
+                    let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+                    delete(&api, &legacy.name_any(), metrics).await?;
+                }
+            }
             Outcome::Applied {
                 public_address,
                 passive_ports: valid.passive.to_string(),
-                deployment_changed: applied_deployment != Applied::Unchanged,
+                workload_changed: applied_set != Applied::Unchanged,
                 keepalive: valid.keepalive_in_force,
                 node_keepalive: node_tuner::node_keepalive(server, ctx),
             }
@@ -356,7 +532,21 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     }
     publish_events(server, ctx, &changes, &previous, &status, &outcome).await;
     // Periodic resync; a quiet one writes nothing.
-    Ok(Action::requeue(Duration::from_secs(600)))
+    Ok(Action::requeue(requeue))
+}
+
+/// Whether the server holding the image-rollout slot is done: rolled out to the default image,
+/// or gone.
+fn image_rollout_done(ctx: &Context, holder: &ObjectRef<FtpServer>) -> bool {
+    let set = holder.namespace.as_deref().and_then(|ns| {
+        ctx.stores
+            .stateful_sets
+            .get(&ObjectRef::new(&holder.name).within(ns))
+    });
+    set.is_none_or(|set| {
+        let summary = observe::WorkloadSummary::of(&set);
+        summary.rolled_out && summary.image.as_deref() == Some(&ctx.settings.default_image)
+    })
 }
 
 /// Events for what changed and what failed; an unchanged reconcile emits none.

@@ -2,21 +2,31 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::FtpServer;
 
-use super::build::config_map_name;
+use super::build::{config_map_name, control_service_name, selector_labels, workload_name};
 
 /// The caches the controller's watches fill. Secrets are stored with their values stripped.
 #[derive(Clone)]
 pub struct Stores {
     pub config_maps: Store<ConfigMap>,
+    /// Deployments from before servers ran as StatefulSets, to remove once replaced.
     pub deployments: Store<Deployment>,
+    pub stateful_sets: Store<StatefulSet>,
+    /// The server pods (they carry the managed-by label from the pod template).
+    pub pods: Store<Pod>,
     pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    pub disruption_budgets: Store<PodDisruptionBudget>,
+    /// Claims, for the access modes of a shared one.
+    pub claims: Store<PersistentVolumeClaim>,
     pub secrets: Store<Secret>,
     /// The node tuner DaemonSet, in the operator's namespace.
     pub daemon_sets: Store<DaemonSet>,
@@ -35,11 +45,73 @@ pub enum SecretState {
     },
 }
 
+/// The shared claim of `storage.persistentVolumeClaim`, as far as replicas care.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ClaimState {
+    #[default]
+    NotReferenced,
+    Missing,
+    Present {
+        access_modes: Vec<String>,
+    },
+}
+
+/// The server's workload in a form status can use whatever runs the pods.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkloadSummary {
+    pub generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    /// Pods that exist, ready ones and ones on the current template.
+    pub replicas: i32,
+    pub ready: i32,
+    pub updated: i32,
+    /// The last rollout has reached every pod.
+    pub rolled_out: bool,
+    /// The image of the server container.
+    pub image: Option<String>,
+}
+
+impl WorkloadSummary {
+    pub fn of(set: &StatefulSet) -> WorkloadSummary {
+        let status = set.status.clone().unwrap_or_default();
+        let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let updated = status.updated_replicas.unwrap_or(0);
+        let current_is_update =
+            status.current_revision.is_some() && status.current_revision == status.update_revision;
+        WorkloadSummary {
+            generation: set.metadata.generation,
+            observed_generation: status.observed_generation,
+            replicas: status.replicas,
+            ready: status.ready_replicas.unwrap_or(0),
+            updated,
+            rolled_out: status.observed_generation >= set.metadata.generation
+                && status.replicas == desired
+                && (current_is_update || updated >= desired),
+            image: set
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .and_then(|pod| pod.containers.first())
+                .and_then(|c| c.image.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub config_map: Option<Arc<ConfigMap>>,
-    pub deployment: Option<Arc<Deployment>>,
+    pub stateful_set: Option<Arc<StatefulSet>>,
+    pub workload: Option<WorkloadSummary>,
+    /// A Deployment of the same name from before StatefulSets: removed once they serve.
+    pub legacy_deployment: Option<Arc<Deployment>>,
+    /// The control Service, whose balancer address is the public one.
     pub service: Option<Arc<Service>>,
+    /// Every Service this server owns (the control one and per-replica ones).
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    pub disruption_budget: Option<Arc<PodDisruptionBudget>>,
+    pub pods: Vec<Arc<Pod>>,
+    pub shared_claim: ClaimState,
     pub users_secret: SecretState,
     pub tls_secret: SecretState,
 }
@@ -61,16 +133,80 @@ pub fn observe(server: &FtpServer, stores: &Stores) -> Observed {
             }
         }
     };
+    // Objects of this server: same namespace, its instance label, our manager label.
+    let selector = selector_labels(server);
+    let mine = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.namespace.as_deref() == Some(namespace.as_str())
+            && meta.labels.as_ref().is_some_and(|labels| {
+                selector
+                    .iter()
+                    .all(|(key, value)| labels.get(key) == Some(value))
+            })
+    };
+    let stateful_set = stores
+        .stateful_sets
+        .get(&ObjectRef::new(&workload_name(server)).within(&namespace));
+    let shared_claim = match server
+        .spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim.as_ref())
+    {
+        None => ClaimState::NotReferenced,
+        Some(claim) => match stores
+            .claims
+            .get(&ObjectRef::new(&claim.claim_name).within(&namespace))
+        {
+            None => ClaimState::Missing,
+            Some(claim) => ClaimState::Present {
+                access_modes: claim
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.access_modes.clone())
+                    .unwrap_or_default(),
+            },
+        },
+    };
     Observed {
         config_map: stores
             .config_maps
             .get(&ObjectRef::new(&config_map_name(server)).within(&namespace)),
-        deployment: stores
+        workload: stateful_set.as_deref().map(WorkloadSummary::of),
+        stateful_set,
+        legacy_deployment: stores
             .deployments
-            .get(&ObjectRef::new(&name).within(&namespace)),
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .filter(|d| mine(&d.metadata)),
         service: stores
             .services
+            .get(&ObjectRef::new(&control_service_name(server)).within(&namespace)),
+        services: stores
+            .services
+            .state()
+            .into_iter()
+            .filter(|s| mine(&s.metadata))
+            .collect(),
+        endpoint_slices: stores
+            .endpoint_slices
+            .state()
+            .into_iter()
+            .filter(|s| mine(&s.metadata))
+            .collect(),
+        disruption_budget: stores
+            .disruption_budgets
             .get(&ObjectRef::new(&name).within(&namespace)),
+        // Sorted, so the EndpointSlices built from them come out the same on every pass.
+        pods: {
+            let mut pods: Vec<_> = stores
+                .pods
+                .state()
+                .into_iter()
+                .filter(|p| mine(&p.metadata))
+                .collect();
+            pods.sort_by_key(|p| p.name_any());
+            pods
+        },
+        shared_claim,
         users_secret: secret(server.spec.users.as_ref().map(|u| &u.secret_ref.name)),
         tls_secret: secret(server.spec.tls.as_ref().map(|t| &t.secret_ref.name)),
     }

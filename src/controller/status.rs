@@ -1,12 +1,12 @@
 //! The FtpServer's status, computed from what was applied and observed (kstatus conventions).
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{FtpServer, FtpServerStatus, NodeKeepaliveStatus};
 use crate::keepalive::KeepaliveInForce;
 
-use super::observe::Observed;
+use super::build::selector_labels;
+use super::observe::{Observed, WorkloadSummary};
 use super::validate::Invalid;
 
 pub const READY: &str = "Ready";
@@ -23,8 +23,8 @@ pub enum Outcome {
     Applied {
         public_address: Option<String>,
         passive_ports: String,
-        /// The Deployment was just created or changed, so its cached status is stale.
-        deployment_changed: bool,
+        /// The StatefulSet was just created or changed, so its cached status is stale.
+        workload_changed: bool,
         /// The keepalive rendered into the config and the pod sysctls.
         keepalive: KeepaliveInForce,
         /// The node tuner's progress; None when the server needs no node sysctls.
@@ -40,12 +40,7 @@ pub fn desired_status(
 ) -> FtpServerStatus {
     let generation = server.metadata.generation;
     let previous = server.status.clone().unwrap_or_default();
-    let ready_replicas = observed
-        .deployment
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let ready_replicas = observed.workload.as_ref().map_or(0, |w| w.ready);
     let balancer = observed.load_balancer_address();
 
     let mut status = FtpServerStatus {
@@ -53,6 +48,14 @@ pub fn desired_status(
         public_address: previous.public_address.clone(),
         passive_ports: previous.passive_ports.clone(),
         ready_replicas: Some(ready_replicas),
+        replicas: Some(observed.workload.as_ref().map_or(0, |w| w.replicas)),
+        selector: Some(
+            selector_labels(server)
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
         conditions: Vec::new(),
         node_keepalive: previous.node_keepalive.clone(),
     };
@@ -99,15 +102,15 @@ pub fn desired_status(
         Outcome::Applied {
             public_address,
             passive_ports,
-            deployment_changed,
+            workload_changed,
             ..
         } => {
             status.public_address = public_address.clone();
             status.passive_ports = Some(passive_ports.clone());
             let waiting = waiting_for(
                 server,
-                observed.deployment.as_deref(),
-                *deployment_changed,
+                observed.workload.as_ref(),
+                *workload_changed,
                 balancer.is_some(),
                 public_address.is_some(),
             );
@@ -191,26 +194,19 @@ fn keepalive_configured(
 /// The first thing the server still waits for, or None when it is ready.
 fn waiting_for(
     server: &FtpServer,
-    deployment: Option<&Deployment>,
-    deployment_changed: bool,
+    workload: Option<&WorkloadSummary>,
+    workload_changed: bool,
     balancer_ready: bool,
     address_known: bool,
 ) -> Option<String> {
     let wanted = server.spec.replicas;
-    let rolled_out = deployment.filter(|_| !deployment_changed).is_some_and(|d| {
-        let status = d.status.clone().unwrap_or_default();
-        status.observed_generation >= d.metadata.generation
-            && status.updated_replicas.unwrap_or(0) >= wanted
-            && status.ready_replicas.unwrap_or(0) >= wanted
-            && status.replicas.unwrap_or(0) == wanted
-    });
+    let rolled_out = workload
+        .filter(|_| !workload_changed)
+        .is_some_and(|w| w.rolled_out && w.ready >= wanted);
     if !rolled_out {
-        let ready = deployment
-            .and_then(|d| d.status.as_ref())
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
+        let ready = workload.map_or(0, |w| w.ready);
         return Some(format!(
-            "waiting for the Deployment: {ready}/{wanted} pods ready and updated"
+            "waiting for the StatefulSet: {ready}/{wanted} pods ready and updated"
         ));
     }
     if !balancer_ready {
@@ -263,9 +259,11 @@ mod tests {
     }
 
     fn observed(ready: i32, with_ingress: bool) -> Observed {
-        let deployment: Deployment = serde_yaml::from_str(&format!(
+        let set: k8s_openapi::api::apps::v1::StatefulSet = serde_yaml::from_str(&format!(
             "metadata: {{name: minimal, generation: 2}}\n\
-             status: {{observedGeneration: 2, replicas: 1, updatedReplicas: 1, readyReplicas: {ready}}}"
+             spec: {{replicas: 1, selector: {{}}, template: {{}}}}\n\
+             status: {{observedGeneration: 2, replicas: 1, updatedReplicas: 1, readyReplicas: {ready}, \
+             currentRevision: r1, updateRevision: r1}}"
         ))
         .unwrap();
         let ingress = if with_ingress {
@@ -278,7 +276,7 @@ mod tests {
         ))
         .unwrap();
         Observed {
-            deployment: Some(Arc::new(deployment)),
+            workload: Some(WorkloadSummary::of(&set)),
             service: Some(Arc::new(service)),
             ..Observed::default()
         }
@@ -292,7 +290,7 @@ mod tests {
         Outcome::Applied {
             public_address: address.map(str::to_owned),
             passive_ports: "30000-30002".into(),
-            deployment_changed: false,
+            workload_changed: false,
             keepalive: derived_keepalive(),
             node_keepalive: None,
         }
@@ -311,6 +309,11 @@ mod tests {
         assert_eq!(status.public_address.as_deref(), Some("20.50.1.7"));
         assert_eq!(status.passive_ports.as_deref(), Some("30000-30002"));
         assert_eq!(status.ready_replicas, Some(1));
+        assert_eq!(status.replicas, Some(1));
+        assert_eq!(
+            status.selector.as_deref(),
+            Some("app.kubernetes.io/instance=minimal,app.kubernetes.io/name=ftp-server")
+        );
         assert_eq!(condition_of(&status, READY).status, "True");
         assert_eq!(condition_of(&status, RECONCILING).status, "False");
         assert_eq!(condition_of(&status, STALLED).status, "False");
@@ -340,12 +343,12 @@ mod tests {
     }
 
     #[test]
-    fn a_just_changed_deployment_is_not_ready_yet() {
+    fn a_just_changed_workload_is_not_ready_yet() {
         let server = server(fixtures::MINIMAL);
         let outcome = Outcome::Applied {
             public_address: Some("20.50.1.7".into()),
             passive_ports: "30000-30002".into(),
-            deployment_changed: true,
+            workload_changed: true,
             keepalive: derived_keepalive(),
             node_keepalive: None,
         };
@@ -430,7 +433,7 @@ mod tests {
         let with_nodes = |nodes: NodeKeepaliveStatus| Outcome::Applied {
             public_address: Some("20.50.1.7".into()),
             passive_ports: "30000-30002".into(),
-            deployment_changed: false,
+            workload_changed: false,
             keepalive: derived_keepalive(),
             node_keepalive: Some(nodes),
         };

@@ -5,10 +5,21 @@
 use crate::api::{FtpServer, FtpServerSpec};
 use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, PassiveRange};
 use crate::keepalive::{self, KeepaliveInForce};
-use crate::lb;
+use crate::lb::{self, AddressSharing, ReplicaRouting};
 
 use super::build::USERS_KEY;
-use super::observe::{Observed, SecretState};
+use super::observe::{ClaimState, Observed, SecretState};
+
+/// How the Services (or EndpointSlices) route the control port and the passive slices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    /// No `perReplica`: one replica, one Service with every port.
+    Single,
+    /// A control Service and a Service per replica on the shared address.
+    ServicePerReplica(AddressSharing),
+    /// One Service without a selector and controller-written EndpointSlices.
+    EndpointSlices,
+}
 
 /// A spec that passed every check, in the types the server's configuration uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +29,9 @@ pub struct Validated {
     pub keepalive: Keepalive,
     /// The same keepalive with where it came from, for status.
     pub keepalive_in_force: KeepaliveInForce,
+    /// Ports per replica; None: the whole range (one replica).
+    pub per_replica: Option<u16>,
+    pub routing: Routing,
 }
 
 /// Why an FtpServer cannot be applied: a `Stalled` condition's reason and message.
@@ -40,7 +54,53 @@ impl Invalid {
 pub fn validate(server: &FtpServer, observed: &Observed) -> Result<Validated, Invalid> {
     let validated = validate_spec(&server.spec)?;
     validate_secrets(server, observed)?;
+    validate_shared_claim(server, &observed.shared_claim)?;
     Ok(validated)
+}
+
+/// Every replica mounts a shared claim, so with more than one it must be ReadWriteMany.
+fn validate_shared_claim(server: &FtpServer, claim: &ClaimState) -> Result<(), Invalid> {
+    let replicas = server.spec.replicas;
+    let Some(name) = server
+        .spec
+        .storage
+        .as_ref()
+        .and_then(|s| s.persistent_volume_claim.as_ref())
+        .map(|c| &c.claim_name)
+    else {
+        return Ok(());
+    };
+    if replicas <= 1 {
+        return Ok(());
+    }
+    let fix = "use a ReadWriteMany claim, or set storage.claimPerReplica for a claim per replica";
+    match claim {
+        ClaimState::NotReferenced | ClaimState::Missing => Err(Invalid {
+            reason: "ClaimMissing",
+            message: format!(
+                "PersistentVolumeClaim {name} named by spec.storage.persistentVolumeClaim does \
+                 not exist; with replicas: {replicas} every replica mounts it: create it \
+                 ReadWriteMany, or set storage.claimPerReplica"
+            ),
+        }),
+        ClaimState::Present { access_modes }
+            if !access_modes.iter().any(|m| m == "ReadWriteMany") =>
+        {
+            Err(Invalid {
+                reason: "ClaimNotShareable",
+                message: format!(
+                    "PersistentVolumeClaim {name} is {} but replicas: {replicas} mount it from \
+                     several pods, possibly on several nodes: {fix}",
+                    if access_modes.is_empty() {
+                        "without access modes".to_owned()
+                    } else {
+                        access_modes.join(",")
+                    }
+                ),
+            })
+        }
+        ClaimState::Present { .. } => Ok(()),
+    }
 }
 
 /// Checks that need only the spec: port ranges, keepalive, provider limits.
@@ -88,12 +148,84 @@ pub fn validate_spec(spec: &FtpServerSpec) -> Result<Validated, Invalid> {
         reason: "ProviderLimit",
         message: err.0,
     })?;
+    let (per_replica, routing) = replica_routing(spec, passive)?;
     Ok(Validated {
         passive,
         control_port,
         keepalive: keepalive_in_force.keepalive,
         keepalive_in_force,
+        per_replica,
+        routing,
     })
+}
+
+/// The slice size and how slices are routed; refuses what the balancer cannot route.
+fn replica_routing(
+    spec: &FtpServerSpec,
+    passive: PassiveRange,
+) -> Result<(Option<u16>, Routing), Invalid> {
+    let replicas = spec.replicas;
+    let range = spec.passive_ports;
+    let Some(per_replica) = range.per_replica else {
+        if replicas > 1 {
+            return Err(Invalid::spec(format!(
+                "replicas: {replicas} needs passivePorts.perReplica: each replica advertises only \
+                 its own slice of passivePorts {range} ({} ports), e.g. perReplica: {}",
+                passive.len(),
+                passive.len() / replicas as usize
+            )));
+        }
+        return Ok((None, Routing::Single));
+    };
+    let size = u16::try_from(per_replica)
+        .ok()
+        .filter(|size| (1..=passive.len()).contains(&usize::from(*size)))
+        .ok_or_else(|| {
+            Invalid::spec(format!(
+                "passivePorts.perReplica {per_replica} must be between 1 and the {} ports of \
+                 passivePorts {range}",
+                passive.len()
+            ))
+        })?;
+    let needed = i64::from(replicas) * i64::from(size);
+    if needed > passive.len() as i64 {
+        return Err(Invalid::spec(format!(
+            "replicas {replicas} x passivePorts.perReplica {size} need {needed} ports, but \
+             passivePorts {range} has {}: widen the range or lower replicas",
+            passive.len()
+        )));
+    }
+    let provider = spec.load_balancer.provider;
+    let routing = match lb::replica_routing(provider) {
+        ReplicaRouting::ServicePerReplica(sharing) => {
+            let reserved_ip = spec
+                .public_address
+                .as_deref()
+                .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok());
+            if sharing == AddressSharing::LoadBalancerIp && !reserved_ip {
+                return Err(Invalid {
+                    reason: "ProviderLimit",
+                    message: "passivePorts.perReplica on GCP needs spec.publicAddress set to a \
+                              reserved static IP: each replica's slice is a Service (a forwarding \
+                              rule) of its own, and forwarding rules share only a reserved \
+                              address; reserve one (gcloud compute addresses create) and put \
+                              it in publicAddress"
+                        .to_owned(),
+                });
+            }
+            Routing::ServicePerReplica(sharing)
+        }
+        ReplicaRouting::EndpointSlicesPerReplica => Routing::EndpointSlices,
+        ReplicaRouting::Refused(why) if replicas > 1 => {
+            return Err(Invalid {
+                reason: "ProviderLimit",
+                message: format!("replicas: {replicas} is not possible on {provider:?}: {why}"),
+            });
+        }
+        // One replica owns the one slice: the single-Service shape is right.
+        ReplicaRouting::Refused(_) => Routing::Single,
+    };
+    Ok((Some(size), routing))
 }
 
 /// The referenced Secrets exist and have the keys the server reads.
@@ -212,6 +344,111 @@ mod tests {
     }
 
     #[test]
+    fn replicas_get_slices_routed_the_providers_way() {
+        let routed = |yaml: &str| validate_spec(&spec(yaml)).map(|v| (v.per_replica, v.routing));
+        let base = "passivePorts: {min: 20000, max: 20029, perReplica: 10}\n";
+        assert_eq!(
+            routed(&format!(
+                "{base}replicas: 3\nloadBalancer: {{provider: azure}}"
+            )),
+            Ok((
+                Some(10),
+                Routing::ServicePerReplica(AddressSharing::AzureIpv4Annotation)
+            ))
+        );
+        assert_eq!(
+            routed(&format!(
+                "{base}replicas: 3\nloadBalancer: {{provider: aws}}"
+            )),
+            Ok((Some(10), Routing::EndpointSlices))
+        );
+        assert_eq!(
+            routed(&format!("{base}replicas: 2")),
+            Ok((Some(10), Routing::EndpointSlices))
+        );
+        assert_eq!(
+            routed("passivePorts: {min: 20000, max: 20029}"),
+            Ok((None, Routing::Single))
+        );
+        // MetalLB: refused above one replica, the single shape at one.
+        let err = routed(&format!(
+            "{base}replicas: 2\nloadBalancer: {{provider: metallb}}"
+        ))
+        .unwrap_err();
+        assert_eq!(err.reason, "ProviderLimit");
+        assert!(
+            err.message
+                .contains("replicas: 2 is not possible on Metallb"),
+            "{err}"
+        );
+        assert!(err.message.contains("use replicas: 1"), "{err}");
+        assert_eq!(
+            routed(&format!(
+                "{base}replicas: 1\nloadBalancer: {{provider: metallb}}"
+            )),
+            Ok((Some(10), Routing::Single))
+        );
+        // GCP shares only a reserved address.
+        let err = routed(&format!(
+            "{base}replicas: 2\nloadBalancer: {{provider: gcp}}"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("reserved static IP"), "{err}");
+        assert_eq!(
+            routed(&format!(
+                "{base}replicas: 2\npublicAddress: 34.1.2.3\nloadBalancer: {{provider: gcp}}"
+            )),
+            Ok((
+                Some(10),
+                Routing::ServicePerReplica(AddressSharing::LoadBalancerIp)
+            ))
+        );
+    }
+
+    #[test]
+    fn slices_that_do_not_fit_say_the_numbers() {
+        let err = validate_spec(&spec(
+            "replicas: 4\npassivePorts: {min: 20000, max: 20029, perReplica: 10}",
+        ))
+        .unwrap_err();
+        assert!(
+            err.message.contains(
+                "replicas 4 x passivePorts.perReplica 10 need 40 ports, but passivePorts 20000-20029 has 30"
+            ),
+            "{err}"
+        );
+        let err = validate_spec(&spec("replicas: 3\npassivePorts: {min: 20000, max: 20029}"))
+            .unwrap_err();
+        assert!(
+            err.message.contains("needs passivePorts.perReplica"),
+            "{err}"
+        );
+        assert!(err.message.contains("e.g. perReplica: 10"), "{err}");
+    }
+
+    #[test]
+    fn a_shared_claim_must_be_read_write_many_with_several_replicas() {
+        let server = server(fixtures::FULL);
+        let present = |modes: &[&str]| ClaimState::Present {
+            access_modes: modes.iter().map(|m| m.to_string()).collect(),
+        };
+        let err = validate_shared_claim(&server, &present(&["ReadWriteOnce"])).unwrap_err();
+        assert_eq!(err.reason, "ClaimNotShareable");
+        assert!(
+            err.message
+                .contains("PersistentVolumeClaim ftp-data is ReadWriteOnce but replicas: 2"),
+            "{err}"
+        );
+        assert!(err.message.contains("storage.claimPerReplica"), "{err}");
+        let err = validate_shared_claim(&server, &ClaimState::Missing).unwrap_err();
+        assert_eq!(err.reason, "ClaimMissing");
+        validate_shared_claim(&server, &present(&["ReadWriteMany"])).unwrap();
+        let mut one = server.clone();
+        one.spec.replicas = 1;
+        validate_shared_claim(&one, &present(&["ReadWriteOnce"])).unwrap();
+    }
+
+    #[test]
     fn provider_limits_stall_with_their_own_reason() {
         let err = validate_spec(&spec(
             "passivePorts: {min: 20000, max: 20099}\nloadBalancer: {provider: aws}",
@@ -247,6 +484,9 @@ mod tests {
 
         observed.tls_secret = SecretState::Present {
             keys: vec!["tls.crt".into(), "tls.key".into()],
+        };
+        observed.shared_claim = ClaimState::Present {
+            access_modes: vec!["ReadWriteMany".into()],
         };
         validate(&server, &observed).unwrap();
     }

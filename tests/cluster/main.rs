@@ -4,6 +4,7 @@
 
 mod harness;
 mod node_keepalive;
+mod replicas;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use ftp_operator::api::FtpServer;
 use ftp_operator::ftp::config::{CONFIG_FILE_NAME, ServerConfig};
 use harness::{ControllerProcess, TestNamespace, client, install_crd, kubectl, wait_for};
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -111,7 +112,7 @@ async fn crd_installs_and_is_established() {
 }
 
 #[tokio::test]
-async fn valid_server_gets_config_map_deployment_and_service_as_declared() {
+async fn valid_server_gets_config_map_stateful_set_and_service_as_declared() {
     let (_client, ns, _controller) = setup("children").await;
     ns.create_users_secret("ftp-users").await;
     ns.create_server(
@@ -166,11 +167,11 @@ spec:
     assert_eq!(config.passive_ports.to_string(), "20000-20004");
     assert_eq!(config.keepalive.idle_seconds, 45);
 
-    let deployment = wait_for("the Deployment", TIMEOUT, || async {
-        ns.api::<Deployment>().get_opt("contoso").await.ok()?
+    let set = wait_for("the StatefulSet", TIMEOUT, || async {
+        ns.api::<StatefulSet>().get_opt("contoso").await.ok()?
     })
     .await;
-    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    let pod = set.spec.unwrap().template.spec.unwrap();
     assert_eq!(
         pod.containers[0].image.as_deref(),
         Some("ftp-operator:test")
@@ -244,7 +245,7 @@ async fn pods_run_on_kwok_nodes_and_server_becomes_ready_then_stays_quiet() {
     let versions = || async {
         let cm = ns.api::<ConfigMap>().get("small-config").await.unwrap();
         let svc = ns.api::<Service>().get("small").await.unwrap();
-        let deploy = ns.api::<Deployment>().get("small").await.unwrap();
+        let deploy = ns.api::<StatefulSet>().get("small").await.unwrap();
         let server = ns.api::<FtpServer>().get("small").await.unwrap();
         let events =
             kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(_client.clone(), &ns.name)
@@ -362,7 +363,7 @@ async fn deleting_the_server_lets_the_garbage_collector_remove_children() {
     ns.create_server(SMALL).await;
     wait_for("all children", TIMEOUT, || async {
         ns.api::<Service>().get_opt("small").await.ok()??;
-        ns.api::<Deployment>().get_opt("small").await.ok()??;
+        ns.api::<StatefulSet>().get_opt("small").await.ok()??;
         ns.api::<ConfigMap>().get_opt("small-config").await.ok()?
     })
     .await;
@@ -376,7 +377,7 @@ async fn deleting_the_server_lets_the_garbage_collector_remove_children() {
         || async {
             let gone = ns.api::<Service>().get_opt("small").await.ok()?.is_none()
                 && ns
-                    .api::<Deployment>()
+                    .api::<StatefulSet>()
                     .get_opt("small")
                     .await
                     .ok()?
@@ -408,12 +409,18 @@ async fn missing_secret_stalls_with_the_fix_and_heals_when_created() {
     .await;
     assert_eq!(reason, "SecretMissing");
     assert!(message.contains("Secret ftp-users named by spec.users.secretRef does not exist"));
-    assert!(ns.api::<Deployment>().get_opt("s").await.unwrap().is_none());
+    assert!(
+        ns.api::<StatefulSet>()
+            .get_opt("s")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     ns.create_users_secret("ftp-users").await;
-    wait_for("Stalled=False and the Deployment", TIMEOUT, || async {
+    wait_for("Stalled=False and the StatefulSet", TIMEOUT, || async {
         let c = condition(&servers.get("s").await.ok()?, "Stalled")?;
-        ns.api::<Deployment>().get_opt("s").await.ok()??;
+        ns.api::<StatefulSet>().get_opt("s").await.ok()??;
         (c.0 == "False").then_some(())
     })
     .await;

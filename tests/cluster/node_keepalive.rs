@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ftp_operator::api::FtpServer;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, StatefulSet};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -67,8 +67,8 @@ spec:
     })
     .await;
     assert_eq!(config.keepalive.idle_seconds, 120);
-    let deployment = ns.api::<Deployment>().get("azure").await.unwrap();
-    let sysctls = deployment
+    let set = ns.api::<StatefulSet>().get("azure").await.unwrap();
+    let sysctls = set
         .spec
         .unwrap()
         .template

@@ -27,6 +27,9 @@ pub fn desired_server_config(
     let mut config = ServerConfig::new(DATA_DIR, valid.passive);
     config.public_address = public_address.map(str::to_owned);
     config.keepalive = valid.keepalive;
+    config.passive_ports_per_replica = valid.per_replica;
+    // A pod being replaced lets its transfers run this long; its termination grace is longer.
+    config.limits.shutdown_grace_seconds = u32::try_from(spec.drain_seconds).unwrap_or(0);
     config.users_file = spec
         .users
         .as_ref()
@@ -67,7 +70,10 @@ mod tests {
     fn rendered(config_map: &ConfigMap) -> ServerConfig {
         let text = &config_map.data.as_ref().unwrap()[CONFIG_FILE_NAME];
         let config: ServerConfig = toml::from_str(text).unwrap();
-        config.validate().unwrap();
+        // Each pod adds its ordinal with --replica-index.
+        let mut in_pod = config.clone();
+        in_pod.replica_index = Some(0);
+        in_pod.validate().unwrap();
         config
     }
 
@@ -112,6 +118,9 @@ mod tests {
         assert_eq!(tls.key_file, Path::new("/etc/ftp-tls/tls.key"));
         assert!(tls.required);
         assert_eq!(config.root, Path::new("/srv/ftp"));
+        assert_eq!(config.passive_ports_per_replica, Some(10));
+        assert_eq!(config.replica_index, None);
+        assert_eq!(config.limits.shutdown_grace_seconds, 600);
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //! No I/O here: everything a builder needs is an argument, so each is unit-tested from YAML.
 
 mod config_map;
-mod deployment;
+mod disruption_budget;
+mod endpoint_slices;
 mod node_tuner;
 mod service;
+mod workload;
 
 use std::collections::BTreeMap;
 
@@ -14,11 +16,18 @@ use kube::{Resource, ResourceExt};
 use crate::api::FtpServer;
 
 pub use config_map::{config_map_name, desired_config_map, desired_server_config};
-pub use deployment::{RESTART_HASH_ANNOTATION, desired_deployment};
+pub use disruption_budget::desired_disruption_budget;
+pub use endpoint_slices::{ENDPOINT_SLICE_MANAGER, desired_endpoint_slices, is_ready};
 pub use node_tuner::{
     HOST_SYSCTL_ROOT, NODE_TUNER_NAME, NODE_TUNER_SERVICE_ACCOUNT, desired_node_tuner_daemon_set,
 };
-pub use service::desired_service;
+pub use service::{
+    control_service_name, desired_services, passive_port_name, replica_service_name,
+};
+pub use workload::{
+    DATA_VOLUME, POD_INDEX_LABEL, POD_NAME_LABEL, REPLICA_INDEX_ENV, RESTART_HASH_ANNOTATION,
+    desired_stateful_set, replica_pod_name, slices_in_use, workload_name,
+};
 
 /// The one field manager and event reporter this operator uses.
 pub const MANAGER: &str = "ftp-operator";

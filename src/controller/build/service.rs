@@ -1,4 +1,14 @@
-//! The LoadBalancer Service: the control port and every passive port, one ServicePort each.
+//! The LoadBalancer Services: how the control port and each replica's passive slice reach the
+//! right pod. Which shape a server gets is decided in [`crate::lb::replicas`] (per provider, with
+//! sources) and carried in [`Routing`]:
+//!
+//! - [`Routing::Single`]: one Service, the control port and every passive port, selecting every
+//!   pod (one replica, no slices).
+//! - [`Routing::ServicePerReplica`]: the control Service holds only the control port and selects
+//!   every ready pod; `<server>-pasv-<i>` holds replica `i`'s slice, selects that pod alone and
+//!   asks for the control Service's address, so they all share one public address.
+//! - [`Routing::EndpointSlices`]: one Service without a selector holding every port; the
+//!   controller writes its EndpointSlices ([`super::endpoint_slices`]).
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -6,12 +16,37 @@ use kube::ResourceExt;
 
 use crate::api::FtpServer;
 use crate::ftp::config::DEFAULT_CONTROL_PORT;
-use crate::lb;
+use crate::lb::{self, AddressSharing};
 
+use super::workload::{POD_NAME_LABEL, replica_pod_name};
 use super::{owned_metadata, selector_labels};
-use crate::controller::validate::Validated;
+use crate::controller::validate::{Routing, Validated};
 
-pub fn desired_service(server: &FtpServer, valid: &Validated) -> Service {
+/// The Service clients reach the control port through; its address is the public one.
+pub fn control_service_name(server: &FtpServer) -> String {
+    server.name_any()
+}
+
+/// The Service carrying replica `index`'s passive slice (Service-per-replica shape).
+pub fn replica_service_name(server: &FtpServer, index: i32) -> String {
+    format!("{}-pasv-{index}", server.name_any())
+}
+
+/// The name of a passive port in every Service and EndpointSlice.
+pub fn passive_port_name(port: i32) -> String {
+    format!("pasv-{port}")
+}
+
+/// Every Service the server wants now. `shared_address` is the control Service's balancer IP,
+/// once it has one: per-replica Services that share it by IP are only built when it is known,
+/// or the balancer would hand each of them an address of its own. `slices` is how many replica
+/// slices to route ([`super::slices_in_use`]).
+pub fn desired_services(
+    server: &FtpServer,
+    valid: &Validated,
+    shared_address: Option<&str>,
+    slices: i32,
+) -> Vec<Service> {
     let spec = &server.spec;
     let control = tcp_port(
         "ftp".to_owned(),
@@ -19,23 +54,109 @@ pub fn desired_service(server: &FtpServer, valid: &Validated) -> Service {
         i32::from(DEFAULT_CONTROL_PORT),
     );
     // Kubernetes has no port ranges: one ServicePort per passive port, forwarded unchanged.
-    let passive = valid
-        .passive
-        .ports()
-        .map(|port| tcp_port(format!("pasv-{port}"), i32::from(port), i32::from(port)));
+    let passive_ports = |ports: std::ops::RangeInclusive<i32>| {
+        ports
+            .map(|port| tcp_port(passive_port_name(port), port, port))
+            .collect::<Vec<_>>()
+    };
+    let all_passive = passive_ports(spec.passive_ports.ports());
+    match valid.routing {
+        Routing::Single => vec![load_balancer(
+            server,
+            control_service_name(server),
+            std::iter::once(control).chain(all_passive).collect(),
+            Some(selector_labels(server)),
+        )],
+        Routing::EndpointSlices => vec![load_balancer(
+            server,
+            control_service_name(server),
+            std::iter::once(control).chain(all_passive).collect(),
+            // No selector: the controller's EndpointSlices decide which pod gets which port.
+            None,
+        )],
+        Routing::ServicePerReplica(sharing) => {
+            let mut services = vec![load_balancer(
+                server,
+                control_service_name(server),
+                vec![control],
+                Some(selector_labels(server)),
+            )];
+            let address = match sharing {
+                AddressSharing::AzureIpv4Annotation => shared_address,
+                // Validated: the reserved static IP is spec.publicAddress.
+                AddressSharing::LoadBalancerIp => spec.public_address.as_deref(),
+            };
+            let Some(address) = address else {
+                return services;
+            };
+            for index in 0..slices {
+                let ports = passive_ports(spec.passive_ports.slice(index));
+                if ports.is_empty() {
+                    continue;
+                }
+                let mut selector = selector_labels(server);
+                selector.insert(POD_NAME_LABEL.to_owned(), replica_pod_name(server, index));
+                let mut service = load_balancer(
+                    server,
+                    replica_service_name(server, index),
+                    ports,
+                    Some(selector),
+                );
+                share_address(&mut service, sharing, address);
+                if let Some(spec) = service.spec.as_mut() {
+                    // A draining pod is not ready, yet its running sessions still open data
+                    // connections to its slice: keep routing to it until it exits.
+                    spec.publish_not_ready_addresses = Some(true);
+                }
+                services.push(service);
+            }
+            if let Some(control) = services.first_mut() {
+                share_address(control, sharing, address);
+            }
+            services
+        }
+    }
+}
 
+fn share_address(service: &mut Service, sharing: AddressSharing, address: &str) {
+    match sharing {
+        AddressSharing::AzureIpv4Annotation => {
+            service
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(
+                    lb::replicas::AZURE_LOAD_BALANCER_IPV4_ANNOTATION.to_owned(),
+                    address.to_owned(),
+                );
+        }
+        AddressSharing::LoadBalancerIp => {
+            if let Some(spec) = service.spec.as_mut() {
+                spec.load_balancer_ip = Some(address.to_owned());
+            }
+        }
+    }
+}
+
+fn load_balancer(
+    server: &FtpServer,
+    name: String,
+    ports: Vec<ServicePort>,
+    selector: Option<std::collections::BTreeMap<String, String>>,
+) -> Service {
+    let spec = &server.spec;
     // The user's annotations win over the provider defaults.
     let mut annotations = lb::service_annotations(spec);
     annotations.extend(spec.load_balancer.annotations.clone());
 
-    let mut metadata = owned_metadata(server, server.name_any());
+    let mut metadata = owned_metadata(server, name);
     metadata.annotations = Some(annotations).filter(|a| !a.is_empty());
     Service {
         metadata,
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".to_owned()),
-            selector: Some(selector_labels(server)),
-            ports: Some(std::iter::once(control).chain(passive).collect()),
+            selector,
+            ports: Some(ports),
             // Keeps the client's address, which the server needs to match data connections to
             // their control connection, and avoids a second hop.
             external_traffic_policy: Some("Local".to_owned()),
@@ -81,10 +202,16 @@ mod tests {
             .collect()
     }
 
+    fn only(server: &FtpServer) -> Service {
+        let mut services = desired_services(server, &validated(server), None, server.spec.replicas);
+        assert_eq!(services.len(), 1);
+        services.remove(0)
+    }
+
     #[test]
     fn control_port_maps_to_the_pod_and_passive_ports_map_to_themselves() {
         let server = server(fixtures::MINIMAL);
-        let service = desired_service(&server, &validated(&server));
+        let service = only(&server);
         assert_eq!(
             ports(&service),
             vec![
@@ -107,16 +234,15 @@ mod tests {
 
     #[test]
     fn azure_service_carries_idle_timeout_user_annotations_and_source_ranges() {
-        let server = server(fixtures::FULL);
-        let service = desired_service(&server, &validated(&server));
-        let annotations = service.metadata.annotations.unwrap();
+        let mut server = server(fixtures::FULL);
+        server.spec.replicas = 1;
+        server.spec.passive_ports.per_replica = None;
+        let service = only(&server);
+        let annotations = service.metadata.annotations.clone().unwrap();
         assert_eq!(annotations[lb::AZURE_IDLE_TIMEOUT_ANNOTATION], "30");
         assert_eq!(annotations["example.com/team"], "files");
         assert_eq!(annotations.len(), 2);
-        assert_eq!(
-            ports(&desired_service(&server, &validated(&server))).len(),
-            21
-        );
+        assert_eq!(ports(&service).len(), 21);
         assert_eq!(
             service.spec.unwrap().load_balancer_source_ranges.unwrap(),
             vec!["203.0.113.0/24".to_owned()]
@@ -126,15 +252,90 @@ mod tests {
     #[test]
     fn user_annotations_override_provider_defaults() {
         let server = server(fixtures::AWS);
-        let annotations = desired_service(&server, &validated(&server))
-            .metadata
-            .annotations
-            .unwrap();
+        let annotations = only(&server).metadata.annotations.unwrap();
         assert_eq!(annotations[lb::AWS_SCHEME_ANNOTATION], "internal");
         assert_eq!(annotations[lb::AWS_TYPE_ANNOTATION], "external");
         assert_eq!(
             annotations[&format!("{}TCP-20001", lb::AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX)],
             "tcp.idle_timeout.seconds=600"
+        );
+    }
+
+    #[test]
+    fn azure_replicas_get_a_service_each_on_the_control_services_address() {
+        // FULL: azure, 2 replicas, passive 20000-20019 in slices of 10.
+        let server = server(fixtures::FULL);
+        let valid = validated(&server);
+        // Until the control Service has its address, only the control Service exists.
+        let services = desired_services(&server, &valid, None, 2);
+        assert_eq!(services.len(), 1);
+        assert_eq!(ports(&services[0]).len(), 1);
+
+        let services = desired_services(&server, &valid, Some("20.50.1.7"), 2);
+        let names: Vec<_> = services.iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, ["contoso", "contoso-pasv-0", "contoso-pasv-1"]);
+        assert_eq!(
+            ports(&services[0]),
+            vec![("ftp".into(), 21, IntOrString::Int(2121))]
+        );
+        let control = services[0].spec.as_ref().unwrap();
+        assert_eq!(control.publish_not_ready_addresses, None);
+        assert!(
+            !control
+                .selector
+                .as_ref()
+                .unwrap()
+                .contains_key(POD_NAME_LABEL)
+        );
+        for (index, service) in services[1..].iter().enumerate() {
+            let first = 20000 + 10 * index as i32;
+            let expected: Vec<_> = (first..first + 10)
+                .map(|p| (format!("pasv-{p}"), p, IntOrString::Int(p)))
+                .collect();
+            assert_eq!(ports(service), expected);
+            let spec = service.spec.as_ref().unwrap();
+            assert_eq!(
+                spec.selector.as_ref().unwrap()[POD_NAME_LABEL],
+                format!("contoso-{index}")
+            );
+            assert_eq!(spec.publish_not_ready_addresses, Some(true));
+            assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+            let annotations = service.metadata.annotations.as_ref().unwrap();
+            assert_eq!(
+                annotations[lb::replicas::AZURE_LOAD_BALANCER_IPV4_ANNOTATION],
+                "20.50.1.7"
+            );
+            assert_eq!(annotations[lb::AZURE_IDLE_TIMEOUT_ANNOTATION], "30");
+        }
+    }
+
+    #[test]
+    fn gcp_replicas_share_the_reserved_address_from_the_spec() {
+        let mut server = server(fixtures::FULL);
+        server.spec.load_balancer.provider = crate::api::Provider::Gcp;
+        server.spec.load_balancer.idle_timeout_seconds = None;
+        server.spec.keepalive = None;
+        server.spec.public_address = Some("34.1.2.3".into());
+        let services = desired_services(&server, &validated(&server), None, 2);
+        assert_eq!(services.len(), 3);
+        for service in &services {
+            assert_eq!(
+                service.spec.as_ref().unwrap().load_balancer_ip.as_deref(),
+                Some("34.1.2.3")
+            );
+        }
+    }
+
+    #[test]
+    fn endpoint_slice_routing_is_one_service_without_a_selector() {
+        let mut server = server(fixtures::AWS);
+        server.spec.replicas = 2;
+        server.spec.passive_ports.per_replica = Some(1);
+        let service = only(&server);
+        assert_eq!(service.spec.as_ref().unwrap().selector, None);
+        assert_eq!(
+            ports(&service).len(),
+            1 + server.spec.passive_ports.len() as usize
         );
     }
 }

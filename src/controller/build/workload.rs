@@ -1,4 +1,14 @@
-//! The Deployment running the ftp-server container.
+//! The StatefulSet running the ftp-server containers: one pod per replica, each with a stable
+//! ordinal that picks its slice of the passive range.
+//!
+//! Why a StatefulSet: its pods have fixed identities (`<server>-0`, `-1`, …) that outlive
+//! replacement, so a slice and the Service or EndpointSlice routing it stay with one replica; its
+//! rolling update replaces one pod at a time and creates the replacement only after the old pod
+//! has exited, so two pods never hold one slice (a Deployment's surge pod would, and could not
+//! attach a ReadWriteOnce claim either); and `volumeClaimTemplates` give each replica a claim of
+//! its own. Its update strategy is always `RollingUpdate`, also on the host network (a replaced
+//! pod is gone before its successor starts, so they never compete for the node's ports), so no
+//! strategy switch can leave an apiserver-defaulted `rollingUpdate` behind to wedge an apply.
 //!
 //! The pod template depends only on what needs a restart. The public address, the users and the
 //! TLS files reach running pods through their mounted volumes, which the server re-reads, so
@@ -6,12 +16,17 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    HTTPGetAction, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Sysctl, Volume, VolumeMount,
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Sysctl,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
@@ -32,11 +47,42 @@ pub const RESTART_HASH_ANNOTATION: &str = "ftpoperator.dev/restart-hash";
 /// An unprivileged user the image need not name; files on the data volume are group-owned by it.
 const RUN_AS: i64 = 65532;
 
-pub fn desired_deployment(
-    server: &FtpServer,
-    valid: &Validated,
-    default_image: &str,
-) -> Deployment {
+/// The label the StatefulSet controller puts on each pod with its ordinal (GA since 1.32).
+pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
+/// The label the StatefulSet controller puts on each pod with its name.
+pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
+/// The environment variable carrying the ordinal into `--replica-index`.
+pub const REPLICA_INDEX_ENV: &str = "FTP_SERVER_REPLICA_INDEX";
+/// Name of the per-replica claims' template: claims are `data-<server>-<ordinal>`.
+pub const DATA_VOLUME: &str = "data";
+
+/// Beyond `drainSeconds`, time for the server to close what is left and exit before the kubelet
+/// kills it: the server's own grace ends first, so the exit is always the clean one.
+const EXIT_MARGIN_SECONDS: i64 = 15;
+
+/// The name of the StatefulSet and the stem of its pods' names.
+pub fn workload_name(server: &FtpServer) -> String {
+    server.name_any()
+}
+
+/// The name of replica `index`'s pod.
+pub fn replica_pod_name(server: &FtpServer, index: i32) -> String {
+    format!("{}-{index}", workload_name(server))
+}
+
+/// How many replica slices are in use: the desired replicas, or more while pods of a larger
+/// count still run (a scaled-away replica drains, and its sessions still need its slice).
+pub fn slices_in_use(server: &FtpServer, pods: &[&Pod]) -> i32 {
+    let stem = format!("{}-", workload_name(server));
+    pods.iter()
+        .filter_map(|pod| pod.name_any().strip_prefix(&stem)?.parse::<i32>().ok())
+        .map(|ordinal| ordinal.saturating_add(1))
+        .fold(server.spec.replicas.max(0), i32::max)
+}
+
+/// `image` is the one to run: the spec's, or the operator's default as [`super::image_in_force`]
+/// hands it out, so an operator upgrade never replaces every server at once.
+pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) -> StatefulSet {
     let spec = &server.spec;
 
     let mut pod_annotations: BTreeMap<String, String> = spec.pod_annotations.clone();
@@ -70,17 +116,28 @@ pub fn desired_deployment(
 
     let container = Container {
         name: "ftp-server".to_owned(),
-        image: Some(
-            spec.image
-                .clone()
-                .unwrap_or_else(|| default_image.to_owned()),
-        ),
+        image: Some(image.to_owned()),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
         command: Some(vec![
             "ftp-server".to_owned(),
             "--config".to_owned(),
             format!("{CONFIG_DIR}/{CONFIG_FILE_NAME}"),
+            // The kubelet expands $(VAR) from the container's environment.
+            "--replica-index".to_owned(),
+            format!("$({REPLICA_INDEX_ENV})"),
         ]),
+        // The ordinal, from the label the StatefulSet controller sets, through the downward API.
+        env: Some(vec![EnvVar {
+            name: REPLICA_INDEX_ENV.to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.labels['{POD_INDEX_LABEL}']"),
+                    ..ObjectFieldSelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }]),
         ports: Some(ports),
         resources: spec.resources.clone(),
         readiness_probe: Some(http_probe("/readyz", 5)),
@@ -110,6 +167,18 @@ pub fn desired_deployment(
         node_selector: Some(spec.node_selector.clone()).filter(|s| !s.is_empty()),
         tolerations: Some(spec.tolerations.clone()).filter(|t| !t.is_empty()),
         affinity: spec.affinity.clone(),
+        // Replicas on different nodes where there are several: a node drain or failure takes
+        // one slice, not all. A preference, so a one-node cluster still runs every replica.
+        topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(server)),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        }]),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
@@ -122,24 +191,30 @@ pub fn desired_deployment(
             sysctls,
             ..PodSecurityContext::default()
         }),
-        // Room for the server's own shutdown grace, which lets transfers finish.
-        termination_grace_period_seconds: Some(45),
+        // On SIGTERM the server turns readiness off (the control port's endpoints drop it: no
+        // new sessions) and lets running transfers finish for drainSeconds; then it exits.
+        termination_grace_period_seconds: Some(i64::from(spec.drain_seconds) + EXIT_MARGIN_SECONDS),
         volumes: Some(volumes),
         ..PodSpec::default()
     };
 
-    Deployment {
-        metadata: owned_metadata(server, server.name_any()),
-        spec: Some(DeploymentSpec {
+    StatefulSet {
+        metadata: owned_metadata(server, workload_name(server)),
+        spec: Some(StatefulSetSpec {
             replicas: Some(spec.replicas),
             selector: LabelSelector {
                 match_labels: Some(selector_labels(server)),
                 ..LabelSelector::default()
             },
-            // On the host network two pods of one server cannot share a node's ports.
-            strategy: spec.host_network.then(|| DeploymentStrategy {
-                type_: Some("Recreate".to_owned()),
-                ..DeploymentStrategy::default()
+            // Scaling starts and stops pods at once, so one broken replica never blocks the
+            // others; updates still replace one pod at a time, highest ordinal first.
+            pod_management_policy: Some("Parallel".to_owned()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..RollingUpdateStatefulSetStrategy::default()
+                }),
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -149,10 +224,38 @@ pub fn desired_deployment(
                 }),
                 spec: Some(pod),
             },
-            ..DeploymentSpec::default()
+            volume_claim_templates: claim_templates(server),
+            ..StatefulSetSpec::default()
         }),
         status: None,
     }
+}
+
+/// With `storage.claimPerReplica`: one ReadWriteOnce claim per replica, kept when a replica is
+/// scaled away (its files come back with it) and when the FtpServer is deleted (the default
+/// retention; files are not thrown away by deleting a resource).
+fn claim_templates(server: &FtpServer) -> Option<Vec<PersistentVolumeClaim>> {
+    let template = server.spec.storage.as_ref()?.claim_per_replica.as_ref()?;
+    Some(vec![PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some(DATA_VOLUME.to_owned()),
+            labels: Some(labels(server)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: template.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(template.size.clone()),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    }])
 }
 
 fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
@@ -177,8 +280,10 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
     }
 
     let data = match spec.storage.as_ref() {
-        Some(storage) if storage.persistent_volume_claim.is_some() => Volume {
-            name: "data".to_owned(),
+        // The StatefulSet adds the volume from its claim template.
+        Some(storage) if storage.claim_per_replica.is_some() => None,
+        Some(storage) if storage.persistent_volume_claim.is_some() => Some(Volume {
+            name: DATA_VOLUME.to_owned(),
             persistent_volume_claim: storage.persistent_volume_claim.as_ref().map(|pvc| {
                 PersistentVolumeClaimVolumeSource {
                     claim_name: pvc.claim_name.clone(),
@@ -186,19 +291,19 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
                 }
             }),
             ..Volume::default()
-        },
-        storage => Volume {
-            name: "data".to_owned(),
+        }),
+        storage => Some(Volume {
+            name: DATA_VOLUME.to_owned(),
             empty_dir: Some(
                 storage
                     .and_then(|s| s.empty_dir.clone())
                     .unwrap_or_default(),
             ),
             ..Volume::default()
-        },
+        }),
     };
-    volumes.push(data);
-    mounts.push(mount("data", DATA_DIR, false));
+    volumes.extend(data);
+    mounts.push(mount(DATA_VOLUME, DATA_DIR, false));
 
     // The root filesystem is read-only; the server may still need scratch space.
     volumes.push(Volume {
@@ -262,8 +367,14 @@ fn http_probe(path: &str, period_seconds: i32) -> Probe {
 /// Rust releases, unlike `DefaultHasher`, so an operator upgrade does not roll every server.
 fn restart_hash(server: &FtpServer, valid: &Validated) -> String {
     let config = desired_server_config(server, valid, None);
+    // The slice size joins the hash only when set, so servers without one keep their hash
+    // (and their pods) across this operator's upgrade.
+    let slice = config
+        .passive_ports_per_replica
+        .map(|n| format!(" per-replica={n}"))
+        .unwrap_or_default();
     let restart_only = format!(
-        "listen={} passive={} metrics={}",
+        "listen={} passive={}{slice} metrics={}",
         config.listen, config.passive_ports, config.metrics_listen
     );
     let digest = restart_only
@@ -281,24 +392,21 @@ mod tests {
 
     const DEFAULT_IMAGE: &str = "ghcr.io/ftp-operator/ftp-operator:0.1.0";
 
-    fn build(yaml: &str) -> Deployment {
-        let server = server(yaml);
-        desired_deployment(&server, &validated(&server), DEFAULT_IMAGE)
+    fn desired(server: &FtpServer) -> StatefulSet {
+        let image = server.spec.image.as_deref().unwrap_or(DEFAULT_IMAGE);
+        desired_stateful_set(server, &validated(server), image)
     }
 
-    fn pod(deployment: &Deployment) -> &PodSpec {
-        deployment
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
+    fn build(yaml: &str) -> StatefulSet {
+        desired(&server(yaml))
     }
 
-    fn template_annotations(deployment: &Deployment) -> &BTreeMap<String, String> {
-        let template = &deployment.spec.as_ref().unwrap().template;
+    fn pod(set: &StatefulSet) -> &PodSpec {
+        set.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+    }
+
+    fn template_annotations(set: &StatefulSet) -> &BTreeMap<String, String> {
+        let template = &set.spec.as_ref().unwrap().template;
         template
             .metadata
             .as_ref()
@@ -310,12 +418,30 @@ mod tests {
 
     #[test]
     fn container_runs_the_server_with_the_mounted_config_and_default_image() {
-        let deployment = build(fixtures::MINIMAL);
-        let container = &pod(&deployment).containers[0];
+        let set = build(fixtures::MINIMAL);
+        let container = &pod(&set).containers[0];
         assert_eq!(container.image.as_deref(), Some(DEFAULT_IMAGE));
         assert_eq!(
             container.command.as_ref().unwrap(),
-            &["ftp-server", "--config", "/etc/ftp-server/ftp-server.toml"]
+            &[
+                "ftp-server",
+                "--config",
+                "/etc/ftp-server/ftp-server.toml",
+                "--replica-index",
+                "$(FTP_SERVER_REPLICA_INDEX)"
+            ]
+        );
+        let env = &container.env.as_ref().unwrap()[0];
+        assert_eq!(env.name, REPLICA_INDEX_ENV);
+        assert_eq!(
+            env.value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "metadata.labels['apps.kubernetes.io/pod-index']"
         );
         let ports: Vec<_> = container
             .ports
@@ -350,13 +476,13 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(liveness.path.as_deref(), Some("/healthz"));
-        assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(1));
+        assert_eq!(set.spec.as_ref().unwrap().replicas, Some(1));
     }
 
     #[test]
     fn pod_is_locked_down() {
-        let deployment = build(fixtures::MINIMAL);
-        let pod = pod(&deployment);
+        let set = build(fixtures::MINIMAL);
+        let pod = pod(&set);
         let security = pod.containers[0].security_context.as_ref().unwrap();
         assert_eq!(security.allow_privilege_escalation, Some(false));
         assert_eq!(security.read_only_root_filesystem, Some(true));
@@ -376,8 +502,8 @@ mod tests {
 
     #[test]
     fn keepalive_sysctls_follow_the_spec() {
-        let deployment = build(fixtures::FULL);
-        let sysctls: Vec<_> = pod(&deployment)
+        let set = build(fixtures::FULL);
+        let sysctls: Vec<_> = pod(&set)
             .security_context
             .as_ref()
             .unwrap()
@@ -398,14 +524,18 @@ mod tests {
     }
 
     #[test]
-    fn host_network_pods_set_no_sysctls_and_recreate() {
-        let deployment = build(fixtures::HOST_NETWORK);
-        let pod = pod(&deployment);
+    fn host_network_pods_set_no_sysctls_and_share_the_one_update_strategy() {
+        let set = build(fixtures::HOST_NETWORK);
+        let pod = pod(&set);
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
         assert_eq!(pod.security_context.as_ref().unwrap().sysctls, None);
-        let strategy = deployment.spec.as_ref().unwrap().strategy.as_ref().unwrap();
-        assert_eq!(strategy.type_.as_deref(), Some("Recreate"));
+        // The same strategy on and off the host network: nothing to switch, nothing to wedge.
+        let strategy = |set: &StatefulSet| set.spec.as_ref().unwrap().update_strategy.clone();
+        assert_eq!(strategy(&set), strategy(&build(fixtures::MINIMAL)));
+        let strategy = strategy(&set).unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        assert_eq!(strategy.rolling_update.unwrap().partition, Some(0));
         let data = pod
             .volumes
             .as_ref()
@@ -417,9 +547,84 @@ mod tests {
     }
 
     #[test]
+    fn draining_pods_of_a_larger_count_keep_their_slices() {
+        let server = server(fixtures::MINIMAL);
+        let pod = |name: &str| -> Pod {
+            serde_yaml::from_str(&format!("metadata: {{name: {name}}}")).unwrap()
+        };
+        let (a, b, other) = (pod("minimal-0"), pod("minimal-3"), pod("minimal-x-7"));
+        assert_eq!(slices_in_use(&server, &[]), 1);
+        assert_eq!(slices_in_use(&server, &[&a, &other]), 1);
+        assert_eq!(slices_in_use(&server, &[&a, &b]), 4);
+    }
+
+    #[test]
+    fn pods_drain_for_drain_seconds_and_spread_over_nodes() {
+        let mut server = server(fixtures::MINIMAL);
+        let set = desired(&server);
+        assert_eq!(pod(&set).termination_grace_period_seconds, Some(615));
+        server.spec.drain_seconds = 30;
+        let set = desired(&server);
+        let pod = pod(&set);
+        assert_eq!(pod.termination_grace_period_seconds, Some(45));
+        let spread = &pod.topology_spread_constraints.as_ref().unwrap()[0];
+        assert_eq!(spread.topology_key, "kubernetes.io/hostname");
+        assert_eq!(spread.when_unsatisfiable, "ScheduleAnyway");
+        assert_eq!(
+            spread.label_selector.as_ref().unwrap().match_labels,
+            Some(selector_labels(&server))
+        );
+        let spec = set.spec.unwrap();
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(spec.volume_claim_templates, None);
+    }
+
+    #[test]
+    fn claim_per_replica_becomes_a_claim_template_mounted_as_data() {
+        let mut server = server(fixtures::MINIMAL);
+        server.spec.storage = Some(crate::api::StorageSpec {
+            persistent_volume_claim: None,
+            empty_dir: None,
+            claim_per_replica: Some(crate::api::ClaimTemplate {
+                size: "5Gi".into(),
+                storage_class_name: Some("fast".into()),
+            }),
+        });
+        let set = desired(&server);
+        let pod = pod(&set);
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.name != "data")
+        );
+        assert!(
+            pod.containers[0]
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "data" && m.mount_path == "/srv/ftp")
+        );
+        let claims = set.spec.unwrap().volume_claim_templates.unwrap();
+        let claim = claims[0].spec.as_ref().unwrap();
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+        assert_eq!(
+            claim.access_modes.as_deref(),
+            Some(&["ReadWriteOnce".to_owned()][..])
+        );
+        assert_eq!(claim.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(
+            claim.resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"],
+            Quantity("5Gi".into())
+        );
+    }
+
+    #[test]
     fn full_spec_mounts_config_secrets_and_claim_and_passes_pod_knobs() {
-        let deployment = build(fixtures::FULL);
-        let pod = pod(&deployment);
+        let set = build(fixtures::FULL);
+        let pod = pod(&set);
         let container = &pod.containers[0];
         assert_eq!(
             container.image.as_deref(),
@@ -470,11 +675,8 @@ mod tests {
             "linux"
         );
         assert_eq!(pod.tolerations.as_ref().unwrap().len(), 1);
-        assert_eq!(
-            template_annotations(&deployment)["example.com/scrape"],
-            "true"
-        );
-        assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+        assert_eq!(template_annotations(&set)["example.com/scrape"], "true");
+        assert_eq!(set.spec.as_ref().unwrap().replicas, Some(2));
     }
 
     #[test]
@@ -482,12 +684,7 @@ mod tests {
         let before = server(fixtures::FULL);
         let mut after = before.clone();
         after.spec.public_address = Some("20.50.1.7".into());
-        let template = |s: &FtpServer| {
-            desired_deployment(s, &validated(s), DEFAULT_IMAGE)
-                .spec
-                .unwrap()
-                .template
-        };
+        let template = |s: &FtpServer| desired(s).spec.unwrap().template;
         assert_eq!(template(&before), template(&after));
     }
 
@@ -496,12 +693,14 @@ mod tests {
         let before = server(fixtures::MINIMAL);
         let mut after = before.clone();
         after.spec.passive_ports.max = 30005;
-        let hash = |s: &FtpServer| {
-            template_annotations(&desired_deployment(s, &validated(s), DEFAULT_IMAGE))
-                [RESTART_HASH_ANNOTATION]
-                .clone()
-        };
+        let hash =
+            |s: &FtpServer| template_annotations(&desired(s))[RESTART_HASH_ANNOTATION].clone();
         assert_ne!(hash(&before), hash(&after));
         assert_eq!(hash(&before), hash(&before.clone()));
+        // A server without a slice keeps the hash it had before slices existed.
+        assert_eq!(hash(&before), "4e61f07459054c64");
+        let mut sliced = before.clone();
+        sliced.spec.passive_ports.per_replica = Some(1);
+        assert_ne!(hash(&before), hash(&sliced));
     }
 }
