@@ -75,7 +75,10 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
         .message("replicas above 1 need passivePorts.perReplica: each replica advertises only its own slice of the passive range, so set perReplica such that replicas x perReplica ports fit in passivePorts")
         .field_path(".passivePorts.perReplica"),
     validation = Rule::new("!has(self.passivePorts.perReplica) || self.replicas * self.passivePorts.perReplica <= self.passivePorts.max - self.passivePorts.min + 1")
-        .message(kube::core::cel::Message::Expression("'replicas ' + string(self.replicas) + ' x passivePorts.perReplica ' + string(self.passivePorts.perReplica) + ' need ' + string(self.replicas * self.passivePorts.perReplica) + ' ports, but passivePorts ' + string(self.passivePorts.min) + '-' + string(self.passivePorts.max) + ' has ' + string(self.passivePorts.max - self.passivePorts.min + 1) + ': widen the range or lower replicas'".into()))
+        .message(kube::core::cel::Message::Expression(
+            // format(): concatenating string(int)s is priced by the apiserver's cost estimate as
+            // unbounded strings and refused.
+            "'replicas %d x passivePorts.perReplica %d need %d ports, but passivePorts %d-%d has %d: widen the range or lower replicas'.format([self.replicas, self.passivePorts.perReplica, self.replicas * self.passivePorts.perReplica, self.passivePorts.min, self.passivePorts.max, self.passivePorts.max - self.passivePorts.min + 1])".into()))
         .field_path(".replicas"),
 )]
 #[serde(rename_all = "camelCase")]
