@@ -501,7 +501,7 @@ t_uninstall_keeps_data() {
   [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.uid}') == "$pvc_uid" ]] || fail "the PVC was replaced or deleted"
   [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.status.phase}') == Bound ]] || fail "the PVC is no longer Bound"
   [[ -z $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.deletionTimestamp}') ]] || fail "the PVC is being deleted"
-  k -n "$APP_NS" get deploy -o name | grep -q . || fail "the FtpServer's Deployment went with the operator"
+  k -n "$APP_NS" get statefulset -o name | grep -q . || fail "the FtpServer's StatefulSet went with the operator"
 }
 
 # With the chart's RBAC gone, the same impersonating kubeconfig is refused: the earlier passes

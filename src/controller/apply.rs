@@ -71,6 +71,21 @@ where
     }
 }
 
+/// Deletes an object but leaves its dependents (a StatefulSet's pods) to be adopted by the
+/// object that replaces it.
+pub async fn orphan<K>(api: &Api<K>, name: &str, metrics: &Metrics) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
+{
+    let result = api.delete(name, &DeleteParams::orphan()).await;
+    metrics.api_write(&K::kind(&()));
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
 async fn server_side_apply<K>(
     api: &Api<K>,
     desired: &K,

@@ -37,7 +37,7 @@ use tracing::{info, warn};
 
 use crate::api::FtpServer;
 use crate::keepalive::needs_node_sysctls;
-use apply::{Applied, apply, delete};
+use apply::{Applied, apply, delete, orphan};
 use build::{MANAGED_SELECTOR, MANAGER};
 use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
@@ -436,15 +436,18 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
                 }
                 Ok::<_, kube::Error>(applied)
             };
-            let (applied_services, applied_set) = futures::try_join!(
-                apply_services,
-                apply(
-                    &set_api,
-                    &stateful_set,
-                    observed.stateful_set.as_deref(),
-                    metrics
-                ),
-            )?;
+            let apply_set = async {
+                match observed.stateful_set.as_deref() {
+                    Some(live) if !build::updatable_in_place(live, &stateful_set) => {
+                        // Its pods stay (and keep serving); the next pass creates the new
+                        // StatefulSet, which adopts and then replaces them one at a time.
+                        orphan(&set_api, &live.name_any(), metrics).await?;
+                        Ok(Applied::Updated)
+                    }
+                    live => apply(&set_api, &stateful_set, live, metrics).await,
+                }
+            };
+            let (applied_services, applied_set) = futures::try_join!(apply_services, apply_set)?;
             changes.extend(applied_services);
             changes.push((stateful_set.object_ref(&()), applied_set));
 

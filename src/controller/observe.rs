@@ -298,6 +298,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stateful_set_is_rolled_out_when_every_pod_runs_the_current_revision() {
+        let set = |status: &str| -> StatefulSet {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: s, generation: 3}}\n\
+                 spec: {{replicas: 2, selector: {{}}, template: {{spec: {{containers: [{{name: ftp-server, image: img:2}}]}}}}}}\n\
+                 status: {status}"
+            ))
+            .unwrap()
+        };
+        let done = WorkloadSummary::of(&set(
+            "{observedGeneration: 3, replicas: 2, readyReplicas: 2, updatedReplicas: 2, currentRevision: b, updateRevision: b}",
+        ));
+        assert!(done.rolled_out);
+        assert_eq!(
+            (done.replicas, done.ready, done.image.as_deref()),
+            (2, 2, Some("img:2"))
+        );
+        for status in [
+            // Halfway: one pod on the new revision.
+            "{observedGeneration: 3, replicas: 2, readyReplicas: 2, updatedReplicas: 1, currentRevision: a, updateRevision: b}",
+            // The StatefulSet controller has not seen the latest spec.
+            "{observedGeneration: 2, replicas: 2, readyReplicas: 2, updatedReplicas: 2, currentRevision: b, updateRevision: b}",
+            // Scaling.
+            "{observedGeneration: 3, replicas: 1, readyReplicas: 1, updatedReplicas: 1, currentRevision: b, updateRevision: b}",
+        ] {
+            assert!(!WorkloadSummary::of(&set(status)).rolled_out, "{status}");
+        }
+    }
+
+    #[test]
     fn stripped_secrets_keep_keys_only() {
         let mut secret: Secret =
             serde_yaml::from_str("metadata: {name: s}\ndata: {users: YWxpY2U6eA==}").unwrap();

@@ -167,7 +167,7 @@ spec:
 
 #[tokio::test]
 async fn aws_replicas_get_endpoint_slices_that_follow_pods_and_scale() {
-    let (_client, ns, _controller) = setup("rep-aws").await;
+    let (_client, ns, controller) = setup("rep-aws").await;
     ns.create_server(
         r#"
 metadata: {name: nlb}
@@ -206,6 +206,15 @@ spec:
         (slices(&ns).await == expected).then_some(())
     })
     .await;
+    // Once in step, a pass over unchanged pods writes nothing.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let writes = controller.api_writes().await;
+    tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+    assert_eq!(
+        controller.api_writes().await,
+        writes,
+        "writes while nothing changed"
+    );
     // kube's own EndpointSlice controller leaves a selector-less Service alone.
     let all = ns
         .api::<EndpointSlice>()
@@ -359,4 +368,34 @@ async fn a_deployment_of_earlier_versions_is_removed_once_the_stateful_set_serve
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn switching_to_a_claim_per_replica_replaces_the_stateful_set_without_wedging() {
+    let (_client, ns, _controller) = setup("rep-claims").await;
+    ns.create_server("metadata: {name: st}\nspec: {passivePorts: {min: 30000, max: 30002}}")
+        .await;
+    let sets = ns.api::<StatefulSet>();
+    let first = wait_for("the StatefulSet", TIMEOUT, || async {
+        sets.get_opt("st").await.ok()?
+    })
+    .await;
+    // Claim templates cannot change in place; the controller must not retry an apply forever.
+    ns.api::<FtpServer>()
+        .patch(
+            "st",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "spec": {"storage": {"claimPerReplica": {"size": "1Gi"}}}
+            })),
+        )
+        .await
+        .unwrap();
+    let second = wait_for("a StatefulSet with a claim template", TIMEOUT, || async {
+        let set = sets.get_opt("st").await.ok()??;
+        let templates = set.spec.as_ref()?.volume_claim_templates.clone()?;
+        (templates[0].metadata.name.as_deref() == Some("data")).then_some(set)
+    })
+    .await;
+    assert_ne!(first.uid(), second.uid());
 }

@@ -26,7 +26,7 @@ pub use service::{
 };
 pub use workload::{
     DATA_VOLUME, POD_INDEX_LABEL, POD_NAME_LABEL, REPLICA_INDEX_ENV, RESTART_HASH_ANNOTATION,
-    desired_stateful_set, replica_pod_name, slices_in_use, workload_name,
+    desired_stateful_set, replica_pod_name, slices_in_use, updatable_in_place, workload_name,
 };
 
 /// The one field manager and event reporter this operator uses.

@@ -231,6 +231,38 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
     }
 }
 
+/// Whether `live` can be updated into `desired`: a StatefulSet's selector, pod management policy
+/// and claim templates cannot change. When they would (say storage switches to
+/// `claimPerReplica`), the controller deletes the StatefulSet leaving its pods, and the new one
+/// adopts them and replaces them one at a time like any rollout.
+pub fn updatable_in_place(live: &StatefulSet, desired: &StatefulSet) -> bool {
+    let (Some(live), Some(desired)) = (live.spec.as_ref(), desired.spec.as_ref()) else {
+        return true;
+    };
+    let claims = |spec: &StatefulSetSpec| {
+        spec.volume_claim_templates
+            .iter()
+            .flatten()
+            .map(|claim| {
+                let spec = claim.spec.clone().unwrap_or_default();
+                (
+                    claim.metadata.name.clone(),
+                    spec.storage_class_name,
+                    spec.resources.and_then(|r| r.requests),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let policy = |spec: &StatefulSetSpec| {
+        spec.pod_management_policy
+            .clone()
+            .unwrap_or_else(|| "OrderedReady".to_owned())
+    };
+    live.selector == desired.selector
+        && policy(live) == policy(desired)
+        && claims(live) == claims(desired)
+}
+
 /// With `storage.claimPerReplica`: one ReadWriteOnce claim per replica, kept when a replica is
 /// scaled away (its files come back with it) and when the FtpServer is deleted (the default
 /// retention; files are not thrown away by deleting a resource).
@@ -544,6 +576,33 @@ mod tests {
             .find(|v| v.name == "data")
             .unwrap();
         assert!(data.empty_dir.as_ref().unwrap().size_limit.is_some());
+    }
+
+    #[test]
+    fn a_new_claim_template_or_policy_needs_a_new_stateful_set() {
+        let server = server(fixtures::MINIMAL);
+        let desired = desired(&server);
+        assert!(updatable_in_place(&desired, &desired));
+        let mut with_claims = server.clone();
+        with_claims.spec.storage = Some(crate::api::StorageSpec {
+            persistent_volume_claim: None,
+            empty_dir: None,
+            claim_per_replica: Some(crate::api::ClaimTemplate {
+                size: "1Gi".into(),
+                storage_class_name: None,
+            }),
+        });
+        assert!(!updatable_in_place(&desired, &self::desired(&with_claims)));
+        let mut ordered = desired.clone();
+        if let Some(spec) = ordered.spec.as_mut() {
+            spec.pod_management_policy = None;
+        }
+        assert!(!updatable_in_place(&ordered, &desired));
+        // Everything else updates in place.
+        let mut scaled = server.clone();
+        scaled.spec.replicas = 3;
+        scaled.spec.image = Some("other:2".into());
+        assert!(updatable_in_place(&desired, &self::desired(&scaled)));
     }
 
     #[test]
