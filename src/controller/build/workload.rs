@@ -601,6 +601,7 @@ mod tests {
         // Everything else updates in place.
         let mut scaled = server.clone();
         scaled.spec.replicas = 3;
+        scaled.spec.passive_ports.per_replica = Some(1);
         scaled.spec.image = Some("other:2".into());
         assert!(updatable_in_place(&desired, &self::desired(&scaled)));
     }
