@@ -60,6 +60,7 @@ command -v git >/dev/null || die "git is required (apt-get install git)"
 HELM=$("$ROOT/scripts/tools.sh" path helm) || die "building helm failed"
 SOURCE_CONTROLLER=$("$ROOT/scripts/tools.sh" path source-controller) || die "building source-controller failed"
 KUSTOMIZE_CONTROLLER=$("$ROOT/scripts/tools.sh" path kustomize-controller) || die "building kustomize-controller failed"
+FLUX_APICHECK=$("$ROOT/scripts/tools.sh" path flux-apicheck) || die "building tests/flux/apicheck failed"
 "$ROOT/scripts/local-cluster.sh" build >/dev/null || die "building the control plane failed"
 eval "$("$ROOT/scripts/local-cluster.sh" env 2>/dev/null)"
 KUBECTL=$(command -v kubectl)
@@ -317,9 +318,20 @@ t_drift_reverted() {
   k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=120s >/dev/null || { logs_of operator; return 1; }
 }
 
+# helm-controller is not built (its module is not available), so the HelmRelease path is checked
+# against helm-controller's own API types, strictly: an unknown field or a wrong type fails.
+t_helmrelease_types() {
+  "$FLUX_APICHECK" "$DOCS/helmrelease.yaml" || return 1
+  sed 's/^  releaseName:/  releaseNme:/' "$DOCS/helmrelease.yaml" >"$WORK/bad-helmrelease.yaml"
+  ! "$FLUX_APICHECK" "$WORK/bad-helmrelease.yaml" >/dev/null || fail "a misspelt HelmRelease field was accepted"
+  sed 's/^  interval: 30m/  interval: [30m]/' "$DOCS/helmrelease.yaml" >"$WORK/bad-helmrelease.yaml"
+  ! "$FLUX_APICHECK" "$WORK/bad-helmrelease.yaml" >/dev/null || fail "a HelmRelease interval of the wrong type was accepted"
+}
+
 # ------------------------------------------------------------------------------------ run
 
 START=$SECONDS
+check "docs/flux/helmrelease.yaml decodes strictly into helm-controller's API types" t_helmrelease_types
 check "git http-backend serves the repository on loopback, read-only" t_git_server
 check "Flux source-controller and kustomize-controller start on the control plane" t_flux_up
 check "GitRepository fetches main; docs/flux/clusters/ftp.yaml applies" t_source_and_kustomizations

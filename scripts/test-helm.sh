@@ -669,7 +669,7 @@ t_impersonation_is_real() {
 previous_chart() { # DIR: prints the version
   local want rev v
   want=$(awk '/^version:/ {print $2}' "$CHART/Chart.yaml")
-  for rev in $(git -C "$ROOT" log --format=%H -- charts/ftp-operator/Chart.yaml); do
+  for rev in $(git -C "$ROOT" log --format=%H -- charts/ftp-operator); do
     v=$(git -C "$ROOT" show "$rev:charts/ftp-operator/Chart.yaml" | awk '/^version:/ {print $2}')
     [[ -n $v && $v != "$want" ]] || continue
     rm -rf "$1"; mkdir -p "$1"

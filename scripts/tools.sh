@@ -6,7 +6,7 @@
 #   scripts/tools.sh build [TOOL ...]   # build what is missing (default: all)
 #   scripts/tools.sh path  TOOL         # print a tool's cached path (building it first)
 #
-# Tools: helm, kstatus, kubeconform, kube-score, argocd-health, source-controller,
+# Tools: helm, kstatus, kubeconform, kube-score, argocd-health, flux-apicheck, source-controller,
 # kustomize-controller (the last two are one build of hack/flux).
 #
 # Environment: FTPOP_CACHE (default $HOME/.cache/ftp-operator).
@@ -29,6 +29,7 @@ KUBE_SCORE_VERSION=v1.20.0
 # tests/argocd/engine pins Argo CD's health code; hack/flux pins Flux's controllers.
 ARGOCD_HEALTH_DIR="$REPO_ROOT/tests/argocd/engine"
 FLUX_DIR="$REPO_ROOT/hack/flux"
+FLUX_APICHECK_DIR="$REPO_ROOT/tests/flux/apicheck"
 
 die() { echo "tools: error: $*" >&2; exit 1; }
 log() { echo "tools: $*" >&2; }
@@ -118,6 +119,7 @@ build_tool() {
       build_goinstall kube-score "$KUBE_SCORE_MODULE" "$KUBE_SCORE_VERSION" cmd/kube-score \
         "-s -w -X main.version=$KUBE_SCORE_VERSION" ;;
     argocd-health) build_gomod argocd-health "$ARGOCD_HEALTH_DIR" . ;;
+    flux-apicheck) build_gomod flux-apicheck "$FLUX_APICHECK_DIR" . ;;
     source-controller | kustomize-controller | flux)
       build_gomod flux "$FLUX_DIR" github.com/fluxcd/source-controller github.com/fluxcd/kustomize-controller ;;
     *) die "unknown tool '$1' ($ALL_TOOLS)" ;;
@@ -130,11 +132,12 @@ tool_path() {
     kubeconform) goinstall_path kubeconform "$KUBECONFORM_VERSION" ;;
     kube-score) goinstall_path kube-score "$KUBE_SCORE_VERSION" ;;
     argocd-health) echo "$(gomod_dir argocd-health "$ARGOCD_HEALTH_DIR")/argocd-health" ;;
+    flux-apicheck) echo "$(gomod_dir flux-apicheck "$FLUX_APICHECK_DIR")/flux-apicheck" ;;
     source-controller | kustomize-controller) echo "$(gomod_dir flux "$FLUX_DIR")/$1" ;;
     *) die "unknown tool '$1' ($ALL_TOOLS)" ;;
   esac
 }
-ALL_TOOLS="helm kstatus kubeconform kube-score argocd-health source-controller kustomize-controller"
+ALL_TOOLS="helm kstatus kubeconform kube-score argocd-health flux-apicheck source-controller kustomize-controller"
 
 cmd=${1:-build}; shift || true
 case $cmd in
