@@ -445,6 +445,16 @@ impl Upload {
         Ok(())
     }
 
+    /// Removes the temporary file now (dropping does it too, on a blocking thread, later).
+    pub fn discard(mut self) -> io::Result<()> {
+        self.committed = true;
+        Ok(rustix::fs::unlinkat(
+            &*self.dir,
+            self.temp_name.as_str(),
+            AtFlags::empty(),
+        )?)
+    }
+
     /// Moves the finished file over the target in one atomic rename.
     pub fn commit(mut self) -> io::Result<()> {
         rustix::fs::renameat(

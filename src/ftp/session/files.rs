@@ -282,10 +282,13 @@ impl Session {
         let mut outcome = self
             .run_transfer(transfer::receive_file(data, file, stall))
             .await?;
-        if let Outcome::Done(Ok(_)) = &outcome
-            && let Err(error) = blocking(move || upload.commit()).await
-        {
-            outcome = Outcome::Done(Err(error));
+        if let Outcome::Done(Ok(_)) = &outcome {
+            if let Err(error) = blocking(move || upload.commit()).await {
+                outcome = Outcome::Done(Err(error));
+            }
+        } else {
+            // Gone before the client hears the transfer ended.
+            let _ = blocking(move || upload.discard()).await;
         }
         self.finish_transfer("upload", &target, started, &outcome)
             .await
