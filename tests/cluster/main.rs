@@ -635,3 +635,21 @@ async fn second_replica_does_not_write_while_the_first_holds_the_lease() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_balancer_that_targets_pods_takes_no_node_ports() {
+    let (_client, ns, _controller) = setup("nodeports").await;
+    ns.create_server(
+        "metadata: {name: nlb}\nspec: {passivePorts: {min: 30000, max: 30009}, loadBalancer: {provider: aws}}",
+    )
+    .await;
+    let service = wait_for("the Service", TIMEOUT, || async {
+        ns.api::<Service>().get_opt("nlb").await.ok()?
+    })
+    .await;
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.allocate_load_balancer_node_ports, Some(false));
+    let ports = spec.ports.unwrap_or_default();
+    assert_eq!(ports.len(), 11);
+    assert!(ports.iter().all(|p| p.node_port.is_none()), "{ports:?}");
+}
