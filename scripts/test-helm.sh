@@ -338,7 +338,8 @@ no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
 no update secrets $APP_NS
 no create pods $APP_NS
-no get pods $APP_NS
+yes watch pods $APP_NS
+no delete pods $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -
@@ -522,6 +523,7 @@ def walk(node, path):
             missing.append(f"field {p}")
         if name not in native:
             walk(sub, p)
+walk({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, "the object")
 walk(schema["properties"]["spec"], "spec")
 walk(schema["properties"]["status"], "status")
 if missing:
