@@ -150,6 +150,10 @@ fn default_replicas() -> i32 {
     1
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_control_port() -> i32 {
     21
 }
@@ -325,6 +329,11 @@ pub struct TlsSpec {
     /// Refuse logins before `AUTH TLS` and plain data channels.
     #[serde(default)]
     pub required: bool,
+    /// A protected data connection must resume the TLS session of its own control connection,
+    /// so nobody else can take a transfer's data (vsftpd `require_ssl_reuse`). Set false only for
+    /// clients that cannot resume, such as Python's stock `ftplib`.
+    #[serde(default = "default_true")]
+    pub require_session_reuse: bool,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
