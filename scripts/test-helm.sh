@@ -81,7 +81,8 @@ fi
 
 STARTED_CLUSTER=0
 cleanup() {
-  stop_controller
+  # Defined further down: an early failure (no control plane) exits before it exists.
+  if declare -F stop_controller >/dev/null; then stop_controller; fi
   if [[ $STARTED_CLUSTER -eq 1 && ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
     "$ROOT/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
   fi
@@ -90,8 +91,9 @@ trap cleanup EXIT
 
 if ! "$ROOT/scripts/local-cluster.sh" status >/dev/null 2>&1; then
   log "starting the local control plane in $FTPOP_CLUSTER_DIR"
-  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
+  # Set first, so a half-started control plane is stopped on the way out too.
   STARTED_CLUSTER=1
+  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
 fi
 k() { "$KUBECTL" "$@"; }
 h() { "$HELM" "$@"; }
