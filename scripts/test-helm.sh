@@ -81,7 +81,8 @@ fi
 
 STARTED_CLUSTER=0
 cleanup() {
-  stop_controller
+  # Defined further down: an early failure (no control plane) exits before it exists.
+  if declare -F stop_controller >/dev/null; then stop_controller; fi
   if [[ $STARTED_CLUSTER -eq 1 && ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
     "$ROOT/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
   fi
@@ -90,8 +91,9 @@ trap cleanup EXIT
 
 if ! "$ROOT/scripts/local-cluster.sh" status >/dev/null 2>&1; then
   log "starting the local control plane in $FTPOP_CLUSTER_DIR"
-  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
+  # Set first, so a half-started control plane is stopped on the way out too.
   STARTED_CLUSTER=1
+  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
 fi
 k() { "$KUBECTL" "$@"; }
 h() { "$HELM" "$@"; }
@@ -338,7 +340,8 @@ no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
 no update secrets $APP_NS
 no create pods $APP_NS
-no get pods $APP_NS
+yes watch pods $APP_NS
+no delete pods $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -
@@ -522,6 +525,7 @@ def walk(node, path):
             missing.append(f"field {p}")
         if name not in native:
             walk(sub, p)
+walk({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, "the object")
 walk(schema["properties"]["spec"], "spec")
 walk(schema["properties"]["status"], "status")
 if missing:
