@@ -35,6 +35,9 @@ for knob in N NAMESPACES QUIET SETTLE READY_TIMEOUT; do
 done
 
 export FTPOP_CLUSTER_DIR="$repo/target/bench-cluster"
+# 200 servers on kwok's fake nodes (no pod runs): a control plane without the real node, whose
+# absence also leaves the kwok nodes untainted (scripts/bench-node.sh measures real pods).
+export FTPOP_REAL_NODE=0
 work=$(mktemp -d -t ftp-operator-bench.XXXXXX)
 log() { echo "bench: $*" >&2; }
 load1() { cut -d' ' -f1 /proc/loadavg; }

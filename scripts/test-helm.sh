@@ -19,6 +19,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART="$ROOT/charts/ftp-operator"
 export FTPOP_CLUSTER_DIR=${FTPOP_HELM_CLUSTER_DIR:-$ROOT/target/helm-cluster}
 export FTPOP_PORT_BASE=${FTPOP_PORT_BASE:-25300}
+# A control plane with kwok nodes only: the chart's tests need no real pods, and run while another
+# cluster holds the machine's one real node.
+export FTPOP_REAL_NODE=0
 WORK="$ROOT/target/helm-test"
 RELEASE=ftp-operator
 NS=ftp-operator-system

@@ -44,8 +44,9 @@ lint() {
     cargo clippy --all-targets --all-features -- -D warnings
 }
 
+# The kwok tier: fake pods only (no server runs), so no real node; its kwok nodes are then untainted.
 cluster_up() {
-  scripts/local-cluster.sh build && scripts/local-cluster.sh up
+  FTPOP_REAL_NODE=0 scripts/local-cluster.sh build && FTPOP_REAL_NODE=0 scripts/local-cluster.sh up
 }
 
 tier "install dependencies" scripts/install-deps.sh
