@@ -120,6 +120,7 @@ start_controller() {
   KUBECONFIG=$SA_KUBECONFIG RUST_LOG=info,kube=warn POD_NAMESPACE=$NS \
     "$OPERATOR" controller --metrics-listen "127.0.0.1:$METRICS_PORT" \
     --leader-election-namespace "$NS" --lease-name "$RELEASE" --identity helm-test \
+    --verify-served-config=false \
     >>"$WORK/controller.log" 2>&1 &
   echo $! >"$CONTROLLER_PID_FILE"
 }
@@ -270,12 +271,15 @@ yes watch secrets $APP_NS
 yes create events.events.k8s.io $APP_NS
 yes list nodes -
 yes update leases.coordination.k8s.io $NS
+yes list pods $APP_NS
+yes patch pods $APP_NS
 no create ftpservers.ftpoperator.dev $APP_NS
 no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
 no update secrets $APP_NS
 no create pods $APP_NS
-no get pods $APP_NS
+no delete pods $APP_NS
+no create pods/exec $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -

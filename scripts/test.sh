@@ -6,7 +6,9 @@
 #   3. the container image, assembled with buildah from scratch, and both binaries run in it
 #   4. the controller against a real control plane built from Go modules (scripts/local-cluster.sh)
 #   5. the Helm chart, kstatus and Argo CD health against a control plane of their own
-#   6. (root) long transfers through a namespace load balancer that forgets idle flows, and the
+#   6. (root) end to end on the local cluster's real node: the chart's operator pod, a server pod
+#      from the image built here, clients through a forgetful balancer and kube-proxy
+#   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
 # The last line counts the tests of every tier: "tests: N passed, M failed".
@@ -66,6 +68,9 @@ else
 fi
 # The Helm tier brings up a control plane of its own, so it can install and uninstall freely.
 tier "helm, kstatus and argo cd" scripts/test-helm.sh
+# The debug binaries the unit tier built, in the image the real node runs.
+tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
+  FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-node.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -174,7 +174,8 @@ EOF
 
   # failCgroupV1: false -- this VM is cgroup v1 (hybrid); the kubelet refuses v1 at config
   # validation otherwise. Image GC never runs (thresholds at 100%): the images are built here
-  # and cannot be pulled back. Eviction thresholds low enough for a small test VM.
+  # and cannot be pulled back. Eviction only when the disk is really full (absolute thresholds):
+  # the disk is the machine's, shared with builds, and the defaults (10-15%) evict test pods.
   cat >"$cfg/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -199,7 +200,7 @@ podLogsDir: $NODE_ROOT/pod-logs
 failSwapOn: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 200Mi, imagefs.available: 200Mi, nodefs.inodesFree: 1%}
 serializeImagePulls: false
 maxPods: 110
 registerNode: true

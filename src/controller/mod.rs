@@ -7,6 +7,7 @@ pub mod http;
 pub mod metrics;
 pub mod node_tuner;
 pub mod observe;
+pub mod served;
 pub mod status;
 pub mod validate;
 
@@ -52,6 +53,9 @@ pub struct Settings {
     pub operator_namespace: String,
     /// The node tuner's image: the operator's own (it runs `ftp-operator node-tuner run`).
     pub node_tuner_image: String,
+    /// Ready waits until every running server pod serves the rendered configuration (asked over
+    /// its metrics port; see served.rs). Off only where no server runs (kwok's fake pods).
+    pub verify_served_config: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +291,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let observed = observe(server, &ctx.stores);
 
     let mut changes = Vec::new();
+    let mut desired_config_digest = None;
     if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, None).await? {
         changes.push(applied);
     }
@@ -295,6 +300,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         Ok(valid) => {
             let public_address = observed.public_address(server);
             let config_map = build::desired_config_map(server, &valid, public_address.as_deref());
+            desired_config_digest = served::desired_digest(&config_map);
             let deployment = build::desired_deployment(server, &valid, &ctx.settings.default_image);
             let service = build::desired_service(server, &valid);
 
@@ -337,8 +343,42 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
 
     let now =
         Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
-    let status = desired_status(server, &outcome, &observed, now);
+    let mut status = desired_status(server, &outcome, &observed, now.clone());
     let previous = server.status.clone().unwrap_or_default();
+    // Periodic resync; a quiet one writes nothing.
+    let mut requeue = Duration::from_secs(600);
+    if ctx.settings.verify_served_config
+        && let Some(desired) = &desired_config_digest
+        && served::is_ready(&status)
+    {
+        let version = |name: Option<&String>| {
+            name.and_then(|name| {
+                ctx.stores
+                    .secrets
+                    .get(&ObjectRef::new(name).within(&namespace))
+            })
+            .and_then(|secret| secret.resource_version())
+        };
+        let inputs = served::mounted_inputs(
+            desired,
+            &[
+                (
+                    "users",
+                    version(server.spec.users.as_ref().map(|u| &u.secret_ref.name)),
+                ),
+                (
+                    "tls",
+                    version(server.spec.tls.as_ref().map(|t| &t.secret_ref.name)),
+                ),
+            ],
+        );
+        let served = served::check(&ctx.client, server, desired, &inputs).await?;
+        if let Some(waiting) = served.waiting_for() {
+            served::hold_ready(&mut status, &previous, waiting, &now);
+            // The kubelet syncs a nudged pod within a second or two; the server polls every 2 s.
+            requeue = Duration::from_secs(1);
+        }
+    }
     if previous != status {
         let api: Api<FtpServer> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({
@@ -355,8 +395,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         ctx.metrics.api_write("FtpServer/status");
     }
     publish_events(server, ctx, &changes, &previous, &status, &outcome).await;
-    // Periodic resync; a quiet one writes nothing.
-    Ok(Action::requeue(Duration::from_secs(600)))
+    Ok(Action::requeue(requeue))
 }
 
 /// Events for what changed and what failed; an unchanged reconcile emits none.

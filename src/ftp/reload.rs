@@ -58,6 +58,11 @@ pub async fn watch_files(
         if now == last {
             continue;
         }
+        // The config file comes first in the fingerprint, when there is one.
+        let config_contents = flags
+            .config
+            .as_ref()
+            .and_then(|_| now.first().cloned().flatten());
         last = now;
         match config.and_then(Settings::build) {
             Ok(settings) => {
@@ -77,6 +82,9 @@ pub async fn watch_files(
                     })
                     .inc();
                 sender.send_replace(Arc::new(settings));
+                if let Some(contents) = &config_contents {
+                    metrics.set_served_config(contents);
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "new configuration not loaded; keeping the previous one");
