@@ -261,9 +261,9 @@ t_secrets_rotate() {
   sleep 3 # the second file, if the kubelet wrote them apart: the server polls every 2 s
   echo "reloaded $(since "$start") s after the Secrets changed"
   curl_ftp bob:bob-pw-1 "ftp://$VIP2/" -o /dev/null || { echo "bob cannot log in"; return 1; }
-  curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-two.crt" "ftp://$VIP2/plain.txt" -o /dev/null ||
+  curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-two.crt" "ftp://$VIP2/" -o /dev/null ||
     { echo "the new certificate is not served"; return 1; }
-  if curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-one.crt" "ftp://$VIP2/plain.txt" -o /dev/null 2>/dev/null; then
+  if curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-one.crt" "ftp://$VIP2/" -o /dev/null 2>/dev/null; then
     echo "the old certificate is still served"; return 1
   fi
   [[ $(pod_uid) == "$uid" ]] || { echo "the pod was replaced"; return 1; }
