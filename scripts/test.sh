@@ -5,9 +5,12 @@
 #      and ftp-server against real clients (curl, lftp, Python's ftplib, suppaftp)
 #   3. the container image, assembled with buildah from scratch, and both binaries run in it
 #   4. the controller against a real control plane built from Go modules (scripts/local-cluster.sh)
-#   5. the Helm chart, kstatus and Argo CD health against a control plane of their own
-#   6. (root) end to end on the local cluster's real node: the chart's operator pod, a server pod
-#      from the image built here, clients through a forgetful balancer and kube-proxy
+#   5. the Helm chart (helm lint, kubeconform, kube-score, install/upgrade), the Grafana dashboard,
+#      kstatus and Argo CD health against a control plane of their own
+#   6. Flux's source-controller and kustomize-controller syncing docs/flux/ from a local Git
+#      repository, on a control plane of their own
+#   6b. (root) end to end on the local cluster's real node: the chart's operator pod, a server
+#      pod from the image built here, clients through a forgetful balancer and kube-proxy
 #   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
@@ -67,7 +70,9 @@ else
   failed_tiers+=("controller on a real control plane (not run: no control plane)")
 fi
 # The Helm tier brings up a control plane of its own, so it can install and uninstall freely.
-tier "helm, kstatus and argo cd" scripts/test-helm.sh
+tier "helm, linters, dashboard, kstatus and argo cd" scripts/test-helm.sh
+# Flux's own controllers sync the operator and an FtpServer from a local Git repository.
+tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
 # The debug binaries the unit tier built, in the image the real node runs.
 tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-node.sh
