@@ -239,10 +239,17 @@ t_passive_change() {
     { echo "status.passivePorts did not follow"; return 1; }
   until_true 120 ready_at "$VIP2" || return 1
   echo "Ready with 20020-20029 $(since "$start") s after the change"
-  reply=$(pasv_reply "$VIP2" alice:alice-pw-1)
-  echo "PASV: $reply"
-  port=$(sed -n 's/.*(\([0-9,]*\)).*/\1/p' <<<"$reply" | awk -F, '{print $5 * 256 + $6}')
-  ((port >= 20020 && port <= 20029)) || { echo "PASV port $port is outside 20020-20029"; return 1; }
+  # The range rolls the pod: until kube-proxy has the new pod's endpoint (a second or two after it
+  # turns ready), a session can still reach the old, draining one. Ask again within that window.
+  local deadline=$((SECONDS + 30))
+  while :; do
+    reply=$(pasv_reply "$VIP2" alice:alice-pw-1)
+    port=$(sed -n 's/.*(\([0-9,]*\)).*/\1/p' <<<"$reply" | awk -F, '{print $5 * 256 + $6}')
+    ((${port:-0} >= 20020 && ${port:-0} <= 20029)) && break
+    ((SECONDS < deadline)) || { echo "PASV: $reply"; echo "PASV port ${port:-none} is outside 20020-20029"; return 1; }
+    sleep 1
+  done
+  echo "PASV: $reply ($(since "$start") s after the change)"
 }
 # Users and certificate change in their Secrets; new sessions see them, the pod keeps running.
 # One login attempt each, once the server says it reloaded: failed logins lock the client out (and
