@@ -204,15 +204,5 @@ cp_up() {
 
 cp_down() { stop_components "${CP_COMPONENTS[@]}"; }
 
-cp_status() {
-  local c pid
-  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
-    pid=$(pid_of "$c" || true)
-    if is_ours "$pid"; then
-      printf '  %-24s running (pid %s)\n' "$c" "$pid"
-    else
-      printf '  %-24s stopped\n' "$c"
-    fi
-  done
-}
+cp_status() { components_status etcd kube-apiserver kube-controller-manager kube-scheduler kwok; }
 

@@ -144,6 +144,18 @@ start_component() { # <name> <binary: a name in $BIN_DIR, or a path> <args...>
   echo $! >"$PIDS/$name.pid"
 }
 
+components_status() { # <component...>: one line each, running (with its PID) or stopped
+  local c pid
+  for c in "$@"; do
+    pid=$(pid_of "$c" || true)
+    if is_ours "$pid"; then
+      printf '  %-24s running (pid %s)\n' "$c" "$pid"
+    else
+      printf '  %-24s stopped\n' "$c"
+    fi
+  done
+}
+
 stop_components() { # <component...>, in the order given
   local c pid i
   for c in "$@"; do

@@ -366,14 +366,4 @@ node_cleanup_host() {
   rm -rf "$NODE_STATE"
 }
 
-node_status() {
-  local c pid
-  for c in containerd kubelet kube-proxy; do
-    pid=$(pid_of "$c" || true)
-    if is_ours "$pid"; then
-      printf '  %-24s running (pid %s)\n' "$c" "$pid"
-    else
-      printf '  %-24s stopped\n' "$c"
-    fi
-  done
-}
+node_status() { components_status containerd kubelet kube-proxy; }
