@@ -250,6 +250,9 @@ t_passive_change() {
     sleep 1
   done
   echo "PASV: $reply ($(since "$start") s after the change)"
+  # The next checks count log lines of the server's pods: wait until the drained one has gone.
+  until_true 120 bash -c "[[ \$(kubectl -n $APP get pods -l app.kubernetes.io/instance=$SERVER -o name | wc -l) == 1 ]]" ||
+    { echo "the replaced pod is still there"; return 1; }
 }
 # Users and certificate change in their Secrets; new sessions see them, the pod keeps running.
 # One login attempt each, once the server says it reloaded: failed logins lock the client out (and
