@@ -20,6 +20,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART="$ROOT/charts/ftp-operator"
 export FTPOP_CLUSTER_DIR=${FTPOP_HELM_CLUSTER_DIR:-$ROOT/target/helm-cluster}
 export FTPOP_PORT_BASE=${FTPOP_PORT_BASE:-25300}
+# A control plane with kwok nodes only: the chart's tests need no real pods, and run while another
+# cluster holds the machine's one real node.
+export FTPOP_REAL_NODE=0
 WORK="$ROOT/target/helm-test"
 RELEASE=ftp-operator
 NS=ftp-operator-system
@@ -81,7 +84,8 @@ fi
 
 STARTED_CLUSTER=0
 cleanup() {
-  stop_controller
+  # Defined further down: an early failure (no control plane) exits before it exists.
+  if declare -F stop_controller >/dev/null; then stop_controller; fi
   if [[ $STARTED_CLUSTER -eq 1 && ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
     "$ROOT/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
   fi
@@ -90,8 +94,9 @@ trap cleanup EXIT
 
 if ! "$ROOT/scripts/local-cluster.sh" status >/dev/null 2>&1; then
   log "starting the local control plane in $FTPOP_CLUSTER_DIR"
-  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
+  # Set first, so a half-started control plane is stopped on the way out too.
   STARTED_CLUSTER=1
+  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
 fi
 k() { "$KUBECTL" "$@"; }
 h() { "$HELM" "$@"; }
@@ -125,6 +130,7 @@ start_controller() {
   KUBECONFIG=$SA_KUBECONFIG RUST_LOG=info,kube=warn POD_NAMESPACE=$NS \
     "$OPERATOR" controller --metrics-listen "127.0.0.1:$METRICS_PORT" \
     --leader-election-namespace "$NS" --lease-name "$RELEASE" --identity helm-test \
+    --verify-served-config=false \
     >>"$WORK/controller.log" 2>&1 &
   echo $! >"$CONTROLLER_PID_FILE"
 }
@@ -338,12 +344,16 @@ yes watch secrets $APP_NS
 yes create events.events.k8s.io $APP_NS
 yes list nodes -
 yes update leases.coordination.k8s.io $NS
+yes list pods $APP_NS
+yes patch pods $APP_NS
 no create ftpservers.ftpoperator.dev $APP_NS
 no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
 no update secrets $APP_NS
 no create pods $APP_NS
+yes watch pods $APP_NS
 no delete pods $APP_NS
+no create pods/exec $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -
@@ -527,6 +537,7 @@ def walk(node, path):
             missing.append(f"field {p}")
         if name not in native:
             walk(sub, p)
+walk({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, "the object")
 walk(schema["properties"]["spec"], "spec")
 walk(schema["properties"]["status"], "status")
 if missing:

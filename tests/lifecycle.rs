@@ -335,6 +335,8 @@ fn a_rendered_config_file_alone_runs_the_server() {
         cert_file: state.path().join("tls.crt"),
         key_file: state.path().join("tls.key"),
         required: true,
+        // Stock ftplib below cannot resume the control session on its data connections.
+        require_session_reuse: false,
     });
     let path = state.path().join("ftp-server.toml");
     std::fs::write(&path, config.render()).unwrap();

@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use crate::api::FtpServer;
 
-use super::observe::WorkloadSummary;
+use super::health::WorkloadSummary;
 
 /// The image a server runs, and whether it waits for its turn to move to the default.
 #[derive(Debug, Clone, PartialEq, Eq)]

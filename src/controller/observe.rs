@@ -1,4 +1,5 @@
-//! What the cluster looks like for one FtpServer, read from the controller's caches (no API calls).
+//! What the cluster looks like for one FtpServer: the children from the controller's caches, the
+//! referenced Secrets read by name (the cache would hold every Secret of the cluster).
 
 use std::sync::Arc;
 
@@ -6,32 +7,37 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::ResourceExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
 
 use crate::api::FtpServer;
 
+use super::apply::ApplyError;
 use super::build::{config_map_name, control_service_name, selector_labels, workload_name};
+use super::health::WorkloadSummary;
 
-/// The caches the controller's watches fill. Secrets are stored with their values stripped.
+/// The caches the controller's watches fill.
 #[derive(Clone)]
 pub struct Stores {
     pub config_maps: Store<ConfigMap>,
     /// Deployments from before servers ran as StatefulSets, to remove once replaced.
     pub deployments: Store<Deployment>,
     pub stateful_sets: Store<StatefulSet>,
-    /// The server pods (they carry the managed-by label from the pod template).
-    pub pods: Store<Pod>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     pub disruption_budgets: Store<PodDisruptionBudget>,
+    /// The servers' pods: why a rollout does not finish, and the IPs and ordinals the
+    /// EndpointSlices route to.
+    pub pods: Store<Pod>,
     /// Claims, for the access modes of a shared one.
     pub claims: Store<PersistentVolumeClaim>,
-    pub secrets: Store<Secret>,
     /// The node tuner DaemonSet, in the operator's namespace.
     pub daemon_sets: Store<DaemonSet>,
-    /// Nodes, for their labels and the node tuner's reports.
-    pub nodes: Store<Node>,
+    /// Nodes' metadata, for their labels and the node tuner's reports (see [`node_metadata`]).
+    pub nodes: Store<PartialObjectMeta<Node>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,52 +62,10 @@ pub enum ClaimState {
     },
 }
 
-/// The server's workload in a form status can use whatever runs the pods.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WorkloadSummary {
-    pub generation: Option<i64>,
-    pub observed_generation: Option<i64>,
-    /// Pods that exist, ready ones and ones on the current template.
-    pub replicas: i32,
-    pub ready: i32,
-    pub updated: i32,
-    /// The last rollout has reached every pod.
-    pub rolled_out: bool,
-    /// The image of the server container.
-    pub image: Option<String>,
-}
-
-impl WorkloadSummary {
-    pub fn of(set: &StatefulSet) -> WorkloadSummary {
-        let status = set.status.clone().unwrap_or_default();
-        let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let updated = status.updated_replicas.unwrap_or(0);
-        let current_is_update =
-            status.current_revision.is_some() && status.current_revision == status.update_revision;
-        WorkloadSummary {
-            generation: set.metadata.generation,
-            observed_generation: status.observed_generation,
-            replicas: status.replicas,
-            ready: status.ready_replicas.unwrap_or(0),
-            updated,
-            rolled_out: status.observed_generation >= set.metadata.generation
-                && status.replicas == desired
-                && (current_is_update || updated >= desired),
-            image: set
-                .spec
-                .as_ref()
-                .and_then(|s| s.template.spec.as_ref())
-                .and_then(|pod| pod.containers.first())
-                .and_then(|c| c.image.clone()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub config_map: Option<Arc<ConfigMap>>,
     pub stateful_set: Option<Arc<StatefulSet>>,
-    pub workload: Option<WorkloadSummary>,
     /// A Deployment of the same name from before StatefulSets: removed once they serve.
     pub legacy_deployment: Option<Arc<Deployment>>,
     /// The control Service, whose balancer address is the public one.
@@ -110,32 +74,65 @@ pub struct Observed {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub disruption_budget: Option<Arc<PodDisruptionBudget>>,
+    /// The server's pods, sorted by name.
     pub pods: Vec<Arc<Pod>>,
     pub shared_claim: ClaimState,
     pub users_secret: SecretState,
     pub tls_secret: SecretState,
 }
 
-pub fn observe(server: &FtpServer, stores: &Stores) -> Observed {
+/// The children from the caches and the referenced Secrets' keys, read by name.
+pub async fn observe(
+    server: &FtpServer,
+    stores: &Stores,
+    client: &Client,
+) -> Result<Observed, ApplyError> {
+    let namespace = server.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let users_secret = read_secret(
+        &secrets,
+        server.spec.users.as_ref().map(|u| &u.secret_ref.name),
+    );
+    let tls_secret = read_secret(
+        &secrets,
+        server.spec.tls.as_ref().map(|t| &t.secret_ref.name),
+    );
+    let (users_secret, tls_secret) = futures::try_join!(users_secret, tls_secret)?;
+    Ok(Observed {
+        users_secret,
+        tls_secret,
+        ..observe_children(server, stores)
+    })
+}
+
+async fn read_secret(
+    secrets: &Api<Secret>,
+    name: Option<&String>,
+) -> Result<SecretState, ApplyError> {
+    let Some(name) = name else {
+        return Ok(SecretState::NotReferenced);
+    };
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|source| ApplyError::read::<Secret>(name, source))?;
+    Ok(match secret {
+        None => SecretState::Missing,
+        // Only the keys are kept; the values are dropped with the object.
+        Some(secret) => SecretState::Present {
+            keys: secret_keys(&secret),
+        },
+    })
+}
+
+/// The children, from the caches (no API calls).
+pub fn observe_children(server: &FtpServer, stores: &Stores) -> Observed {
     let namespace = server.namespace().unwrap_or_default();
     let name = server.name_any();
-    let secret = |secret_name: Option<&String>| match secret_name {
-        None => SecretState::NotReferenced,
-        Some(secret_name) => {
-            match stores
-                .secrets
-                .get(&ObjectRef::new(secret_name).within(&namespace))
-            {
-                None => SecretState::Missing,
-                Some(secret) => SecretState::Present {
-                    keys: secret_keys(&secret),
-                },
-            }
-        }
-    };
-    // Objects of this server: same namespace, its instance label, our manager label.
+    // Objects of this server: same namespace, its instance and name labels (the watches hold
+    // only objects with our manager label).
     let selector = selector_labels(server);
-    let mine = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+    let mine = |meta: &ObjectMeta| {
         meta.namespace.as_deref() == Some(namespace.as_str())
             && meta.labels.as_ref().is_some_and(|labels| {
                 selector
@@ -143,9 +140,6 @@ pub fn observe(server: &FtpServer, stores: &Stores) -> Observed {
                     .all(|(key, value)| labels.get(key) == Some(value))
             })
     };
-    let stateful_set = stores
-        .stateful_sets
-        .get(&ObjectRef::new(&workload_name(server)).within(&namespace));
     let shared_claim = match server
         .spec
         .storage
@@ -167,12 +161,35 @@ pub fn observe(server: &FtpServer, stores: &Stores) -> Observed {
             },
         },
     };
+    let mut services: Vec<_> = stores
+        .services
+        .state()
+        .into_iter()
+        .filter(|s| mine(&s.metadata))
+        .collect();
+    services.sort_by_key(|s| s.name_any());
+    let mut endpoint_slices: Vec<_> = stores
+        .endpoint_slices
+        .state()
+        .into_iter()
+        .filter(|s| mine(&s.metadata))
+        .collect();
+    endpoint_slices.sort_by_key(|s| s.name_any());
+    // Sorted, so the EndpointSlices built from them come out the same on every pass.
+    let mut pods: Vec<_> = stores
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| mine(&p.metadata))
+        .collect();
+    pods.sort_by_key(|p| p.name_any());
     Observed {
         config_map: stores
             .config_maps
             .get(&ObjectRef::new(&config_map_name(server)).within(&namespace)),
-        workload: stateful_set.as_deref().map(WorkloadSummary::of),
-        stateful_set,
+        stateful_set: stores
+            .stateful_sets
+            .get(&ObjectRef::new(&workload_name(server)).within(&namespace)),
         legacy_deployment: stores
             .deployments
             .get(&ObjectRef::new(&name).within(&namespace))
@@ -180,35 +197,15 @@ pub fn observe(server: &FtpServer, stores: &Stores) -> Observed {
         service: stores
             .services
             .get(&ObjectRef::new(&control_service_name(server)).within(&namespace)),
-        services: stores
-            .services
-            .state()
-            .into_iter()
-            .filter(|s| mine(&s.metadata))
-            .collect(),
-        endpoint_slices: stores
-            .endpoint_slices
-            .state()
-            .into_iter()
-            .filter(|s| mine(&s.metadata))
-            .collect(),
+        services,
+        endpoint_slices,
         disruption_budget: stores
             .disruption_budgets
             .get(&ObjectRef::new(&name).within(&namespace)),
-        // Sorted, so the EndpointSlices built from them come out the same on every pass.
-        pods: {
-            let mut pods: Vec<_> = stores
-                .pods
-                .state()
-                .into_iter()
-                .filter(|p| mine(&p.metadata))
-                .collect();
-            pods.sort_by_key(|p| p.name_any());
-            pods
-        },
+        pods,
         shared_claim,
-        users_secret: secret(server.spec.users.as_ref().map(|u| &u.secret_ref.name)),
-        tls_secret: secret(server.spec.tls.as_ref().map(|t| &t.secret_ref.name)),
+        users_secret: SecretState::NotReferenced,
+        tls_secret: SecretState::NotReferenced,
     }
 }
 
@@ -218,18 +215,34 @@ fn secret_keys(secret: &Secret) -> Vec<String> {
     data.chain(string_data).cloned().collect()
 }
 
-/// Keeps a Secret's keys and drops its values, so the cache holds no credentials.
-pub fn strip_secret_values(secret: &mut Secret) {
-    if let Some(data) = &mut secret.data {
-        for value in data.values_mut() {
-            value.0.clear();
-        }
+/// What the controller keeps of a Node: its name, labels and the node tuner's two annotations.
+/// The rest (other annotations, managed fields) is dropped, so a cluster of busy nodes costs
+/// little memory.
+pub fn node_metadata(node: &mut PartialObjectMeta<Node>) {
+    node.metadata.managed_fields = None;
+    if let Some(annotations) = &mut node.metadata.annotations {
+        annotations.retain(|key, _| crate::node::report::is_report_annotation(key));
     }
-    secret.string_data = None;
-    secret.metadata.managed_fields = None;
+}
+
+/// Of a Secret only its name reaches the controller's watch: the watch maps it to the
+/// FtpServers that name it, and carries no data, labels or annotations.
+pub fn secret_name_only(secret: &mut PartialObjectMeta<Secret>) {
+    let name = secret.metadata.name.take();
+    let namespace = secret.metadata.namespace.take();
+    secret.metadata = kube::api::ObjectMeta {
+        name,
+        namespace,
+        ..kube::api::ObjectMeta::default()
+    };
 }
 
 impl Observed {
+    /// The workload's own report on its rollout.
+    pub fn workload(&self) -> Option<WorkloadSummary> {
+        self.stateful_set.as_deref().map(WorkloadSummary::from)
+    }
+
     /// The balancer's address from the Service status: the first ingress's IP, else hostname.
     pub fn load_balancer_address(&self) -> Option<String> {
         let ingress = self
@@ -298,41 +311,36 @@ mod tests {
     }
 
     #[test]
-    fn a_stateful_set_is_rolled_out_when_every_pod_runs_the_current_revision() {
-        let set = |status: &str| -> StatefulSet {
-            serde_yaml::from_str(&format!(
-                "metadata: {{name: s, generation: 3}}\n\
-                 spec: {{replicas: 2, selector: {{}}, template: {{spec: {{containers: [{{name: ftp-server, image: img:2}}]}}}}}}\n\
-                 status: {status}"
-            ))
-            .unwrap()
-        };
-        let done = WorkloadSummary::of(&set(
-            "{observedGeneration: 3, replicas: 2, readyReplicas: 2, updatedReplicas: 2, currentRevision: b, updateRevision: b}",
-        ));
-        assert!(done.rolled_out);
-        assert_eq!(
-            (done.replicas, done.ready, done.image.as_deref()),
-            (2, 2, Some("img:2"))
-        );
-        for status in [
-            // Halfway: one pod on the new revision.
-            "{observedGeneration: 3, replicas: 2, readyReplicas: 2, updatedReplicas: 1, currentRevision: a, updateRevision: b}",
-            // The StatefulSet controller has not seen the latest spec.
-            "{observedGeneration: 2, replicas: 2, readyReplicas: 2, updatedReplicas: 2, currentRevision: b, updateRevision: b}",
-            // Scaling.
-            "{observedGeneration: 3, replicas: 1, readyReplicas: 1, updatedReplicas: 1, currentRevision: b, updateRevision: b}",
-        ] {
-            assert!(!WorkloadSummary::of(&set(status)).rolled_out, "{status}");
-        }
+    fn a_secret_keeps_its_keys_only() {
+        let secret: Secret =
+            serde_yaml::from_str("metadata: {name: s}\ndata: {users: YWxpY2U6eA==}").unwrap();
+        assert_eq!(secret_keys(&secret), vec!["users".to_owned()]);
     }
 
     #[test]
-    fn stripped_secrets_keep_keys_only() {
-        let mut secret: Secret =
-            serde_yaml::from_str("metadata: {name: s}\ndata: {users: YWxpY2U6eA==}").unwrap();
-        strip_secret_values(&mut secret);
-        assert_eq!(secret_keys(&secret), vec!["users".to_owned()]);
-        assert!(secret.data.unwrap()["users"].0.is_empty());
+    fn cached_node_metadata_keeps_labels_and_the_tuners_reports_only() {
+        let mut node: PartialObjectMeta<Node> = serde_yaml::from_str(
+            "metadata:\n  name: n\n  labels: {zone: a}\n  annotations:\n    ftpoperator.dev/keepalive-applied: '{}'\n    node.alpha.kubernetes.io/ttl: '0'\n  managedFields: [{manager: kubelet}]",
+        )
+        .unwrap();
+        node_metadata(&mut node);
+        assert_eq!(node.labels().get("zone").map(String::as_str), Some("a"));
+        let annotations: Vec<_> = node.annotations().keys().cloned().collect();
+        assert_eq!(
+            annotations,
+            vec!["ftpoperator.dev/keepalive-applied".to_owned()]
+        );
+        assert!(node.metadata.managed_fields.is_none());
+
+        let mut secret: PartialObjectMeta<Secret> = serde_yaml::from_str(
+            "metadata: {name: s, namespace: ns, annotations: {kubectl.kubernetes.io/last-applied-configuration: secret}, labels: {a: b}}",
+        )
+        .unwrap();
+        secret_name_only(&mut secret);
+        assert_eq!(
+            (secret.name_any(), secret.namespace()),
+            ("s".to_owned(), Some("ns".to_owned()))
+        );
+        assert!(secret.annotations().is_empty() && secret.labels().is_empty());
     }
 }

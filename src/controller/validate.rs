@@ -2,6 +2,8 @@
 //! must fix. Everything the CEL rules enforce is checked again here: objects stored before a CRD
 //! upgrade never went through the current rules.
 
+use kube::ResourceExt;
+
 use crate::api::{FtpServer, FtpServerSpec};
 use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, PassiveRange};
 use crate::keepalive::{self, KeepaliveInForce};
@@ -52,6 +54,7 @@ impl Invalid {
 }
 
 pub fn validate(server: &FtpServer, observed: &Observed) -> Result<Validated, Invalid> {
+    validate_name(&server.name_any())?;
     let validated = validate_spec(&server.spec)?;
     validate_secrets(server, observed)?;
     validate_shared_claim(server, &observed.shared_claim)?;
@@ -101,6 +104,30 @@ fn validate_shared_claim(server: &FtpServer, claim: &ClaimState) -> Result<(), I
         }
         ClaimState::Present { .. } => Ok(()),
     }
+}
+
+/// The name every child is named after: a DNS label short enough for the workload's labels.
+pub fn validate_name(name: &str) -> Result<(), Invalid> {
+    let bytes = name.as_bytes();
+    let label = bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if label && name.len() <= crate::api::MAX_NAME_LENGTH {
+        return Ok(());
+    }
+    Err(Invalid {
+        reason: "InvalidName",
+        message: format!(
+            "metadata.name {name:?} must be at most {} characters of lower-case letters, digits \
+             and '-', starting with a letter and ending with a letter or digit (the Service and \
+             the pods' labels carry it): recreate the FtpServer under such a name",
+            crate::api::MAX_NAME_LENGTH
+        ),
+    })
 }
 
 /// Checks that need only the spec: port ranges, keepalive, provider limits.
@@ -283,6 +310,22 @@ mod tests {
 
     fn spec(yaml: &str) -> FtpServerSpec {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn names_every_child_can_carry_pass_and_others_say_why() {
+        for good in ["a", "contoso", "ftp-1", &"a".repeat(52)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        for bad in ["ftp.example", "1st", "-a", "a-", "Upper", &"a".repeat(53)] {
+            let invalid = validate_name(bad).unwrap_err();
+            assert_eq!(invalid.reason, "InvalidName");
+            assert!(
+                invalid.message.contains("at most 52 characters"),
+                "{}",
+                invalid.message
+            );
+        }
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub struct ServerFlags {
     /// Refuse login before AUTH TLS and unprotected data connections.
     #[arg(long)]
     pub require_tls: bool,
+    /// Whether a protected data connection must resume its control connection's TLS session
+    /// (default true; false for clients that cannot resume, such as Python's stock ftplib).
+    #[arg(long, value_name = "BOOL")]
+    pub require_tls_session_reuse: Option<bool>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
@@ -100,10 +104,15 @@ impl ServerFlags {
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
                 let required = config.tls.as_ref().is_some_and(|tls| tls.required);
+                let require_session_reuse = config
+                    .tls
+                    .as_ref()
+                    .is_none_or(|tls| tls.require_session_reuse);
                 config.tls = Some(Tls {
                     cert_file: cert.clone(),
                     key_file: key.clone(),
                     required,
+                    require_session_reuse,
                 });
             }
             (None, None) => {}
@@ -119,6 +128,17 @@ impl ServerFlags {
                 None => {
                     return Err(ConfigError::Invalid(
                         "--require-tls needs --tls-cert and --tls-key (or tls in the config file)"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        if let Some(reuse) = self.require_tls_session_reuse {
+            match &mut config.tls {
+                Some(tls) => tls.require_session_reuse = reuse,
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "--require-tls-session-reuse needs --tls-cert and --tls-key (or tls in the config file)"
                             .into(),
                     ));
                 }
@@ -215,5 +235,20 @@ mod tests {
         };
         let tls = both.merge(Some(file_config())).unwrap().tls.unwrap();
         assert!(tls.required);
+        assert!(
+            tls.require_session_reuse,
+            "session reuse is required by default"
+        );
+        let opt_out = ServerFlags {
+            require_tls_session_reuse: Some(false),
+            ..both
+        };
+        let tls = opt_out.merge(Some(file_config())).unwrap().tls.unwrap();
+        assert!(!tls.require_session_reuse);
+        let alone = ServerFlags {
+            require_tls_session_reuse: Some(false),
+            ..Default::default()
+        };
+        assert!(alone.merge(Some(file_config())).is_err());
     }
 }

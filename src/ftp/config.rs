@@ -77,6 +77,10 @@ pub struct ServerConfig {
     /// needed when `passive_ports_per_replica` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_index: Option<u32>,
+    /// Allow `SITE CHMOD` (permission bits only) for users who may write. Off by default: mode
+    /// changes are rarely what a file drop needs, and a world-writable file is a risk.
+    #[serde(default)]
+    pub site_chmod: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -152,7 +156,7 @@ impl FromStr for PassiveRange {
 
 /// TCP keepalive for every control and data socket. `idle_seconds = 0` turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Keepalive {
     pub idle_seconds: u32,
     pub interval_seconds: u32,
@@ -176,7 +180,7 @@ impl Keepalive {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Anonymous {
     pub enabled: bool,
     pub writable: bool,
@@ -191,6 +195,15 @@ pub struct Tls {
     /// Refuse login before `AUTH TLS` and plain data channels.
     #[serde(default)]
     pub required: bool,
+    /// A protected data connection must resume the TLS session of its own control connection
+    /// (vsftpd's `require_ssl_reuse`); off only for clients that cannot resume, such as Python's
+    /// stock `ftplib`.
+    #[serde(default = "default_true")]
+    pub require_session_reuse: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,12 +213,16 @@ pub struct Limits {
     pub max_sessions_per_address: u32,
     /// A session with no command for this long is closed; never during a transfer.
     pub idle_timeout_seconds: u32,
+    /// A session not logged in this long after it connected is closed, whatever it sends.
+    pub login_timeout_seconds: u32,
     /// How long a passive listener waits for the client's data connection.
     pub data_connect_timeout_seconds: u32,
     /// Longest command line accepted, in bytes, CRLF included.
     pub max_command_line: u32,
-    /// Failed logins from one address before it is locked out.
+    /// Failed logins from one client address (IPv6: one /64), or for one user name, within
+    /// `login_failure_window_seconds` before that address or name is locked out; 0 turns it off.
     pub login_failures_before_lockout: u32,
+    pub login_failure_window_seconds: u32,
     pub lockout_seconds: u32,
     /// Pause before answering a failed login, in milliseconds (slows password guessing).
     pub login_failure_delay_millis: u32,
@@ -219,9 +236,11 @@ impl Default for Limits {
             max_sessions: 2000,
             max_sessions_per_address: 50,
             idle_timeout_seconds: 900,
+            login_timeout_seconds: 60,
             data_connect_timeout_seconds: 30,
             max_command_line: 4096,
             login_failures_before_lockout: 5,
+            login_failure_window_seconds: 600,
             lockout_seconds: 300,
             login_failure_delay_millis: 1000,
             shutdown_grace_seconds: 30,
@@ -255,6 +274,7 @@ impl ServerConfig {
             active_mode: ActiveMode::default(),
             passive_ports_per_replica: None,
             replica_index: None,
+            site_chmod: false,
         }
     }
 
@@ -356,6 +376,7 @@ mod tests {
             cert_file: "/tls/tls.crt".into(),
             key_file: "/tls/tls.key".into(),
             required: true,
+            require_session_reuse: false,
         });
         let text = config.render();
         let back: ServerConfig = toml::from_str(&text).unwrap();
@@ -372,6 +393,25 @@ mod tests {
         assert!(!config.anonymous.enabled);
         assert!(!config.active_mode.enabled);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_table_that_omits_keys_takes_their_defaults() {
+        let config: ServerConfig = toml::from_str(
+            "root = \"/srv\"\npassive_ports = { min = 30000, max = 30009 }\n\
+             [anonymous]\nenabled = true\n[keepalive]\nidle_seconds = 30\n\
+             [limits]\nmax_sessions = 10\n[active_mode]\nenabled = true\n\
+             [tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\n",
+        )
+        .unwrap();
+        assert!(config.anonymous.enabled && !config.anonymous.writable);
+        assert_eq!(config.keepalive.idle_seconds, 30);
+        assert_eq!(config.keepalive.probes, Keepalive::default().probes);
+        assert_eq!(config.limits.login_timeout_seconds, 60);
+        assert!(!config.active_mode.allow_foreign_address);
+        let tls = config.tls.unwrap();
+        assert!(!tls.required && tls.require_session_reuse);
+        assert!(!config.site_chmod);
     }
 
     #[test]

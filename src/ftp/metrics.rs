@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -31,6 +32,12 @@ pub struct TransferLabel {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileChangeLabel {
+    pub operation: String,
+    pub result: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -40,11 +47,15 @@ pub struct Metrics {
     pub logins: Family<ResultLabel, Counter>,
     pub bytes: Family<DirectionLabel, Counter>,
     pub transfers: Family<TransferLabel, Counter>,
+    pub transfer_seconds: Family<DirectionLabel, Counter<f64, AtomicU64>>,
+    pub file_changes: Family<FileChangeLabel, Counter>,
     pub passive_ports_in_use: Gauge,
     pub passive_ports_exhausted: Counter,
     pub data_connections_refused: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
     ready: AtomicBool,
+    /// `sha256:<hex>` of the configuration file in effect; None without one.
+    served_config: std::sync::Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -56,7 +67,21 @@ impl Metrics {
             .inc();
     }
 
-    pub fn transfer(&self, direction: &str, result: &str, bytes: u64) {
+    pub fn file_change(&self, operation: &str, result: &str) {
+        self.file_changes
+            .get_or_create(&FileChangeLabel {
+                operation: operation.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn transfer(&self, direction: &str, result: &str, bytes: u64, elapsed: Duration) {
+        self.transfer_seconds
+            .get_or_create(&DirectionLabel {
+                direction: direction.into(),
+            })
+            .inc_by(elapsed.as_secs_f64());
         self.transfers
             .get_or_create(&TransferLabel {
                 direction: direction.into(),
@@ -72,6 +97,21 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records the contents of the configuration file now in effect.
+    pub fn set_served_config(&self, contents: &[u8]) {
+        let digest = config_digest(contents);
+        if let Ok(mut served) = self.served_config.lock() {
+            *served = Some(digest);
+        }
+    }
+
+    pub fn served_config(&self) -> Option<String> {
+        self.served_config
+            .lock()
+            .ok()
+            .and_then(|served| served.clone())
     }
 
     pub fn is_ready(&self) -> bool {
@@ -105,6 +145,16 @@ impl Metrics {
             "transfers",
             "Transfers by direction and result",
             self.transfers.clone(),
+        );
+        registry.register(
+            "transfer_seconds",
+            "Seconds spent in transfers by direction",
+            self.transfer_seconds.clone(),
+        );
+        registry.register(
+            "file_changes",
+            "Deletes, renames, directory and attribute changes by operation and result",
+            self.file_changes.clone(),
         );
         registry.register(
             "passive_ports_in_use",
@@ -146,6 +196,23 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
     )
 }
 
+/// `sha256:<hex>` of a configuration file's contents: what `/config-digest` reports, and what the
+/// controller computes from the ConfigMap to tell whether a pod serves it yet.
+pub fn config_digest(contents: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, contents);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The digest of the configuration in effect, so the controller can hold Ready until a pod serves
+/// what the ConfigMap says (the kubelet refreshes a mounted ConfigMap up to a minute late).
+async fn served_config_digest(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
+    match metrics.served_config() {
+        Some(digest) => (StatusCode::OK, format!("{digest}\n")),
+        None => (StatusCode::NOT_FOUND, "no configuration file\n".to_owned()),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -164,6 +231,7 @@ pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Resul
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/config-digest", get(served_config_digest))
         .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(address).await?;
     axum::serve(listener, router).await
@@ -177,11 +245,20 @@ mod tests {
     fn encodes_counters() {
         let metrics = Metrics::default();
         metrics.login("ok");
-        metrics.transfer("download", "ok", 42);
+        metrics.transfer("download", "ok", 42, Duration::from_millis(1500));
+        metrics.file_change("delete", "ok");
         let text = metrics.encode();
         assert!(text.contains("ftp_logins_total{result=\"ok\"} 1"), "{text}");
         assert!(
             text.contains("ftp_bytes_total{direction=\"download\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftp_transfer_seconds_total{direction=\"download\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftp_file_changes_total{operation=\"delete\",result=\"ok\"} 1"),
             "{text}"
         );
     }

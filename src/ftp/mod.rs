@@ -3,6 +3,7 @@
 //! One concern per module: [`command`] parses, [`session`] runs the control connection,
 //! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod command;
@@ -11,6 +12,7 @@ pub mod control;
 pub mod fs;
 pub mod keepalive;
 pub mod listing;
+pub mod lockout;
 pub mod metrics;
 pub mod passive;
 pub mod reload;

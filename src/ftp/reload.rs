@@ -53,13 +53,31 @@ pub async fn watch_files(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let config = load(&flags);
-        let now = fingerprint(&flags, config.as_ref().ok());
-        if now == last {
+        // Reading files and hashing (the users file's dummy hash) block: off the runtime.
+        let previous = std::mem::take(&mut last);
+        let polled_flags = flags.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            let config = load(&polled_flags);
+            let now = fingerprint(&polled_flags, config.as_ref().ok());
+            if now == previous {
+                return (now, None);
+            }
+            (now, Some(config.and_then(Settings::build)))
+        })
+        .await;
+        let Ok((now, built)) = polled else {
             continue;
-        }
+        };
+        // The config file comes first in the fingerprint, when there is one.
+        let config_contents = flags
+            .config
+            .as_ref()
+            .and_then(|_| now.first().cloned().flatten());
         last = now;
-        match config.and_then(Settings::build) {
+        let Some(built) = built else {
+            continue;
+        };
+        match built {
             Ok(settings) => {
                 let old = sender.borrow().config.clone();
                 if settings.config.listen != old.listen
@@ -77,6 +95,9 @@ pub async fn watch_files(
                     })
                     .inc();
                 sender.send_replace(Arc::new(settings));
+                if let Some(contents) = &config_contents {
+                    metrics.set_served_config(contents);
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "new configuration not loaded; keeping the previous one");

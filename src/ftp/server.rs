@@ -14,9 +14,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::auth::Lockout;
 use super::cli::ServerFlags;
 use super::keepalive;
+use super::lockout::Lockout;
 use super::metrics::{self, Metrics, ResultLabel};
 use super::passive::PortPool;
 use super::reload;
@@ -103,6 +103,13 @@ fn prepare_control_socket(stream: &TcpStream, settings: &Settings) {
 /// Runs the server until SIGTERM or SIGINT, then drains sessions within the grace period.
 pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    if let Some(contents) = flags
+        .config
+        .as_ref()
+        .and_then(|path| std::fs::read(path).ok())
+    {
+        metrics.set_served_config(&contents);
+    }
     let listen = settings.config.listen;
     let metrics_listen = settings.config.metrics_listen;
     let passive = settings.config.own_passive_ports()?;
@@ -136,6 +143,8 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         settings_tx,
         Arc::clone(&metrics),
     ));
+
+    tokio::spawn(sweep_upload_leftovers(settings_rx.clone()));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -222,6 +231,28 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         sessions.abort_all();
     }
     Ok(())
+}
+
+/// Removes the temporary files of uploads a killed server left: at start those idle longer than
+/// the stall bound, and once more when the stall bound has passed (so a crash just before this
+/// start is cleaned up too, while uploads of other servers on the same volume are spared).
+async fn sweep_upload_leftovers(settings: watch::Receiver<Arc<Settings>>) {
+    let sweep = |settings: Arc<Settings>| async move {
+        let stall = Duration::from_secs(settings.config.limits.idle_timeout_seconds.max(1).into());
+        let root = settings.root.clone();
+        match tokio::task::spawn_blocking(move || root.remove_upload_leftovers(stall)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "removed leftover temporary upload files"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot sweep leftover upload files"),
+            Err(error) => tracing::warn!(%error, "upload sweep failed"),
+        }
+        stall
+    };
+    let current = settings.borrow().clone();
+    let stall = sweep(current).await;
+    tokio::time::sleep(stall).await;
+    let current = settings.borrow().clone();
+    sweep(current).await;
 }
 
 async fn refuse(mut stream: TcpStream, limit: &'static str) {

@@ -32,10 +32,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A run of `count` consecutive free ports.
+/// A run of `count` consecutive free ports, taken below the kernel's ephemeral range
+/// (32768 and up by default) so that no port `free_port` hands out can fall inside it.
 pub fn free_range(count: u16) -> (u16, u16) {
     for _ in 0..200 {
-        let start = 20000 + (rand_u16() % 30000);
+        let start = 20000 + (rand_u16() % (12000 - count));
         let listeners: Vec<_> = (start..start + count)
             .map(|port| TcpListener::bind(("127.0.0.1", port)))
             .collect();
@@ -97,7 +98,12 @@ pub struct Server {
 impl Server {
     /// Starts a server on free ports; if another test took a port in between, tries again.
     pub fn start(options: Options) -> Server {
-        let mut root = tempfile::tempdir().unwrap();
+        Server::start_in(options, tempfile::tempdir().unwrap())
+    }
+
+    /// Starts a server whose root is the prepared directory `root`.
+    pub fn start_in(options: Options, root: tempfile::TempDir) -> Server {
+        let mut root = root;
         let mut state = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             match Server::try_start(&options, root, state) {
@@ -394,7 +400,22 @@ impl Raw {
     }
 
     pub fn connect_to(address: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(address).unwrap();
+        Raw::from_stream(TcpStream::connect(address).unwrap())
+    }
+
+    /// Connects to the server on 127.0.0.1 from another loopback address, as a second client
+    /// machine would.
+    pub fn connect_from(source: [u8; 4], port: u16) -> Raw {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        socket
+            .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        Raw::from_stream(socket.into())
+    }
+
+    fn from_stream(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

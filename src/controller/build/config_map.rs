@@ -42,6 +42,7 @@ pub fn desired_server_config(
         cert_file: Path::new(TLS_DIR).join("tls.crt"),
         key_file: Path::new(TLS_DIR).join("tls.key"),
         required: tls.required,
+        require_session_reuse: tls.require_session_reuse,
     });
     config
 }
@@ -117,10 +118,26 @@ mod tests {
         assert_eq!(tls.cert_file, Path::new("/etc/ftp-tls/tls.crt"));
         assert_eq!(tls.key_file, Path::new("/etc/ftp-tls/tls.key"));
         assert!(tls.required);
+        assert!(
+            tls.require_session_reuse,
+            "session reuse is required unless opted out"
+        );
         assert_eq!(config.root, Path::new("/srv/ftp"));
         assert_eq!(config.passive_ports_per_replica, Some(10));
         assert_eq!(config.replica_index, None);
         assert_eq!(config.limits.shutdown_grace_seconds, 600);
+    }
+
+    #[test]
+    fn tls_session_reuse_opt_out_is_rendered() {
+        let yaml = fixtures::FULL.replace(
+            "required: true}",
+            "required: true, requireSessionReuse: false}",
+        );
+        assert_ne!(yaml, fixtures::FULL, "fixture changed: update this test");
+        let server = server(&yaml);
+        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        assert!(!config.tls.unwrap().require_session_reuse);
     }
 
     #[test]
