@@ -125,14 +125,14 @@ peak_rss_mib() { awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$controller_pi
 object_versions() {
   {
     kubectl get ftpservers -A -l bench=controller -o json
-    kubectl get configmaps,deployments,services -A -l app.kubernetes.io/managed-by=ftp-operator -o json
+    kubectl get configmaps,statefulsets,services -A -l app.kubernetes.io/managed-by=ftp-operator -o json
   } | jq -r '.items[] | "\(.kind) \(.metadata.namespace)/\(.metadata.name) \(.metadata.resourceVersion)"' | sort
 }
 # Latest managedFields time of the controller's field manager over those objects.
 last_controller_write() {
   {
     kubectl get ftpservers -A -l bench=controller -o json --show-managed-fields
-    kubectl get configmaps,deployments,services -A -l app.kubernetes.io/managed-by=ftp-operator \
+    kubectl get configmaps,statefulsets,services -A -l app.kubernetes.io/managed-by=ftp-operator \
       -o json --show-managed-fields
   } | jq -rs '[.[].items[].metadata.managedFields[]? | select(.manager == "ftp-operator") | .time] | max'
 }

@@ -10,7 +10,7 @@
 #      node: containerd + runc, CNI bridge, kubelet, kube-proxy), and loads the image into the node;
 #   2. installs the operator with the Helm chart: a pod with its own ServiceAccount and RBAC;
 #   3. applies examples/ftpserver.yaml (an FtpServer and its users Secret): the operator creates
-#      the server's Deployment, Service and ConfigMap, and the kubelet runs the server pod;
+#      the server's StatefulSet, Service and ConfigMap, and the kubelet runs the server pod;
 #   4. plays the cloud: a load balancer in network namespaces (scripts/netns-lb.sh, BACKEND=node)
 #      owns a VIP, forwards it to the node (kube-proxy takes it to the pod from there), and forgets
 #      flows idle for 240 s like Azure's default; the demo writes the VIP into the Service's

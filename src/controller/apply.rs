@@ -134,7 +134,11 @@ pub fn in_effect<K: Resource + Serialize>(live: &K, desired: &K) -> bool {
         return false;
     };
     match (serde_json::to_value(live), serde_json::to_value(desired)) {
-        (Ok(live), Ok(desired)) => is_subset(&desired, &live) && only_wanted(owned, &desired),
+        (Ok(live), Ok(desired)) => {
+            is_subset(&desired, &live)
+                && only_wanted(owned, &desired)
+                && atomic_lists_match(owned, &desired, &live)
+        }
         _ => false,
     }
 }
@@ -182,6 +186,31 @@ fn is_subset(desired: &Value, live: &Value) -> bool {
         // Lists of scalars (args, source ranges) are atomic: equal or not.
         (d, l) => d == l,
     }
+}
+
+/// True when every list this manager owns whole (an atomic list, such as an EndpointSlice's
+/// `endpoints`: `f:<name>: {}` in the field set, nothing below) has as many entries live as
+/// desired. An apply replaces such a list, so a live entry we no longer want (a deleted pod's
+/// endpoint) is a change that the subset check alone would miss.
+fn atomic_lists_match(owned: &Value, desired: &Value, live: &Value) -> bool {
+    let Some(fields) = owned.as_object() else {
+        return true;
+    };
+    fields.iter().all(|(path, below)| {
+        let Some(name) = path.strip_prefix("f:") else {
+            return true;
+        };
+        let Some(wanted) = desired.get(name) else {
+            return true;
+        };
+        let live = live.get(name).unwrap_or(&Value::Null);
+        match (wanted, below.as_object()) {
+            (Value::Array(wanted), Some(children)) if children.is_empty() => live
+                .as_array()
+                .map_or(wanted.is_empty(), |l| l.len() == wanted.len()),
+            _ => atomic_lists_match(below, wanted, live),
+        }
+    })
 }
 
 /// True when every field in the manager's field set (`fieldsV1`: `f:<name>` for a field,
@@ -325,5 +354,21 @@ spec:
         live.metadata.managed_fields = None;
         let desired = service("metadata: {name: s, annotations: {ours: '1'}}");
         assert!(!in_effect(&live, &desired));
+    }
+
+    #[test]
+    fn an_atomic_list_with_an_entry_we_no_longer_want_needs_an_apply() {
+        let slice = |endpoints: &str| -> k8s_openapi::api::discovery::v1::EndpointSlice {
+            serde_yaml::from_str(&format!(
+                "metadata:\n  name: s\n  managedFields:\n  - manager: ftp-operator\n    operation: Apply\n    apiVersion: discovery.k8s.io/v1\n    fieldsType: FieldsV1\n    fieldsV1: {{f:addressType: {{}}, f:endpoints: {{}}}}\naddressType: IPv4\nendpoints: {endpoints}"
+            ))
+            .unwrap()
+        };
+        let live = slice("[{addresses: [10.0.0.1]}, {addresses: [10.0.0.2]}]");
+        assert!(!in_effect(&live, &slice("[{addresses: [10.0.0.1]}]")));
+        assert!(in_effect(
+            &live,
+            &slice("[{addresses: [10.0.0.1]}, {addresses: [10.0.0.2]}]")
+        ));
     }
 }

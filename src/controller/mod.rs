@@ -128,9 +128,9 @@ pub async fn run(
         .reflect(writer)
         .touched_objects();
     let (stateful_sets, writer) = reflector::store();
+    // Kept with its managedFields, like every applied child: they tell apply what it owns.
     let stateful_set_events = watcher(api::<StatefulSet>(&client, ns), managed.clone())
         .default_backoff()
-        .modify(|set: &mut StatefulSet| set.metadata.managed_fields = None)
         .reflect(writer)
         .touched_objects();
     // Server pods carry the managed-by label of their template; their IPs and readiness feed the

@@ -335,12 +335,18 @@ spec:
 #[tokio::test]
 async fn a_deployment_of_earlier_versions_is_removed_once_the_stateful_set_serves() {
     let (_client, ns, _controller) = setup("rep-legacy").await;
-    // What an earlier version left: a Deployment of the server's name with its labels.
+    let server = ns
+        .create_server("metadata: {name: old}\nspec: {passivePorts: {min: 30000, max: 30002}}")
+        .await;
+    // What an earlier version left: a Deployment of the server's name with its labels, controlled
+    // by the FtpServer.
     let legacy: Deployment = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "old", "labels": {
             "app.kubernetes.io/name": "ftp-server",
             "app.kubernetes.io/instance": "old",
-            "app.kubernetes.io/managed-by": "ftp-operator"}},
+            "app.kubernetes.io/managed-by": "ftp-operator"},
+            "ownerReferences": [{"apiVersion": "ftpoperator.dev/v1alpha1", "kind": "FtpServer",
+                "name": "old", "uid": server.uid(), "controller": true, "blockOwnerDeletion": true}]},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app.kubernetes.io/instance": "old", "legacy": "yes"}},
@@ -355,8 +361,6 @@ async fn a_deployment_of_earlier_versions_is_removed_once_the_stateful_set_serve
         .create(&PostParams::default(), &legacy)
         .await
         .unwrap();
-    ns.create_server("metadata: {name: old}\nspec: {passivePorts: {min: 30000, max: 30002}}")
-        .await;
     wait_for(
         "the Deployment to go once the StatefulSet is ready",
         TIMEOUT,
