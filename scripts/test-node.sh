@@ -11,8 +11,7 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
-export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
-export FTPOP_REAL_NODE=1
+TIER=test-node
 WORK=$ROOT/target/node-test
 LAB=ftpop-e2e
 NS=ftp-operator
@@ -23,55 +22,21 @@ VIP2=198.18.0.11
 # The balancer forgets a flow idle for LB_TIMEOUT s; the server's keepalive (2 s) outlives that.
 LB_TIMEOUT=6
 LINK_RATE=8mbit
-
-TIER=test-node CHECK_DETAILS=1 POLL_SECONDS=0.5
-# shellcheck source=lib/checks.sh
-source "$ROOT/scripts/lib/checks.sh"
-
-[[ $(id -u) -eq 0 ]] || die "needs root: it runs the real node (containerd, kubelet, kube-proxy) and network namespaces"
-rm -rf "$WORK"; mkdir -p "$WORK"
+# shellcheck source=scripts/node-test-lib.sh
+source scripts/node-test-lib.sh
 
 cleanup() {
   kill "${IDLE_PID:-}" 2>/dev/null || true
-  if [[ ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
-    BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
-    scripts/local-cluster.sh down >/dev/null 2>&1 || true
-  fi
+  node_tier_cleanup
 }
 trap cleanup EXIT
 
 # ------------------------------------------------------------------------------------ setup
 
-scripts/install-deps.sh || die "installing Debian packages failed"
-if [[ -n ${FTPOP_OPERATOR_BIN:-} ]]; then
-  OPERATOR=$FTPOP_OPERATOR_BIN SERVER_BIN=$FTPOP_SERVER_BIN
-else
-  cargo build -q --bins || die "cargo build failed"
-  OPERATOR=$ROOT/target/debug/ftp-operator SERVER_BIN=$ROOT/target/debug/ftp-server
-fi
-FTPOP_OPERATOR_BIN=$OPERATOR FTPOP_SERVER_BIN=$SERVER_BIN scripts/image.sh || die "building the image failed"
-HELM=$(scripts/tools.sh path helm) || die "building helm failed"
-scripts/local-cluster.sh build >/dev/null || die "building the cluster failed"
-scripts/local-cluster.sh down >/dev/null 2>&1 || true
-scripts/local-cluster.sh up || die "the local cluster with its real node did not come up"
-eval "$(scripts/local-cluster.sh env)"
-BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
-BACKEND=node LB_TIMEOUT=$LB_TIMEOUT LINK_RATE=$LINK_RATE scripts/netns-lb.sh up "$LAB" >/dev/null ||
-  die "the namespace balancer did not come up"
-k() { kubectl "$@"; }
-in_client() { ip netns exec "$LAB-client" "$@"; }
-
-now() { date +%s.%N; }
-since() { echo "$(now) - $1" | bc; }
+node_tier_setup
 
 # ------------------------------------------------------------------------------------ objects
 
-hash() { printf '%s' "$1" | "$SERVER_BIN" hash-password; }
-users_secret() { # <user:password...>
-  local entry lines=""
-  for entry in "$@"; do lines+="${entry%%:*}:$(hash "${entry#*:}"):rw"$'\n'; done
-  k -n "$APP" create secret generic ftp-users --from-literal=users="$lines" --dry-run=client -o yaml | k apply -f - >/dev/null
-}
 tls_secret() { # <name>: a certificate for the VIPs, self-signed, CN=<name>
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$1" \
     -addext "subjectAltName=IP:$VIP,IP:$VIP2" -keyout "$WORK/$1.key" -out "$WORK/$1.crt" 2>/dev/null
@@ -93,36 +58,22 @@ spec:
   tls: {secretRef: {name: ftp-tls}}
 EOF
 }
-set_address() { k -n "$APP" patch service "$SERVER" --subresource=status --type=merge \
-  -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$1\"}]}}}" >/dev/null; }
 ready_at() { # <address>: Ready and publishing it
   [[ $(k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.publicAddress} {.status.conditions[?(@.type=="Ready")].status}') == "$1 True" ]]
 }
 pod_json() { k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json; }
 pod_uid() { k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.uid}'; }
-# The ftp-server process of the pod with this uid, for nsenter into its network namespace.
-server_pid() {
-  local uid=$1 pid
-  for pid in $(pgrep -x ftp-server); do
-    grep -q "pod$uid" "/proc/$pid/cgroup" 2>/dev/null && { echo "$pid"; return 0; }
-  done
-  return 1
-}
 curl_ftp() { in_client curl -sS --max-time 60 --ftp-pasv --no-ftp-skip-pasv-ip --user "$1" "${@:2}"; }
 pasv_reply() { # <address> <user:password>: the 227 reply to PASV
   in_client curl -sv --max-time 15 --disable-epsv --ftp-pasv --user "$2" "ftp://$1/" 2>&1 | grep -o '227 .*'
 }
 
-log "installing the operator with the Helm chart"
-"$HELM" upgrade --install ftp-operator charts/ftp-operator --namespace "$NS" --create-namespace \
-  --wait --timeout 180s >/dev/null || die "helm install failed"
-k create namespace "$APP" >/dev/null
 users_secret "alice:alice-pw-1"
 tls_secret cert-one
 APPLIED=$(now)
 ftpserver 20000 20009
 until_true 60 k -n "$APP" get service "$SERVER" || die "the operator made no Service"
-set_address "$VIP"
+set_address "$SERVER" "$VIP"
 
 # ------------------------------------------------------------------------------------ checks
 
@@ -164,7 +115,7 @@ t_lftp_ftps() {
     "put $WORK/lftps.txt -o lftps.txt; get lftps.txt -o $WORK/lftps.back" && cmp "$WORK/lftps.txt" "$WORK/lftps.back"
 }
 # The uploads are files in the pod's emptyDir, on the node's disk.
-data_dir() { echo "/var/lib/ftp-operator/node/kubelet/pods/$(pod_uid)/volumes/kubernetes.io~empty-dir/data"; }
+data_dir() { pod_data_dir "$(pod_uid)"; }
 t_storage() {
   local dir; dir=$(data_dir)
   [[ -d $dir ]] || { echo "no emptyDir volume 'data' for the pod at $dir"; return 1; }
@@ -208,7 +159,7 @@ t_ready_means_reachable() {
   local uid restarts start reply
   uid=$(pod_uid)
   start=$(now)
-  set_address "$VIP2"
+  set_address "$SERVER" "$VIP2"
   until_true 120 ready_at "$VIP2" || { echo "not Ready at $VIP2"; return 1; }
   echo "Ready at $VIP2 $(since "$start") s after the Service's address changed"
   reply=$(pasv_reply "$VIP2" alice:alice-pw-1)
@@ -299,4 +250,5 @@ check "a changed passive range reaches the Service and the running server" t_pas
 check "a new user and a rotated certificate serve new sessions without a restart" t_secrets_rotate
 check "a deleted pod is replaced and serves again" t_pod_replaced
 
-summary
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]

@@ -11,6 +11,8 @@
 #      repository, on a control plane of their own
 #   6b. (root) end to end on the local cluster's real node: the chart's operator pod, a server
 #      pod from the image built here, clients through a forgetful balancer and kube-proxy
+#   6c. (root) three replicas on the real node: concurrent sessions on each replica's passive slice,
+#      kubectl scale, and a download that outlives a rollout of every replica
 #   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
@@ -76,6 +78,8 @@ tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
 # The debug binaries the unit tier built, in the image the real node runs.
 tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-node.sh
+tier "replicas on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
+  FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-replicas.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -1,0 +1,84 @@
+# Shared by the tiers on the local cluster's real node (scripts/test-node.sh,
+# scripts/test-replicas.sh); sourced, not run. The caller sets ROOT, TIER (its name in messages),
+# WORK, LAB (the namespace balancer's name), NS (the operator's namespace), APP (the servers'
+# namespace), LB_TIMEOUT and LINK_RATE, then calls node_tier_setup.
+
+die() { echo "$TIER: error: $*" >&2; exit 1; }
+log() { echo "$TIER: $*" >&2; }
+
+export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
+export FTPOP_REAL_NODE=1
+
+node_tier_cleanup() {
+  if [[ ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
+    BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+    scripts/local-cluster.sh down >/dev/null 2>&1 || true
+  fi
+}
+
+# Builds what the node runs, brings up the cluster with its real node and the namespace balancer
+# in front of it, and installs the operator with the Helm chart. Sets OPERATOR, SERVER_BIN, HELM.
+node_tier_setup() {
+  [[ $(id -u) -eq 0 ]] || die "needs root: it runs the real node (containerd, kubelet, kube-proxy) and network namespaces"
+  rm -rf "$WORK"; mkdir -p "$WORK"
+  scripts/install-deps.sh || die "installing Debian packages failed"
+  if [[ -n ${FTPOP_OPERATOR_BIN:-} ]]; then
+    OPERATOR=$FTPOP_OPERATOR_BIN SERVER_BIN=$FTPOP_SERVER_BIN
+  else
+    cargo build -q --bins || die "cargo build failed"
+    OPERATOR=$ROOT/target/debug/ftp-operator SERVER_BIN=$ROOT/target/debug/ftp-server
+  fi
+  FTPOP_OPERATOR_BIN=$OPERATOR FTPOP_SERVER_BIN=$SERVER_BIN scripts/image.sh || die "building the image failed"
+  HELM=$(scripts/tools.sh path helm) || die "building helm failed"
+  scripts/local-cluster.sh build >/dev/null || die "building the cluster failed"
+  scripts/local-cluster.sh down >/dev/null 2>&1 || true
+  scripts/local-cluster.sh up || die "the local cluster with its real node did not come up"
+  eval "$(scripts/local-cluster.sh env)"
+  BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+  BACKEND=node LB_TIMEOUT=$LB_TIMEOUT LINK_RATE=$LINK_RATE scripts/netns-lb.sh up "$LAB" >/dev/null ||
+    die "the namespace balancer did not come up"
+  log "installing the operator with the Helm chart"
+  "$HELM" upgrade --install ftp-operator charts/ftp-operator --namespace "$NS" --create-namespace \
+    --wait --timeout 180s >/dev/null || die "helm install failed"
+  k create namespace "$APP" >/dev/null
+}
+
+k() { kubectl "$@"; }
+in_client() { ip netns exec "$LAB-client" "$@"; }
+
+PASSED=0 FAILED=0
+check() {
+  local name=$1; shift
+  local out start=$SECONDS
+  if out=$("$@" 2>&1); then PASSED=$((PASSED + 1)); echo "ok    $name ($((SECONDS - start)) s)"
+  else FAILED=$((FAILED + 1)); echo "FAIL  $name ($((SECONDS - start)) s)"; fi
+  [[ -n $out ]] && printf '%s\n' "$out" | tail -20 | sed 's/^/      /'
+  return 0
+}
+until_true() { # <timeout s> <command...>
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do ((SECONDS < deadline)) || return 1; sleep 0.5; done
+}
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+
+hash() { printf '%s' "$1" | "$SERVER_BIN" hash-password; }
+users_secret() { # <user:password...>
+  local entry lines=""
+  for entry in "$@"; do lines+="${entry%%:*}:$(hash "${entry#*:}"):rw"$'\n'; done
+  k -n "$APP" create secret generic ftp-users --from-literal=users="$lines" --dry-run=client -o yaml | k apply -f - >/dev/null
+}
+set_address() { # <service> <address>: what a cloud's controller writes
+  k -n "$APP" patch service "$1" --subresource=status --type=merge \
+    -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$2\"}]}}}" >/dev/null
+}
+# The ftp-server process of the pod with this uid, for nsenter into its network namespace.
+server_pid() {
+  local uid=$1 pid
+  for pid in $(pgrep -x ftp-server); do
+    grep -q "pod$uid" "/proc/$pid/cgroup" 2>/dev/null && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+# A pod's emptyDir volume "data", on the node's disk.
+pod_data_dir() { echo "/var/lib/ftp-operator/node/kubelet/pods/$1/volumes/kubernetes.io~empty-dir/data"; }
