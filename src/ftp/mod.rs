@@ -3,6 +3,7 @@
 //! One concern per module: [`command`] parses, [`session`] runs the control connection,
 //! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.
 
+pub mod access;
 pub mod auth;
 pub mod cli;
 pub mod command;
@@ -13,6 +14,7 @@ pub mod keepalive;
 pub mod listing;
 pub mod metrics;
 pub mod passive;
+pub mod proxy;
 pub mod reload;
 pub mod reply;
 pub mod server;

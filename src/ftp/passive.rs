@@ -7,10 +7,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 use super::config::PassiveRange;
 use super::metrics::Metrics;
+use super::proxy;
 
 /// The ports of the passive range that sessions are listening on now.
 #[derive(Debug)]
@@ -90,15 +92,35 @@ impl PassiveListener {
     }
 
     /// Waits for the data connection from `peer`; connections from any other address are closed
-    /// (and counted), the wait goes on until `timeout`.
-    pub async fn accept_from(&self, peer: IpAddr, timeout: Duration) -> io::Result<TcpStream> {
+    /// (and counted), the wait goes on until `timeout`. A connection from a PROXY source counts
+    /// as coming from its header's address, and without a valid header it is closed.
+    pub async fn accept_from(
+        &self,
+        peer: IpAddr,
+        timeout: Duration,
+        proxy_sources: &[IpNet],
+    ) -> io::Result<TcpStream> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = |_| io::Error::new(io::ErrorKind::TimedOut, "no data connection came");
         loop {
-            let (stream, from) = tokio::time::timeout_at(deadline, self.listener.accept())
-                .await
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "no data connection came")
-                })??;
+            let (mut stream, socket_peer) =
+                tokio::time::timeout_at(deadline, self.listener.accept())
+                    .await
+                    .map_err(timed_out)??;
+            let from = match tokio::time::timeout_at(
+                deadline,
+                proxy::client_address(&mut stream, socket_peer, proxy_sources),
+            )
+            .await
+            .map_err(timed_out)?
+            {
+                Ok(from) => from,
+                Err(error) => {
+                    self.pool.metrics.data_connections_refused.inc();
+                    tracing::warn!(%socket_peer, %error, "refused a data connection without a valid PROXY header");
+                    continue;
+                }
+            };
             if same_host(from.ip(), peer) {
                 return Ok(stream);
             }

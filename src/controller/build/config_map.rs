@@ -34,11 +34,14 @@ pub fn desired_server_config(
     config.anonymous = Anonymous {
         enabled: spec.anonymous.enabled,
         writable: spec.anonymous.writable,
+        home: None,
     };
     config.tls = spec.tls.as_ref().map(|tls| Tls {
-        cert_file: Path::new(TLS_DIR).join("tls.crt"),
-        key_file: Path::new(TLS_DIR).join("tls.key"),
         required: tls.required,
+        ..Tls::new(
+            Path::new(TLS_DIR).join("tls.crt"),
+            Path::new(TLS_DIR).join("tls.key"),
+        )
     });
     config
 }

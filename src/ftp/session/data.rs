@@ -153,7 +153,13 @@ impl Session {
         );
         let tcp = match self.data_plan.take() {
             Some(DataPlan::Passive(listener)) => {
-                listener.accept_from(self.peer.ip(), timeout).await
+                listener
+                    .accept_from(
+                        self.peer.ip(),
+                        timeout,
+                        &self.settings.config.proxy_protocol_from,
+                    )
+                    .await
             }
             Some(DataPlan::Active(address)) => {
                 tokio::time::timeout(timeout, TcpStream::connect(address))

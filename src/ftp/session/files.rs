@@ -3,6 +3,7 @@
 use std::io;
 
 use super::{Flow, Outcome, Reply0, Session, StoreKind};
+use crate::ftp::access::Permission;
 use crate::ftp::fs::{self, FileKind, file_kind};
 use crate::ftp::listing::{self, ListKind};
 use crate::ftp::reply::{Reply, quote_path};
@@ -22,9 +23,6 @@ impl Session {
 
     pub(super) async fn mkd(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        if !self.check_writable().await? {
-            return Ok(());
-        }
         match self.root().mkdir(&target) {
             Ok(()) => {
                 self.reply(257, format!("{} created", quote_path(&target)))
@@ -62,8 +60,9 @@ impl Session {
         }
     }
 
+    /// Whether listings show the entries as writable (the `perm` facts of MLSD/MLST).
     pub(super) fn writable(&self) -> bool {
-        self.user.as_ref().is_some_and(|user| user.writable)
+        self.permissions().allows(Permission::Upload)
     }
 
     pub(super) async fn mlst(&mut self, path: Option<&str>) -> io::Result<()> {
@@ -163,9 +162,6 @@ impl Session {
     }
 
     pub(super) async fn store(&mut self, kind: StoreKind, offset: u64) -> Reply0 {
-        if !self.check_writable().await? {
-            return Ok(Flow::Continue);
-        }
         let (target, unique) = match &kind {
             StoreKind::Replace(path) | StoreKind::Append(path) => {
                 (fs::resolve(&self.cwd, path), false)
@@ -175,6 +171,16 @@ impl Session {
                 (fs::resolve(&self.cwd, &name), true)
             }
         };
+        // Replacing or extending a file destroys what was there: that takes `delete` too.
+        let replace = self.permissions().may_replace();
+        if !replace && self.root().lstat(&target).is_ok() {
+            self.reply(
+                550,
+                "Permission denied: the file exists and this login may not replace files.",
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        }
         // Plain STOR and STOU write a temporary file renamed into place on success; APPE and a
         // resumed STOR (REST n) extend the existing file, which is what they mean.
         let opened = match kind {
@@ -217,7 +223,7 @@ impl Session {
             .run_transfer(transfer::receive_file(data, file, stall))
             .await?;
         if let (Outcome::Done(Ok(_)), Some(upload)) = (&outcome, upload)
-            && let Err(error) = upload.commit()
+            && let Err(error) = upload.commit(replace)
         {
             outcome = Outcome::Done(Err(error));
         }

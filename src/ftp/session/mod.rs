@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::access::{Access, Permission, Permissions};
 use super::command::{self, Command, Protection, TransferType};
 use super::control::{ControlConnection, Line};
 use super::fs::{self, Root};
 use super::listing::ListKind;
 use super::passive::PassiveListener;
+use super::proxy;
 use super::reply::{Reply, quote_path};
 use super::server::Shared;
 use super::settings::Settings;
@@ -20,6 +22,15 @@ use super::tls::TlsAcceptors;
 
 mod data;
 mod files;
+
+/// Which listener a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The control port: plain, upgraded by `AUTH TLS` when the client asks.
+    Plain,
+    /// The implicit FTPS port: TLS from the first byte.
+    ImplicitTls,
+}
 
 /// How the next data connection is made.
 enum DataPlan {
@@ -34,7 +45,9 @@ enum Login {
 
 struct LoggedIn {
     name: String,
-    writable: bool,
+    permissions: Permissions,
+    /// The session's root: the login's home beneath the server's root.
+    home: Root,
 }
 
 /// What ended a transfer.
@@ -68,6 +81,7 @@ pub struct Session {
     protect_data: bool,
     ascii: bool,
     quit_after_transfer: bool,
+    entry: Entry,
 }
 
 type Reply0 = io::Result<Flow>;
@@ -78,6 +92,7 @@ impl Session {
         stream: TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
+        entry: Entry,
         shared: Arc<Shared>,
     ) -> Self {
         let settings = shared.settings.borrow().clone();
@@ -100,11 +115,15 @@ impl Session {
             protect_data: false,
             ascii: false,
             quit_after_transfer: false,
+            entry,
         }
     }
 
+    /// What paths resolve beneath: the login's home (before login, no file command runs).
     fn root(&self) -> &Root {
-        &self.settings.root
+        self.user
+            .as_ref()
+            .map_or(&self.settings.root, |user| &user.home)
     }
 
     async fn send(&mut self, reply: Reply) -> io::Result<()> {
@@ -134,6 +153,9 @@ impl Session {
 
     /// Runs the session until the client quits, the connection drops, it idles out, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
+        if self.entry == Entry::ImplicitTls {
+            self.implicit_tls().await?;
+        }
         self.reply(220, "ftp-server ready.").await?;
         let idle = self.idle_timeout();
         let mut shutdown = self.shared.shutdown.clone();
@@ -166,6 +188,14 @@ impl Session {
                 }
                 Line::Command(line) => line,
             };
+            if proxy::looks_like_header(&line) {
+                // Only the trusted balancers' headers are read (before the greeting); one here
+                // is an attempt to claim another address.
+                tracing::warn!("PROXY header from a source not trusted to send one");
+                self.reply(500, "PROXY header refused: this address may not send one.")
+                    .await?;
+                break;
+            }
             let command = match command::parse(&line) {
                 Ok(command) => command,
                 Err(error) => {
@@ -224,6 +254,11 @@ impl Session {
         };
         if !matches!(command, Command::Rnto(_)) && !matches!(command, Command::Rnfr(_)) {
             self.rename_from = None;
+        }
+        if let Some(permission) = required_permission(&command)
+            && !self.check(permission).await?
+        {
+            return Ok(Flow::Continue);
         }
         match command {
             Command::User(name) => return self.user(name).await,
@@ -286,50 +321,45 @@ impl Session {
             Command::Mkd(path) => self.mkd(&path).await?,
             Command::Rmd(path) => {
                 let target = fs::resolve(&self.cwd, &path);
-                if self.check_writable().await? {
-                    match self.root().remove_dir(&target) {
-                        Ok(()) => {
-                            self.reply(250, "Remove directory operation successful.")
-                                .await?
-                        }
-                        Err(error) => {
-                            self.fs_error(error, "Remove directory operation failed.")
-                                .await?
-                        }
+                match self.root().remove_dir(&target) {
+                    Ok(()) => {
+                        self.reply(250, "Remove directory operation successful.")
+                            .await?
+                    }
+                    Err(error) => {
+                        self.fs_error(error, "Remove directory operation failed.")
+                            .await?
                     }
                 }
             }
             Command::Dele(path) => {
                 let target = fs::resolve(&self.cwd, &path);
-                if self.check_writable().await? {
-                    let is_dir = self.root().is_dir(&target);
-                    match if is_dir {
-                        Err(io::ErrorKind::IsADirectory.into())
-                    } else {
-                        self.root().remove_file(&target)
-                    } {
-                        Ok(()) => self.reply(250, "Delete operation successful.").await?,
-                        Err(error) => self.fs_error(error, "Delete operation failed.").await?,
-                    }
+                let is_dir = self.root().is_dir(&target);
+                match if is_dir {
+                    Err(io::ErrorKind::IsADirectory.into())
+                } else {
+                    self.root().remove_file(&target)
+                } {
+                    Ok(()) => self.reply(250, "Delete operation successful.").await?,
+                    Err(error) => self.fs_error(error, "Delete operation failed.").await?,
                 }
             }
             Command::Rnfr(path) => {
                 let source = fs::resolve(&self.cwd, &path);
-                if self.check_writable().await? {
-                    match self.root().lstat(&source) {
-                        Ok(_) => {
-                            self.rename_from = Some(source);
-                            self.reply(350, "Ready for RNTO.").await?
-                        }
-                        Err(error) => self.fs_error(error, "RNFR command failed.").await?,
+                match self.root().lstat(&source) {
+                    Ok(_) => {
+                        self.rename_from = Some(source);
+                        self.reply(350, "Ready for RNTO.").await?
                     }
+                    Err(error) => self.fs_error(error, "RNFR command failed.").await?,
                 }
             }
             Command::Rnto(path) => match self.rename_from.take() {
                 None => self.reply(503, "Send RNFR first.").await?,
                 Some(source) => {
                     let target = fs::resolve(&self.cwd, &path);
-                    match self.root().rename(&source, &target) {
+                    let replace = self.permissions().may_replace();
+                    match self.root().rename(&source, &target, replace) {
                         Ok(()) => self.reply(250, "Rename successful.").await?,
                         Err(error) => self.fs_error(error, "Rename failed.").await?,
                     }
@@ -362,13 +392,23 @@ impl Session {
         self.reply(550, format!("{context} {reason}.")).await
     }
 
-    async fn check_writable(&mut self) -> io::Result<bool> {
-        let writable = self.user.as_ref().is_some_and(|user| user.writable);
-        if !writable {
-            self.reply(550, "Permission denied: this login is read-only.")
-                .await?;
+    fn permissions(&self) -> Permissions {
+        self.user
+            .as_ref()
+            .map_or(Permissions::NONE, |user| user.permissions)
+    }
+
+    /// Replies `550` unless the login has `permission`.
+    async fn check(&mut self, permission: Permission) -> io::Result<bool> {
+        let allowed = self.permissions().allows(permission);
+        if !allowed {
+            let text = format!(
+                "Permission denied: this login may not {}.",
+                permission.name()
+            );
+            self.reply(550, text).await?;
         }
-        Ok(writable)
+        Ok(allowed)
     }
 
     // ---- login and TLS ----
@@ -418,22 +458,35 @@ impl Session {
         };
         let ip = self.peer.ip();
         let logged_in = match login {
-            Login::Anonymous => Some(LoggedIn {
-                name: "anonymous".into(),
-                writable: self.settings.config.anonymous.writable,
-            }),
+            Login::Anonymous => Some(self.anonymous_access()),
             Login::User(name) => self
                 .settings
                 .users
                 .verify(&name, &password)
                 .await
-                .map(|writable| LoggedIn { name, writable }),
+                .map(|access| (name, access)),
+        };
+        let logged_in = match logged_in {
+            Some((name, access)) => match self.open_home(&access).await {
+                Ok(home) => Some(LoggedIn {
+                    name,
+                    permissions: access.permissions,
+                    home,
+                }),
+                Err(error) => {
+                    tracing::error!(user = %name, home = %access.home, %error, "cannot open the login's home");
+                    self.reply(530, "Login refused: the home directory cannot be opened.")
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
+            },
+            None => None,
         };
         match logged_in {
             Some(user) => {
                 self.shared.lockout.record_success(ip);
                 self.shared.metrics.login("ok");
-                tracing::info!(user = %user.name, writable = user.writable, "login");
+                tracing::info!(user = %user.name, permissions = %user.permissions, "login");
                 self.user = Some(user);
                 self.reply(230, "Login successful.").await?;
             }
@@ -464,6 +517,28 @@ impl Session {
         Ok(Flow::Continue)
     }
 
+    fn anonymous_access(&self) -> (String, Access) {
+        let anonymous = &self.settings.config.anonymous;
+        let permissions = if anonymous.writable {
+            Permissions::read_write()
+        } else {
+            Permissions::read_only()
+        };
+        // The config was validated at load, so the home is already a valid one.
+        let home = crate::ftp::access::home_path(anonymous.home.as_deref().unwrap_or_default())
+            .unwrap_or_default();
+        ("anonymous".into(), Access { permissions, home })
+    }
+
+    /// Opens (creating if missing) the login's home on a blocking thread.
+    async fn open_home(&self, access: &Access) -> io::Result<Root> {
+        let root = self.settings.root.clone();
+        let home = access.home.clone();
+        tokio::task::spawn_blocking(move || root.open_home(&home))
+            .await
+            .map_err(io::Error::other)?
+    }
+
     fn tls_active(&self) -> bool {
         self.control.is_tls()
     }
@@ -481,6 +556,21 @@ impl Session {
         let limit = self.idle_timeout();
         self.control.upgrade(&acceptors.control, limit).await?;
         self.tls = Some(acceptors);
+        Ok(())
+    }
+
+    /// The TLS handshake an implicit FTPS session starts with. Data connections are protected
+    /// from the start too (clients still send `PBSZ`/`PROT P`, which are accepted).
+    async fn implicit_tls(&mut self) -> io::Result<()> {
+        let Some(acceptors) = self.settings.tls.clone() else {
+            return Err(io::Error::other(
+                "implicit FTPS without a TLS configuration",
+            ));
+        };
+        let limit = self.idle_timeout();
+        self.control.upgrade(&acceptors.control, limit).await?;
+        self.tls = Some(acceptors);
+        self.protect_data = true;
         Ok(())
     }
 
@@ -551,6 +641,25 @@ impl Session {
     pub fn id(&self) -> u64 {
         self.id
     }
+}
+
+/// The permission a command needs beyond being logged in.
+fn required_permission(command: &Command) -> Option<Permission> {
+    Some(match command {
+        Command::List(_)
+        | Command::Nlst(_)
+        | Command::Mlsd(_)
+        | Command::Mlst(_)
+        | Command::Stat(Some(_))
+        | Command::Size(_)
+        | Command::Mdtm(_) => Permission::List,
+        Command::Retr(_) => Permission::Download,
+        Command::Stor(_) | Command::Appe(_) | Command::Stou => Permission::Upload,
+        Command::Dele(_) | Command::Rmd(_) => Permission::Delete,
+        Command::Rnfr(_) => Permission::Rename,
+        Command::Mkd(_) => Permission::Mkdir,
+        _ => return None,
+    })
 }
 
 enum StoreKind {
