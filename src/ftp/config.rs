@@ -238,6 +238,9 @@ pub struct Limits {
     pub idle_timeout_seconds: u32,
     /// How long a passive listener waits for the client's data connection.
     pub data_connect_timeout_seconds: u32,
+    /// How long PASV/EPSV waits for a place on a passive port when every port already has a
+    /// session from this client address waiting (then `425`).
+    pub passive_port_wait_seconds: u32,
     /// Longest command line accepted, in bytes, CRLF included.
     pub max_command_line: u32,
     /// Failed logins from one address before it is locked out.
@@ -256,6 +259,7 @@ impl Default for Limits {
             max_sessions_per_address: 50,
             idle_timeout_seconds: 900,
             data_connect_timeout_seconds: 30,
+            passive_port_wait_seconds: 5,
             max_command_line: 4096,
             login_failures_before_lockout: 5,
             lockout_seconds: 300,

@@ -394,7 +394,11 @@ impl Raw {
     }
 
     pub fn connect_to(address: SocketAddr) -> Raw {
-        let stream = TcpStream::connect(address).unwrap();
+        Raw::from_stream(TcpStream::connect(address).unwrap())
+    }
+
+    /// A raw control connection over an already connected stream (e.g. from a chosen source).
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

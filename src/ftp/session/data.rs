@@ -44,7 +44,20 @@ impl Session {
                 .await;
         }
         let range = self.settings.config.passive_ports;
-        let Some(listener) = self.shared.ports.open(&range, bind_ip) else {
+        let limits = self.settings.config.limits;
+        let patience = Duration::from_secs(limits.passive_port_wait_seconds.into());
+        let Some(listener) = self
+            .shared
+            .ports
+            .open(
+                &range,
+                bind_ip,
+                self.peer.ip(),
+                &self.settings.config.proxy_protocol_from,
+                patience,
+            )
+            .await
+        else {
             tracing::warn!(%range, "passive ports exhausted");
             return self
                 .reply(
@@ -152,15 +165,7 @@ impl Session {
                 .into(),
         );
         let tcp = match self.data_plan.take() {
-            Some(DataPlan::Passive(listener)) => {
-                listener
-                    .accept_from(
-                        self.peer.ip(),
-                        timeout,
-                        &self.settings.config.proxy_protocol_from,
-                    )
-                    .await
-            }
+            Some(DataPlan::Passive(listener)) => listener.accept(timeout).await,
             Some(DataPlan::Active(address)) => {
                 tokio::time::timeout(timeout, TcpStream::connect(address))
                     .await
