@@ -6,6 +6,8 @@
 --   Reconciling=True                                             -> Progressing
 --   Ready=True                                                   -> Healthy
 --   anything else (Ready=False/Unknown)                          -> Progressing
+-- Argo CD runs health scripts with only Lua's base, table and package libraries (no string, no
+-- math): build messages with `..` and tostring.
 local hs = {}
 
 local function find_condition(conditions, type)
@@ -45,8 +47,8 @@ if status == nil or status.observedGeneration == nil then
 end
 if generation ~= nil and status.observedGeneration ~= generation then
   hs.status = "Progressing"
-  hs.message = string.format("Waiting for the operator to observe generation %d (it has seen %d)",
-    generation, status.observedGeneration)
+  hs.message = "Waiting for the operator to observe generation " .. tostring(generation) ..
+    " (it has seen " .. tostring(status.observedGeneration) .. ")"
   return hs
 end
 
@@ -68,8 +70,8 @@ local ready = find_condition(status.conditions, "Ready")
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   local address = status.publicAddress or "no public address yet"
-  hs.message = string.format("Ready at %s, passive ports %s, %d replica(s) ready",
-    address, status.passivePorts or "-", status.readyReplicas or 0)
+  hs.message = "Ready at " .. tostring(address) .. ", passive ports " .. tostring(status.passivePorts or "-") ..
+    ", " .. tostring(status.readyReplicas or 0) .. " replica(s) ready"
   return hs
 end
 

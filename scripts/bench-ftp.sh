@@ -107,7 +107,8 @@ vs_rss=$(peak_rss $vs_pid many $vs_port)
 echo "| $sessions sessions x 1 MiB: total time | $(timed_many $ours_port) s | $(timed_many $vs_port) s |"
 echo "| $sessions sessions x 1 MiB: peak server RSS | $((ours_rss / 1024)) MiB | $((vs_rss / 1024)) MiB |"
 
-# FTPS: the same servers with explicit TLS (AUTH TLS, PROT P) on other ports.
+# FTPS: the same servers with explicit TLS (AUTH TLS, PROT P) on other ports; both require the
+# data connections to resume the control session (our default, vsftpd require_ssl_reuse=YES).
 sed -e "s/^listen = .*/listen = \"127.0.0.1:$ours_tls_port\"/" -e "s/^metrics_listen = .*/metrics_listen = \"127.0.0.1:2145\"/" \
   -e "s/min = 40000, max = 40999/min = 42000, max = 42999/" "$work/ftp-server.toml" >"$work/ftps.toml"
 printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/cert.pem" "$work/key.pem" >>"$work/ftps.toml"
@@ -115,7 +116,7 @@ RUST_LOG=warn "$bin" --config "$work/ftps.toml" >"$work/ours-tls.log" 2>&1 &
 pids+=($!)
 sed -e "s/^listen_port=.*/listen_port=$vs_tls_port/" -e "s/^pasv_min_port=.*/pasv_min_port=43000/" -e "s/^pasv_max_port=.*/pasv_max_port=43999/" \
   "$work/vsftpd.conf" >"$work/vsftpd-tls.conf"
-printf 'ssl_enable=YES\nrsa_cert_file=%s\nrsa_private_key_file=%s\nallow_anon_ssl=YES\nforce_anon_data_ssl=YES\nforce_anon_logins_ssl=YES\nrequire_ssl_reuse=NO\nssl_ciphers=HIGH\n' \
+printf 'ssl_enable=YES\nrsa_cert_file=%s\nrsa_private_key_file=%s\nallow_anon_ssl=YES\nforce_anon_data_ssl=YES\nforce_anon_logins_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n' \
   "$work/cert.pem" "$work/key.pem" >>"$work/vsftpd-tls.conf"
 vsftpd "$work/vsftpd-tls.conf" >"$work/vsftpd-tls.log" 2>&1 &
 pids+=($!)

@@ -11,6 +11,7 @@
 #
 # Environment:
 #   FTPOP_OPERATOR_BIN   ftp-operator binary to run (default: cargo build --bin ftp-operator)
+#   FTPOP_SERVER_BIN     ftp-server binary whose /metrics the dashboard test scrapes (default: cargo build)
 #   FTPOP_KEEP_CLUSTER=1 leave the control plane up afterwards (it is reused by the next run)
 #   FTPOP_PORT_BASE      first port for the control plane (default 25300, apart from other tests)
 set -uo pipefail
@@ -58,22 +59,30 @@ until_true() {
 "$ROOT/scripts/install-deps.sh" || die "installing Debian packages failed"
 HELM=$("$ROOT/scripts/tools.sh" path helm) || die "building helm failed"
 KSTATUS=$("$ROOT/scripts/tools.sh" path kstatus) || die "building tests/kstatus failed"
+KUBECONFORM=$("$ROOT/scripts/tools.sh" path kubeconform) || die "building kubeconform failed"
+KUBE_SCORE=$("$ROOT/scripts/tools.sh" path kube-score) || die "building kube-score failed"
+ARGOCD_HEALTH=$("$ROOT/scripts/tools.sh" path argocd-health) || die "building tests/argocd/engine failed"
+# Debian's Python: its packages (python3-yaml, python3-prometheus-client) are the tests' libraries.
+PY3=/usr/bin/python3
 "$ROOT/scripts/local-cluster.sh" build >/dev/null || die "building the control plane failed"
 eval "$("$ROOT/scripts/local-cluster.sh" env 2>/dev/null)"
 KUBECTL=$(command -v kubectl) # the pinned one, first in PATH after `env`
 
-if [[ -n ${FTPOP_OPERATOR_BIN:-} ]]; then
-  OPERATOR=$FTPOP_OPERATOR_BIN
+if [[ -n ${FTPOP_OPERATOR_BIN:-} && -n ${FTPOP_SERVER_BIN:-} ]]; then
+  OPERATOR=$FTPOP_OPERATOR_BIN FTP_SERVER=$FTPOP_SERVER_BIN
 else
-  log "building ftp-operator (cargo build --bin ftp-operator)"
-  (cd "$ROOT" && cargo build -q --bin ftp-operator) || die "cargo build failed"
-  OPERATOR="$ROOT/target/debug/ftp-operator"
+  log "building ftp-operator and ftp-server (cargo build)"
+  (cd "$ROOT" && cargo build -q --bin ftp-operator --bin ftp-server) || die "cargo build failed"
+  OPERATOR=${FTPOP_OPERATOR_BIN:-$ROOT/target/debug/ftp-operator}
+  FTP_SERVER=${FTPOP_SERVER_BIN:-$ROOT/target/debug/ftp-server}
 fi
 [[ -x $OPERATOR ]] || die "no ftp-operator binary at $OPERATOR"
+[[ -x $FTP_SERVER ]] || die "no ftp-server binary at $FTP_SERVER"
 
 STARTED_CLUSTER=0
 cleanup() {
-  stop_controller
+  # Defined further down: an early failure (no control plane) exits before it exists.
+  if declare -F stop_controller >/dev/null; then stop_controller; fi
   if [[ $STARTED_CLUSTER -eq 1 && ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
     "$ROOT/scripts/local-cluster.sh" down >/dev/null 2>&1 || true
   fi
@@ -82,8 +91,9 @@ trap cleanup EXIT
 
 if ! "$ROOT/scripts/local-cluster.sh" status >/dev/null 2>&1; then
   log "starting the local control plane in $FTPOP_CLUSTER_DIR"
-  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
+  # Set first, so a half-started control plane is stopped on the way out too.
   STARTED_CLUSTER=1
+  "$ROOT/scripts/local-cluster.sh" up >/dev/null || die "the local control plane did not come up"
 fi
 k() { "$KUBECTL" "$@"; }
 h() { "$HELM" "$@"; }
@@ -210,17 +220,75 @@ t_template_dry_run() {
 
 lua_health() { "$ROOT/tests/argocd/health.sh" "$1" | cut -f1; }
 kstatus_of() { "$KSTATUS" "$1" | cut -f1; }
+# Argo CD's own code (tests/argocd/engine) with the health check in an argocd-cm ConfigMap: first
+# one written here as docs/argocd.md shows it, later the one its patch command makes in the cluster.
+ARGOCD_CM="$WORK/argocd-cm.yaml"
+$PY3 - "$ROOT/docs/argocd-health.lua" "$ARGOCD_CM" <<'PY' || die "writing argocd-cm failed"
+import sys, yaml
+cm = {"apiVersion": "v1", "kind": "ConfigMap",
+      "metadata": {"name": "argocd-cm", "namespace": "argocd", "labels": {"app.kubernetes.io/part-of": "argocd"}},
+      "data": {"resource.customizations.health.ftpoperator.dev_FtpServer": open(sys.argv[1]).read()}}
+yaml.safe_dump(cm, open(sys.argv[2], "w"))
+PY
+argocd_health() { "$ARGOCD_HEALTH" "$ARGOCD_CM" "$1" | cut -f1; }
 
-# Every fixture gets the health its expect.tsv line names, from Lua and from kstatus.
+# Every fixture gets the health its expect.tsv line names, from Lua, Argo CD's code and kstatus.
 t_fixtures() {
   local name want_lua want_ks got rc=0
   while IFS=$'\t' read -r name want_lua want_ks; do
     [[ -z $name || $name == \#* ]] && continue
     got=$(lua_health "$ROOT/tests/argocd/fixtures/$name.json") || { echo "$name: lua failed"; rc=1; }
     [[ $got == "$want_lua" ]] || { echo "$name: Argo CD health $got, want $want_lua"; rc=1; }
+    got=$(argocd_health "$ROOT/tests/argocd/fixtures/$name.json") || { echo "$name: argocd-health failed"; rc=1; }
+    [[ $got == "$want_lua" ]] || { echo "$name: Argo CD's code says $got, want $want_lua"; rc=1; }
     got=$(kstatus_of "$ROOT/tests/argocd/fixtures/$name.json") || { echo "$name: kstatus failed"; rc=1; }
     [[ $got == "$want_ks" ]] || { echo "$name: kstatus $got, want $want_ks"; rc=1; }
   done <"$ROOT/tests/argocd/fixtures/expect.tsv"
+  return $rc
+}
+
+# ------------------------------------------------------------------------------------ linters
+
+# What the chart renders with its defaults and with every optional object on, but the
+# ServiceMonitor: its CRD is the Prometheus Operator's, which this cluster (and so the schemas
+# made from it) does not have.
+render_variants() { # DIR
+  h template "$RELEASE" "$CHART" -n "$NS" >"$1/defaults.yaml" &&
+    h template "$RELEASE" "$CHART" -n "$NS" --set networkPolicy.enabled=true --set grafanaDashboard.enabled=true \
+      --set replicas=3 --set 'networkPolicy.apiServerCIDRs={10.0.0.1/32}' >"$1/features.yaml"
+}
+
+# kubeconform, strict, against JSON schemas made from this API server's OpenAPI document and from
+# crds/ftpserver.yaml (tests/chart/jsonschemas.py); no schema location but ours, nothing downloaded.
+t_kubeconform() {
+  local dir="$WORK/kubeconform" out
+  rm -rf "$dir"; mkdir -p "$dir"
+  k get --raw /openapi/v2 >"$dir/openapi-v2.json" || return 1
+  $PY3 "$ROOT/tests/chart/jsonschemas.py" "$dir/openapi-v2.json" "$ROOT/crds/ftpserver.yaml" "$dir/schemas" || return 1
+  render_variants "$dir" || return 1
+  local conform=("$KUBECONFORM" -strict -summary -schema-location "$dir/schemas/{{ .ResourceKind }}{{ .KindSuffix }}.json")
+  "${conform[@]}" "$dir/defaults.yaml" "$dir/features.yaml" "$ROOT/docs/flux/ftp" \
+    "$ROOT/docs/flux/infrastructure/ftp-operator/namespace.yaml" || return 1
+  # The schemas are strict and complete: a misspelt field, a wrong type and an unknown kind fail.
+  sed 's/^  replicas: /  replica: /' "$dir/defaults.yaml" >"$dir/bad-field.yaml"
+  sed 's/^  passivePorts: {min: 20000,/  passivePorts: {min: "low",/' "$ROOT/docs/flux/ftp/ftpserver.yaml" >"$dir/bad-type.yaml"
+  printf 'apiVersion: example.com/v1\nkind: Unknown\nmetadata: {name: x}\n' >"$dir/bad-kind.yaml"
+  for bad in bad-field bad-type bad-kind; do
+    if out=$("${conform[@]}" "$dir/$bad.yaml" 2>&1); then echo "kubeconform accepted $bad.yaml: $out"; return 1; fi
+  done
+}
+
+# kube-score on the same renderings, one at a time (it matches NetworkPolicies to pods across its
+# inputs), warnings included. Its only exceptions are the kube-score/ignore annotation in
+# templates/deployment.yaml, each with its reason there.
+t_kube_score() {
+  local dir="$WORK/kube-score" f rc=0
+  rm -rf "$dir"; mkdir -p "$dir"
+  render_variants "$dir" || return 1
+  for f in defaults features; do
+    "$KUBE_SCORE" score --output-format ci --exit-one-on-warning "$dir/$f.yaml" >"$dir/$f.out" ||
+      { echo "$f:"; grep -v '^\[OK\]\|^\[SKIPPED\]' "$dir/$f.out"; rc=1; }
+  done
   return $rc
 }
 
@@ -272,7 +340,8 @@ no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
 no update secrets $APP_NS
 no create pods $APP_NS
-no get pods $APP_NS
+yes watch pods $APP_NS
+no delete pods $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -
@@ -392,7 +461,21 @@ t_stalled() {
     { k -n "$APP_NS" get ftpserver no-users -o yaml; controller_log; return 1; }
 }
 
-# kstatus and the Argo CD script on objects straight from the API server.
+# docs/argocd.md's patch command, run against an argocd-cm like the one Argo CD's install makes;
+# what the API server then holds is what Argo CD's settings manager reads in t_health_live.
+ARGOCD_CM_LIVE="$WORK/argocd-cm.live.yaml"
+t_argocd_cm_live() {
+  k create namespace argocd --dry-run=client -o yaml | k apply --server-side -f - >/dev/null || return 1
+  k -n argocd create configmap argocd-cm --dry-run=client -o yaml |
+    k label --local -f - app.kubernetes.io/part-of=argocd -o yaml | k apply --server-side -f - >/dev/null || return 1
+  (cd "$ROOT" && k -n argocd patch configmap argocd-cm --type merge -p "$(
+    python3 -c 'import json,sys; print(json.dumps({"data": {"resource.customizations.health.ftpoperator.dev_FtpServer": open(sys.argv[1]).read()}}))' \
+    docs/argocd-health.lua)") >/dev/null || return 1
+  k -n argocd get configmap argocd-cm -o yaml >"$ARGOCD_CM_LIVE"
+}
+argocd_live() { "$ARGOCD_HEALTH" "$ARGOCD_CM_LIVE" "$1"; }
+
+# kstatus, the Argo CD script and Argo CD's code on objects straight from the API server.
 t_health_live() {
   local rc=0 got
   k -n "$APP_NS" get ftpserver contoso -o json >"$WORK/healthy.json"
@@ -403,12 +486,16 @@ t_health_live() {
   got=$(lua_health "$WORK/stalled.json"); [[ $got == Degraded ]] || { echo "argocd stalled: $got, want Degraded"; rc=1; }
   "$ROOT/tests/argocd/health.sh" "$WORK/stalled.json" | grep -q "does-not-exist" ||
     { echo "Degraded message does not name the missing Secret: $("$ROOT/tests/argocd/health.sh" "$WORK/stalled.json")"; rc=1; }
+  got=$(argocd_live "$WORK/healthy.json" | cut -f1); [[ $got == Healthy ]] || { echo "argo cd's code, healthy: $got, want Healthy"; rc=1; }
+  got=$(argocd_live "$WORK/stalled.json"); [[ $got == Degraded$'\t'*does-not-exist* ]] ||
+    { echo "argo cd's code, stalled: '$got', want Degraded naming the missing Secret"; rc=1; }
   # A fresh generation, before any controller has seen it: stop ours, change the spec.
   stop_controller
   k -n "$APP_NS" patch ftpserver contoso --type merge -p '{"spec":{"keepalive":{"probes":5}}}' >/dev/null
   k -n "$APP_NS" get ftpserver contoso -o json >"$WORK/fresh.json"
   got=$(kstatus_of "$WORK/fresh.json"); [[ $got == InProgress ]] || { echo "kstatus fresh generation: $got, want InProgress"; rc=1; }
   got=$(lua_health "$WORK/fresh.json"); [[ $got == Progressing ]] || { echo "argocd fresh generation: $got, want Progressing"; rc=1; }
+  got=$(argocd_live "$WORK/fresh.json" | cut -f1); [[ $got == Progressing ]] || { echo "argo cd's code, fresh generation: $got, want Progressing"; rc=1; }
   # And back to Ready once the controller returns.
   start_controller
   until_true 90 current_generation_observed contoso || { echo "the new generation was never observed"; controller_log; rc=1; }
@@ -438,6 +525,7 @@ def walk(node, path):
             missing.append(f"field {p}")
         if name not in native:
             walk(sub, p)
+walk({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, "the object")
 walk(schema["properties"]["spec"], "spec")
 walk(schema["properties"]["status"], "status")
 if missing:
@@ -455,6 +543,79 @@ t_metrics_doc() {
   done
   curl -fsS --max-time 5 "http://127.0.0.1:$METRICS_PORT/healthz" >/dev/null || { echo "/healthz failed"; rc=1; }
   return $rc
+}
+
+# The Grafana dashboard: a ConfigMap with the sidecar's label, and every metric it queries is one
+# the binaries export under that name, as scraped from them (the controller, running, and an
+# ftp-server started here).
+FTP_PORT=${FTPOP_HELM_FTP_PORT:-25385}
+t_dashboard() {
+  local dir="$WORK/dashboard" pid rc=0
+  rm -rf "$dir"; mkdir -p "$dir/root"
+  h template "$RELEASE" "$CHART" -n "$NS" --set grafanaDashboard.enabled=true \
+    --show-only templates/dashboard.yaml >"$dir/configmap.yaml" || return 1
+  $PY3 - "$dir/configmap.yaml" "$dir/dashboard.json" "$CHART/files/dashboards/ftp-operator.json" <<'PY' || return 1
+import json, sys, yaml
+cm = yaml.safe_load(open(sys.argv[1]))
+assert cm["kind"] == "ConfigMap", cm["kind"]
+assert cm["metadata"]["labels"].get("grafana_dashboard") == "1", "no grafana_dashboard: \"1\" label"
+board = json.loads(cm["data"]["ftp-operator.json"])
+assert board == json.load(open(sys.argv[3])), "the ConfigMap's JSON differs from files/dashboards/ftp-operator.json"
+json.dump(board, open(sys.argv[2], "w"))
+PY
+  ! h template "$RELEASE" "$CHART" -n "$NS" --show-only templates/dashboard.yaml >/dev/null 2>&1 ||
+    fail "the dashboard ConfigMap is rendered although grafanaDashboard.enabled is false"
+  # A labelled family shows up in /metrics only once it has a sample: give each one, with a
+  # download, a session refused by the per-address limit and a failed login.
+  echo hello >"$dir/root/hello.txt"
+  cat >"$dir/ftp-server.toml" <<EOF
+root = "$dir/root"
+listen = "127.0.0.1:$FTP_PORT"
+passive_ports = {min = $((FTP_PORT + 2)), max = $((FTP_PORT + 3))}
+public_address = "127.0.0.1"
+metrics_listen = "127.0.0.1:$((FTP_PORT + 1))"
+anonymous = {enabled = true, writable = false}
+[limits]
+max_sessions_per_address = 1
+login_failure_delay_millis = 0
+EOF
+  "$FTP_SERVER" --config "$dir/ftp-server.toml" >"$dir/ftp-server.log" 2>&1 &
+  pid=$!
+  until_true 20 curl -fsS "http://127.0.0.1:$((FTP_PORT + 1))/readyz" || { cat "$dir/ftp-server.log"; rc=1; }
+  $PY3 - "$FTP_PORT" <<'PY' || rc=1
+import ftplib, sys, time
+port = int(sys.argv[1])
+def session():
+    ftp = ftplib.FTP()
+    ftp.connect("127.0.0.1", port, timeout=10)
+    return ftp
+first = session()
+first.login()  # anonymous
+first.retrbinary("RETR hello.txt", lambda chunk: None)
+try:
+    session()
+    sys.exit("a second session from one address passed max_sessions_per_address = 1")
+except ftplib.error_temp:
+    pass  # 421
+first.quit()
+for _ in range(50):  # the server counts the first session gone a moment after QUIT
+    try:
+        third = session()
+        break
+    except ftplib.error_temp:
+        time.sleep(0.1)
+try:
+    third.login("nobody", "wrong")
+    sys.exit("a wrong password was accepted")
+except ftplib.error_perm:
+    pass
+third.close()
+PY
+  curl -fsS "http://127.0.0.1:$((FTP_PORT + 1))/metrics" >"$dir/ftp-server.metrics" || rc=1
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  curl -fsS "http://127.0.0.1:$METRICS_PORT/metrics" >"$dir/operator.metrics" || { controller_log; rc=1; }
+  [[ $rc -eq 0 ]] || return 1
+  $PY3 "$ROOT/tests/chart/dashboard_metrics.py" "$dir/dashboard.json" "$dir/operator.metrics" "$dir/ftp-server.metrics"
 }
 
 # A changed value and a changed CRD both arrive through helm upgrade.
@@ -507,6 +668,43 @@ t_impersonation_is_real() {
     grep -qx "system:serviceaccount:$NS:$SA" || fail "the SA kubeconfig does not act as the ServiceAccount"
 }
 
+# The chart at its previous version, from git history: the newest commit whose Chart.yaml names
+# another version than the working tree's (the last state of that version).
+previous_chart() { # DIR: prints the version
+  local want rev v
+  want=$(awk '/^version:/ {print $2}' "$CHART/Chart.yaml")
+  for rev in $(git -C "$ROOT" log --format=%H -- charts/ftp-operator); do
+    v=$(git -C "$ROOT" show "$rev:charts/ftp-operator/Chart.yaml" | awk '/^version:/ {print $2}')
+    [[ -n $v && $v != "$want" ]] || continue
+    rm -rf "$1"; mkdir -p "$1"
+    git -C "$ROOT" archive "$rev" charts/ftp-operator | tar -x -C "$1" || return 1
+    echo "$v"; return 0
+  done
+  echo "no earlier chart version than $want in git history (a shallow clone? git fetch --unshallow)" >&2
+  return 1
+}
+
+# A user's upgrade: the previous chart version installed, then `helm upgrade --wait` to this one
+# under Helm 4's kstatus waiter (--wait=watcher), which waits on every object the release holds.
+t_upgrade_from_previous() {
+  local prev_dir="$WORK/chart-previous" prev now
+  prev=$(previous_chart "$prev_dir") || return 1
+  now=$(awk '/^version:/ {print $2}' "$CHART/Chart.yaml")
+  h install "$RELEASE" "$prev_dir/charts/ftp-operator" -n "$NS" --create-namespace --wait=watcher --timeout 3m >/dev/null ||
+    { echo "installing chart $prev failed"; return 1; }
+  [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.metadata.labels.helm\.sh/chart}') == "ftp-operator-$prev" ]] ||
+    { echo "the installed Deployment is not from chart $prev"; return 1; }
+  h upgrade "$RELEASE" "$CHART" -n "$NS" --wait=watcher --timeout 3m --set grafanaDashboard.enabled=true >/dev/null ||
+    { echo "helm upgrade --wait=watcher from $prev to $now failed"; return 1; }
+  [[ $(h status "$RELEASE" -n "$NS" -o json | $PY3 -c 'import json,sys; s=json.load(sys.stdin); print(s["info"]["status"], s["version"])') == "deployed 2" ]] ||
+    { echo "the release is not deployed at revision 2"; return 1; }
+  [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.metadata.labels.helm\.sh/chart}') == "ftp-operator-$now" ]] ||
+    { echo "the Deployment is not from chart $now after the upgrade"; return 1; }
+  k -n "$NS" get configmap "$RELEASE-dashboard" >/dev/null || { echo "the upgrade did not add the dashboard ConfigMap"; return 1; }
+  k -n "$APP_NS" get ftpserver contoso no-users >/dev/null || { echo "FtpServers did not survive the upgrade"; return 1; }
+  h uninstall "$RELEASE" -n "$NS" --wait --timeout 2m >/dev/null
+}
+
 # ------------------------------------------------------------------------------------ run
 
 START=$SECONDS
@@ -516,6 +714,8 @@ check "helm lint --strict is clean (defaults and all features on)" t_lint
 check "values.schema.json refuses bad values, naming them" t_schema_rejects
 check "Argo CD Lua and kstatus agree with the fixtures" t_fixtures
 check "helm template applies with server-side dry run" t_template_dry_run
+check "kubeconform -strict: every rendering, schemas from this API server and our CRD" t_kubeconform
+check "kube-score: no warnings beyond the documented exceptions" t_kube_score
 check "helm install refuses a bad value and records no release" t_schema_rejects_install
 check "helm install --wait: CRD Established, RBAC, operator Deployment" t_install
 check "the Artifact Hub FtpServer example is accepted by the API server" t_artifacthub_example
@@ -523,12 +723,15 @@ check "RBAC: the ServiceAccount may do what the operator needs, nothing more" t_
 check "RBAC: the node tuner may read FtpServers and annotate Nodes, nothing more" t_rbac_node_tuner
 check "controller as the chart's ServiceAccount makes an FtpServer Ready" t_ftpserver_ready
 check "a missing users Secret makes an FtpServer Stalled" t_stalled
-check "kstatus/Argo CD on live objects: Current/Healthy, Failed/Degraded, InProgress/Progressing" t_health_live
+check "docs/argocd.md's patch command puts the health check into argocd-cm" t_argocd_cm_live
+check "kstatus/Argo CD (Lua and Argo CD's code) on live objects: Current/Healthy, Failed/Degraded, InProgress/Progressing" t_health_live
 check "docs/api.md covers every CRD field and CEL message" t_api_doc
 check "docs/metrics.md names only metrics the controller exports" t_metrics_doc
+check "Grafana dashboard: labelled ConfigMap; every metric it queries is exported" t_dashboard
 check "helm upgrade: changed values and a changed CRD arrive" t_upgrade
 check "helm uninstall keeps the CRD, FtpServers and their PVCs" t_uninstall_keeps_data
 check "the impersonating kubeconfig is refused once the chart's RBAC is gone" t_impersonation_is_real
+check "helm upgrade --wait=watcher from the previous chart version" t_upgrade_from_previous
 
 log "finished in $((SECONDS - START))s; controller log: $WORK/controller.log"
 [[ $FAILED -eq 0 ]] || log "failed: ${FAILURES[*]}"

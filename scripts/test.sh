@@ -5,8 +5,11 @@
 #      and ftp-server against real clients (curl, lftp, Python's ftplib, suppaftp)
 #   3. the container image, assembled with buildah from scratch, and both binaries run in it
 #   4. the controller against a real control plane built from Go modules (scripts/local-cluster.sh)
-#   5. the Helm chart, kstatus and Argo CD health against a control plane of their own
-#   6. (root) long transfers through a namespace load balancer that forgets idle flows, and the
+#   5. the Helm chart (helm lint, kubeconform, kube-score, install/upgrade), the Grafana dashboard,
+#      kstatus and Argo CD health against a control plane of their own
+#   6. Flux's source-controller and kustomize-controller syncing docs/flux/ from a local Git
+#      repository, on a control plane of their own
+#   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
 # The last line counts the tests of every tier: "tests: N passed, M failed".
@@ -64,7 +67,9 @@ else
   failed_tiers+=("controller on a real control plane (not run: no control plane)")
 fi
 # The Helm tier brings up a control plane of its own, so it can install and uninstall freely.
-tier "helm, kstatus and argo cd" scripts/test-helm.sh
+tier "helm, linters, dashboard, kstatus and argo cd" scripts/test-helm.sh
+# Flux's own controllers sync the operator and an FtpServer from a local Git repository.
+tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds the tools the chart tests need from Go modules at pinned versions and caches them, like
-# scripts/local-cluster.sh caches the Kubernetes binaries:
-#   ~/.cache/ftp-operator/tools/<name>-<version>/<name>
+# Builds the tools the chart and GitOps tests need from Go modules at pinned versions and caches
+# them, like scripts/local-cluster.sh caches the Kubernetes binaries:
+#   ~/.cache/ftp-operator/tools/<name>-<version or hash of its go.mod/go.sum>/<binary>
 #
-#   scripts/tools.sh build [helm|kstatus ...]   # build what is missing (default: all)
-#   scripts/tools.sh path  <name>                # print a tool's cached path (building it first)
+#   scripts/tools.sh build [TOOL ...]   # build what is missing (default: all)
+#   scripts/tools.sh path  TOOL         # print a tool's cached path (building it first)
+#
+# Tools: helm, kstatus, kubeconform, kube-score, argocd-health, flux-apicheck, source-controller,
+# kustomize-controller (the last two are one build of hack/flux).
 #
 # Environment: FTPOP_CACHE (default $HOME/.cache/ftp-operator).
 set -euo pipefail
@@ -18,6 +21,15 @@ HELM_MODULE=helm.sh/helm/v4
 HELM_VERSION=v4.3.1
 # tests/kstatus pins sigs.k8s.io/cli-utils in its go.mod/go.sum; the cache key hashes them.
 KSTATUS_DIR="$REPO_ROOT/tests/kstatus"
+# Plain `go install`s (their go.mod files have no replace directives).
+KUBECONFORM_MODULE=github.com/yannh/kubeconform
+KUBECONFORM_VERSION=v0.8.0
+KUBE_SCORE_MODULE=github.com/zegl/kube-score
+KUBE_SCORE_VERSION=v1.20.0
+# tests/argocd/engine pins Argo CD's health code; hack/flux pins Flux's controllers.
+ARGOCD_HEALTH_DIR="$REPO_ROOT/tests/argocd/engine"
+FLUX_DIR="$REPO_ROOT/hack/flux"
+FLUX_APICHECK_DIR="$REPO_ROOT/tests/flux/apicheck"
 
 die() { echo "tools: error: $*" >&2; exit 1; }
 log() { echo "tools: $*" >&2; }
@@ -65,19 +77,75 @@ build_kstatus() {
   mv "$out.tmp" "$out"
 }
 
+# go install MODULE/PKG@VERSION into the cache, under <name>-<version>.
+goinstall_path() { echo "$TOOLS_DIR/$1-$2/$1"; } # <name> <version>
+build_goinstall() { # <name> <module> <version> <package inside the module> [ldflags]
+  local name=$1 module=$2 version=$3 pkg=$4 ldflags=${5:-"-s -w"} out
+  out=$(goinstall_path "$name" "$version")
+  [[ -x $out ]] && return 0
+  with_lock
+  [[ -x $out ]] && return 0
+  log "building $name $version from $module"
+  local tmp="$TOOLS_DIR/$name-$version.tmp"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  GOBIN="$tmp" GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-trimpath nice go install -ldflags "$ldflags" \
+    "$module/$pkg@$version" || die "building $name failed"
+  rm -rf "$(dirname "$out")"; mv "$tmp" "$(dirname "$out")"
+}
+
+# go build of main packages required by a committed module (go.mod + go.sum), keyed by their hash.
+gomod_key() { cat "$1/go.mod" "$1/go.sum" "$1"/*.go 2>/dev/null | sha256sum | cut -c1-12; }
+gomod_dir() { echo "$TOOLS_DIR/$1-$(gomod_key "$2")"; } # <name> <module dir>
+build_gomod() { # <name> <module dir> <package...>
+  local name=$1 dir=$2 out; shift 2
+  out=$(gomod_dir "$name" "$dir")
+  [[ -f $out/.complete ]] && return 0
+  with_lock
+  [[ -f $out/.complete ]] && return 0
+  log "building $name from ${dir#"$REPO_ROOT"/} (several minutes on a cold Go build cache, once)"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
+  (cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 nice go build -trimpath \
+    -ldflags "-s -w" -o "$out.tmp/" "$@") || die "building $name failed"
+  touch "$out.tmp/.complete"
+  rm -rf "$out"; mv "$out.tmp" "$out"
+}
+
+build_tool() {
+  case $1 in
+    helm) build_helm ;;
+    kstatus) build_kstatus ;;
+    kubeconform) build_goinstall kubeconform "$KUBECONFORM_MODULE" "$KUBECONFORM_VERSION" cmd/kubeconform ;;
+    kube-score)
+      build_goinstall kube-score "$KUBE_SCORE_MODULE" "$KUBE_SCORE_VERSION" cmd/kube-score \
+        "-s -w -X main.version=$KUBE_SCORE_VERSION" ;;
+    argocd-health) build_gomod argocd-health "$ARGOCD_HEALTH_DIR" . ;;
+    flux-apicheck) build_gomod flux-apicheck "$FLUX_APICHECK_DIR" . ;;
+    source-controller | kustomize-controller | flux)
+      build_gomod flux "$FLUX_DIR" github.com/fluxcd/source-controller github.com/fluxcd/kustomize-controller ;;
+    *) die "unknown tool '$1' ($ALL_TOOLS)" ;;
+  esac
+}
+tool_path() {
+  case $1 in
+    helm) helm_path ;;
+    kstatus) kstatus_path ;;
+    kubeconform) goinstall_path kubeconform "$KUBECONFORM_VERSION" ;;
+    kube-score) goinstall_path kube-score "$KUBE_SCORE_VERSION" ;;
+    argocd-health) echo "$(gomod_dir argocd-health "$ARGOCD_HEALTH_DIR")/argocd-health" ;;
+    flux-apicheck) echo "$(gomod_dir flux-apicheck "$FLUX_APICHECK_DIR")/flux-apicheck" ;;
+    source-controller | kustomize-controller) echo "$(gomod_dir flux "$FLUX_DIR")/$1" ;;
+    *) die "unknown tool '$1' ($ALL_TOOLS)" ;;
+  esac
+}
+ALL_TOOLS="helm kstatus kubeconform kube-score argocd-health flux-apicheck source-controller kustomize-controller"
+
 cmd=${1:-build}; shift || true
 case $cmd in
   build)
-    [[ $# -gt 0 ]] || set -- helm kstatus
-    for t in "$@"; do
-      case $t in helm) build_helm ;; kstatus) build_kstatus ;; *) die "unknown tool '$t' (helm, kstatus)" ;; esac
-    done ;;
+    [[ $# -gt 0 ]] || set -- $ALL_TOOLS
+    for t in "$@"; do build_tool "$t"; done ;;
   path)
-    [[ $# -eq 1 ]] || die "usage: tools.sh path helm|kstatus"
-    case $1 in
-      helm) build_helm; helm_path ;;
-      kstatus) build_kstatus; kstatus_path ;;
-      *) die "unknown tool '$1' (helm, kstatus)" ;;
-    esac ;;
-  *) die "usage: tools.sh build [helm|kstatus ...] | path <name>" ;;
+    [[ $# -eq 1 ]] || die "usage: tools.sh path TOOL ($ALL_TOOLS)"
+    build_tool "$1"; tool_path "$1" ;;
+  *) die "usage: tools.sh build [TOOL ...] | path TOOL" ;;
 esac

@@ -8,4 +8,5 @@ pub mod controller;
 pub mod ftp;
 pub mod keepalive;
 pub mod lb;
+pub mod leader;
 pub mod node;

@@ -333,6 +333,8 @@ fn a_rendered_config_file_alone_runs_the_server() {
     config.users_file = Some(state.path().join("users"));
     config.tls = Some(Tls {
         required: true,
+        // Stock ftplib below cannot resume the control session on its data connections.
+        require_session_reuse: false,
         ..Tls::new(state.path().join("tls.crt"), state.path().join("tls.key"))
     });
     let path = state.path().join("ftp-server.toml");

@@ -314,6 +314,9 @@ fn paths_cannot_escape_the_root() {
         ftp.expect(&format!("RETR {path}"), "550");
     }
     ftp.expect("CWD link-dir", "550");
+    // With a data connection ready, so the refusal is about the path.
+    let data = ftp.epsv();
+    let _connected = TcpStream::connect(data).unwrap();
     ftp.expect("STOR link-dir/planted", "550");
     ftp.expect("MKD link-dir/planted", "550");
     ftp.expect("CWD ../../..", "250");
@@ -481,7 +484,7 @@ fn bad_input_gets_clear_replies() {
     ftp.login("alice", "wonderland");
     ftp.expect("REST abc", "501");
     ftp.expect("PORT 999,1,1,1,1,1", "501");
-    ftp.expect("RETR nul\0byte", "501");
+    ftp.expect("RETR nul\0byte", "553");
     ftp.expect("NOOP", "200");
 }
 

@@ -76,9 +76,37 @@ fn require_tls_refuses_plain_login_and_clear_data() {
 }
 
 #[test]
-fn ftplib_ftp_tls_with_prot_p() {
+fn ftplib_ftp_tls_with_prot_p_resuming_the_session() {
     let server = tls_server(&["--require-tls"]);
+    assert_ftplib_session(server.port, &["tls-resume", &cert(&server)]);
+}
+
+#[test]
+fn stock_ftplib_needs_the_session_reuse_opt_out() {
+    let server = tls_server(&["--require-tls", "--require-tls-session-reuse", "false"]);
     assert_ftplib_session(server.port, &["tls", &cert(&server)]);
+    // With the default, its fresh data sessions are refused.
+    let strict = tls_server(&["--require-tls"]);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/ftplib_session.py"
+    );
+    let output = std::process::Command::new("python3")
+        .args([
+            script,
+            "127.0.0.1",
+            &strict.port.to_string(),
+            "alice",
+            "wonderland",
+            "tls",
+        ])
+        .arg(cert(&strict))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    // ftplib sees the refusal as a dropped TLS connection (or the 522 reply), the server says why.
+    let log = strict.log();
+    assert!(log.contains("refused a protected data connection"), "{log}");
 }
 
 #[test]

@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 /// In-pod ports the server itself uses; the passive range must stay clear of them.
 pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_IMPLICIT_TLS_PORT};
 
+/// Longest `metadata.name`: the Service takes it as a DNS label (63), and a StatefulSet's pods
+/// carry `controller-revision-hash: <name>-<10 hex>` in a label (63 - 11).
+pub const MAX_NAME_LENGTH: usize = 52;
+
 /// Most ports one passive range may span: each is a Service port and a load-balancer rule.
 pub const MAX_PASSIVE_PORTS: i32 = 1000;
 
@@ -35,6 +39,8 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
     shortname = "ftpsrv",
     category = "ftp",
     cel,
+    validation = Rule::new("size(self.metadata.name) <= 52 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name must be at most 52 characters of lower-case letters, digits and '-', starting with a letter and ending with a letter or digit: the Service takes the name as it is (a DNS label), the pods carry it in a label, and a StatefulSet's revision label appends 11 characters to it"),
     printcolumn(
         name = "Address",
         type_ = "string",
@@ -45,6 +51,11 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(
         name = "Age",
@@ -64,6 +75,9 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
         .field_path(".tls.implicitPort"),
     validation = Rule::new("!has(self.tls) || !self.tls.implicit || self.passivePorts.min > 9990 || self.passivePorts.max < 9990")
         .message("passivePorts must not include 9990 when tls.implicit is set: the server pod listens there for implicit FTPS")
+        .field_path(".passivePorts"),
+    validation = Rule::new("!has(self.loadBalancer) || !has(self.loadBalancer.provider) || self.loadBalancer.provider != 'aws' || self.passivePorts.max - self.passivePorts.min < 49")
+        .message("passivePorts may span at most 49 ports with loadBalancer.provider aws: an AWS NLB has at most 50 listeners and the control port takes one; narrow the range")
         .field_path(".passivePorts"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -143,6 +157,10 @@ pub struct FtpServerSpec {
 
 fn default_replicas() -> i32 {
     1
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_control_port() -> i32 {
@@ -244,6 +262,12 @@ pub enum Provider {
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.provider) || self.provider != 'azure' || !has(self.idleTimeoutSeconds) || (self.idleTimeoutSeconds % 60 == 0 && self.idleTimeoutSeconds >= 240 && self.idleTimeoutSeconds <= 6000)")
+        .message("loadBalancer.idleTimeoutSeconds must be a whole number of minutes from 4 to 100 (240-6000, a multiple of 60) with provider azure: Azure sets idle timeouts in minutes")
+        .field_path(".idleTimeoutSeconds"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSpec {
     #[serde(default)]
@@ -255,8 +279,11 @@ pub struct LoadBalancerSpec {
     /// Passed through to the Service.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
-    /// The Service's `loadBalancerSourceRanges`.
+    /// The Service's `loadBalancerSourceRanges`: CIDRs such as 198.51.100.0/24.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(range, isCIDR(range))")
+        .message("loadBalancer.sourceRanges entries must be CIDRs such as 198.51.100.0/24 or 2001:db8::/32"))]
     pub source_ranges: Vec<String>,
     /// The balancer sends a PROXY protocol header (v1 or v2) with the client's address on every
     /// connection; the server reads it from these sources and from no others. Absent: off.
@@ -345,6 +372,11 @@ pub struct TlsSpec {
     #[serde(default = "default_implicit_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub implicit_port: i32,
+    /// A protected data connection must resume the TLS session of its own control connection,
+    /// so nobody else can take a transfer's data (vsftpd `require_ssl_reuse`). Set false only for
+    /// clients that cannot resume, such as Python's stock `ftplib`.
+    #[serde(default = "default_true")]
+    pub require_session_reuse: bool,
 }
 
 fn default_implicit_port() -> i32 {

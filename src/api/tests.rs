@@ -190,6 +190,7 @@ fn with_implicit_tls(implicit_port: i32) -> FtpServer {
         required: false,
         implicit: true,
         implicit_port,
+        require_session_reuse: true,
     });
     server
 }
@@ -266,4 +267,61 @@ fn example_manifest_is_valid() {
         .unwrap();
     assert_eq!(broken_rules(&server), "");
     crate::controller::validate::validate_spec(&server.spec).unwrap();
+}
+
+#[test]
+fn a_name_no_child_can_carry_is_rejected() {
+    for name in ["ftp.example", "1st", &"a".repeat(53)] {
+        let mut server = valid();
+        server.metadata.name = Some(name.to_owned());
+        assert_rejected(server, "metadata.name must be at most 52 characters");
+    }
+    let mut server = valid();
+    server.metadata.name = Some("a".repeat(52));
+    assert_eq!(broken_rules(&server), "");
+}
+
+#[test]
+fn static_provider_limits_are_rejected_at_admission() {
+    let mut aws = valid();
+    aws.spec.load_balancer = LoadBalancerSpec {
+        provider: Provider::Aws,
+        ..LoadBalancerSpec::default()
+    };
+    aws.spec.keepalive = None;
+    aws.spec.passive_ports = PassivePorts {
+        min: 20000,
+        max: 20049,
+    };
+    assert_rejected(
+        aws.clone(),
+        "passivePorts may span at most 49 ports with loadBalancer.provider aws",
+    );
+    aws.spec.passive_ports.max = 20048;
+    assert_eq!(broken_rules(&aws), "");
+
+    for seconds in [250, 180, 6060] {
+        let mut azure = valid();
+        azure.spec.keepalive = None;
+        azure.spec.load_balancer.idle_timeout_seconds = Some(seconds);
+        assert_rejected(azure, "whole number of minutes from 4 to 100");
+    }
+    let mut generic = valid();
+    generic.spec.keepalive = None;
+    generic.spec.load_balancer.provider = Provider::Generic;
+    generic.spec.load_balancer.idle_timeout_seconds = Some(300);
+    assert_eq!(broken_rules(&generic), "");
+}
+
+#[test]
+fn source_ranges_must_be_cidrs() {
+    let mut server = valid();
+    server.spec.load_balancer.source_ranges =
+        vec!["198.51.100.0/24".into(), "2001:db8::/32".into()];
+    assert_eq!(broken_rules(&server), "");
+    for bad in ["198.51.100.7", "office", "198.51.100.0/33"] {
+        let mut server = valid();
+        server.spec.load_balancer.source_ranges = vec![bad.into()];
+        assert_rejected(server, "loadBalancer.sourceRanges entries must be CIDRs");
+    }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ftp_operator::api::FtpServer;
 use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
+use ftp_operator::leader::{Elector, FenceLayer, Timings};
 use ftp_operator::node;
-use kube_lease_manager::LeaseManagerBuilder;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -104,6 +104,10 @@ struct ControllerArgs {
     /// Watch only this namespace; default: all.
     #[arg(long)]
     namespace: Option<String>,
+    /// Seconds a Service may go without a load-balancer address before its FtpServer is
+    /// Stalled (cloud balancers take a few minutes to provision).
+    #[arg(long, default_value_t = 600)]
+    load_balancer_address_timeout_seconds: u64,
 }
 
 #[tokio::main]
@@ -113,7 +117,10 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", FtpServer::crd_yaml());
             Ok(())
         }
-        Command::Controller(args) => run_controller(args).await,
+        Command::Controller(args) => {
+            exit_on_panic();
+            run_controller(args).await
+        }
         Command::NodeTuner(command) => run_node_tuner(command).await,
     }
 }
@@ -150,6 +157,17 @@ async fn run_node_tuner(command: NodeTunerCommand) -> anyhow::Result<()> {
     }
 }
 
+/// A panic anywhere ends the process: a controller with a dead task must not keep the lease
+/// (and report healthy) while reconciling nothing.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        error!(panic = %info, "panicked; exiting");
+        std::process::exit(101);
+    }));
+}
+
 fn init_logging() {
     tracing_subscriber::fmt()
         .json()
@@ -177,25 +195,24 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         }
     });
 
-    let client = kube::Client::try_default().await?;
-    let lease = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.leader_election_namespace)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .with_field_manager("ftp-operator-lease")
-        .build()
-        .await?;
-    let (mut leading, lease_task) = lease.watch().await;
+    // The elector's own client writes the Lease; the controller's refuses every write unless
+    // the lease was renewed recently enough (see ftp_operator::leader).
+    let config = kube::Config::infer().await?;
+    let lease_client = kube::Client::try_from(config.clone())?;
+    let mut elector = Elector::new(
+        lease_client,
+        &args.leader_election_namespace,
+        &args.lease_name,
+        &identity,
+        Timings::default(),
+    );
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&FenceLayer(elector.fence()))
+        .build();
     info!(%identity, lease = %args.lease_name, "waiting for the lease");
-    loop {
-        if *leading.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = leading.changed() => changed?,
-            _ = shutdown_signal() => return Ok(()),
-        }
+    tokio::select! {
+        () = elector.acquire() => {}
+        _ = shutdown_signal() => return Ok(()),
     }
     info!(%identity, "holding the lease; reconciling");
 
@@ -207,32 +224,37 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         default_image: args.default_ftp_image,
         namespace: args.namespace,
         identity: identity.clone(),
-    };
-    let lost_lease = async move {
-        while leading.changed().await.is_ok() {
-            if !*leading.borrow() {
-                break;
-            }
-        }
+        load_balancer_address_timeout: Duration::from_secs(
+            args.load_balancer_address_timeout_seconds,
+        ),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(controller::run(client, settings, metrics, async move {
+    let mut controller = tokio::spawn(controller::run(client, settings, metrics, async move {
         let _ = stopped.await;
     }));
     tokio::select! {
-        _ = lost_lease => {
-            // Another replica may already be writing: stop at once rather than race it.
+        () = elector.keep() => {
+            // Another replica may already be writing; this one's writes are refused already.
             error!("lost the lease; exiting");
             std::process::exit(1);
         }
-        _ = shutdown_signal() => {
-            info!("shutting down");
-            let _ = stop.send(());
-            let _ = controller.await;
+        ended = &mut controller => {
+            error!(?ended, "the controller stopped; exiting");
+            std::process::exit(1);
         }
+        _ = shutdown_signal() => info!("shutting down: finishing the reconciles in flight"),
     }
-    // Dropping the receiver makes the lease task release the Lease for the next replica.
-    let _ = lease_task.await;
+    let _ = stop.send(());
+    // Keep renewing while the reconciles in flight finish, then hand the lease on.
+    tokio::select! {
+        () = elector.keep() => {
+            error!("lost the lease while shutting down; exiting");
+            std::process::exit(1);
+        }
+        _ = &mut controller => {}
+    }
+    elector.release().await;
+    info!("released the lease");
     Ok(())
 }
 

@@ -3,10 +3,12 @@
 
 pub mod apply;
 pub mod build;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod node_tuner;
 pub mod observe;
+pub mod ownership;
 pub mod status;
 pub mod validate;
 
@@ -17,14 +19,15 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -32,11 +35,11 @@ use tracing::{info, warn};
 
 use crate::api::FtpServer;
 use crate::keepalive::needs_node_sysctls;
-use apply::{Applied, apply};
+use apply::{Applied, ApplyError, apply};
 use build::{MANAGED_SELECTOR, MANAGER};
 use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
-use observe::{Stores, observe, strip_secret_values};
+use observe::{Stores, node_metadata, observe, observe_children, secret_name_only};
 use status::{Outcome, STALLED, desired_status};
 
 /// What the controller is told at start.
@@ -52,12 +55,17 @@ pub struct Settings {
     pub operator_namespace: String,
     /// The node tuner's image: the operator's own (it runs `ftp-operator node-tuner run`).
     pub node_tuner_image: String,
+    /// How long a Service may go without a load-balancer address before the FtpServer is
+    /// Stalled saying so.
+    pub load_balancer_address_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    #[error("Kubernetes API, for {0}")]
+    Apply(#[from] ApplyError),
     #[error("waiting for the node tuners on {0} to stop tuning for this FtpServer")]
     NodesStillTuned(String),
     #[error("finalizer: {0}")]
@@ -70,6 +78,7 @@ struct Context {
     settings: Settings,
     metrics: Metrics,
     recorder: Recorder,
+    reporter: Reporter,
     /// The controller's own FtpServer cache: which servers need the node tuner.
     servers: Store<DeserializeGuard<FtpServer>>,
     /// Consecutive failures per FtpServer, for exponential backoff.
@@ -107,16 +116,26 @@ pub async fn run(
         .reflect(writer)
         .touched_objects();
     let (services, writer) = reflector::store();
-    let service_events = watcher(api::<Service>(&client, ns), managed)
+    let service_events = watcher(api::<Service>(&client, ns), managed.clone())
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    let (secrets, writer) = reflector::store();
-    let secret_events = watcher(api::<Secret>(&client, ns), watcher::Config::default())
+    // The servers' pods say why a rollout does not finish (image pulls, scheduling).
+    let (pods, writer) = reflector::store();
+    let pod_events = watcher(api::<Pod>(&client, ns), managed)
         .default_backoff()
-        .modify(strip_secret_values)
+        .modify(|pod: &mut Pod| pod.metadata.managed_fields = None)
         .reflect(writer)
         .touched_objects();
+    // Secrets by name only: the watch carries metadata, not the data of every Secret in the
+    // cluster, and keeps no cache; the referenced ones are read when a server is reconciled.
+    let secret_events = watcher(
+        api::<PartialObjectMeta<Secret>>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(secret_name_only)
+    .touched_objects();
     let (daemon_sets, writer) = reflector::store();
     let daemon_set_events = watcher(
         Api::<DaemonSet>::namespaced(client.clone(), &settings.operator_namespace),
@@ -125,19 +144,28 @@ pub async fn run(
     .default_backoff()
     .reflect(writer)
     .touched_objects();
-    // Nodes carry the tuner's reports; servers needing node sysctls summarise them.
+    // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
+    // only, and a node wakes the servers only when its labels or the reports change (not on
+    // each kubelet status update).
     let (nodes, writer) = reflector::store();
-    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|node: &mut Node| node.metadata.managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
+    let node_events = watcher(
+        Api::<PartialObjectMeta<Node>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(node_metadata)
+    .reflect(writer)
+    .touched_objects()
+    .predicate_filter(
+        predicates::labels.combine(predicates::annotations),
+        PredicateConfig::default(),
+    );
 
     let stores = Stores {
         config_maps,
         deployments,
         services,
-        secrets,
+        pods,
         daemon_sets,
         nodes,
     };
@@ -152,7 +180,8 @@ pub async fn run(
     );
     let servers = controller.store();
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: Recorder::new(client.clone(), reporter.clone()),
+        reporter,
         client: client.clone(),
         stores,
         settings,
@@ -176,7 +205,7 @@ pub async fn run(
         .owns_stream(config_map_events)
         .owns_stream(deployment_events)
         .owns_stream(service_events)
-        .watches_stream(secret_events, move |secret: Secret| {
+        .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace();
             let name = secret.name_any();
             servers
@@ -191,7 +220,13 @@ pub async fn run(
                 .map(|guard| ObjectRef::from_obj(&*guard))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(node_events, move |_: Node| tuned_servers())
+        .watches_stream(pod_events, |pod: Pod| {
+            let server = pod.labels().get(build::INSTANCE_LABEL)?.clone();
+            Some(ObjectRef::new(&server).within(&pod.namespace()?))
+        })
+        .watches_stream(node_events, move |_: PartialObjectMeta<Node>| {
+            tuned_servers()
+        })
         .watches_stream(daemon_set_events, move |_: DaemonSet| tuned_servers_too())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
@@ -218,14 +253,14 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
-    // Decisions need complete caches: an empty Secret cache would look like a missing Secret.
+    // Decisions need complete caches: an empty ConfigMap cache would look like a missing child.
     // Checked without waiting: a store wakes only its latest waiter, so reconciles parked on it
     // concurrently would hang for good. Until the caches are complete, try again shortly.
     let caches_ready = [
         ctx.stores.config_maps.wait_until_ready().now_or_never(),
         ctx.stores.deployments.wait_until_ready().now_or_never(),
         ctx.stores.services.wait_until_ready().now_or_never(),
-        ctx.stores.secrets.wait_until_ready().now_or_never(),
+        ctx.stores.pods.wait_until_ready().now_or_never(),
         ctx.stores.daemon_sets.wait_until_ready().now_or_never(),
         ctx.stores.nodes.wait_until_ready().now_or_never(),
     ]
@@ -284,60 +319,32 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
 
 async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
     let namespace = server.namespace().unwrap_or_default();
-    let observed = observe(server, &ctx.stores);
-
     let mut changes = Vec::new();
     if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, None).await? {
         changes.push(applied);
     }
-    let outcome = match validate::validate(server, &observed) {
-        Err(invalid) => Outcome::Stalled(invalid),
-        Ok(valid) => {
-            let public_address = observed.public_address(server);
-            let config_map = build::desired_config_map(server, &valid, public_address.as_deref());
-            let deployment = build::desired_deployment(server, &valid, &ctx.settings.default_image);
-            let service = build::desired_service(server, &valid);
-
-            let client = &ctx.client;
-            let metrics = &ctx.metrics;
-            let applied_config_map = apply(
-                &Api::namespaced(client.clone(), &namespace),
-                &config_map,
-                observed.config_map.as_deref(),
-                metrics,
-            )
-            .await?;
-            changes.push((config_map.object_ref(&()), applied_config_map));
-            // The Service and the Deployment do not wait for each other: creating a
-            // LoadBalancer Service is slow (node ports, cluster IP; a cloud balancer behind it),
-            // and the Deployment's rollout should not queue behind it. With 200 FtpServers
-            // applied at once, in sequence the Deployments started ~8 s later (bench-controller.sh).
-            let services = Api::namespaced(client.clone(), &namespace);
-            let deployments = Api::namespaced(client.clone(), &namespace);
-            let (applied_service, applied_deployment) = futures::try_join!(
-                apply(&services, &service, observed.service.as_deref(), metrics),
-                apply(
-                    &deployments,
-                    &deployment,
-                    observed.deployment.as_deref(),
-                    metrics
-                ),
-            )?;
-            changes.push((service.object_ref(&()), applied_service));
-            changes.push((deployment.object_ref(&()), applied_deployment));
-            Outcome::Applied {
-                public_address,
-                passive_ports: valid.passive.to_string(),
-                deployment_changed: applied_deployment != Applied::Unchanged,
-                keepalive: valid.keepalive_in_force,
-                node_keepalive: node_tuner::node_keepalive(server, ctx),
-            }
-        }
+    let (observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
+        Ok(observed) => (observed, Ok(())),
+        Err(error) => (observe_children(server, &ctx.stores), Err(error)),
+    };
+    let result = match read {
+        Err(error) => Err(error),
+        Ok(()) => match validate::validate(server, &observed) {
+            Err(invalid) => Ok(Outcome::Stalled(invalid)),
+            Ok(valid) => apply_children(server, &valid, &observed, ctx, &mut changes).await,
+        },
+    };
+    // An API failure is shown in status first, then returned for the backoff.
+    let (outcome, failure) = match result {
+        Ok(outcome) => (outcome, None),
+        Err(error) => (status::api_failure(&error), Some(error)),
     };
 
     let now =
         Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
-    let status = desired_status(server, &outcome, &observed, now);
+    let timeout = ctx.settings.load_balancer_address_timeout;
+    let balancer_waited = status::balancer_waiting(server, &observed, &now);
+    let status = desired_status(server, &outcome, &observed, now, timeout);
     let previous = server.status.clone().unwrap_or_default();
     if previous != status {
         let api: Api<FtpServer> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -355,8 +362,97 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         ctx.metrics.api_write("FtpServer/status");
     }
     publish_events(server, ctx, &changes, &previous, &status, &outcome).await;
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    if let Outcome::Stalled(invalid) = &outcome
+        && invalid.reason == ownership::NAME_TAKEN
+    {
+        // The foreign object is outside the watches (it lacks our labels): look again soon.
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
+    if let Some(waited) = balancer_waited.filter(|waited| *waited < timeout) {
+        // Nothing else wakes the server when the address never comes: look at the deadline.
+        return Ok(Action::requeue(timeout - waited + Duration::from_secs(1)));
+    }
     // Periodic resync; a quiet one writes nothing.
     Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Claims the children's names, then applies the ConfigMap, the Service and the Deployment.
+/// A name held by an object this server does not control stalls before anything is applied.
+async fn apply_children(
+    server: &FtpServer,
+    valid: &validate::Validated,
+    observed: &observe::Observed,
+    ctx: &Context,
+    changes: &mut Vec<(ObjectReference, Applied)>,
+) -> Result<Outcome, ApplyError> {
+    let namespace = server.namespace().unwrap_or_default();
+    let public_address = observed.public_address(server);
+    let config_map = build::desired_config_map(server, valid, public_address.as_deref());
+    let deployment = build::desired_deployment(server, valid, &ctx.settings.default_image);
+    let service = build::desired_service(server, valid);
+
+    let client = &ctx.client;
+    let metrics = &ctx.metrics;
+    let config_maps = Api::namespaced(client.clone(), &namespace);
+    let services = Api::namespaced(client.clone(), &namespace);
+    let deployments = Api::namespaced(client.clone(), &namespace);
+    let names = (
+        config_map.name_any(),
+        service.name_any(),
+        deployment.name_any(),
+    );
+    let taken = futures::try_join!(
+        ownership::check_name(
+            server,
+            &config_maps,
+            &names.0,
+            observed.config_map.as_deref()
+        ),
+        ownership::check_name(server, &services, &names.1, observed.service.as_deref()),
+        ownership::check_name(
+            server,
+            &deployments,
+            &names.2,
+            observed.deployment.as_deref()
+        ),
+    )?;
+    if let Some(invalid) = [taken.0, taken.1, taken.2].into_iter().flatten().next() {
+        return Ok(Outcome::Stalled(invalid));
+    }
+
+    let applied_config_map = apply(
+        &config_maps,
+        &config_map,
+        observed.config_map.as_deref(),
+        metrics,
+    )
+    .await?;
+    changes.push((config_map.object_ref(&()), applied_config_map));
+    // The Service and the Deployment do not wait for each other: creating a
+    // LoadBalancer Service is slow (node ports, cluster IP; a cloud balancer behind it),
+    // and the Deployment's rollout should not queue behind it. With 200 FtpServers
+    // applied at once, in sequence the Deployments started ~8 s later (bench-controller.sh).
+    let (applied_service, applied_deployment) = futures::try_join!(
+        apply(&services, &service, observed.service.as_deref(), metrics),
+        apply(
+            &deployments,
+            &deployment,
+            observed.deployment.as_deref(),
+            metrics
+        ),
+    )?;
+    changes.push((service.object_ref(&()), applied_service));
+    changes.push((deployment.object_ref(&()), applied_deployment));
+    Ok(Outcome::Applied {
+        public_address,
+        passive_ports: valid.passive.to_string(),
+        deployment_changed: applied_deployment != Applied::Unchanged,
+        keepalive: valid.keepalive_in_force,
+        node_keepalive: node_tuner::node_keepalive(server, ctx),
+    })
 }
 
 /// Events for what changed and what failed; an unchanged reconcile emits none.
@@ -388,20 +484,32 @@ async fn publish_events(
             secondary: Some(child.clone()),
         });
     }
-    let stalled_message = |s: &crate::api::FtpServerStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == STALLED && c.status == "True")
-            .map(|c| c.message.clone())
+    // A warning whenever what stalls the server, or the failure it retries, says something new.
+    let warned = |s: &crate::api::FtpServerStatus| {
+        let find = |type_: &str, state: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == state)
+                .map(|c| (c.reason.clone(), c.message.clone()))
+        };
+        match outcome {
+            Outcome::Failed(_) => find(status::READY, "False"),
+            _ => find(STALLED, "True"),
+        }
     };
-    if let Outcome::Stalled(invalid) = outcome
-        && stalled_message(previous) != stalled_message(status)
+    if let Some((reason, message)) =
+        warned(status).filter(|now| warned(previous).as_ref() != Some(now))
     {
+        let action = match outcome {
+            Outcome::Stalled(_) => "Validate",
+            Outcome::Failed(_) => "Apply",
+            Outcome::Applied { .. } => "Observe",
+        };
         events.push(Event {
             type_: EventType::Warning,
-            reason: invalid.reason.to_owned(),
-            note: Some(invalid.message.chars().take(1000).collect()),
-            action: "Validate".to_owned(),
+            reason,
+            note: Some(message.chars().take(1000).collect()),
+            action: action.to_owned(),
             secondary: None,
         });
     }
@@ -424,7 +532,17 @@ async fn publish_events(
     }
     let reference = server.object_ref(&());
     for event in events {
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+        // A Recorder folds an Event into an earlier one with the same reason, keeping the
+        // earlier note; a warning is published only when its message changed, so it gets a
+        // Recorder with nothing to fold into and the Event says what is wrong now.
+        let fresh;
+        let recorder = if event.type_ == EventType::Warning {
+            fresh = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            &fresh
+        } else {
+            &ctx.recorder
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
             warn!(%error, reason = %event.reason, "cannot publish event");
         } else {
             ctx.metrics.api_write("Event");

@@ -1,11 +1,16 @@
 //! The FtpServer's status, computed from what was applied and observed (kstatus conventions).
 
-use k8s_openapi::api::apps::v1::Deployment;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
 
 use crate::api::{FtpServer, FtpServerStatus, NodeKeepaliveStatus};
 use crate::keepalive::KeepaliveInForce;
 
+use super::apply::ApplyError;
+use super::health::{WorkloadSummary, workload_problem};
 use super::observe::Observed;
 use super::validate::Invalid;
 
@@ -18,8 +23,11 @@ pub const KEEPALIVE_CONFIGURED: &str = "KeepaliveConfigured";
 /// What one reconcile did.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The user must fix the spec or a Secret; nothing was applied.
+    /// The user (or the cluster's admin) must fix something; the message says what. Nothing
+    /// more was applied.
     Stalled(Invalid),
+    /// Applying failed in a way that may pass (a timeout, a conflict); retried with backoff.
+    Failed(Invalid),
     Applied {
         public_address: Option<String>,
         passive_ports: String,
@@ -32,21 +40,92 @@ pub enum Outcome {
     },
 }
 
+/// How a failed API call shows in status: a refusal a person must resolve (RBAC, a quota, an
+/// admission policy, an invalid object) stalls with the apiserver's words; anything else
+/// (timeouts, conflicts, an apiserver restarting) is retried.
+pub fn api_failure(error: &ApplyError) -> Outcome {
+    let ApplyError {
+        verb,
+        kind,
+        name,
+        source,
+    } = error;
+    match source {
+        kube::Error::Api(status) if status.code == 403 => Outcome::Stalled(Invalid {
+            reason: "Forbidden",
+            message: format!(
+                "the apiserver does not let the operator {verb} {kind} {name}: {}; grant the \
+                 operator's ServiceAccount that access (the chart's RBAC) or lift the quota or \
+                 policy it names (retried with backoff)",
+                status.message
+            ),
+        }),
+        kube::Error::Api(status) if matches!(status.code, 400 | 422) => Outcome::Stalled(Invalid {
+            reason: "Rejected",
+            message: format!(
+                "the apiserver rejected {kind} {name}: {}; fix what it names (an admission \
+                     policy, or a hand edit of the {kind} that conflicts with the operator's \
+                     fields) (retried with backoff)",
+                status.message
+            ),
+        }),
+        other => Outcome::Failed(Invalid {
+            reason: "ApiError",
+            message: format!("cannot {verb} {kind} {name}: {other}"),
+        }),
+    }
+}
+
+/// How long the Service's balancer has been without an address, when it has none: since the
+/// Service was created or since `LoadBalancerReady` last turned False, whichever is later.
+pub fn balancer_waiting(server: &FtpServer, observed: &Observed, now: &Time) -> Option<Duration> {
+    if observed.load_balancer_address().is_some() {
+        return None;
+    }
+    let created = observed
+        .service
+        .as_ref()?
+        .metadata
+        .creation_timestamp
+        .as_ref()?;
+    let previous = server.status.as_ref();
+    let lost = previous
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == LOAD_BALANCER_READY))
+        .filter(|c| c.status == "False")
+        .map(|c| &c.last_transition_time);
+    let since = lost.map_or(created.0, |lost| lost.0.max(created.0));
+    Some(
+        now.0
+            .duration_since(since)
+            .unsigned_abs()
+            .min(Duration::from_secs(365 * 86400)),
+    )
+}
+
 pub fn desired_status(
     server: &FtpServer,
     outcome: &Outcome,
     observed: &Observed,
     now: Time,
+    balancer_timeout: Duration,
 ) -> FtpServerStatus {
     let generation = server.metadata.generation;
     let previous = server.status.clone().unwrap_or_default();
-    let ready_replicas = observed
-        .deployment
-        .as_ref()
-        .and_then(|d| d.status.as_ref())
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
+    let workload = observed.workload();
+    let ready_replicas = workload.as_ref().map_or(0, |w| w.ready);
     let balancer = observed.load_balancer_address();
+    let balancer_overdue = balancer_waiting(server, observed, &now)
+        .filter(|waited| *waited >= balancer_timeout)
+        .map(|_| {
+            format!(
+                "the Service {} has had no load-balancer address for over {} s: check that the \
+                 cluster runs a load-balancer controller (the cloud's, MetalLB) that serves this \
+                 Service, and its events (kubectl describe service {})",
+                server.name_any(),
+                balancer_timeout.as_secs(),
+                server.name_any()
+            )
+        });
 
     let mut status = FtpServerStatus {
         observed_generation: generation,
@@ -57,13 +136,14 @@ pub fn desired_status(
         node_keepalive: previous.node_keepalive.clone(),
     };
 
-    let lb_condition = match &balancer {
-        Some(address) => (
+    let lb_condition = match (&balancer, &balancer_overdue) {
+        (Some(address), _) => (
             true,
             "AddressAssigned",
             format!("load balancer at {address}"),
         ),
-        None => (
+        (None, Some(overdue)) => (false, "AddressTimeout", overdue.clone()),
+        (None, None) => (
             false,
             "Pending",
             "waiting for the Service's load balancer to get an address".to_owned(),
@@ -71,10 +151,10 @@ pub fn desired_status(
     };
 
     let keepalive_condition = match outcome {
-        Outcome::Stalled(invalid) => (
+        Outcome::Stalled(invalid) | Outcome::Failed(invalid) => (
             false,
             "NotApplied",
-            format!("nothing applied while stalled: {}", invalid.message),
+            format!("not applied: {}", invalid.message),
         ),
         Outcome::Applied {
             keepalive,
@@ -96,6 +176,15 @@ pub fn desired_status(
             ),
             (false, invalid.reason, invalid.message.clone()),
         ),
+        Outcome::Failed(failure) => (
+            (false, "AsExpected", String::new()),
+            (
+                true,
+                failure.reason,
+                format!("retrying with backoff: {}", failure.message),
+            ),
+            (false, failure.reason, failure.message.clone()),
+        ),
         Outcome::Applied {
             public_address,
             passive_ports,
@@ -106,19 +195,47 @@ pub fn desired_status(
             status.passive_ports = Some(passive_ports.clone());
             let waiting = waiting_for(
                 server,
-                observed.deployment.as_deref(),
+                workload.as_ref(),
                 *deployment_changed,
                 balancer.is_some(),
                 public_address.is_some(),
             );
+            let pods: Vec<&Pod> = observed.pods.iter().map(AsRef::as_ref).collect();
+            let problem = workload_problem(workload.as_ref(), &pods);
             let not_stalled = (false, "AsExpected", String::new());
-            match waiting {
-                Some(waiting) => (
+            match (problem, waiting) {
+                (Some(problem), _) if problem.stalled => (
+                    (true, problem.reason, problem.message.clone()),
+                    (
+                        false,
+                        "Stalled",
+                        "cannot proceed until this is fixed".to_owned(),
+                    ),
+                    (false, problem.reason, problem.message),
+                ),
+                (Some(problem), _) => (
+                    not_stalled,
+                    (true, problem.reason, problem.message.clone()),
+                    (false, problem.reason, problem.message),
+                ),
+                (None, Some(_)) if balancer.is_none() && balancer_overdue.is_some() => {
+                    let message = balancer_overdue.clone().unwrap_or_default();
+                    (
+                        (true, "LoadBalancerAddressTimeout", message.clone()),
+                        (
+                            false,
+                            "Stalled",
+                            "cannot proceed until this is fixed".to_owned(),
+                        ),
+                        (false, "LoadBalancerAddressTimeout", message),
+                    )
+                }
+                (None, Some(waiting)) => (
                     not_stalled,
                     (true, "Progressing", waiting.clone()),
                     (false, "Progressing", waiting),
                 ),
-                None => (
+                (None, None) => (
                     not_stalled,
                     (false, "Ready", String::new()),
                     (
@@ -191,24 +308,17 @@ fn keepalive_configured(
 /// The first thing the server still waits for, or None when it is ready.
 fn waiting_for(
     server: &FtpServer,
-    deployment: Option<&Deployment>,
-    deployment_changed: bool,
+    workload: Option<&WorkloadSummary>,
+    workload_changed: bool,
     balancer_ready: bool,
     address_known: bool,
 ) -> Option<String> {
     let wanted = server.spec.replicas;
-    let rolled_out = deployment.filter(|_| !deployment_changed).is_some_and(|d| {
-        let status = d.status.clone().unwrap_or_default();
-        status.observed_generation >= d.metadata.generation
-            && status.updated_replicas.unwrap_or(0) >= wanted
-            && status.ready_replicas.unwrap_or(0) >= wanted
-            && status.replicas.unwrap_or(0) == wanted
+    let rolled_out = workload.filter(|_| !workload_changed).is_some_and(|w| {
+        w.observed && w.updated >= wanted && w.ready >= wanted && w.replicas == wanted
     });
     if !rolled_out {
-        let ready = deployment
-            .and_then(|d| d.status.as_ref())
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
+        let ready = workload.map_or(0, |w| w.ready);
         return Some(format!(
             "waiting for the Deployment: {ready}/{wanted} pods ready and updated"
         ));
@@ -253,9 +363,21 @@ mod tests {
 
     use super::*;
     use crate::controller::build::fixtures::{self, server};
+    use k8s_openapi::api::apps::v1::Deployment;
 
     fn now() -> Time {
         Time("2026-01-01T00:00:00Z".parse().unwrap())
+    }
+
+    const BALANCER_TIMEOUT: Duration = Duration::from_secs(300);
+
+    fn desired_status(
+        server: &FtpServer,
+        outcome: &Outcome,
+        observed: &Observed,
+        now: Time,
+    ) -> FtpServerStatus {
+        super::desired_status(server, outcome, observed, now, BALANCER_TIMEOUT)
     }
 
     fn condition_of<'a>(status: &'a FtpServerStatus, type_: &str) -> &'a Condition {

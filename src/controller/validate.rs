@@ -2,6 +2,8 @@
 //! must fix. Everything the CEL rules enforce is checked again here: objects stored before a CRD
 //! upgrade never went through the current rules.
 
+use kube::ResourceExt;
+
 use crate::api::{FtpServer, FtpServerSpec};
 use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, PassiveRange};
 use crate::keepalive::{self, KeepaliveInForce};
@@ -38,9 +40,34 @@ impl Invalid {
 }
 
 pub fn validate(server: &FtpServer, observed: &Observed) -> Result<Validated, Invalid> {
+    validate_name(&server.name_any())?;
     let validated = validate_spec(&server.spec)?;
     validate_secrets(server, observed)?;
     Ok(validated)
+}
+
+/// The name every child is named after: a DNS label short enough for the workload's labels.
+pub fn validate_name(name: &str) -> Result<(), Invalid> {
+    let bytes = name.as_bytes();
+    let label = bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if label && name.len() <= crate::api::MAX_NAME_LENGTH {
+        return Ok(());
+    }
+    Err(Invalid {
+        reason: "InvalidName",
+        message: format!(
+            "metadata.name {name:?} must be at most {} characters of lower-case letters, digits \
+             and '-', starting with a letter and ending with a letter or digit (the Service and \
+             the pods' labels carry it): recreate the FtpServer under such a name",
+            crate::api::MAX_NAME_LENGTH
+        ),
+    })
 }
 
 /// Checks that need only the spec: port ranges, keepalive, provider limits.
@@ -81,6 +108,26 @@ pub fn validate_spec(spec: &FtpServerSpec) -> Result<Validated, Invalid> {
         return Err(Invalid::spec(format!(
             "controlPort {control_port} lies inside passivePorts {ports}: move one of them"
         )));
+    }
+    // The server's config takes only what parses, so an entry that does not would silently
+    // leave that balancer's connections without their client address.
+    if let Some(proxy) = &spec.load_balancer.proxy_protocol {
+        if proxy.trusted_sources.is_empty() {
+            return Err(Invalid::spec(
+                "loadBalancer.proxyProtocol.trustedSources must list the balancer's addresses \
+                 (e.g. the VPC's CIDR): without them no header would be read",
+            ));
+        }
+        if let Some(bad) = proxy
+            .trusted_sources
+            .iter()
+            .find(|cidr| cidr.parse::<ipnet::IpNet>().is_err())
+        {
+            return Err(Invalid::spec(format!(
+                "loadBalancer.proxyProtocol.trustedSources entry {bad:?} is not a CIDR: write it \
+                 as 10.0.0.0/16 or 2001:db8::/32"
+            )));
+        }
     }
     let keepalive_in_force =
         keepalive::keepalive_in_force(spec).map_err(|err| Invalid::spec(err.0))?;
@@ -154,6 +201,22 @@ mod tests {
     }
 
     #[test]
+    fn names_every_child_can_carry_pass_and_others_say_why() {
+        for good in ["a", "contoso", "ftp-1", &"a".repeat(52)] {
+            assert_eq!(validate_name(good), Ok(()), "{good}");
+        }
+        for bad in ["ftp.example", "1st", "-a", "a-", "Upper", &"a".repeat(53)] {
+            let invalid = validate_name(bad).unwrap_err();
+            assert_eq!(invalid.reason, "InvalidName");
+            assert!(
+                invalid.message.contains("at most 52 characters"),
+                "{}",
+                invalid.message
+            );
+        }
+    }
+
+    #[test]
     fn minimal_spec_gets_keepalive_derived_from_the_generic_balancer() {
         let v = validate_spec(&server(fixtures::MINIMAL).spec).unwrap();
         assert_eq!(v.passive, PassiveRange::new(30000, 30002).unwrap());
@@ -202,6 +265,18 @@ mod tests {
             (
                 "passivePorts: {min: 20000, max: 20001}\nkeepalive: {idleSeconds: 300}\nloadBalancer: {provider: azure}",
                 "not below the azure default idle timeout of 240 s",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {proxyProtocol: {trustedSources: []}}",
+                "must list the balancer's addresses",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {proxyProtocol: {trustedSources: [10.0.0.0/16, 10.1.0.0]}}",
+                "entry \"10.1.0.0\" is not a CIDR",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {proxyProtocol: {trustedSources: [10.0.0.0/33]}}",
+                "is not a CIDR",
             ),
         ];
         for (yaml, message) in cases {

@@ -1,11 +1,10 @@
-//! Logins: the users file (`name:PHC-hash[:ACCESS[:HOME]]`), argon2id verification off the async runtime,
-//! and a per-address lockout that spans connections. Replies never say whether a user exists.
+//! Logins: the users file (`name:PHC-hash[:ACCESS[:HOME]]`) and argon2id verification off the
+//! async runtime. Replies never say whether a user exists. Failed logins are counted in
+//! [`super::lockout`].
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -36,6 +35,45 @@ struct UserEntry {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Users {
     users: HashMap<String, UserEntry>,
+    /// The strongest argon2 parameters of the file: an unknown user's dummy verification uses
+    /// them, so it costs what the most expensive real one does.
+    strongest: Option<Cost>,
+}
+
+/// argon2 cost parameters: memory (KiB), iterations, lanes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Cost {
+    m: u32,
+    t: u32,
+    p: u32,
+}
+
+impl Cost {
+    fn max(self, other: Cost) -> Cost {
+        Cost {
+            m: self.m.max(other.m),
+            t: self.t.max(other.t),
+            p: self.p.max(other.p),
+        }
+    }
+}
+
+/// Accepts only argon2id PHC strings (what `ftp-server hash-password` writes); returns their cost.
+fn argon2id_cost(hash: &str) -> Result<Cost, String> {
+    let parsed = PasswordHash::new(hash).map_err(|e| format!("bad PHC hash: {e}"))?;
+    if parsed.algorithm != argon2::Algorithm::Argon2id.ident() {
+        return Err(format!(
+            "hash scheme {} is not argon2id: make the hash with `ftp-server hash-password`",
+            parsed.algorithm
+        ));
+    }
+    let params =
+        argon2::Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    Ok(Cost {
+        m: params.m_cost(),
+        t: params.t_cost(),
+        p: params.p_cost(),
+    })
 }
 
 impl Users {
@@ -49,6 +87,7 @@ impl Users {
 
     pub fn parse(text: &str) -> Result<Users, UsersError> {
         let mut users = HashMap::new();
+        let mut strongest: Option<Cost> = None;
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -72,7 +111,8 @@ impl Users {
             if name.is_empty() {
                 return Err(error("empty user name"));
             }
-            PasswordHash::new(hash).map_err(|e| error(&format!("bad PHC hash: {e}")))?;
+            let cost = argon2id_cost(hash).map_err(|reason| error(&reason))?;
+            strongest = Some(strongest.map_or(cost, |s| s.max(cost)));
             users.insert(
                 name.to_owned(),
                 UserEntry {
@@ -81,7 +121,11 @@ impl Users {
                 },
             );
         }
-        Ok(Users { users })
+        if let Some(cost) = strongest {
+            // Made now, at load, so the first unknown user does not pay for it.
+            dummy_hash(cost);
+        }
+        Ok(Users { users, strongest })
     }
 
     pub fn len(&self) -> usize {
@@ -92,12 +136,17 @@ impl Users {
         self.users.is_empty()
     }
 
-    /// Checks a password on a blocking thread; the user's access when it is right. Unknown users
-    /// cost the same work as known ones, so timing does not reveal who exists.
+    /// Checks a password on a blocking thread; the user's access when it is right. An unknown
+    /// user costs a verification at the file's strongest parameters; the caller answers every
+    /// failure at one fixed delay after `PASS`, so timing does not reveal who exists.
     pub async fn verify(&self, name: &str, password: &str) -> Option<Access> {
         let (hash, access, known) = match self.users.get(name) {
             Some(entry) => (entry.hash.clone(), Some(entry.access.clone()), true),
-            None => (dummy_hash().to_owned(), None, false),
+            None => (
+                dummy_hash(self.strongest.unwrap_or_else(default_cost)),
+                None,
+                false,
+            ),
         };
         let password = password.to_owned();
         let matches = tokio::task::spawn_blocking(move || {
@@ -115,11 +164,37 @@ impl Users {
     }
 }
 
-fn dummy_hash() -> &'static str {
-    static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| {
-        hash_password(&format!("{:032x}", rand::random::<u128>())).unwrap_or_default()
-    })
+fn default_cost() -> Cost {
+    let params = argon2::Params::default();
+    Cost {
+        m: params.m_cost(),
+        t: params.t_cost(),
+        p: params.p_cost(),
+    }
+}
+
+/// A hash of a random password at `cost`, made once per cost.
+fn dummy_hash(cost: Cost) -> String {
+    static HASHES: OnceLock<Mutex<HashMap<Cost, String>>> = OnceLock::new();
+    let hashes = HASHES.get_or_init(Default::default);
+    if let Some(hash) = hashes.lock().ok().and_then(|map| map.get(&cost).cloned()) {
+        return hash;
+    }
+    let hash = argon2::Params::new(cost.m, cost.t, cost.p, None)
+        .ok()
+        .and_then(|params| {
+            let argon2 = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).ok()?;
+            argon2
+                .hash_password(format!("{:032x}", rand::random::<u128>()).as_bytes(), &salt)
+                .ok()
+                .map(|hash| hash.to_string())
+        })
+        .unwrap_or_default();
+    if let Ok(mut map) = hashes.lock() {
+        map.insert(cost, hash.clone());
+    }
+    hash
 }
 
 /// An argon2id PHC string for `password`, with a random salt.
@@ -128,59 +203,6 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
     Ok(Argon2::default()
         .hash_password(password.as_bytes(), &salt)?
         .to_string())
-}
-
-#[derive(Debug, Default)]
-struct Failures {
-    count: u32,
-    locked_until: Option<Instant>,
-}
-
-/// Failed logins per client address, across connections.
-#[derive(Debug, Default)]
-pub struct Lockout {
-    by_address: Mutex<HashMap<IpAddr, Failures>>,
-}
-
-impl Lockout {
-    pub fn is_locked(&self, address: IpAddr) -> bool {
-        let Ok(mut map) = self.by_address.lock() else {
-            return false;
-        };
-        match map.get(&address).and_then(|f| f.locked_until) {
-            Some(until) if until > Instant::now() => true,
-            Some(_) => {
-                map.remove(&address);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Counts a failure; returns true when this one locks the address out.
-    pub fn record_failure(&self, address: IpAddr, threshold: u32, lock_for: Duration) -> bool {
-        let Ok(mut map) = self.by_address.lock() else {
-            return false;
-        };
-        // Bound the map so a scan from many addresses cannot grow it forever.
-        if map.len() > 100_000 {
-            map.clear();
-        }
-        let failures = map.entry(address).or_default();
-        failures.count += 1;
-        if threshold > 0 && failures.count >= threshold {
-            failures.count = 0;
-            failures.locked_until = Some(Instant::now() + lock_for);
-            return true;
-        }
-        false
-    }
-
-    pub fn record_success(&self, address: IpAddr) {
-        if let Ok(mut map) = self.by_address.lock() {
-            map.remove(&address);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -228,6 +250,17 @@ mod tests {
     }
 
     #[test]
+    fn only_argon2id_hashes_are_accepted() {
+        let argon2i = "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$Jm+2QNw8yA4ZqS9o4ONIfQ";
+        let error = Users::parse(&format!("alice:{argon2i}:rw\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not argon2id"), "{error}");
+        let scrypt = "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E";
+        assert!(Users::parse(&format!("bob:{scrypt}\n")).is_err());
+    }
+
+    #[test]
     fn rejects_bad_lines_with_their_number() {
         let error = Users::parse("alice:notahash\n").unwrap_err().to_string();
         assert!(error.contains("line 1"), "{error}");
@@ -241,17 +274,5 @@ mod tests {
             error.contains("line 1") && error.contains("incoming"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn locks_out_after_the_threshold() {
-        let lockout = Lockout::default();
-        let address: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(!lockout.record_failure(address, 3, Duration::from_secs(60)));
-        assert!(!lockout.record_failure(address, 3, Duration::from_secs(60)));
-        assert!(!lockout.is_locked(address));
-        assert!(lockout.record_failure(address, 3, Duration::from_secs(60)));
-        assert!(lockout.is_locked(address));
-        assert!(!lockout.is_locked("192.0.2.2".parse().unwrap()));
     }
 }

@@ -55,6 +55,10 @@ pub struct ServerFlags {
     /// repeat the flag or separate CIDRs with commas.
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
     pub proxy_protocol_from: Vec<IpNet>,
+    /// Whether a protected data connection must resume its control connection's TLS session
+    /// (default true; false for clients that cannot resume, such as Python's stock ftplib).
+    #[arg(long, value_name = "BOOL")]
+    pub require_tls_session_reuse: Option<bool>,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics_listen: Option<SocketAddr>,
@@ -147,6 +151,17 @@ impl ServerFlags {
         if !self.proxy_protocol_from.is_empty() {
             config.proxy_protocol_from = self.proxy_protocol_from.clone();
         }
+        if let Some(reuse) = self.require_tls_session_reuse {
+            match &mut config.tls {
+                Some(tls) => tls.require_session_reuse = reuse,
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "--require-tls-session-reuse needs --tls-cert and --tls-key (or tls in the config file)"
+                            .into(),
+                    ));
+                }
+            }
+        }
         if let Some(metrics) = self.metrics_listen {
             config.metrics_listen = metrics;
         }
@@ -219,10 +234,14 @@ mod tests {
         };
         let tls = both.merge(Some(file_config())).unwrap().tls.unwrap();
         assert!(tls.required);
+        assert!(
+            tls.require_session_reuse,
+            "session reuse is required by default"
+        );
         assert_eq!(tls.implicit_listen(), None);
         let implicit = ServerFlags {
             implicit_tls_listen: Some("127.0.0.1:9990".parse().unwrap()),
-            ..both
+            ..both.clone()
         };
         let tls = implicit.merge(Some(file_config())).unwrap().tls.unwrap();
         assert_eq!(
@@ -234,5 +253,16 @@ mod tests {
             ..Default::default()
         };
         assert!(without_certificate.merge(Some(file_config())).is_err());
+        let opt_out = ServerFlags {
+            require_tls_session_reuse: Some(false),
+            ..both
+        };
+        let tls = opt_out.merge(Some(file_config())).unwrap().tls.unwrap();
+        assert!(!tls.require_session_reuse);
+        let alone = ServerFlags {
+            require_tls_session_reuse: Some(false),
+            ..Default::default()
+        };
+        assert!(alone.merge(Some(file_config())).is_err());
     }
 }

@@ -49,6 +49,39 @@ pub enum Command {
     Size(String),
     Mdtm(String),
     Allo,
+    /// RFC 7151: the virtual host the client wants, before login.
+    Host(String),
+    /// Set a file's modification time: seconds since the epoch (UTC), path.
+    Mfmt(i64, String),
+    /// `SITE CHMOD mode path`: permission bits only.
+    SiteChmod(u32, String),
+}
+
+impl Command {
+    /// The path a command names, if it names one (for checks every path must pass).
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            Command::Cwd(path)
+            | Command::Retr(path)
+            | Command::Stor(path)
+            | Command::Appe(path)
+            | Command::Rnfr(path)
+            | Command::Rnto(path)
+            | Command::Dele(path)
+            | Command::Mkd(path)
+            | Command::Rmd(path)
+            | Command::Size(path)
+            | Command::Mdtm(path)
+            | Command::Mfmt(_, path)
+            | Command::SiteChmod(_, path) => Some(path),
+            Command::List(path)
+            | Command::Nlst(path)
+            | Command::Mlsd(path)
+            | Command::Mlst(path)
+            | Command::Stat(path) => path.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +146,6 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     let required = |what: &'static str| {
         if arg.is_empty() {
             Err(ParseError::BadArgument(what))
-        } else if arg.contains('\0') {
-            Err(ParseError::BadArgument("Path contains a NUL byte."))
         } else {
             Ok(arg.to_owned())
         }
@@ -215,6 +246,9 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         "SIZE" => Command::Size(required("SIZE needs a file name.")?),
         "MDTM" => Command::Mdtm(required("MDTM needs a file name.")?),
         "ALLO" => Command::Allo,
+        "HOST" => Command::Host(required("HOST needs a host name.")?.trim().to_owned()),
+        "MFMT" => parse_mfmt(arg)?,
+        "SITE" => parse_site(arg)?,
         _ => return Err(ParseError::Unknown),
     })
 }
@@ -305,6 +339,42 @@ fn parse_eprt(arg: &str) -> Result<SocketAddr, ParseError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// `MFMT YYYYMMDDHHMMSS[.sss] path` (draft-somers-ftp-mfxx), time in UTC.
+fn parse_mfmt(arg: &str) -> Result<Command, ParseError> {
+    const BAD: ParseError = ParseError::BadArgument("MFMT needs YYYYMMDDHHMMSS and a path.");
+    let (time, path) = arg.split_once(' ').ok_or(BAD)?;
+    let whole = time.split_once('.').map_or(time, |(whole, _)| whole);
+    if whole.len() != 14 || !whole.bytes().all(|b| b.is_ascii_digit()) || path.is_empty() {
+        return Err(BAD);
+    }
+    let seconds = jiff::civil::DateTime::strptime("%Y%m%d%H%M%S", whole)
+        .and_then(|time| time.to_zoned(jiff::tz::TimeZone::UTC))
+        .map_err(|_| BAD)?
+        .timestamp()
+        .as_second();
+    Ok(Command::Mfmt(seconds, path.to_owned()))
+}
+
+fn parse_site(arg: &str) -> Result<Command, ParseError> {
+    let (what, rest) = arg.trim_start().split_once(' ').unwrap_or((arg.trim(), ""));
+    match what.to_ascii_uppercase().as_str() {
+        "CHMOD" => {
+            const BAD: ParseError =
+                ParseError::BadArgument("SITE CHMOD needs an octal mode (at most 777) and a path.");
+            let (mode, path) = rest.trim_start().split_once(' ').ok_or(BAD)?;
+            let mode = u32::from_str_radix(mode, 8).map_err(|_| BAD)?;
+            if mode > 0o777 || path.is_empty() {
+                return Err(BAD);
+            }
+            Ok(Command::SiteChmod(mode, path.to_owned()))
+        }
+        "" => Err(ParseError::BadArgument("SITE needs a command.")),
+        _ => Err(ParseError::UnsupportedParameter(
+            "Only SITE CHMOD is known here.",
+        )),
+    }
+}
+
 fn parse_opts(arg: &str) -> Result<Command, ParseError> {
     let (option, value) = match arg.trim().split_once(' ') {
         Some((option, value)) => (option, value.trim()),
@@ -368,6 +438,31 @@ mod tests {
         assert_eq!(parse(b"PORT 1,2,3\r\n").unwrap_err().code(), 501);
         assert_eq!(parse(b"PORT 1,2,3,4,5,256\r\n").unwrap_err().code(), 501);
         assert_eq!(parse(b"EPRT |3|x|1|\r\n").unwrap_err().code(), 504);
+    }
+
+    #[test]
+    fn parses_host_mfmt_and_site_chmod() {
+        assert_eq!(
+            parse(b"HOST ftp.example.com\r\n"),
+            Ok(Command::Host("ftp.example.com".into()))
+        );
+        assert_eq!(
+            parse(b"MFMT 20260102030405 a b.txt\r\n"),
+            Ok(Command::Mfmt(1_767_323_045, "a b.txt".into()))
+        );
+        assert_eq!(
+            parse(b"MFMT 20260102030405.123 f\r\n"),
+            Ok(Command::Mfmt(1_767_323_045, "f".into()))
+        );
+        assert_eq!(parse(b"MFMT 2026 f\r\n").unwrap_err().code(), 501);
+        assert_eq!(parse(b"MFMT 20261399000000 f\r\n").unwrap_err().code(), 501);
+        assert_eq!(
+            parse(b"SITE CHMOD 640 my file\r\n"),
+            Ok(Command::SiteChmod(0o640, "my file".into()))
+        );
+        assert_eq!(parse(b"site chmod 4755 f\r\n").unwrap_err().code(), 501);
+        assert_eq!(parse(b"SITE CHMOD 9 f\r\n").unwrap_err().code(), 501);
+        assert_eq!(parse(b"SITE EXEC ls\r\n").unwrap_err().code(), 504);
     }
 
     #[test]

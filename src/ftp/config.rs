@@ -82,6 +82,10 @@ pub struct ServerConfig {
     /// dropped. Empty: PROXY protocol off, no header is ever read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_protocol_from: Vec<IpNet>,
+    /// Allow `SITE CHMOD` (permission bits only) for users who may write. Off by default: mode
+    /// changes are rarely what a file drop needs, and a world-writable file is a risk.
+    #[serde(default)]
+    pub site_chmod: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -157,7 +161,7 @@ impl FromStr for PassiveRange {
 
 /// TCP keepalive for every control and data socket. `idle_seconds = 0` turns it off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Keepalive {
     pub idle_seconds: u32,
     pub interval_seconds: u32,
@@ -181,7 +185,7 @@ impl Keepalive {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Anonymous {
     pub enabled: bool,
     pub writable: bool,
@@ -205,6 +209,15 @@ pub struct Tls {
     pub implicit: bool,
     #[serde(default = "default_implicit_listen")]
     pub implicit_listen: SocketAddr,
+    /// A protected data connection must resume the TLS session of its own control connection
+    /// (vsftpd's `require_ssl_reuse`); off only for clients that cannot resume, such as Python's
+    /// stock `ftplib`.
+    #[serde(default = "default_true")]
+    pub require_session_reuse: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_implicit_listen() -> SocketAddr {
@@ -220,6 +233,7 @@ impl Tls {
             required: false,
             implicit: false,
             implicit_listen: default_implicit_listen(),
+            require_session_reuse: true,
         }
     }
 
@@ -236,6 +250,8 @@ pub struct Limits {
     pub max_sessions_per_address: u32,
     /// A session with no command for this long is closed; never during a transfer.
     pub idle_timeout_seconds: u32,
+    /// A session not logged in this long after it connected is closed, whatever it sends.
+    pub login_timeout_seconds: u32,
     /// How long a passive listener waits for the client's data connection.
     pub data_connect_timeout_seconds: u32,
     /// How long PASV/EPSV waits for a place on a passive port when every port already has a
@@ -243,8 +259,10 @@ pub struct Limits {
     pub passive_port_wait_seconds: u32,
     /// Longest command line accepted, in bytes, CRLF included.
     pub max_command_line: u32,
-    /// Failed logins from one address before it is locked out.
+    /// Failed logins from one client address (IPv6: one /64), or for one user name, within
+    /// `login_failure_window_seconds` before that address or name is locked out; 0 turns it off.
     pub login_failures_before_lockout: u32,
+    pub login_failure_window_seconds: u32,
     pub lockout_seconds: u32,
     /// Pause before answering a failed login, in milliseconds (slows password guessing).
     pub login_failure_delay_millis: u32,
@@ -258,10 +276,12 @@ impl Default for Limits {
             max_sessions: 2000,
             max_sessions_per_address: 50,
             idle_timeout_seconds: 900,
+            login_timeout_seconds: 60,
             data_connect_timeout_seconds: 30,
             passive_port_wait_seconds: 5,
             max_command_line: 4096,
             login_failures_before_lockout: 5,
+            login_failure_window_seconds: 600,
             lockout_seconds: 300,
             login_failure_delay_millis: 1000,
             shutdown_grace_seconds: 30,
@@ -294,6 +314,7 @@ impl ServerConfig {
             limits: Limits::default(),
             active_mode: ActiveMode::default(),
             proxy_protocol_from: Vec::new(),
+            site_chmod: false,
         }
     }
 
@@ -382,6 +403,7 @@ mod tests {
             required: true,
             implicit: true,
             implicit_listen: "0.0.0.0:9990".parse().unwrap(),
+            require_session_reuse: false,
             ..Tls::new("/tls/tls.crt", "/tls/tls.key")
         });
         config.anonymous.home = Some("pub".into());
@@ -404,6 +426,25 @@ mod tests {
         assert!(!config.anonymous.enabled);
         assert!(!config.active_mode.enabled);
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_table_that_omits_keys_takes_their_defaults() {
+        let config: ServerConfig = toml::from_str(
+            "root = \"/srv\"\npassive_ports = { min = 30000, max = 30009 }\n\
+             [anonymous]\nenabled = true\n[keepalive]\nidle_seconds = 30\n\
+             [limits]\nmax_sessions = 10\n[active_mode]\nenabled = true\n\
+             [tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\n",
+        )
+        .unwrap();
+        assert!(config.anonymous.enabled && !config.anonymous.writable);
+        assert_eq!(config.keepalive.idle_seconds, 30);
+        assert_eq!(config.keepalive.probes, Keepalive::default().probes);
+        assert_eq!(config.limits.login_timeout_seconds, 60);
+        assert!(!config.active_mode.allow_foreign_address);
+        let tls = config.tls.unwrap();
+        assert!(!tls.required && tls.require_session_reuse);
+        assert!(!config.site_chmod);
     }
 
     #[test]

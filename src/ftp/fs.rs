@@ -30,6 +30,12 @@ pub fn resolve(cwd: &str, arg: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Whether a client-given path holds a control byte (CR, LF, NUL or any other C0): such names
+/// forge lines in listings that clients parse, so no command may create or name one.
+pub fn has_control_bytes(path: &str) -> bool {
+    path.bytes().any(|byte| byte < 0x20)
+}
+
 /// The path relative to the root, as `openat2` wants it.
 fn relative(virtual_path: &str) -> &str {
     let trimmed = virtual_path.trim_start_matches('/');
@@ -143,29 +149,62 @@ impl Root {
             .unwrap_or(false)
     }
 
+    /// Opens a regular file for a download. `O_NONBLOCK` so that opening a FIFO cannot hang
+    /// the thread waiting for a writer; FIFOs, devices and sockets are then refused (reading one
+    /// never ends, or reads what is not a file).
     pub fn open_read(&self, virtual_path: &str) -> io::Result<File> {
-        let fd = self.open_at(virtual_path, OFlags::RDONLY, 0)?;
-        let file = File::from(fd);
-        if file.metadata()?.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "is a directory",
-            ));
+        let fd = self.open_at(virtual_path, OFlags::RDONLY | OFlags::NONBLOCK, 0)?;
+        match file_kind(&rustix::fs::fstat(&fd)?) {
+            FileKind::File => {}
+            FileKind::Dir => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                ));
+            }
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "not a regular file",
+                ));
+            }
         }
-        Ok(file)
+        // Regular files ignore O_NONBLOCK; cleared anyway so the descriptor means what it says.
+        rustix::fs::fcntl_setfl(&fd, OFlags::empty())?;
+        Ok(File::from(fd))
     }
 
     pub fn open_dir(&self, virtual_path: &str) -> io::Result<OwnedFd> {
         self.open_at(virtual_path, OFlags::RDONLY | OFlags::DIRECTORY, 0)
     }
 
-    /// Opens for writing without truncating (REST + STOR resumes), creating the file if absent.
-    pub fn open_write(&self, virtual_path: &str, append: bool) -> io::Result<File> {
-        let mut flags = OFlags::WRONLY | OFlags::CREATE;
-        if append {
-            flags |= OFlags::APPEND;
-        }
-        Ok(File::from(self.open_at(virtual_path, flags, 0o644)?))
+    /// Opens what the path names (following symlinks that stay inside the root) to change its
+    /// attributes; `O_NONBLOCK` so a FIFO does not hang the open.
+    fn open_for_attributes(&self, virtual_path: &str) -> io::Result<OwnedFd> {
+        parent_and_name(virtual_path)?;
+        self.open_at(virtual_path, OFlags::RDONLY | OFlags::NONBLOCK, 0)
+    }
+
+    /// Sets the modification time (`MFMT`), leaving the access time alone.
+    pub fn set_modified(&self, virtual_path: &str, seconds: i64) -> io::Result<()> {
+        let fd = self.open_for_attributes(virtual_path)?;
+        let times = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: seconds,
+                tv_nsec: 0,
+            },
+        };
+        Ok(rustix::fs::futimens(&fd, &times)?)
+    }
+
+    /// Sets the permission bits (`SITE CHMOD`); never set-id or sticky bits.
+    pub fn chmod(&self, virtual_path: &str, mode: u32) -> io::Result<()> {
+        let fd = self.open_for_attributes(virtual_path)?;
+        Ok(rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o777))?)
     }
 
     pub fn mkdir(&self, virtual_path: &str) -> io::Result<()> {
@@ -206,45 +245,84 @@ impl Root {
     }
 
     /// Starts an upload to `virtual_path`: a hidden temporary file beside it, renamed over the
-    /// target by [`Upload::commit`]; dropped without commit, it is removed.
-    pub fn begin_upload(&self, virtual_path: &str) -> io::Result<Upload> {
+    /// target by [`Upload::commit`]; dropped without commit, it is removed. `keep` says how much
+    /// of the existing file the temporary file starts with (APPE, REST + STOR), so even a resumed
+    /// upload that fails leaves the target exactly as it was.
+    pub fn begin_upload(&self, virtual_path: &str, keep: Keep) -> io::Result<Upload> {
         let (dir, name) = self.parent_dir(virtual_path)?;
-        if name.starts_with(UPLOAD_TEMP_PREFIX) {
+        if is_upload_temp(&name) {
             return Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
                 "reserved file name",
             ));
         }
-        if let Ok(stat) = rustix::fs::statat(&dir, name.as_str(), AtFlags::empty())
-            && file_kind(&stat) == FileKind::Dir
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "is a directory",
-            ));
+        let existing = match rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => Some(stat),
+            Err(rustix::io::Errno::NOENT) => None,
+            Err(error) => return Err(error.into()),
+        };
+        match existing.as_ref().map(file_kind) {
+            Some(FileKind::Dir) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "is a directory",
+                ));
+            }
+            // A FIFO or device is never replaced; a symlink is (the link itself, as before), but
+            // resuming through one would read outside what the confinement checked.
+            Some(FileKind::Other) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "not a regular file",
+                ));
+            }
+            Some(FileKind::Symlink) if keep != Keep::Nothing => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "cannot resume an upload through a symlink",
+                ));
+            }
+            Some(_) | None => {}
         }
+        let keep_bytes = match (keep, &existing) {
+            (Keep::Nothing | Keep::Prefix(0), _) => 0,
+            (Keep::All, None) => 0,
+            (Keep::All, Some(stat)) => stat.st_size as u64,
+            (Keep::Prefix(offset), Some(stat)) if offset <= stat.st_size as u64 => offset,
+            (Keep::Prefix(_), _) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "restart offset is past the end of the file",
+                ));
+            }
+        };
         let dir = rustix::fs::openat(
             &dir,
             ".",
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let mode = existing.map_or(0o644, |stat| stat.st_mode & 0o777);
         for _ in 0..16 {
             let temp_name = format!("{UPLOAD_TEMP_PREFIX}{:016x}", rand::random::<u64>());
             match rustix::fs::openat(
                 &dir,
                 temp_name.as_str(),
                 OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
+                Mode::from_raw_mode(mode),
             ) {
                 Ok(fd) => {
-                    return Ok(Upload {
-                        dir,
+                    let mut upload = Upload {
+                        dir: Arc::new(dir),
                         temp_name,
                         final_name: name,
                         file: Some(File::from(fd)),
                         committed: false,
-                    });
+                    };
+                    if keep_bytes > 0 {
+                        upload.copy_from_target(keep_bytes)?;
+                    }
+                    return Ok(upload);
                 }
                 Err(rustix::io::Errno::EXIST) => continue,
                 Err(error) => return Err(error.into()),
@@ -254,10 +332,86 @@ impl Root {
     }
 }
 
+impl Root {
+    /// Removes temporary upload files (anywhere under the root) not written to for `older_than`:
+    /// what a killed server left. A live upload, of this server or of another sharing the
+    /// volume, writes at least once per stall bound, so giving that bound here spares it.
+    /// Symlinks are not followed. Returns how many files went.
+    pub fn remove_upload_leftovers(&self, older_than: std::time::Duration) -> io::Result<usize> {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        let mut stack = vec![rustix::fs::openat(
+            self.fd.as_fd(),
+            ".",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?];
+        while let Some(dir) = stack.pop() {
+            for item in rustix::fs::Dir::read_from(&dir)? {
+                let Ok(item) = item else { continue };
+                let name = item.file_name();
+                let bytes = name.to_bytes();
+                if bytes == b"." || bytes == b".." {
+                    continue;
+                }
+                let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+                    continue;
+                };
+                match file_kind(&stat) {
+                    FileKind::Dir => {
+                        if let Ok(child) = rustix::fs::openat(
+                            &dir,
+                            name,
+                            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                            Mode::empty(),
+                        ) {
+                            stack.push(child);
+                        }
+                    }
+                    FileKind::File if bytes.starts_with(UPLOAD_TEMP_PREFIX.as_bytes()) => {
+                        let modified = std::time::UNIX_EPOCH
+                            + std::time::Duration::from_secs(stat.st_mtime.max(0) as u64);
+                        let idle = now.duration_since(modified).unwrap_or_default();
+                        if idle >= older_than
+                            && rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok()
+                        {
+                            removed += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// How much of an existing file an upload keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// STOR, STOU: the upload is the whole new content.
+    Nothing,
+    /// REST n + STOR: the first n bytes, then the upload.
+    Prefix(u64),
+    /// APPE: all of it, then the upload.
+    All,
+}
+
+/// Whether a name is one of the server's temporary upload files.
+pub fn is_upload_temp(name: &str) -> bool {
+    name.starts_with(UPLOAD_TEMP_PREFIX)
+}
+
+/// Whether any component of a client-given path names a temporary upload file: clients may not
+/// create, rename to, open or list those.
+pub fn names_upload_temp(path: &str) -> bool {
+    path.split('/').any(is_upload_temp)
+}
+
 /// An upload in progress: see [`Root::begin_upload`].
 #[derive(Debug)]
 pub struct Upload {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     temp_name: String,
     final_name: String,
     file: Option<File>,
@@ -273,13 +427,64 @@ impl Upload {
         &self.final_name
     }
 
+    /// Fills the temporary file with the first `bytes` of the target, in the kernel
+    /// (`copy_file_range`, a reflink where the file system has them).
+    fn copy_from_target(&mut self, bytes: u64) -> io::Result<()> {
+        let source = rustix::fs::openat(
+            &*self.dir,
+            self.final_name.as_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut source = File::from(source);
+        let Some(file) = self.file.as_mut() else {
+            return Err(io::Error::other("upload file already taken"));
+        };
+        let mut left = bytes;
+        while left > 0 {
+            let chunk = usize::try_from(left.min(1 << 30)).unwrap_or(1 << 30);
+            match rustix::fs::copy_file_range(&source, None, &*file, None, chunk) {
+                Ok(0) => break,
+                Ok(copied) => left -= copied as u64,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(
+                    rustix::io::Errno::XDEV
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::OPNOTSUPP,
+                ) => {
+                    left -= io::copy(&mut io::Read::take(&mut source, left), file)?;
+                    break;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        if left > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while an upload resumed it",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary file now (dropping does it too, on a blocking thread, later).
+    pub fn discard(mut self) -> io::Result<()> {
+        self.committed = true;
+        Ok(rustix::fs::unlinkat(
+            &*self.dir,
+            self.temp_name.as_str(),
+            AtFlags::empty(),
+        )?)
+    }
+
     /// Moves the finished file over the target in one atomic rename; when not `replace`, the
     /// upload fails with `AlreadyExists` if a file of that name appeared meanwhile.
     pub fn commit(mut self, replace: bool) -> io::Result<()> {
         rustix::fs::renameat_with(
-            &self.dir,
+            &*self.dir,
             self.temp_name.as_str(),
-            &self.dir,
+            &*self.dir,
             self.final_name.as_str(),
             rename_flags(replace),
         )?;
@@ -290,8 +495,18 @@ impl Upload {
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.committed {
-            let _ = rustix::fs::unlinkat(&self.dir, self.temp_name.as_str(), AtFlags::empty());
+        if self.committed {
+            return;
+        }
+        let dir = Arc::clone(&self.dir);
+        let temp_name = std::mem::take(&mut self.temp_name);
+        let remove = move || {
+            let _ = rustix::fs::unlinkat(&*dir, temp_name.as_str(), AtFlags::empty());
+        };
+        // Dropped on the async runtime (a failed transfer): the unlink runs on a blocking thread.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }
@@ -381,7 +596,7 @@ mod tests {
         std::fs::write(dir.path().join("f"), "old").unwrap();
         let root = Root::open(dir.path()).unwrap();
         {
-            let mut upload = root.begin_upload("/f").unwrap();
+            let mut upload = root.begin_upload("/f", Keep::Nothing).unwrap();
             std::io::Write::write_all(&mut upload.take_file().unwrap(), b"partial").unwrap();
         }
         assert_eq!(
@@ -389,11 +604,11 @@ mod tests {
             "old"
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        let mut upload = root.begin_upload("/f").unwrap();
+        let mut upload = root.begin_upload("/f", Keep::Nothing).unwrap();
         std::io::Write::write_all(&mut upload.take_file().unwrap(), b"new").unwrap();
         upload.commit(true).unwrap();
         std::fs::write(dir.path().join("g"), "there").unwrap();
-        let upload = root.begin_upload("/g").unwrap();
+        let upload = root.begin_upload("/g", Keep::Nothing).unwrap();
         let error = upload.commit(false).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(
@@ -406,6 +621,29 @@ mod tests {
             "new"
         );
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn resumed_uploads_start_from_the_kept_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "0123456789").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let mut upload = root.begin_upload("/f", Keep::Prefix(3)).unwrap();
+        std::io::Write::write_all(&mut upload.take_file().unwrap(), b"abc").unwrap();
+        upload.commit(true).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"012abc");
+        let mut upload = root.begin_upload("/f", Keep::All).unwrap();
+        std::io::Write::write_all(&mut upload.take_file().unwrap(), b"!").unwrap();
+        upload.commit(true).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"012abc!");
+        let error = root.begin_upload("/f", Keep::Prefix(99)).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        // APPE to a file that does not exist yet creates it.
+        let mut upload = root.begin_upload("/new", Keep::All).unwrap();
+        std::io::Write::write_all(&mut upload.take_file().unwrap(), b"n").unwrap();
+        upload.commit(true).unwrap();
+        assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), b"n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
     /// A root holding `inside`, a directory `d`, and links that point in and out; beside it, the

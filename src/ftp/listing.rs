@@ -2,7 +2,7 @@
 //! RFC 3659 `MLSD`/`MLST` facts.
 
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -10,33 +10,75 @@ use rustix::fs::{AtFlags, Stat};
 
 use super::fs::{FileKind, Root, UPLOAD_TEMP_PREFIX, file_kind};
 
-/// Which listing a data command asks for.
-
 #[derive(Debug)]
 pub struct Entry {
     pub name: String,
     pub stat: Stat,
+    /// Where a symlink points, as stored in the link.
+    pub target: Option<String>,
 }
 
-/// The entries of a directory (without `.`, `..` and uploads in progress), sorted by name.
-pub fn read_dir(root: &Root, virtual_path: &str) -> io::Result<Vec<Entry>> {
-    let dir = root.open_dir(virtual_path)?;
-    let mut entries = Vec::new();
-    for item in rustix::fs::Dir::read_from(&dir)? {
-        let item = item?;
-        let raw = item.file_name().to_bytes();
-        if raw == b"." || raw == b".." || raw.starts_with(UPLOAD_TEMP_PREFIX.as_bytes()) {
-            continue;
-        }
-        let Ok(stat) = rustix::fs::statat(dir.as_fd(), item.file_name(), AtFlags::SYMLINK_NOFOLLOW)
-        else {
-            continue;
-        };
-        entries.push(Entry {
-            name: String::from_utf8_lossy(raw).into_owned(),
-            stat,
-        });
+/// A name as listings show it: control bytes (possible in names made outside FTP) become `?`, so
+/// no name can forge a line of the listing.
+fn shown(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Reads directory entries one at a time (without `.`, `..` and uploads in progress), in the
+/// order the file system gives them: a listing of any size is never held whole in memory.
+pub struct DirEntries {
+    entries: rustix::fs::Dir,
+    dir: OwnedFd,
+}
+
+impl DirEntries {
+    pub fn open(root: &Root, virtual_path: &str) -> io::Result<DirEntries> {
+        let dir = root.open_dir(virtual_path)?;
+        let entries = rustix::fs::Dir::new(dir.try_clone()?)?;
+        Ok(DirEntries { entries, dir })
     }
+}
+
+impl Iterator for DirEntries {
+    type Item = io::Result<Entry>;
+
+    fn next(&mut self) -> Option<io::Result<Entry>> {
+        loop {
+            let item = match self.entries.next()? {
+                Ok(item) => item,
+                Err(error) => return Some(Err(error.into())),
+            };
+            let raw = item.file_name().to_bytes();
+            if raw == b"." || raw == b".." || raw.starts_with(UPLOAD_TEMP_PREFIX.as_bytes()) {
+                continue;
+            }
+            // Gone between readdir and stat: not an error, just no longer there.
+            let Ok(stat) = rustix::fs::statat(
+                self.dir.as_fd(),
+                item.file_name(),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) else {
+                continue;
+            };
+            let target = (file_kind(&stat) == FileKind::Symlink)
+                .then(|| rustix::fs::readlinkat(self.dir.as_fd(), item.file_name(), Vec::new()))
+                .and_then(Result::ok)
+                .map(|target| shown(target.as_bytes()));
+            return Some(Ok(Entry {
+                name: shown(raw),
+                stat,
+                target,
+            }));
+        }
+    }
+}
+
+/// The entries of a directory, sorted by name (for callers that want them all, such as tests).
+pub fn read_dir(root: &Root, virtual_path: &str) -> io::Result<Vec<Entry>> {
+    let mut entries = DirEntries::open(root, virtual_path)?.collect::<io::Result<Vec<_>>>()?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
 }
@@ -65,7 +107,7 @@ fn permissions(mode: u32) -> String {
 }
 
 /// One `ls -l` line; dates within six months show the time, older ones the year.
-pub fn unix_line(name: &str, stat: &Stat, now: Timestamp) -> String {
+pub fn unix_line(name: &str, stat: &Stat, target: Option<&str>, now: Timestamp) -> String {
     let kind = match file_kind(stat) {
         FileKind::Dir => 'd',
         FileKind::Symlink => 'l',
@@ -83,8 +125,12 @@ pub fn unix_line(name: &str, stat: &Stat, now: Timestamp) -> String {
         .to_zoned(TimeZone::UTC)
         .strftime(format)
         .to_string();
+    let link = match target {
+        Some(target) if kind == 'l' => format!(" -> {target}"),
+        _ => String::new(),
+    };
     format!(
-        "{kind}{} {:>3} ftp      ftp      {:>12} {date} {name}",
+        "{kind}{} {:>3} ftp      ftp      {:>12} {date} {name}{link}",
         permissions(stat.st_mode),
         stat.st_nlink,
         stat.st_size
@@ -96,6 +142,9 @@ pub fn facts(stat: &Stat, writable: bool, current_dir: bool) -> String {
     let (kind, perm) = match file_kind(stat) {
         FileKind::Dir if current_dir => ("cdir", if writable { "cdeflmp" } else { "el" }),
         FileKind::Dir => ("dir", if writable { "cdeflmp" } else { "el" }),
+        // RFC 3659 section 7.5.1 leaves other types to "OS." names; this is the one clients
+        // parse (a link is not a file of the link's own size).
+        FileKind::Symlink => ("OS.unix=symlink", if writable { "adfrw" } else { "r" }),
         _ => ("file", if writable { "adfrw" } else { "r" }),
     };
     let size = if kind == "file" {
@@ -118,11 +167,134 @@ pub enum ListKind {
     Machine,
 }
 
-/// The body of a `LIST`, `NLST` or `MLSD` reply for a directory, or a single file.
-///
-/// A last component with `*` or `?` that names nothing is a pattern (`NLST *.txt`, which `mget`
-/// sends): the matching entries of its directory are listed, named as the client wrote the
-/// directory (`shown_as` is the argument as given).
+/// A `LIST`, `NLST` or `MLSD` body, opened (so a missing path is known before any data
+/// connection) and then produced a chunk at a time.
+pub struct Listing {
+    kind: ListKind,
+    writable: bool,
+    now: Timestamp,
+    /// Lines ready to go out before (or instead of) directory entries.
+    head: Vec<String>,
+    entries: Option<DirEntries>,
+    /// Set for a pattern (`NLST *.txt`): only matching names, each prefixed as the client wrote
+    /// the directory.
+    pattern: Option<(String, String)>,
+}
+
+/// Bytes of listing produced per chunk.
+pub const CHUNK: usize = 64 * 1024;
+
+impl Listing {
+    /// Opens what `target` names: a directory, a single file, or a pattern in its last component
+    /// that names nothing (`NLST *.txt`, which `mget` sends). `shown_as` is the argument as given.
+    pub fn open(
+        root: &Root,
+        kind: ListKind,
+        target: &str,
+        shown_as: &str,
+        writable: bool,
+    ) -> io::Result<Listing> {
+        let mut listing = Listing {
+            kind,
+            writable,
+            now: Timestamp::now(),
+            head: Vec::new(),
+            entries: None,
+            pattern: None,
+        };
+        let stat = match root.stat(target) {
+            Ok(stat) => stat,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                let (parent, pattern) = target.rsplit_once('/').unwrap_or(("", target));
+                if !pattern.contains(['*', '?']) || kind == ListKind::Machine {
+                    return Err(error);
+                }
+                let parent = if parent.is_empty() { "/" } else { parent };
+                let prefix = shown_as
+                    .rsplit_once('/')
+                    .map(|(dir, _)| format!("{dir}/"))
+                    .unwrap_or_default();
+                listing.entries = Some(DirEntries::open(root, parent)?);
+                listing.pattern = Some((pattern.to_owned(), prefix));
+                return Ok(listing);
+            }
+            Err(error) => return Err(error),
+        };
+        if file_kind(&stat) != FileKind::Dir {
+            let name = shown(target.rsplit('/').next().unwrap_or_default().as_bytes());
+            listing.head.push(match kind {
+                ListKind::Long => unix_line(&name, &stat, None, listing.now),
+                ListKind::Names => name,
+                ListKind::Machine => format!("{} {name}", facts(&stat, writable, false)),
+            });
+            return Ok(listing);
+        }
+        if kind == ListKind::Machine {
+            listing
+                .head
+                .push(format!("{} .", facts(&stat, writable, true)));
+        }
+        listing.entries = Some(DirEntries::open(root, target)?);
+        Ok(listing)
+    }
+
+    fn line(&self, entry: &Entry) -> Option<String> {
+        if let Some((pattern, prefix)) = &self.pattern {
+            if !glob_match(pattern, &entry.name) {
+                return None;
+            }
+            if self.kind == ListKind::Names {
+                return Some(format!("{prefix}{}", entry.name));
+            }
+        }
+        Some(match self.kind {
+            ListKind::Long => {
+                unix_line(&entry.name, &entry.stat, entry.target.as_deref(), self.now)
+            }
+            ListKind::Names => entry.name.clone(),
+            ListKind::Machine => format!(
+                "{} {}",
+                facts(&entry.stat, self.writable, false),
+                entry.name
+            ),
+        })
+    }
+
+    /// The next lines, about `max` bytes of them (CRLF-terminated); `None` at the end. Blocking:
+    /// call it off the async runtime.
+    pub fn next_chunk(&mut self, max: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut out = String::new();
+        for line in self.head.drain(..) {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+        while out.len() < max {
+            let Some(entries) = self.entries.as_mut() else {
+                break;
+            };
+            let Some(entry) = entries.next() else {
+                self.entries = None;
+                break;
+            };
+            if let Some(line) = self.line(&entry?) {
+                out.push_str(&line);
+                out.push_str("\r\n");
+            }
+        }
+        Ok((!out.is_empty()).then(|| out.into_bytes()))
+    }
+
+    /// The whole listing at once (for `STAT path` replies on the control connection).
+    pub fn collect(mut self) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next_chunk(CHUNK)? {
+            out.extend(chunk);
+        }
+        Ok(out)
+    }
+}
+
+/// The whole body of a listing; see [`Listing::open`].
 pub fn render(
     root: &Root,
     kind: ListKind,
@@ -130,61 +302,7 @@ pub fn render(
     shown_as: &str,
     writable: bool,
 ) -> io::Result<Vec<u8>> {
-    let now = jiff::Timestamp::now();
-    let stat = match root.stat(target) {
-        Ok(stat) => stat,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {
-            let (parent, pattern) = target.rsplit_once('/').unwrap_or(("", target));
-            if !pattern.contains(['*', '?']) || kind == ListKind::Machine {
-                return Err(error);
-            }
-            let parent = if parent.is_empty() { "/" } else { parent };
-            let prefix = shown_as
-                .rsplit_once('/')
-                .map(|(dir, _)| format!("{dir}/"))
-                .unwrap_or_default();
-            let mut out = String::new();
-            for entry in read_dir(root, parent)?
-                .iter()
-                .filter(|e| glob_match(pattern, &e.name))
-            {
-                match kind {
-                    ListKind::Names => out.push_str(&format!("{prefix}{}", entry.name)),
-                    _ => out.push_str(&unix_line(&entry.name, &entry.stat, now)),
-                }
-                out.push_str("\r\n");
-            }
-            return Ok(out.into_bytes());
-        }
-        Err(error) => return Err(error),
-    };
-    let mut out = String::new();
-    if file_kind(&stat) != FileKind::Dir {
-        let name = target.rsplit('/').next().unwrap_or_default();
-        match kind {
-            ListKind::Long => out.push_str(&unix_line(name, &stat, now)),
-            ListKind::Names => out.push_str(name),
-            ListKind::Machine => out.push_str(&format!("{} {name}", facts(&stat, writable, false))),
-        }
-        out.push_str("\r\n");
-        return Ok(out.into_bytes());
-    }
-    if kind == ListKind::Machine {
-        out.push_str(&format!("{} .\r\n", facts(&stat, writable, true)));
-    }
-    for entry in read_dir(root, target)? {
-        match kind {
-            ListKind::Long => out.push_str(&unix_line(&entry.name, &entry.stat, now)),
-            ListKind::Names => out.push_str(&entry.name),
-            ListKind::Machine => out.push_str(&format!(
-                "{} {}",
-                facts(&entry.stat, writable, false),
-                entry.name
-            )),
-        }
-        out.push_str("\r\n");
-    }
-    Ok(out.into_bytes())
+    Listing::open(root, kind, target, shown_as, writable)?.collect()
 }
 
 /// Shell-style matching of `*` (any run) and `?` (one character); nothing else is special.
@@ -236,7 +354,13 @@ mod tests {
         }
         let root = Root::open(dir.path()).unwrap();
         let names = render(&root, ListKind::Names, "/d/*.txt", "d/*.txt", false).unwrap();
-        assert_eq!(names, b"d/a.txt\r\nd/b.txt\r\n");
+        let mut names: Vec<_> = String::from_utf8(names)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["d/a.txt", "d/b.txt"]);
         let none = render(&root, ListKind::Names, "/d/*.png", "d/*.png", false).unwrap();
         assert!(none.is_empty());
         assert!(render(&root, ListKind::Names, "/d/missing", "d/missing", false).is_err());
@@ -252,13 +376,52 @@ mod tests {
         let entries = read_dir(&root, "/").unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b.txt"]);
-        let line = unix_line("b.txt", &entries[1].stat, Timestamp::now());
+        let line = unix_line("b.txt", &entries[1].stat, None, Timestamp::now());
         assert!(line.starts_with("-rw"), "{line}");
         assert!(line.ends_with(" 5 ") || line.contains(" 5 "), "{line}");
         assert!(line.ends_with(" b.txt"), "{line}");
         let facts = facts(&entries[1].stat, false, false);
         assert!(facts.starts_with("type=file;size=5;modify="), "{facts}");
         assert!(facts.contains("perm=r;"), "{facts}");
-        assert!(unix_line("a", &entries[0].stat, Timestamp::now()).starts_with('d'));
+        assert!(unix_line("a", &entries[0].stat, None, Timestamp::now()).starts_with('d'));
+    }
+
+    #[test]
+    fn symlinks_show_their_target_and_their_type() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real"), "0123456789").unwrap();
+        std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
+        std::fs::write(dir.path().join("bad\rname"), "").unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        let long =
+            String::from_utf8(render(&root, ListKind::Long, "/", "", false).unwrap()).unwrap();
+        let link = long.lines().find(|l| l.starts_with('l')).unwrap();
+        assert!(link.ends_with(" link -> real"), "{link}");
+        assert!(long.contains(" bad?name\r\n"), "{long:?}");
+        let machine =
+            String::from_utf8(render(&root, ListKind::Machine, "/", "", false).unwrap()).unwrap();
+        let link = machine.lines().find(|l| l.ends_with(" link")).unwrap();
+        assert!(link.starts_with("type=OS.unix=symlink;"), "{link}");
+        let real = machine.lines().find(|l| l.ends_with(" real")).unwrap();
+        assert!(real.starts_with("type=file;size=10;"), "{real}");
+    }
+
+    #[test]
+    fn a_large_directory_comes_in_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3000 {
+            std::fs::write(dir.path().join(format!("file-{i:05}")), "").unwrap();
+        }
+        let root = Root::open(dir.path()).unwrap();
+        let mut listing = Listing::open(&root, ListKind::Long, "/", "", false).unwrap();
+        let mut chunks = 0;
+        let mut lines = 0;
+        while let Some(chunk) = listing.next_chunk(CHUNK).unwrap() {
+            assert!(chunk.len() < CHUNK + 1024);
+            chunks += 1;
+            lines += chunk.iter().filter(|&&b| b == b'\n').count();
+        }
+        assert_eq!(lines, 3000);
+        assert!(chunks > 1, "{chunks}");
     }
 }

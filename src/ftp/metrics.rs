@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -31,6 +32,12 @@ pub struct TransferLabel {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileChangeLabel {
+    pub operation: String,
+    pub result: String,
+}
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -40,6 +47,8 @@ pub struct Metrics {
     pub logins: Family<ResultLabel, Counter>,
     pub bytes: Family<DirectionLabel, Counter>,
     pub transfers: Family<TransferLabel, Counter>,
+    pub transfer_seconds: Family<DirectionLabel, Counter<f64, AtomicU64>>,
+    pub file_changes: Family<FileChangeLabel, Counter>,
     pub passive_ports_in_use: Gauge,
     pub passive_ports_exhausted: Counter,
     pub data_connections_refused: Counter,
@@ -56,7 +65,21 @@ impl Metrics {
             .inc();
     }
 
-    pub fn transfer(&self, direction: &str, result: &str, bytes: u64) {
+    pub fn file_change(&self, operation: &str, result: &str) {
+        self.file_changes
+            .get_or_create(&FileChangeLabel {
+                operation: operation.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn transfer(&self, direction: &str, result: &str, bytes: u64, elapsed: Duration) {
+        self.transfer_seconds
+            .get_or_create(&DirectionLabel {
+                direction: direction.into(),
+            })
+            .inc_by(elapsed.as_secs_f64());
         self.transfers
             .get_or_create(&TransferLabel {
                 direction: direction.into(),
@@ -105,6 +128,16 @@ impl Metrics {
             "transfers",
             "Transfers by direction and result",
             self.transfers.clone(),
+        );
+        registry.register(
+            "transfer_seconds",
+            "Seconds spent in transfers by direction",
+            self.transfer_seconds.clone(),
+        );
+        registry.register(
+            "file_changes",
+            "Deletes, renames, directory and attribute changes by operation and result",
+            self.file_changes.clone(),
         );
         registry.register(
             "passive_ports_in_use",
@@ -177,11 +210,20 @@ mod tests {
     fn encodes_counters() {
         let metrics = Metrics::default();
         metrics.login("ok");
-        metrics.transfer("download", "ok", 42);
+        metrics.transfer("download", "ok", 42, Duration::from_millis(1500));
+        metrics.file_change("delete", "ok");
         let text = metrics.encode();
         assert!(text.contains("ftp_logins_total{result=\"ok\"} 1"), "{text}");
         assert!(
             text.contains("ftp_bytes_total{direction=\"download\"} 42"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftp_transfer_seconds_total{direction=\"download\"} 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ftp_file_changes_total{operation=\"delete\",result=\"ok\"} 1"),
             "{text}"
         );
     }

@@ -4,6 +4,7 @@
 //! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod command;
@@ -12,6 +13,7 @@ pub mod control;
 pub mod fs;
 pub mod keepalive;
 pub mod listing;
+pub mod lockout;
 pub mod metrics;
 pub mod passive;
 pub mod proxy;

@@ -53,13 +53,26 @@ pub async fn watch_files(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let config = load(&flags);
-        let now = fingerprint(&flags, config.as_ref().ok());
-        if now == last {
+        // Reading files and hashing (the users file's dummy hash) block: off the runtime.
+        let previous = std::mem::take(&mut last);
+        let polled_flags = flags.clone();
+        let polled = tokio::task::spawn_blocking(move || {
+            let config = load(&polled_flags);
+            let now = fingerprint(&polled_flags, config.as_ref().ok());
+            if now == previous {
+                return (now, None);
+            }
+            (now, Some(config.and_then(Settings::build)))
+        })
+        .await;
+        let Ok((now, built)) = polled else {
             continue;
-        }
+        };
         last = now;
-        match config.and_then(Settings::build) {
+        let Some(built) = built else {
+            continue;
+        };
+        match built {
             Ok(settings) => {
                 let old = sender.borrow().config.clone();
                 if settings.config.listen != old.listen

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::auth::Lockout;
 use super::cli::ServerFlags;
 use super::keepalive;
+use super::lockout::Lockout;
 use super::metrics::{self, Metrics, ResultLabel};
 use super::passive::PortPool;
 use super::proxy;
@@ -159,6 +159,8 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         settings_tx,
         Arc::clone(&metrics),
     ));
+
+    tokio::spawn(sweep_upload_leftovers(settings_rx.clone()));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -305,6 +307,28 @@ fn start_session(
         .instrument(span)
         .await
     }
+}
+
+/// Removes the temporary files of uploads a killed server left: at start those idle longer than
+/// the stall bound, and once more when the stall bound has passed (so a crash just before this
+/// start is cleaned up too, while uploads of other servers on the same volume are spared).
+async fn sweep_upload_leftovers(settings: watch::Receiver<Arc<Settings>>) {
+    let sweep = |settings: Arc<Settings>| async move {
+        let stall = Duration::from_secs(settings.config.limits.idle_timeout_seconds.max(1).into());
+        let root = settings.root.clone();
+        match tokio::task::spawn_blocking(move || root.remove_upload_leftovers(stall)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(removed)) => tracing::info!(removed, "removed leftover temporary upload files"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot sweep leftover upload files"),
+            Err(error) => tracing::warn!(%error, "upload sweep failed"),
+        }
+        stall
+    };
+    let current = settings.borrow().clone();
+    let stall = sweep(current).await;
+    tokio::time::sleep(stall).await;
+    let current = settings.borrow().clone();
+    sweep(current).await;
 }
 
 async fn refuse(mut stream: TcpStream, limit: &'static str) {

@@ -1,14 +1,33 @@
-//! Explicit FTPS: a rustls server configuration built from PEM files (with the ring provider).
-//! One configuration serves a session's control and data connections, so its session cache and
-//! tickets let the data-channel handshake resume the control session, as FileZilla expects.
+//! Explicit FTPS: a rustls server configuration built from PEM files (with the ring provider), and
+//! the binding of a session's protected data connections to its control connection.
+//!
+//! Every control connection gets a session store of its own, and there is no ticket key: the TLS
+//! 1.2 session ids and TLS 1.3 tickets a data connection can resume are exactly the ones issued on
+//! that control connection. With `require_session_reuse` (the default, as vsftpd's
+//! `require_ssl_reuse`), a data connection that does not resume one of them is refused, so another
+//! client behind the same address that races to the passive port gets nothing and can inject
+//! nothing.
 
+use std::collections::VecDeque;
+use std::io;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rustls::server::ServerSessionMemoryCache;
+use rustls::HandshakeKind;
+use rustls::server::StoresServerSessions;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// TLS 1.3 tickets sent on a control connection. Clients built on rustls use each ticket once, so
+/// they get enough for several data connections; downloads hand out a fresh one (below).
+const CONTROL_TICKETS: usize = 4;
+
+/// Sessions one control connection's store keeps (a handful are ever issued).
+const SESSIONS_PER_CONTROL: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -28,14 +47,10 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// Acceptors for the control connection and for data connections. They share one session cache
-/// and ticketer, so a data connection can resume the control session; the data one sends no TLS
-/// 1.3 tickets, because an uploading client never reads them and, closing with unread bytes, would
-/// reset the connection and lose the end of the upload.
+/// The server's TLS configuration, from which each control connection takes its own.
 #[derive(Clone)]
 pub struct TlsAcceptors {
-    pub control: TlsAcceptor,
-    pub data: TlsAcceptor,
+    base: Arc<rustls::ServerConfig>,
 }
 
 pub fn acceptors(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptors, TlsError> {
@@ -53,16 +68,171 @@ pub fn acceptors(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptors, TlsE
         source,
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    // The builder's default has no ticketer: resumption goes through the session store, which is
+    // what binds it to one control connection.
+    let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
-    config.session_storage = ServerSessionMemoryCache::new(8192);
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    let mut data = config.clone();
-    data.send_tls13_tickets = 0;
     Ok(TlsAcceptors {
-        control: TlsAcceptor::from(Arc::new(config)),
-        data: TlsAcceptor::from(Arc::new(data)),
+        base: Arc::new(config),
     })
+}
+
+impl TlsAcceptors {
+    /// The TLS state of one new control connection.
+    pub fn session(&self) -> SessionTls {
+        SessionTls {
+            base: Arc::clone(&self.base),
+            issued: Arc::new(SessionStore::default()),
+        }
+    }
+}
+
+/// Why a protected data connection was not set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DataTlsError {
+    #[error("TLS handshake on the data connection failed: {0}")]
+    Handshake(io::Error),
+    #[error("the data connection did not resume the control connection's TLS session")]
+    NotResumed,
+}
+
+/// One control connection's TLS: its acceptor, and the sessions it issued.
+#[derive(Clone)]
+pub struct SessionTls {
+    base: Arc<rustls::ServerConfig>,
+    issued: Arc<SessionStore>,
+}
+
+impl SessionTls {
+    pub fn control(&self) -> TlsAcceptor {
+        let mut config = (*self.base).clone();
+        config.session_storage = Arc::clone(&self.issued) as Arc<dyn StoresServerSessions>;
+        config.send_tls13_tickets = CONTROL_TICKETS;
+        TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// Runs the server handshake on a data connection. `send_ticket`: hand the client a fresh TLS
+    /// 1.3 ticket (downloads only: an uploading client never reads, and closing with the ticket
+    /// unread would reset the connection and lose the end of the upload). Sessions the handshake
+    /// creates join this control connection's store only once it is accepted.
+    pub async fn accept_data(
+        &self,
+        tcp: TcpStream,
+        send_ticket: bool,
+        require_session_reuse: bool,
+        timeout: Duration,
+    ) -> Result<TlsStream<TcpStream>, DataTlsError> {
+        let store = Arc::new(DataSessionStore {
+            issued: Arc::clone(&self.issued),
+            pending: Mutex::new(Vec::new()),
+        });
+        let mut config = (*self.base).clone();
+        config.session_storage = Arc::clone(&store) as Arc<dyn StoresServerSessions>;
+        config.send_tls13_tickets = usize::from(send_ticket);
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let stream = tokio::time::timeout(timeout, acceptor.accept(tcp))
+            .await
+            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+            .map_err(DataTlsError::Handshake)?;
+        let resumed = stream.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+        if require_session_reuse && !resumed {
+            return Err(DataTlsError::NotResumed);
+        }
+        store.accept();
+        Ok(stream)
+    }
+}
+
+/// The sessions issued on one control connection (and on its accepted data connections).
+#[derive(Debug, Default)]
+struct SessionStore {
+    sessions: Mutex<VecDeque<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl SessionStore {
+    fn insert(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        let Ok(mut sessions) = self.sessions.lock() else {
+            return false;
+        };
+        sessions.retain(|(k, _)| *k != key);
+        if sessions.len() >= SESSIONS_PER_CONTROL {
+            sessions.pop_front();
+        }
+        sessions.push_back((key, value));
+        true
+    }
+
+    fn find(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let sessions = self.sessions.lock().ok()?;
+        sessions
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.clone())
+    }
+}
+
+impl StoresServerSessions for SessionStore {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.insert(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.find(key)
+    }
+
+    /// rustls takes a TLS 1.3 ticket out when it is used. Here it stays: clients on OpenSSL and
+    /// GnuTLS (curl, lftp, ftplib) resume every data connection from the one session the control
+    /// connection gave them. Without 0-RTT, reusing a ticket risks no replay.
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.find(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// A data connection's view of its control connection's store: it resumes from it, and what its
+/// own handshake issues waits in `pending` until the connection is accepted (a refused
+/// stranger's fresh session must not become resumable).
+#[derive(Debug)]
+struct DataSessionStore {
+    issued: Arc<SessionStore>,
+    pending: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+}
+
+impl DataSessionStore {
+    fn accept(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for (key, value) in pending.drain(..) {
+                self.issued.insert(key, value);
+            }
+        }
+    }
+}
+
+impl StoresServerSessions for DataSessionStore {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        match self.pending.lock() {
+            Ok(mut pending) if pending.len() < SESSIONS_PER_CONTROL => {
+                pending.push((key, value));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.issued.find(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.issued.find(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
 }

@@ -1,5 +1,5 @@
 //! Moving file bytes over a data connection: `sendfile(2)` on plain connections, large buffers
-//! through TLS, and uploads written as they arrive.
+//! through TLS, listings as they are read, and uploads written as they arrive.
 
 use std::fs::File;
 use std::future::Future;
@@ -7,49 +7,36 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::listing::Listing;
 use super::stream::MaybeTls;
 
 const BUFFER: usize = 256 * 1024;
 const SENDFILE_CHUNK: usize = 16 * 1024 * 1024;
-/// Files at least this large are sent from a blocking thread.
-const BLOCKING_THRESHOLD: u64 = 8 * 1024 * 1024;
+const LISTING_CHUNK: usize = super::listing::CHUNK;
 
 /// Sends `file` from `offset` to the end, then closes the connection cleanly.
 ///
-/// Plain connections use `sendfile(2)`: large files on a blocking thread (fastest), small ones on
-/// the runtime (no thread per session when hundreds download at once). `stall` bounds how long a
-/// connection may make no progress.
+/// Plain connections use `sendfile(2)` on a blocking thread; TLS reads the file on blocking
+/// threads too. No file-system call runs on the runtime's workers, where a slow disk would stall
+/// every session. `stall` bounds how long a connection may make no progress.
 pub async fn send_file(
     stream: MaybeTls,
-    mut file: File,
+    file: File,
     offset: u64,
     stall: Duration,
 ) -> io::Result<u64> {
     match stream {
-        MaybeTls::Plain(tcp) => {
-            let remaining = file.metadata()?.len().saturating_sub(offset);
-            if remaining < BLOCKING_THRESHOLD {
-                let sent = tokio::time::timeout(stall, sendfile_async(&tcp, &file, offset))
-                    .await
-                    .map_err(|_| {
-                        io::Error::new(io::ErrorKind::TimedOut, "data connection stalled")
-                    })??;
-                let mut tcp = tcp;
-                tcp.shutdown().await?;
-                Ok(sent)
-            } else {
-                sendfile_blocking(tcp, file, offset, stall).await
-            }
-        }
+        MaybeTls::Plain(tcp) => sendfile_blocking(tcp, file, offset, stall).await,
         mut stream @ MaybeTls::Tls(_) => {
-            io::Seek::seek(&mut file, io::SeekFrom::Start(offset))?;
+            let mut file = tokio::fs::File::from_std(file);
+            file.seek(io::SeekFrom::Start(offset)).await?;
             let mut buffer = vec![0u8; BUFFER];
             let mut total = 0u64;
             loop {
-                let read = file.read(&mut buffer)?;
+                let read = file.read(&mut buffer).await?;
                 if read == 0 {
                     break;
                 }
@@ -62,29 +49,35 @@ pub async fn send_file(
     }
 }
 
+/// Sends a listing as it is read from the directory (on blocking threads, a chunk at a time),
+/// bounded by `stall` like a file transfer, then closes.
+pub async fn send_listing(
+    mut stream: MaybeTls,
+    mut listing: Listing,
+    stall: Duration,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let (back, chunk) = tokio::task::spawn_blocking(move || {
+            let chunk = listing.next_chunk(LISTING_CHUNK);
+            (listing, chunk)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        listing = back;
+        let Some(chunk) = chunk? else { break };
+        within(stall, stream.write_all(&chunk)).await?;
+        total += chunk.len() as u64;
+    }
+    within(stall, stream.shutdown()).await?;
+    Ok(total)
+}
+
 /// Runs one I/O step, failing it when the connection makes no progress for `stall`.
 async fn within<T>(stall: Duration, step: impl Future<Output = io::Result<T>>) -> io::Result<T> {
     tokio::time::timeout(stall, step)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "data connection stalled"))?
-}
-
-/// Non-blocking `sendfile(2)` driven by the runtime's readiness events.
-async fn sendfile_async(tcp: &TcpStream, file: &File, mut offset: u64) -> io::Result<u64> {
-    let start = offset;
-    loop {
-        tcp.writable().await?;
-        let sent = tcp.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(tcp.as_fd(), file.as_fd(), Some(&mut offset), SENDFILE_CHUNK)
-                .map_err(io::Error::from)
-        });
-        match sent {
-            Ok(0) => return Ok(offset - start),
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(error) => return Err(error),
-        }
-    }
 }
 
 /// Shuts a socket down when dropped, which ends a blocking `sendfile` on another thread; that is
@@ -136,19 +129,14 @@ async fn sendfile_blocking(
     result
 }
 
-/// Sends bytes made in memory (listings), then closes.
-pub async fn send_bytes(stream: &mut MaybeTls, bytes: &[u8]) -> io::Result<u64> {
-    stream.write_all(bytes).await?;
-    stream.shutdown().await?;
-    Ok(bytes.len() as u64)
-}
-
 /// Writes everything the client sends into `file` until it closes the connection.
-pub async fn receive_file(stream: MaybeTls, mut file: File, stall: Duration) -> io::Result<u64> {
+pub async fn receive_file(stream: MaybeTls, file: File, stall: Duration) -> io::Result<u64> {
     let mut stream = match stream {
         MaybeTls::Plain(tcp) => return receive_blocking(tcp, file, stall).await,
         tls @ MaybeTls::Tls(_) => tls,
     };
+    // Writes go to blocking threads (tokio's File); flush waits for the last one.
+    let mut file = tokio::fs::File::from_std(file);
     let mut buffer = vec![0u8; BUFFER];
     let mut total = 0u64;
     loop {
@@ -162,10 +150,10 @@ pub async fn receive_file(stream: MaybeTls, mut file: File, stall: Duration) -> 
         if read == 0 {
             break;
         }
-        file.write_all(&buffer[..read])?;
+        file.write_all(&buffer[..read]).await?;
         total += read as u64;
     }
-    file.flush()?;
+    file.flush().await?;
     // Answer the client's close_notify with ours: ftplib waits for it (SSL unwrap).
     let _ = within(stall, stream.shutdown()).await;
     Ok(total)

@@ -154,6 +154,22 @@ pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// Whether the provider's balancer sends traffic through NodePorts. Every passive port takes one
+/// from the cluster-wide pool (30000-32767, 2768 ports by default) unless the Service sets
+/// `allocateLoadBalancerNodePorts: false`, which is safe only where the balancer does not use them.
+/// - AWS: the operator asks the AWS Load Balancer Controller for IP targets
+///   (`aws-load-balancer-nlb-target-type: ip`): "the AWS NLB targets traffic directly to the
+///   Kubernetes pods" (kubernetes-sigs.github.io/aws-load-balancer-controller, guide/service/nlb,
+///   IP mode), so NodePorts carry nothing.
+/// - Azure, GCP, MetalLB and generic balancers keep the default: their controllers may target
+///   node ports, and without a source saying otherwise a missing NodePort would break traffic.
+pub fn needs_node_ports(provider: Provider) -> bool {
+    match provider {
+        Provider::Aws => false,
+        Provider::Azure | Provider::Gcp | Provider::Metallb | Provider::Generic => true,
+    }
+}
+
 /// Annotations the provider needs on the Service, before the user's own (which win).
 pub fn service_annotations(spec: &FtpServerSpec) -> BTreeMap<String, String> {
     let mut annotations = BTreeMap::new();

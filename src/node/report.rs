@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{FtpServer, NodeKeepaliveStatus};
@@ -34,15 +33,20 @@ pub struct NodeReport {
     pub error: Option<String>,
 }
 
-fn annotation<T: for<'de> Deserialize<'de>>(node: &Node, key: &str) -> Option<T> {
+fn annotation<T: for<'de> Deserialize<'de>>(node: &impl Resource, key: &str) -> Option<T> {
     serde_json::from_str(node.annotations().get(key)?).ok()
 }
 
-pub fn original_of(node: &Node) -> Option<KeepaliveSysctls> {
+/// Whether `key` is one of the two annotations the tuner writes.
+pub fn is_report_annotation(key: &str) -> bool {
+    key == ORIGINAL_ANNOTATION || key == APPLIED_ANNOTATION
+}
+
+pub fn original_of(node: &impl Resource) -> Option<KeepaliveSysctls> {
     annotation(node, ORIGINAL_ANNOTATION)
 }
 
-pub fn report_of(node: &Node) -> Option<NodeReport> {
+pub fn report_of(node: &impl Resource) -> Option<NodeReport> {
     annotation(node, APPLIED_ANNOTATION)
 }
 
@@ -67,9 +71,9 @@ pub fn annotations_patch(
 
 /// The controller's view of one server across the nodes its pods may run on: tuned when the
 /// node's report names it without an error, failed when it names it with one, else pending.
-pub fn summarise<'a>(
+pub fn summarise<'a, N: Resource + 'a>(
     server: &FtpServer,
-    nodes: impl IntoIterator<Item = &'a Node>,
+    nodes: impl IntoIterator<Item = &'a N>,
 ) -> NodeKeepaliveStatus {
     let key = server_key(server);
     let mut status = NodeKeepaliveStatus::default();
@@ -96,14 +100,14 @@ pub fn summarise<'a>(
 }
 
 /// Whether any node still reports tuning for this server: its finalizer waits until none does.
-pub fn still_tuned_for<'a>(
+pub fn still_tuned_for<'a, N: Resource + 'a>(
     server: &FtpServer,
-    nodes: impl IntoIterator<Item = &'a Node>,
+    nodes: impl IntoIterator<Item = &'a N>,
 ) -> Vec<String> {
     let key = server_key(server);
     nodes
         .into_iter()
-        .filter(|node| report_of(node).is_some_and(|r| r.servers.contains(&key)))
+        .filter(|node| report_of(*node).is_some_and(|r| r.servers.contains(&key)))
         .map(|node| node.name_any())
         .collect()
 }
@@ -111,6 +115,7 @@ pub fn still_tuned_for<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Node;
 
     fn node(name: &str, labels: &str, report: Option<&NodeReport>) -> Node {
         let mut node: Node =

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
-use kube::ResourceExt;
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use kube::{Resource, ResourceExt};
 
 use crate::api::FtpServer;
 use crate::keepalive::{keepalive_in_force, needs_node_sysctls};
@@ -45,7 +45,7 @@ pub fn wanted_by(server: &FtpServer) -> Option<KeepaliveSysctls> {
 /// smallest interval and probe count) wins, so every server's connections are kept alive.
 pub fn wanted_on_node<'a>(
     servers: impl IntoIterator<Item = &'a FtpServer>,
-    node: &Node,
+    node: &impl Resource,
 ) -> Option<Wanted> {
     let mut merged: Option<Wanted> = None;
     for server in servers {
@@ -77,9 +77,8 @@ pub fn wanted_on_node<'a>(
 /// Whether the scheduler may place the server's pods on `node`: its nodeSelector, and the
 /// required node affinity (terms OR'd, expressions AND'd). Taints are ignored: a node the pods
 /// cannot tolerate is tuned needlessly, which is harmless.
-pub fn pods_may_run_on(server: &FtpServer, node: &Node) -> bool {
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+pub fn pods_may_run_on(server: &FtpServer, node: &impl Resource) -> bool {
+    let labels = node.labels();
     let selector_matches = server
         .spec
         .node_selector
@@ -140,6 +139,7 @@ fn requirement_matches(requirement: &NodeSelectorRequirement, value: Option<&Str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Node;
 
     fn server(name: &str, spec: &str) -> FtpServer {
         serde_yaml::from_str(&format!(

@@ -1,6 +1,8 @@
 """Drives ftp-server with Python's ftplib, the way scripts in the wild do.
 
-usage: ftplib_session.py HOST PORT USER PASSWORD plain|tls [CAFILE]
+usage: ftplib_session.py HOST PORT USER PASSWORD plain|tls|tls-resume [CAFILE]
+tls is stock FTP_TLS, whose data connections start fresh TLS sessions; tls-resume resumes the
+control connection's session on each data connection, as a server requiring session reuse needs.
 Prints "ftplib ok" when every step behaved; any deviation raises.
 """
 import ftplib
@@ -8,16 +10,30 @@ import io
 import ssl
 import sys
 
+
+class ResumingFTP_TLS(ftplib.FTP_TLS):
+    """FTP_TLS whose data connections resume the control connection's TLS session."""
+
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(
+                conn, server_hostname=self.host, session=self.sock.session
+            )
+        return conn, size
+
+
 host, port, user, password, mode = sys.argv[1:6]
-if mode == "tls":
+if mode in ("tls", "tls-resume"):
     context = ssl.create_default_context(cafile=sys.argv[6])
-    ftp = ftplib.FTP_TLS(context=context, timeout=20)
+    kind = ftplib.FTP_TLS if mode == "tls" else ResumingFTP_TLS
+    ftp = kind(context=context, timeout=20)
 else:
     ftp = ftplib.FTP(timeout=20)
 ftp.trust_server_pasv_ipv4_address = True
 ftp.connect(host, int(port))
 ftp.login(user, password)
-if mode == "tls":
+if mode != "plain":
     ftp.prot_p()
 assert ftp.pwd() == "/", ftp.pwd()
 assert "UTF8" in ftp.sendcmd("FEAT")

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -143,6 +143,12 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(namespace: &str, identity: &str) -> Self {
+        Self::start_with(namespace, identity, &kubeconfig_path(), &[])
+    }
+
+    /// The controller with its own kubeconfig (e.g. one that impersonates a ServiceAccount)
+    /// and extra flags.
+    pub fn start_with(namespace: &str, identity: &str, kubeconfig: &Path, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
             .args([
                 "controller",
@@ -159,7 +165,8 @@ impl ControllerProcess {
                 "--default-ftp-image",
                 "ftp-operator:test",
             ])
-            .env("KUBECONFIG", kubeconfig_path())
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -195,6 +202,11 @@ impl ControllerProcess {
 
     /// The controller's own count of its API writes, from /metrics.
     pub async fn api_writes(&self) -> u64 {
+        self.metric("ftp_operator_api_writes_total").await
+    }
+
+    /// The sum of a counter's series, from /metrics.
+    pub async fn metric(&self, name: &str) -> u64 {
         let address = wait_for("the metrics address", Duration::from_secs(10), || async {
             let logs = self.logs.lock().unwrap();
             let line = logs.iter().find(|l| l.contains("serving /metrics"))?;
@@ -207,9 +219,23 @@ impl ControllerProcess {
         let mut body = String::new();
         stream.read_to_string(&mut body).unwrap();
         body.lines()
-            .filter(|l| l.starts_with("ftp_operator_api_writes_total"))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
+    }
+
+    /// Sends a signal by name (STOP, CONT, TERM) to this process alone, by its id.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// The exit status, once the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn kill(&mut self) {
@@ -266,4 +292,84 @@ pub fn kubectl() -> Command {
     let mut command = Command::new(program);
     command.env("KUBECONFIG", kubeconfig_path());
     command
+}
+
+/// `kubectl apply` of one object in `namespace`.
+pub fn kubectl_apply(namespace: &str, object: &serde_json::Value) {
+    let mut apply = kubectl()
+        .args(["apply", "-n", namespace, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("kubectl runs");
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(object.to_string().as_bytes())
+        .unwrap();
+    assert!(apply.wait().unwrap().success(), "kubectl apply {object}");
+}
+
+/// A Role named after the ServiceAccount with `rules`, bound to it, and read access to Nodes
+/// (cluster-scoped, so through a ClusterRole named after the namespace, removed on drop).
+pub fn grant_service_account(
+    ns: &TestNamespace,
+    account: &str,
+    rules: serde_json::Value,
+) -> ClusterAccess {
+    let subject =
+        serde_json::json!([{"kind": "ServiceAccount", "name": account, "namespace": ns.name}]);
+    let cluster_name = format!("ftp-operator-test-{}-{account}", ns.name);
+    for object in [
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": account}, "rules": rules}),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": account},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": subject}),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": cluster_name},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]}),
+        serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": cluster_name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+            "subjects": subject}),
+    ] {
+        kubectl_apply(&ns.name, &object);
+    }
+    ClusterAccess(cluster_name)
+}
+
+/// The cluster-scoped half of a grant; deleted when dropped.
+pub struct ClusterAccess(String);
+
+impl Drop for ClusterAccess {
+    fn drop(&mut self) {
+        let _ = kubectl()
+            .args([
+                "delete",
+                "clusterrolebinding,clusterrole",
+                &self.0,
+                "--wait=false",
+            ])
+            .output();
+    }
+}
+
+/// A kubeconfig that acts as ServiceAccount `account` of `namespace` (the admin may impersonate).
+pub fn impersonating_kubeconfig(namespace: &str, account: &str) -> PathBuf {
+    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
+    for user in &mut kubeconfig.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
+        }
+    }
+    let path = std::env::temp_dir().join(format!("ftp-operator-{namespace}-{account}.kubeconfig"));
+    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    path
 }

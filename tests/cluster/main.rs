@@ -2,8 +2,11 @@
 //! kube-scheduler and kwok, started by `scripts/local-cluster.sh up`. Each test has its own
 //! namespace and its own controller process.
 
+mod apply;
 mod harness;
+mod leader;
 mod node_keepalive;
+mod status;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -330,6 +333,7 @@ async fn hand_edit_of_the_service_is_reverted() {
         services.get_opt("small").await.ok()?
     })
     .await;
+    // What `kubectl edit` sends: a strategic merge patch, ports merged by their port number.
     let edit = PatchParams {
         field_manager: Some("kubectl-edit".into()),
         ..PatchParams::default()
@@ -338,9 +342,8 @@ async fn hand_edit_of_the_service_is_reverted() {
         .patch(
             "small",
             &edit,
-            &Patch::Merge(json!({
-                "metadata": {"annotations": {"example.com/hand": "edit"}},
-                "spec": {"ports": [{"name": "ftp", "port": 2100, "targetPort": 2121, "protocol": "TCP"}],
+            &Patch::Strategic(json!({
+                "spec": {"ports": [{"port": 21, "targetPort": 2100}],
                          "externalTrafficPolicy": "Cluster"}
             })),
         )
@@ -352,6 +355,60 @@ async fn hand_edit_of_the_service_is_reverted() {
         (service_ports(&svc) == expected_ports(21, 30000, 30002)
             && spec.external_traffic_policy.as_deref() == Some("Local"))
         .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hand_edit_the_apiserver_cannot_merge_stalls_with_its_words() {
+    let (_client, ns, _controller) = setup("clash").await;
+    ns.create_server(SMALL).await;
+    let services = ns.api::<Service>();
+    wait_for("the Service", TIMEOUT, || async {
+        services.get_opt("small").await.ok()?
+    })
+    .await;
+    // A JSON merge patch replaces the whole list: port 21 is gone and 2100 now carries the name
+    // `ftp`, so putting port 21 back under that name makes an invalid Service. The operator
+    // does not replace other managers' list entries; it says what is in the way.
+    let edit = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..PatchParams::default()
+    };
+    services
+        .patch(
+            "small",
+            &edit,
+            &Patch::Merge(json!({
+                "spec": {"ports": [{"name": "ftp", "port": 2100, "targetPort": 2121, "protocol": "TCP"}]}
+            })),
+        )
+        .await
+        .unwrap();
+    let servers = ns.api::<FtpServer>();
+    let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
+        let c = condition(&servers.get("small").await.ok()?, "Stalled")?;
+        (c.0 == "True").then_some(c)
+    })
+    .await;
+    assert_eq!(reason, "Rejected");
+    assert!(
+        message.contains("the apiserver rejected Service small") && message.contains("ftp"),
+        "{message}"
+    );
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(_client.clone(), &ns.name);
+    wait_for("a Warning Event saying so", TIMEOUT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Rejected")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("rejected Service small"))
+            })
+            .then_some(())
     })
     .await;
 }
@@ -421,9 +478,11 @@ async fn missing_secret_stalls_with_the_fix_and_heals_when_created() {
 
 #[tokio::test]
 async fn provider_limit_stalls_with_the_fix() {
+    // A limit CEL cannot express alone (GCP's depends on where the control port sits) is
+    // checked by the controller before anything is applied.
     let (_client, ns, _controller) = setup("limit").await;
     ns.create_server(
-        "metadata: {name: big}\nspec: {passivePorts: {min: 20000, max: 20099}, loadBalancer: {provider: aws}}",
+        "metadata: {name: big}\nspec: {passivePorts: {min: 20000, max: 20009}, loadBalancer: {provider: gcp}}",
     )
     .await;
     let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
@@ -433,7 +492,7 @@ async fn provider_limit_stalls_with_the_fix() {
     .await;
     assert_eq!(reason, "ProviderLimit");
     assert!(
-        message.contains("passivePorts 20000-20099 has 100 ports; AWS NLB allows at most 49"),
+        message.contains("controlPort 21 and passivePorts 20000-20009 make 11 ports"),
         "{message}"
     );
     assert!(ns.api::<Service>().get_opt("big").await.unwrap().is_none());
@@ -485,6 +544,22 @@ async fn invalid_manifests_are_rejected_by_the_apiserver_with_their_cel_message(
             "passivePorts: {min: 20000, max: 20001}\nanonymous: {writable: true}",
             "anonymous.writable needs anonymous.enabled",
         ),
+        (
+            "passivePorts: {min: 20000, max: 20099}\nloadBalancer: {provider: aws}",
+            "passivePorts may span at most 49 ports with loadBalancer.provider aws",
+        ),
+        (
+            "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {provider: azure, idleTimeoutSeconds: 250}",
+            "loadBalancer.idleTimeoutSeconds must be a whole number of minutes from 4 to 100",
+        ),
+        (
+            "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {provider: azure, idleTimeoutSeconds: 7200}",
+            "loadBalancer.idleTimeoutSeconds must be a whole number of minutes from 4 to 100",
+        ),
+        (
+            "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {sourceRanges: [198.51.100.0/24, office]}",
+            "loadBalancer.sourceRanges entries must be CIDRs",
+        ),
     ];
     let servers = ns.api::<FtpServer>();
     for (i, (spec, message)) in cases.iter().enumerate() {
@@ -496,6 +571,23 @@ async fn invalid_manifests_are_rejected_by_the_apiserver_with_their_cel_message(
             .await
             .expect_err(&format!("{spec} was accepted"));
         assert!(err.to_string().contains(message), "{spec}: {err}");
+    }
+    // Names every derived name can carry: a DNS label the Service takes as it is, short
+    // enough for the workload's labels.
+    for name in ["ftp.example", "1st", &"a".repeat(53)] {
+        let yaml = format!(
+            "metadata: {{name: '{name}'}}\nspec: {{passivePorts: {{min: 20000, max: 20001}}}}"
+        );
+        let server: FtpServer = serde_yaml::from_str(&yaml).unwrap();
+        let err = servers
+            .create(&PostParams::default(), &server)
+            .await
+            .expect_err(&format!("name {name} was accepted"));
+        assert!(
+            err.to_string()
+                .contains("metadata.name must be at most 52 characters"),
+            "{name}: {err}"
+        );
     }
     // And a valid one goes through.
     servers
@@ -542,4 +634,22 @@ async fn second_replica_does_not_write_while_the_first_holds_the_lease() {
         (service_ports(&svc) == expected_ports(21, 30000, 30001)).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_balancer_that_targets_pods_takes_no_node_ports() {
+    let (_client, ns, _controller) = setup("nodeports").await;
+    ns.create_server(
+        "metadata: {name: nlb}\nspec: {passivePorts: {min: 30000, max: 30009}, loadBalancer: {provider: aws}}",
+    )
+    .await;
+    let service = wait_for("the Service", TIMEOUT, || async {
+        ns.api::<Service>().get_opt("nlb").await.ok()?
+    })
+    .await;
+    let spec = service.spec.unwrap();
+    assert_eq!(spec.allocate_load_balancer_node_ports, Some(false));
+    let ports = spec.ports.unwrap_or_default();
+    assert_eq!(ports.len(), 11);
+    assert!(ports.iter().all(|p| p.node_port.is_none()), "{ports:?}");
 }

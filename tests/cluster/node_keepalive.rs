@@ -240,12 +240,18 @@ spec:
 "#
     ))
     .await;
-    wait_for("the agent to tune the node", TIMEOUT, || async {
-        (read_sysctls(dir.path()) == (30, 5, 4)).then_some(())
-    })
-    .await;
     let nodes: Api<Node> = Api::all(client.clone());
-    let annotated = nodes.get(node).await.unwrap();
+    // The agent sets the sysctls, then reports on the Node: wait for both.
+    let annotated = wait_for(
+        "the agent to tune the node and report it",
+        TIMEOUT,
+        || async {
+            let node = nodes.get(node).await.ok()?;
+            (read_sysctls(dir.path()) == (30, 5, 4) && node.annotations().contains_key(APPLIED))
+                .then_some(node)
+        },
+    )
+    .await;
     let original: serde_json::Value =
         serde_json::from_str(&annotated.annotations()[ORIGINAL]).unwrap();
     assert_eq!(original, json!({"time": 7200, "intvl": 75, "probes": 9}));

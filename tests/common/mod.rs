@@ -97,7 +97,12 @@ pub struct Server {
 impl Server {
     /// Starts a server on free ports; if another test took a port in between, tries again.
     pub fn start(options: Options) -> Server {
-        let mut root = tempfile::tempdir().unwrap();
+        Server::start_in(options, tempfile::tempdir().unwrap())
+    }
+
+    /// Starts a server whose root is the prepared directory `root`.
+    pub fn start_in(options: Options, root: tempfile::TempDir) -> Server {
+        let mut root = root;
         let mut state = tempfile::tempdir().unwrap();
         for _ in 0..5 {
             match Server::try_start(&options, root, state) {
@@ -395,6 +400,18 @@ impl Raw {
 
     pub fn connect_to(address: SocketAddr) -> Raw {
         Raw::from_stream(TcpStream::connect(address).unwrap())
+    }
+
+    /// Connects to the server on 127.0.0.1 from another loopback address, as a second client
+    /// machine would.
+    pub fn connect_from(source: [u8; 4], port: u16) -> Raw {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        socket
+            .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        Raw::from_stream(socket.into())
     }
 
     /// A raw control connection over an already connected stream (e.g. from a chosen source).

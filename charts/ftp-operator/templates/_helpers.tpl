@@ -66,3 +66,12 @@ app.kubernetes.io/component: controller
 - --lease-name={{ include "ftp-operator.fullname" . }}
 - --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
 {{- end }}
+
+{{/* kube-score checks the operator Deployment skips; deployment.yaml gives the reason for each. */}}
+{{- define "ftp-operator.kubeScoreIgnored" -}}
+{{- $ignored := list "container-resources" "container-image-pull-policy" "container-ephemeral-storage-request-and-limit" "deployment-replicas" "deployment-has-poddisruptionbudget" "deployment-has-host-podantiaffinity" }}
+{{- if not .Values.networkPolicy.enabled }}
+{{- $ignored = append $ignored "pod-networkpolicy" }}
+{{- end }}
+{{- join "," $ignored }}
+{{- end }}

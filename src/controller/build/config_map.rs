@@ -49,6 +49,7 @@ pub fn desired_server_config(
         required: tls.required,
         implicit: tls.implicit,
         implicit_listen: SocketAddr::from(([0, 0, 0, 0], POD_IMPLICIT_TLS_PORT)),
+        require_session_reuse: tls.require_session_reuse,
         ..Tls::new(
             Path::new(TLS_DIR).join("tls.crt"),
             Path::new(TLS_DIR).join("tls.key"),
@@ -127,7 +128,23 @@ mod tests {
         assert_eq!(tls.key_file, Path::new("/etc/ftp-tls/tls.key"));
         assert!(tls.required);
         assert_eq!(tls.implicit_listen(), Some("0.0.0.0:9990".parse().unwrap()));
+        assert!(
+            tls.require_session_reuse,
+            "session reuse is required unless opted out"
+        );
         assert_eq!(config.root, Path::new("/srv/ftp"));
+    }
+
+    #[test]
+    fn tls_session_reuse_opt_out_is_rendered() {
+        let yaml = fixtures::FULL.replace(
+            "required: true, implicit: true}",
+            "required: true, implicit: true, requireSessionReuse: false}",
+        );
+        assert_ne!(yaml, fixtures::FULL, "fixture changed: update this test");
+        let server = server(&yaml);
+        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        assert!(!config.tls.unwrap().require_session_reuse);
     }
 
     #[test]

@@ -40,10 +40,13 @@ pub fn labels(server: &FtpServer) -> BTreeMap<String, String> {
     labels
 }
 
+/// The label naming the FtpServer a pod (or any child) belongs to.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
 pub fn selector_labels(server: &FtpServer) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "ftp-server".to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), server.name_any()),
+        (INSTANCE_LABEL.to_owned(), server.name_any()),
     ])
 }
 

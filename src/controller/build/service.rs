@@ -55,6 +55,9 @@ pub fn desired_service(server: &FtpServer, valid: &Validated) -> Service {
             external_traffic_policy: Some("Local".to_owned()),
             load_balancer_source_ranges: Some(spec.load_balancer.source_ranges.clone())
                 .filter(|ranges| !ranges.is_empty()),
+            // One NodePort per passive port, from a cluster-wide pool: none where unused.
+            allocate_load_balancer_node_ports: (!lb::needs_node_ports(spec.load_balancer.provider))
+                .then_some(false),
             ..ServiceSpec::default()
         }),
         status: None,
@@ -137,6 +140,20 @@ mod tests {
             service.spec.unwrap().load_balancer_source_ranges.unwrap(),
             vec!["203.0.113.0/24".to_owned()]
         );
+    }
+
+    #[test]
+    fn node_ports_are_left_out_only_where_the_balancer_targets_pods() {
+        let allocate = |yaml| {
+            let server = server(yaml);
+            desired_service(&server, &validated(&server))
+                .spec
+                .unwrap()
+                .allocate_load_balancer_node_ports
+        };
+        assert_eq!(allocate(fixtures::AWS), Some(false));
+        assert_eq!(allocate(fixtures::MINIMAL), None);
+        assert_eq!(allocate(fixtures::FULL), None);
     }
 
     #[test]

@@ -6,16 +6,25 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
 use super::{DataPlan, Flow, Outcome, Reply0, Session};
+use crate::ftp::audit::{self, TransferResult};
 use crate::ftp::command::{self, Command, EpsvArg};
 use crate::ftp::control::Line;
 use crate::ftp::keepalive;
 use crate::ftp::passive::{advertised_ipv4, same_host};
 use crate::ftp::stream::MaybeTls;
+use crate::ftp::tls::DataTlsError;
+
+/// Which way a data connection carries bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Direction {
+    Download,
+    Upload,
+}
 
 impl Session {
     pub(super) async fn passive(&mut self, extended: bool) -> io::Result<()> {
@@ -67,7 +76,10 @@ impl Session {
                 .await;
         };
         let port = listener.port();
-        self.data_plan = Some(DataPlan::Passive(listener));
+        self.data_plan = Some(DataPlan::Passive {
+            listener,
+            expires: tokio::time::Instant::now() + self.data_connect_timeout(),
+        });
         match advertised {
             Some(Some(ip)) => {
                 let [a, b, c, d] = ip.octets();
@@ -154,18 +166,37 @@ impl Session {
         Ok(true)
     }
 
-    /// Makes the data connection, replies `150`, then starts TLS on it if `PROT P`.
-    pub(super) async fn open_data(&mut self, what: &str) -> io::Result<Option<MaybeTls>> {
-        let timeout = Duration::from_secs(
+    fn data_connect_timeout(&self) -> Duration {
+        Duration::from_secs(
             self.settings
                 .config
                 .limits
                 .data_connect_timeout_seconds
                 .max(1)
                 .into(),
-        );
+        )
+    }
+
+    /// Makes the data connection, replies `150`, then starts TLS on it if `PROT P`.
+    pub(super) async fn open_data(
+        &mut self,
+        what: &str,
+        direction: Direction,
+    ) -> io::Result<Option<MaybeTls>> {
+        match self.connect_data().await? {
+            Some(tcp) => self.start_data(tcp, what, direction).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Accepts (PASV) or makes (PORT) the data connection; replies `425` when none comes.
+    pub(super) async fn connect_data(&mut self) -> io::Result<Option<TcpStream>> {
+        let timeout = self.data_connect_timeout();
         let tcp = match self.data_plan.take() {
-            Some(DataPlan::Passive(listener)) => listener.accept(timeout).await,
+            Some(DataPlan::Passive { listener, expires }) => {
+                let left = expires.saturating_duration_since(tokio::time::Instant::now());
+                listener.accept(left).await
+            }
             Some(DataPlan::Active(address)) => {
                 tokio::time::timeout(timeout, TcpStream::connect(address))
                     .await
@@ -185,6 +216,17 @@ impl Session {
         if let Err(error) = keepalive::apply(&tcp, &self.settings.config.keepalive) {
             tracing::warn!(%error, "cannot set keepalive on data connection");
         }
+        Ok(Some(tcp))
+    }
+
+    /// Replies `150` on a connected data connection, then starts TLS on it if `PROT P`.
+    pub(super) async fn start_data(
+        &mut self,
+        tcp: TcpStream,
+        what: &str,
+        direction: Direction,
+    ) -> io::Result<Option<MaybeTls>> {
+        let timeout = self.data_connect_timeout();
         let mode = if self.ascii { "ASCII" } else { "BINARY" };
         self.reply(
             150,
@@ -194,15 +236,32 @@ impl Session {
         if !self.protect_data {
             return Ok(Some(MaybeTls::Plain(tcp)));
         }
-        let Some(acceptors) = self.tls.clone() else {
+        let Some(tls) = self.tls.clone() else {
             self.reply(425, "PROT P without TLS.").await?;
             return Ok(None);
         };
-        let handshake = tokio::time::timeout(timeout, acceptors.data.accept(tcp))
+        let require_reuse = self
+            .settings
+            .config
+            .tls
+            .as_ref()
+            .is_none_or(|tls| tls.require_session_reuse);
+        let send_ticket = direction == Direction::Download;
+        match tls
+            .accept_data(tcp, send_ticket, require_reuse, timeout)
             .await
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()));
-        match handshake {
+        {
             Ok(stream) => Ok(Some(MaybeTls::Tls(Box::new(stream)))),
+            Err(error @ DataTlsError::NotResumed) => {
+                self.shared.metrics.data_connections_refused.inc();
+                tracing::warn!(%error, "refused a protected data connection");
+                self.reply(
+                    522,
+                    "Data connection refused: it must resume the TLS session of this control connection.",
+                )
+                .await?;
+                Ok(None)
+            }
             Err(error) => {
                 tracing::info!(%error, "data TLS handshake failed");
                 self.reply(425, "TLS handshake on the data connection failed.")
@@ -241,31 +300,46 @@ impl Session {
         }
     }
 
-    /// Sends the replies that end a transfer; returns whether the session goes on.
-    pub(super) async fn finish_transfer(&mut self, direction: &str, outcome: &Outcome) -> Reply0 {
-        let metrics = Arc::clone(&self.shared.metrics);
-        match outcome {
-            Outcome::Done(Ok(bytes)) => {
-                metrics.transfer(direction, "ok", *bytes);
-                tracing::info!(direction, bytes, "transfer complete");
-                self.reply(226, "Transfer complete.").await?;
-            }
+    /// Sends the replies that end a transfer and audits it; returns whether the session goes on.
+    pub(super) async fn finish_transfer(
+        &mut self,
+        direction: &str,
+        path: &str,
+        started: Instant,
+        outcome: &Outcome,
+    ) -> Reply0 {
+        let (result, bytes) = match outcome {
+            Outcome::Done(Ok(bytes)) => (TransferResult::Ok, *bytes),
             Outcome::Done(Err(error)) => {
-                metrics.transfer(direction, "failed", 0);
                 tracing::info!(direction, %error, "transfer failed");
+                (TransferResult::Failed, 0)
+            }
+            Outcome::Aborted | Outcome::ControlClosed => (TransferResult::Aborted, 0),
+        };
+        let metrics = Arc::clone(&self.shared.metrics);
+        audit::transfer(
+            &metrics,
+            self.actor(),
+            audit::Transfer {
+                path,
+                direction,
+                bytes,
+                elapsed: started.elapsed(),
+                result,
+            },
+        );
+        match outcome {
+            Outcome::Done(Ok(_)) => self.reply(226, "Transfer complete.").await?,
+            Outcome::Done(Err(_)) => {
                 self.reply(426, "Connection closed; transfer aborted.")
-                    .await?;
+                    .await?
             }
             Outcome::Aborted => {
-                metrics.transfer(direction, "aborted", 0);
                 self.reply(426, "Connection closed; transfer aborted.")
                     .await?;
                 self.reply(226, "ABOR successful.").await?;
             }
-            Outcome::ControlClosed => {
-                metrics.transfer(direction, "aborted", 0);
-                return Ok(Flow::Quit);
-            }
+            Outcome::ControlClosed => return Ok(Flow::Quit),
         }
         if self.quit_after_transfer {
             self.reply(221, "Goodbye.").await?;

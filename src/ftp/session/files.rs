@@ -1,19 +1,31 @@
 //! Commands on files and directories: navigation, metadata, listings, downloads and uploads.
 
 use std::io;
+use std::time::Instant;
 
+use super::data::Direction;
 use super::{Flow, Outcome, Reply0, Session, StoreKind};
 use crate::ftp::access::Permission;
-use crate::ftp::fs::{self, FileKind, file_kind};
-use crate::ftp::listing::{self, ListKind};
+use crate::ftp::fs::{self, FileKind, Keep, Root, file_kind};
+use crate::ftp::listing::{self, ListKind, Listing};
 use crate::ftp::reply::{Reply, quote_path};
 use crate::ftp::transfer;
+
+/// Runs a file-system call on a blocking thread, never on the runtime's workers.
+pub(super) async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(io::Error::other)?
+}
 
 impl Session {
     pub(super) async fn cwd(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        match self.root().open_dir(&target) {
-            Ok(_) => {
+        let checked = target.clone();
+        match self.fs(move |root| root.open_dir(&checked).map(drop)).await {
+            Ok(()) => {
                 self.cwd = target;
                 self.reply(250, "Directory successfully changed.").await
             }
@@ -23,7 +35,10 @@ impl Session {
 
     pub(super) async fn mkd(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        match self.root().mkdir(&target) {
+        let made = target.clone();
+        let result = self.fs(move |root| root.mkdir(&made)).await;
+        self.audit_change("mkdir", &target, None, result.is_ok());
+        match result {
             Ok(()) => {
                 self.reply(257, format!("{} created", quote_path(&target)))
                     .await
@@ -37,7 +52,7 @@ impl Session {
 
     pub(super) async fn size(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        match self.root().stat(&target) {
+        match self.fs(move |root| root.stat(&target)).await {
             Ok(stat) if file_kind(&stat) == FileKind::File => {
                 self.reply(213, stat.st_size.to_string()).await
             }
@@ -51,12 +66,50 @@ impl Session {
 
     pub(super) async fn mdtm(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        match self.root().stat(&target) {
+        match self.fs(move |root| root.stat(&target)).await {
             Ok(stat) => self.reply(213, listing::time_val(&stat)).await,
             Err(error) => {
                 self.fs_error(error, "Could not get file modification time.")
                     .await
             }
+        }
+    }
+
+    pub(super) async fn mfmt(&mut self, seconds: i64, path: &str) -> io::Result<()> {
+        let target = fs::resolve(&self.cwd, path);
+        let changed = target.clone();
+        let result = self
+            .fs(move |root| {
+                root.set_modified(&changed, seconds)?;
+                root.stat(&changed)
+            })
+            .await;
+        self.audit_change("set_mtime", &target, None, result.is_ok());
+        match result {
+            Ok(stat) => {
+                let text = format!("Modify={}; {path}", listing::time_val(&stat));
+                self.reply(213, text).await
+            }
+            Err(error) => {
+                self.fs_error(error, "Could not set the modification time.")
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn site_chmod(&mut self, mode: u32, path: &str) -> io::Result<()> {
+        if !self.settings.config.site_chmod {
+            return self
+                .reply(502, "SITE CHMOD is disabled on this server.")
+                .await;
+        }
+        let target = fs::resolve(&self.cwd, path);
+        let changed = target.clone();
+        let result = self.fs(move |root| root.chmod(&changed, mode)).await;
+        self.audit_change("chmod", &target, None, result.is_ok());
+        match result {
+            Ok(()) => self.reply(200, "SITE CHMOD command ok.").await,
+            Err(error) => self.fs_error(error, "SITE CHMOD command failed.").await,
         }
     }
 
@@ -67,7 +120,8 @@ impl Session {
 
     pub(super) async fn mlst(&mut self, path: Option<&str>) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path.unwrap_or("."));
-        match self.root().stat(&target) {
+        let stated = target.clone();
+        match self.fs(move |root| root.stat(&stated)).await {
             Ok(stat) => {
                 let facts = listing::facts(&stat, self.writable(), false);
                 let line = format!(" {facts} {target}");
@@ -140,8 +194,16 @@ impl Session {
 
     pub(super) async fn retr(&mut self, path: &str, offset: u64) -> Reply0 {
         let target = fs::resolve(&self.cwd, path);
-        let file = match self.root().open_read(&target) {
-            Ok(file) => file,
+        let shown = target.clone();
+        let opened = self
+            .fs(move |root| {
+                let file = root.open_read(&target)?;
+                let size = file.metadata()?.len();
+                Ok((file, size))
+            })
+            .await;
+        let (file, size) = match opened {
+            Ok(opened) => opened,
             Err(error) => {
                 self.fs_error(error, "Failed to open file.").await?;
                 return Ok(Flow::Continue);
@@ -150,84 +212,111 @@ impl Session {
         if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let stall = self.idle_timeout();
-        let Some(data) = self.open_data(&format!("{path} ({size} bytes)")).await? else {
+        let Some(data) = self
+            .open_data(&format!("{path} ({size} bytes)"), Direction::Download)
+            .await?
+        else {
             return Ok(Flow::Continue);
         };
+        let started = Instant::now();
         let outcome = self
             .run_transfer(transfer::send_file(data, file, offset, stall))
             .await?;
-        self.finish_transfer("download", &outcome).await
+        self.finish_transfer("download", &shown, started, &outcome)
+            .await
     }
 
     pub(super) async fn store(&mut self, kind: StoreKind, offset: u64) -> Reply0 {
-        let (target, unique) = match &kind {
-            StoreKind::Replace(path) | StoreKind::Append(path) => {
-                (fs::resolve(&self.cwd, path), false)
-            }
+        let (target, unique, keep) = match &kind {
+            StoreKind::Replace(path) => (fs::resolve(&self.cwd, path), false, Keep::Prefix(offset)),
+            StoreKind::Append(path) => (fs::resolve(&self.cwd, path), false, Keep::All),
             StoreKind::Unique => {
                 let name = format!("stou-{:016x}", rand::random::<u64>());
-                (fs::resolve(&self.cwd, &name), true)
+                (fs::resolve(&self.cwd, &name), true, Keep::Nothing)
             }
         };
         // Replacing or extending a file destroys what was there: that takes `delete` too.
         let replace = self.permissions().may_replace();
-        if !replace && self.root().lstat(&target).is_ok() {
-            self.reply(
-                550,
-                "Permission denied: the file exists and this login may not replace files.",
-            )
-            .await?;
+        if !replace {
+            let stated = target.clone();
+            if self.fs(move |root| root.lstat(&stated)).await.is_ok() {
+                self.reply(
+                    550,
+                    "Permission denied: the file exists and this login may not replace files.",
+                )
+                .await?;
+                return Ok(Flow::Continue);
+            }
+        }
+        if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
-        // Plain STOR and STOU write a temporary file renamed into place on success; APPE and a
-        // resumed STOR (REST n) extend the existing file, which is what they mean.
-        let opened = match kind {
-            StoreKind::Append(_) => self.root().open_write(&target, true).map(|f| (f, None)),
-            StoreKind::Replace(_) if offset > 0 => {
-                self.root().open_write(&target, false).and_then(|f| {
-                    f.set_len(offset)?;
-                    let mut f = f;
-                    io::Seek::seek(&mut f, io::SeekFrom::Start(offset))?;
-                    Ok((f, None))
-                })
-            }
-            _ => self.root().begin_upload(&target).and_then(|mut upload| {
-                let file = upload
-                    .take_file()
-                    .ok_or_else(|| io::Error::other("no upload file"))?;
-                Ok((file, Some(upload)))
-            }),
+        // Nothing on disk changes before the client's data connection is there; and every upload,
+        // resumed ones too, goes to a temporary file renamed into place only when complete.
+        let Some(tcp) = self.connect_data().await? else {
+            return Ok(Flow::Continue);
         };
-        let (file, upload) = match opened {
-            Ok(opened) => opened,
+        let upload = {
+            let target = target.clone();
+            self.fs(move |root| root.begin_upload(&target, keep)).await
+        };
+        let mut upload = match upload {
+            Ok(upload) => upload,
             Err(error) => {
                 self.fs_error(error, "Could not create file.").await?;
                 return Ok(Flow::Continue);
             }
         };
-        if !self.data_allowed().await? {
+        let Some(file) = upload.take_file() else {
+            self.reply(451, "Could not create file.").await?;
             return Ok(Flow::Continue);
-        }
+        };
         let what = if unique {
             format!("FILE: {}", target.rsplit('/').next().unwrap_or_default())
         } else {
             target.clone()
         };
         let stall = self.idle_timeout();
-        let Some(data) = self.open_data(&what).await? else {
+        let Some(data) = self.start_data(tcp, &what, Direction::Upload).await? else {
             return Ok(Flow::Continue);
         };
+        let started = Instant::now();
         let mut outcome = self
             .run_transfer(transfer::receive_file(data, file, stall))
             .await?;
-        if let (Outcome::Done(Ok(_)), Some(upload)) = (&outcome, upload)
-            && let Err(error) = upload.commit(replace)
-        {
-            outcome = Outcome::Done(Err(error));
+        if let Outcome::Done(Ok(_)) = &outcome {
+            if let Err(error) = blocking(move || upload.commit(replace)).await {
+                outcome = Outcome::Done(Err(error));
+            }
+        } else {
+            // Gone before the client hears the transfer ended.
+            let _ = blocking(move || upload.discard()).await;
         }
-        self.finish_transfer("upload", &outcome).await
+        self.finish_transfer("upload", &target, started, &outcome)
+            .await
+    }
+
+    /// Runs a file-system call on the session's root on a blocking thread.
+    pub(super) async fn fs<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Root) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let root = self.root().clone();
+        blocking(move || call(&root)).await
+    }
+
+    async fn open_listing(
+        &self,
+        kind: ListKind,
+        target: &str,
+        shown_as: &str,
+    ) -> io::Result<Listing> {
+        let target = target.to_owned();
+        let shown_as = shown_as.to_owned();
+        let writable = self.writable();
+        self.fs(move |root| Listing::open(root, kind, &target, &shown_as, writable))
+            .await
     }
 
     pub(super) async fn listing_text(
@@ -236,28 +325,35 @@ impl Session {
         target: &str,
         shown_as: &str,
     ) -> io::Result<Vec<u8>> {
-        let root = self.root().clone();
-        let target = target.to_owned();
-        let shown_as = shown_as.to_owned();
-        let writable = self.writable();
-        tokio::task::spawn_blocking(move || {
-            listing::render(&root, kind, &target, &shown_as, writable)
-        })
-        .await
-        .map_err(io::Error::other)?
+        let listing = self.open_listing(kind, target, shown_as).await?;
+        blocking(move || listing.collect()).await
     }
 
     pub(super) async fn list(&mut self, kind: ListKind, path: Option<String>) -> Reply0 {
         let target = fs::resolve(&self.cwd, path.as_deref().unwrap_or("."));
-        if kind == ListKind::Machine && !self.root().is_dir(&target) {
-            self.reply(501, "MLSD needs a directory.").await?;
-            return Ok(Flow::Continue);
+        // A missing path is 550 like every other command (sync clients read it as "not found");
+        // only an existing non-directory is the argument error RFC 3659 gives 501 for.
+        if kind == ListKind::Machine {
+            let stated = target.clone();
+            match self.fs(move |root| root.stat(&stated)).await {
+                Ok(stat) if file_kind(&stat) == FileKind::Dir => {}
+                Ok(_) => {
+                    self.reply(501, "MLSD needs a directory.").await?;
+                    return Ok(Flow::Continue);
+                }
+                Err(error) => {
+                    self.fs_error(error, "Could not list.").await?;
+                    return Ok(Flow::Continue);
+                }
+            }
         }
-        let text = match self
-            .listing_text(kind, &target, path.as_deref().unwrap_or(""))
+        // Opened now, so a missing path is 550 before any data connection; read only as the
+        // client takes it.
+        let listing = match self
+            .open_listing(kind, &target, path.as_deref().unwrap_or(""))
             .await
         {
-            Ok(text) => text,
+            Ok(listing) => listing,
             Err(error) => {
                 self.fs_error(error, "Could not list.").await?;
                 return Ok(Flow::Continue);
@@ -266,12 +362,18 @@ impl Session {
         if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
-        let Some(mut data) = self.open_data("directory listing").await? else {
+        let stall = self.idle_timeout();
+        let Some(data) = self
+            .open_data("directory listing", Direction::Download)
+            .await?
+        else {
             return Ok(Flow::Continue);
         };
+        let started = Instant::now();
         let outcome = self
-            .run_transfer(async move { transfer::send_bytes(&mut data, &text).await })
+            .run_transfer(transfer::send_listing(data, listing, stall))
             .await?;
-        self.finish_transfer("listing", &outcome).await
+        self.finish_transfer("listing", &target, started, &outcome)
+            .await
     }
 }

@@ -9,16 +9,18 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use super::access::{Access, Permission, Permissions};
+use super::audit::{self, Actor};
 use super::command::{self, Command, Protection, TransferType};
 use super::control::{ControlConnection, Line};
 use super::fs::{self, Root};
 use super::listing::ListKind;
+use super::lockout::{Policy, Subject};
 use super::passive::PassiveListener;
 use super::proxy;
 use super::reply::{Reply, quote_path};
 use super::server::Shared;
 use super::settings::Settings;
-use super::tls::TlsAcceptors;
+use super::tls::SessionTls;
 
 mod data;
 mod files;
@@ -34,7 +36,12 @@ pub enum Entry {
 
 /// How the next data connection is made.
 enum DataPlan {
-    Passive(PassiveListener),
+    /// A listening passive port; closed at `expires` whether or not a transfer command came, so
+    /// an idle session cannot hold a port of the range.
+    Passive {
+        listener: PassiveListener,
+        expires: tokio::time::Instant,
+    },
     Active(SocketAddr),
 }
 
@@ -77,7 +84,7 @@ pub struct Session {
     rename_from: Option<String>,
     data_plan: Option<DataPlan>,
     epsv_all: bool,
-    tls: Option<TlsAcceptors>,
+    tls: Option<SessionTls>,
     protect_data: bool,
     ascii: bool,
     quit_after_transfer: bool,
@@ -158,6 +165,16 @@ impl Session {
         }
         self.reply(220, "ftp-server ready.").await?;
         let idle = self.idle_timeout();
+        let login_timeout = Duration::from_secs(
+            self.settings
+                .config
+                .limits
+                .login_timeout_seconds
+                .max(1)
+                .into(),
+        );
+        // Counted from the connection, so NOOP (or anything else) before login buys no time.
+        let login_deadline = tokio::time::Instant::now() + login_timeout;
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             if *shutdown.borrow() {
@@ -165,11 +182,26 @@ impl Session {
                     .await?;
                 break;
             }
+            let passive_expires = self.passive_expires();
+            let read_deadline = match self.user {
+                Some(_) => tokio::time::Instant::now() + idle,
+                None => login_deadline.min(tokio::time::Instant::now() + idle),
+            };
             let line = tokio::select! {
-                line = tokio::time::timeout(idle, self.read_line()) => line,
+                line = tokio::time::timeout_at(read_deadline, self.read_line()) => line,
                 _ = shutdown.changed() => continue,
+                _ = sleep_until(passive_expires) => {
+                    tracing::debug!("passive listener expired unused");
+                    self.data_plan = None;
+                    continue;
+                }
             };
             let line = match line {
+                Err(_) if self.user.is_none() && tokio::time::Instant::now() >= login_deadline => {
+                    self.reply(421, "Login timeout: closing control connection.")
+                        .await?;
+                    break;
+                }
                 Err(_) => {
                     self.reply(
                         421,
@@ -215,6 +247,13 @@ impl Session {
         Ok(())
     }
 
+    fn passive_expires(&self) -> Option<tokio::time::Instant> {
+        match &self.data_plan {
+            Some(DataPlan::Passive { expires, .. }) => Some(*expires),
+            _ => None,
+        }
+    }
+
     async fn handle(&mut self, command: Command) -> Reply0 {
         let needs_login = !matches!(
             command,
@@ -231,9 +270,34 @@ impl Session {
                 | Command::OptsUtf8(_)
                 | Command::OptsMlst(_)
                 | Command::Abor
+                | Command::Host(_)
         );
         if needs_login && self.user.is_none() {
             self.reply(530, "Please login with USER and PASS.").await?;
+            return Ok(Flow::Continue);
+        }
+        if command.path().is_some_and(fs::has_control_bytes) {
+            self.reply(
+                553,
+                "File name not allowed: it contains control characters.",
+            )
+            .await?;
+            return Ok(Flow::Continue);
+        }
+        if command.path().is_some_and(fs::names_upload_temp) {
+            let creates = matches!(
+                command,
+                Command::Stor(_) | Command::Appe(_) | Command::Mkd(_) | Command::Rnto(_)
+            );
+            if creates {
+                self.reply(
+                    553,
+                    "File name not allowed: reserved for uploads in progress.",
+                )
+                .await?;
+            } else {
+                self.reply(550, "No such file or directory.").await?;
+            }
             return Ok(Flow::Continue);
         }
         // REST holds until the next transfer command uses (or drops) it; PASV/TYPE in between
@@ -321,7 +385,10 @@ impl Session {
             Command::Mkd(path) => self.mkd(&path).await?,
             Command::Rmd(path) => {
                 let target = fs::resolve(&self.cwd, &path);
-                match self.root().remove_dir(&target) {
+                let removed = target.clone();
+                let result = self.fs(move |root| root.remove_dir(&removed)).await;
+                self.audit_change("rmdir", &target, None, result.is_ok());
+                match result {
                     Ok(()) => {
                         self.reply(250, "Remove directory operation successful.")
                             .await?
@@ -334,19 +401,26 @@ impl Session {
             }
             Command::Dele(path) => {
                 let target = fs::resolve(&self.cwd, &path);
-                let is_dir = self.root().is_dir(&target);
-                match if is_dir {
-                    Err(io::ErrorKind::IsADirectory.into())
-                } else {
-                    self.root().remove_file(&target)
-                } {
+                let path = target.clone();
+                let removed = self
+                    .fs(move |root| {
+                        if root.is_dir(&path) {
+                            Err(io::ErrorKind::IsADirectory.into())
+                        } else {
+                            root.remove_file(&path)
+                        }
+                    })
+                    .await;
+                self.audit_change("delete", &target, None, removed.is_ok());
+                match removed {
                     Ok(()) => self.reply(250, "Delete operation successful.").await?,
                     Err(error) => self.fs_error(error, "Delete operation failed.").await?,
                 }
             }
             Command::Rnfr(path) => {
                 let source = fs::resolve(&self.cwd, &path);
-                match self.root().lstat(&source) {
+                let stated = source.clone();
+                match self.fs(move |root| root.lstat(&stated)).await {
                     Ok(_) => {
                         self.rename_from = Some(source);
                         self.reply(350, "Ready for RNTO.").await?
@@ -359,7 +433,10 @@ impl Session {
                 Some(source) => {
                     let target = fs::resolve(&self.cwd, &path);
                     let replace = self.permissions().may_replace();
-                    match self.root().rename(&source, &target, replace) {
+                    let (from, to) = (source.clone(), target.clone());
+                    let renamed = self.fs(move |root| root.rename(&from, &to, replace)).await;
+                    self.audit_change("rename", &source, Some(&target), renamed.is_ok());
+                    match renamed {
                         Ok(()) => self.reply(250, "Rename successful.").await?,
                         Err(error) => self.fs_error(error, "Rename failed.").await?,
                     }
@@ -374,6 +451,9 @@ impl Session {
             Command::List(path) => return self.list(ListKind::Long, path).await,
             Command::Nlst(path) => return self.list(ListKind::Names, path).await,
             Command::Mlsd(path) => return self.list(ListKind::Machine, path).await,
+            Command::Host(name) => self.host(&name).await?,
+            Command::Mfmt(seconds, path) => self.mfmt(seconds, &path).await?,
+            Command::SiteChmod(mode, path) => self.site_chmod(mode, &path).await?,
         }
         Ok(Flow::Continue)
     }
@@ -386,6 +466,7 @@ impl Session {
             io::ErrorKind::IsADirectory => "Is a directory",
             io::ErrorKind::NotADirectory => "Not a directory",
             io::ErrorKind::DirectoryNotEmpty => "Directory not empty",
+            io::ErrorKind::InvalidInput => "Restart offset is past the end of the file",
             _ => "Operation failed",
         };
         tracing::debug!(%error, "file system error");
@@ -424,13 +505,8 @@ impl Session {
                 .await?;
             return Ok(Flow::Continue);
         }
-        if self.shared.lockout.is_locked(self.peer.ip()) {
-            self.reply(
-                421,
-                "Too many failed logins from your address; try again later.",
-            )
-            .await?;
-            return Ok(Flow::Quit);
+        if self.login_locked(&name) {
+            return self.refuse_locked().await;
         }
         let anonymous = matches!(name.as_str(), "anonymous" | "ftp");
         if anonymous && self.settings.config.anonymous.enabled {
@@ -452,19 +528,37 @@ impl Session {
             self.reply(230, "Already logged in.").await?;
             return Ok(Flow::Continue);
         }
+        let started = tokio::time::Instant::now();
         let Some(login) = self.pending_login.take() else {
             self.reply(503, "Login with USER first.").await?;
             return Ok(Flow::Continue);
         };
-        let ip = self.peer.ip();
+        // Checked again here: sessions that sent USER before the lockout must not keep guessing.
+        let name = match &login {
+            Login::Anonymous => "anonymous".to_owned(),
+            Login::User(name) => name.clone(),
+        };
+        if self.login_locked(&name) {
+            return self.refuse_locked().await;
+        }
+        let mut attempt = None;
         let logged_in = match login {
             Login::Anonymous => Some(self.anonymous_access()),
-            Login::User(name) => self
-                .settings
-                .users
-                .verify(&name, &password)
-                .await
-                .map(|access| (name, access)),
+            Login::User(name) => {
+                let Some(started_attempt) = Attempt::begin(
+                    Arc::clone(&self.shared),
+                    self.lockout_subjects(&name),
+                    self.lockout_policy(),
+                ) else {
+                    return self.refuse_locked().await;
+                };
+                attempt = Some(started_attempt);
+                self.settings
+                    .users
+                    .verify(&name, &password)
+                    .await
+                    .map(|access| (name, access))
+            }
         };
         let logged_in = match logged_in {
             Some((name, access)) => match self.open_home(&access).await {
@@ -475,6 +569,10 @@ impl Session {
                 }),
                 Err(error) => {
                     tracing::error!(user = %name, home = %access.home, %error, "cannot open the login's home");
+                    // The password was right: the attempt is not a failed guess.
+                    if let Some(attempt) = attempt {
+                        attempt.finish(false);
+                    }
                     self.reply(530, "Login refused: the home directory cannot be opened.")
                         .await?;
                     return Ok(Flow::Continue);
@@ -482,34 +580,27 @@ impl Session {
             },
             None => None,
         };
+        let failed = logged_in.is_none();
+        let locked = attempt.is_some_and(|attempt| attempt.finish(failed));
         match logged_in {
             Some(user) => {
-                self.shared.lockout.record_success(ip);
-                self.shared.metrics.login("ok");
                 tracing::info!(user = %user.name, permissions = %user.permissions, "login");
+                audit::login(&self.shared.metrics, self.actor_named(&user.name), true);
                 self.user = Some(user);
                 self.reply(230, "Login successful.").await?;
             }
             None => {
-                self.shared.metrics.login("failed");
+                audit::login(&self.shared.metrics, self.actor_named(&name), false);
                 let limits = self.settings.config.limits;
-                tokio::time::sleep(Duration::from_millis(
-                    limits.login_failure_delay_millis.into(),
-                ))
+                // Every failure is answered at the same time after PASS, however long the
+                // verification took (unknown users, known ones with cheaper parameters).
+                tokio::time::sleep_until(
+                    started + Duration::from_millis(limits.login_failure_delay_millis.into()),
+                )
                 .await;
-                let locked = self.shared.lockout.record_failure(
-                    ip,
-                    limits.login_failures_before_lockout,
-                    Duration::from_secs(limits.lockout_seconds.into()),
-                );
                 tracing::warn!(locked, "login failed");
                 if locked {
-                    self.reply(
-                        421,
-                        "Too many failed logins from your address; try again later.",
-                    )
-                    .await?;
-                    return Ok(Flow::Quit);
+                    return self.refuse_locked().await;
                 }
                 self.reply(530, "Login incorrect.").await?;
             }
@@ -539,6 +630,51 @@ impl Session {
             .map_err(io::Error::other)?
     }
 
+    /// Who the audit log says did something in this session.
+    pub(super) fn actor(&self) -> Actor<'_> {
+        let user = self.user.as_ref().map_or("", |user| user.name.as_str());
+        self.actor_named(user)
+    }
+
+    fn actor_named<'a>(&self, user: &'a str) -> Actor<'a> {
+        Actor {
+            client: self.peer.ip(),
+            user,
+        }
+    }
+
+    /// Audits a change to the tree (DELE, RNTO, MKD, RMD, ...).
+    pub(super) fn audit_change(&self, operation: &str, path: &str, to: Option<&str>, ok: bool) {
+        audit::file_change(&self.shared.metrics, self.actor(), operation, path, to, ok);
+    }
+
+    fn lockout_subjects(&self, name: &str) -> [Subject; 2] {
+        [
+            Subject::network(self.peer.ip()),
+            Subject::User(name.to_owned()),
+        ]
+    }
+
+    fn lockout_policy(&self) -> Policy {
+        let limits = self.settings.config.limits;
+        Policy {
+            threshold: limits.login_failures_before_lockout,
+            window: Duration::from_secs(limits.login_failure_window_seconds.into()),
+            lock_for: Duration::from_secs(limits.lockout_seconds.into()),
+        }
+    }
+
+    fn login_locked(&self, name: &str) -> bool {
+        self.shared.lockout.is_locked(&self.lockout_subjects(name))
+    }
+
+    async fn refuse_locked(&mut self) -> Reply0 {
+        self.pending_login = None;
+        self.reply(421, "Too many failed logins; try again later.")
+            .await?;
+        Ok(Flow::Quit)
+    }
+
     fn tls_active(&self) -> bool {
         self.control.is_tls()
     }
@@ -554,8 +690,9 @@ impl Session {
         }
         self.reply(234, "Proceed with negotiation.").await?;
         let limit = self.idle_timeout();
-        self.control.upgrade(&acceptors.control, limit).await?;
-        self.tls = Some(acceptors);
+        let tls = acceptors.session();
+        self.control.upgrade(&tls.control(), limit).await?;
+        self.tls = Some(tls);
         Ok(())
     }
 
@@ -568,8 +705,9 @@ impl Session {
             ));
         };
         let limit = self.idle_timeout();
-        self.control.upgrade(&acceptors.control, limit).await?;
-        self.tls = Some(acceptors);
+        let tls = acceptors.session();
+        self.control.upgrade(&tls.control(), limit).await?;
+        self.tls = Some(tls);
         self.protect_data = true;
         Ok(())
     }
@@ -597,6 +735,16 @@ impl Session {
         }
     }
 
+    /// RFC 7151. One server serves one tree, so any name is accepted; what matters is that
+    /// HOST comes before login, as the RFC requires.
+    async fn host(&mut self, name: &str) -> io::Result<()> {
+        if self.user.is_some() || self.pending_login.is_some() {
+            return self.reply(503, "HOST must come before USER.").await;
+        }
+        tracing::info!(host = name, "HOST");
+        self.reply(220, "Host accepted.").await
+    }
+
     async fn feat(&mut self) -> io::Result<()> {
         let mut lines = Vec::new();
         if self.settings.tls.is_some() {
@@ -608,7 +756,9 @@ impl Session {
         lines.extend(
             [
                 " EPSV",
+                " HOST",
                 " MDTM",
+                " MFMT",
                 " MLST type*;size*;modify*;perm*;unique*;",
                 " REST STREAM",
                 " SIZE",
@@ -623,11 +773,13 @@ impl Session {
 
     async fn help(&mut self) -> io::Result<()> {
         let lines = vec![
-            " ABOR ACCT ALLO APPE AUTH CCC  CDUP CWD  DELE EPRT EPSV FEAT HELP LIST MDTM MKD"
+            " ABOR ACCT ALLO APPE AUTH CCC  CDUP CWD  DELE EPRT EPSV FEAT HELP HOST LIST MDTM"
                 .into(),
-            " MLSD MLST MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD  QUIT REST RETR RMD"
+            " MFMT MKD  MLSD MLST MODE NLST NOOP OPTS PASS PASV PBSZ PORT PROT PWD  QUIT REST"
                 .into(),
-            " RNFR RNTO SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD XPWD XRMD".into(),
+            " RETR RMD  RNFR RNTO SITE SIZE STAT STOR STOU STRU SYST TYPE USER XCUP XCWD XMKD"
+                .into(),
+            " XPWD XRMD".into(),
         ];
         self.send(Reply::multi(
             214,
@@ -654,12 +806,63 @@ fn required_permission(command: &Command) -> Option<Permission> {
         | Command::Size(_)
         | Command::Mdtm(_) => Permission::List,
         Command::Retr(_) => Permission::Download,
-        Command::Stor(_) | Command::Appe(_) | Command::Stou => Permission::Upload,
+        // Changing a file's time or mode is writing to the tree, as an upload is.
+        Command::Stor(_)
+        | Command::Appe(_)
+        | Command::Stou
+        | Command::Mfmt(..)
+        | Command::SiteChmod(..) => Permission::Upload,
         Command::Dele(_) | Command::Rmd(_) => Permission::Delete,
         Command::Rnfr(_) => Permission::Rename,
         Command::Mkd(_) => Permission::Mkdir,
         _ => return None,
     })
+}
+
+/// A password verification the lockout counts while it runs. Dropped unfinished (the client went
+/// away during the check) it counts as a failure.
+struct Attempt {
+    shared: Arc<Shared>,
+    subjects: [Subject; 2],
+    policy: Policy,
+    done: bool,
+}
+
+impl Attempt {
+    fn begin(shared: Arc<Shared>, subjects: [Subject; 2], policy: Policy) -> Option<Attempt> {
+        shared.lockout.begin(&subjects, &policy).then_some(Attempt {
+            shared,
+            subjects,
+            policy,
+            done: false,
+        })
+    }
+
+    /// Returns whether the subjects are locked out now.
+    fn finish(mut self, failed: bool) -> bool {
+        self.done = true;
+        self.shared
+            .lockout
+            .finish(&self.subjects, &self.policy, failed)
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared
+                .lockout
+                .finish(&self.subjects, &self.policy, true);
+        }
+    }
+}
+
+/// Sleeps until `deadline`; forever when there is none.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 enum StoreKind {
