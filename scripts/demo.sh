@@ -1,54 +1,44 @@
 #!/usr/bin/env bash
-# The local demo: the whole product on one machine, from a fresh clone.
+# The local demo: the whole product on one machine, from a fresh clone, through Kubernetes only.
 #
-#   scripts/demo.sh        bring everything up, prove a download works, print how to try it, exit
-#   scripts/demo.sh down   stop everything the demo started
+#   scripts/demo.sh        bring everything up, prove a download and an upload work, print how to try it
+#   scripts/demo.sh down   undo all of it
 #
 # What `up` does, in the order a user of a real cluster would meet it:
-#   1. builds ftp-operator and ftp-server, and a real control plane from Go modules
-#      (scripts/local-cluster.sh: etcd, kube-apiserver, controller-manager, scheduler, kwok nodes);
-#   2. installs the FtpServer CRD and runs the controller against it;
-#   3. applies examples/ftpserver.yaml (an FtpServer and its users Secret);
-#   4. plays the cloud: a load balancer in network namespaces (scripts/netns-lb.sh) owns a virtual
-#      IP, forwards the control port and the passive range, and forgets flows idle for 240 s like
-#      Azure's default; the demo writes that VIP into the Service's load-balancer status, as a
-#      cloud controller would, and the FtpServer turns Ready with it as its public address;
-#   5. kwok's pods never really run, so the demo runs the real ftp-server "pod" itself, in the
-#      server namespace, with the configuration the controller rendered into the ConfigMap;
-#   6. downloads a file through the VIP with curl, and prints the command to do it yourself.
-# Without root (no network namespaces) step 4 falls back to loopback: 127.0.0.1 is the address.
+#   1. builds ftp-operator and ftp-server, the container image (scripts/image.sh), and a local
+#      cluster from Go modules (scripts/local-cluster.sh: control plane, kwok nodes, and one real
+#      node: containerd + runc, CNI bridge, kubelet, kube-proxy), and loads the image into the node;
+#   2. installs the operator with the Helm chart: a pod with its own ServiceAccount and RBAC;
+#   3. applies examples/ftpserver.yaml (an FtpServer and its users Secret): the operator creates
+#      the server's Deployment, Service and ConfigMap, and the kubelet runs the server pod;
+#   4. plays the cloud: a load balancer in network namespaces (scripts/netns-lb.sh, BACKEND=node)
+#      owns a VIP, forwards it to the node (kube-proxy takes it to the pod from there), and forgets
+#      flows idle for 240 s like Azure's default; the demo writes the VIP into the Service's
+#      load-balancer status, as a cloud controller would, and the FtpServer turns Ready with it;
+#   5. uploads a file through the VIP with curl, downloads it back, and prints what to try next.
+# Needs root (the real node and the namespaces).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 state=$repo/target/demo
+export FTPOP_CLUSTER_DIR=$repo/target/demo-cluster
+export FTPOP_REAL_NODE=1
 lab=ftpop-demo
 server=contoso
 namespace=default
-metrics_port=28080
+release=ftp-operator
+operator_namespace=ftp-operator
+user=alice
+password=alice-change-me
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
-stop_pidfile() {
-  local file=$1
-  [ -f "$file" ] || return 0
-  local pid
-  pid=$(cat "$file")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  fi
-  rm -f "$file"
-}
-
 down() {
-  stop_pidfile "$state/ftp-server.pid"
-  stop_pidfile "$state/controller.pid"
-  if [ "$(id -u)" -eq 0 ] && ip netns list 2>/dev/null | grep -q "^$lab-"; then
-    scripts/netns-lb.sh down "$lab" >/dev/null
-  fi
+  if ip netns list 2>/dev/null | grep -q "^$lab-"; then BACKEND=node scripts/netns-lb.sh down "$lab" >/dev/null; fi
   scripts/local-cluster.sh down
+  rm -rf "$state"
   echo "demo: stopped"
 }
 
@@ -57,99 +47,78 @@ if [ "${1:-up}" = down ]; then
   exit 0
 fi
 [ "${1:-up}" = up ] || die "usage: scripts/demo.sh [up|down]"
+[ "$(id -u)" -eq 0 ] || die "the demo needs root: it runs a real Kubernetes node (containerd, kubelet, kube-proxy) and network namespaces"
 
 # A half-finished start leaves nothing running behind.
-trap 'echo "demo: failed; stopping what was started (logs in $state)" >&2; down >/dev/null 2>&1 || true' ERR
+trap 'echo "demo: failed; stopping what was started" >&2; down >/dev/null 2>&1 || true' ERR
 
 say "installing what the demo needs (Debian packages)"
 scripts/install-deps.sh
 
-say "building ftp-operator and ftp-server"
+say "building ftp-operator and ftp-server, and the container image"
 cargo build --bins --quiet
-bin=$repo/target/debug
+FTPOP_OPERATOR_BIN=$repo/target/debug/ftp-operator FTPOP_SERVER_BIN=$repo/target/debug/ftp-server scripts/image.sh
 
-say "starting a local control plane (first run builds Kubernetes from Go modules: ~10 min)"
+say "starting a local cluster with a real node (first run builds Kubernetes and containerd from Go modules: ~15 min)"
 scripts/local-cluster.sh build
 scripts/local-cluster.sh up
 eval "$(scripts/local-cluster.sh env)"
+scripts/local-cluster.sh load-image
+helm=$(scripts/tools.sh path helm)
 
-say "installing the FtpServer CRD"
-kubectl apply --server-side -f crds/ftpserver.yaml
-kubectl wait --for condition=Established --timeout=60s crd/ftpservers.ftpoperator.dev
+say "installing the operator with the Helm chart (namespace $operator_namespace)"
+"$helm" upgrade --install "$release" charts/ftp-operator --namespace "$operator_namespace" --create-namespace \
+  --wait --timeout 180s
+kubectl -n "$operator_namespace" get pods -o wide
 
-mkdir -p "$state"
-say "starting the controller (log: $state/controller.log)"
-stop_pidfile "$state/controller.pid"
-"$bin/ftp-operator" controller --metrics-listen "127.0.0.1:$metrics_port" \
-  --leader-election-namespace default --identity demo >"$state/controller.log" 2>&1 &
-echo $! >"$state/controller.pid"
-
-# Where the balancer lives: namespaces when we may make them, else loopback.
-if [ "$(id -u)" -eq 0 ]; then
-  say "starting the load balancer: namespaces $lab-{client,balancer,server}"
-  ip netns list 2>/dev/null | grep -q "^$lab-" && scripts/netns-lb.sh down "$lab" >/dev/null
-  LB_TIMEOUT=240 PASV_MIN=20000 PASV_MAX=20019 scripts/netns-lb.sh up "$lab" >/dev/null
-  eval "$(scripts/netns-lb.sh env | grep -E '^(VIP|LB_CONTROL_PORT)=')"
-  public_address=$VIP
-  control_port=$LB_CONTROL_PORT
-  in_server=(scripts/netns-lb.sh exec "$lab" server)
-  in_client=(scripts/netns-lb.sh exec "$lab" client)
-  client_prefix="ip netns exec $lab-client "
-else
-  say "not root: no network namespaces, serving on loopback instead"
-  public_address=127.0.0.1
-  control_port=2121
-  in_server=()
-  in_client=()
-  client_prefix=""
-fi
-
-say "applying examples/ftpserver.yaml (user alice, password alice-change-me)"
+say "applying examples/ftpserver.yaml (user $user, password $password)"
 kubectl apply --server-side -f examples/ftpserver.yaml
-user=alice
-password=alice-change-me
 
-say "playing the cloud: the balancer's address goes into the Service's status"
+say "playing the cloud: a balancer owns a VIP and forwards it to the node"
+ip netns list 2>/dev/null | grep -q "^$lab-" && BACKEND=node scripts/netns-lb.sh down "$lab" >/dev/null
+BACKEND=node LB_TIMEOUT=240 scripts/netns-lb.sh up "$lab" >/dev/null
+eval "$(BACKEND=node scripts/netns-lb.sh env | grep -E '^VIP=')"
 for _ in $(seq 100); do kubectl -n "$namespace" get service "$server" >/dev/null 2>&1 && break; sleep 0.2; done
 kubectl -n "$namespace" patch service "$server" --subresource=status --type=merge \
-  -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$public_address\"}]}}}"
+  -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$VIP\"}]}}}"
 
 say "waiting for the FtpServer to be Ready"
-kubectl -n "$namespace" wait --for=condition=Ready --timeout=120s "ftpserver/$server"
+kubectl -n "$namespace" wait --for=condition=Ready --timeout=180s "ftpserver/$server"
 kubectl -n "$namespace" get ftpservers -o wide
+kubectl -n "$namespace" get pods -l "app.kubernetes.io/instance=$server" -o wide
 
-say "running the server pod's process for real, with the ConfigMap the controller rendered"
-kubectl -n "$namespace" get configmap "$server-config" -o jsonpath='{.data.ftp-server\.toml}' >"$state/ftp-server.toml"
-mkdir -p "$state/root"
-echo "Hello from ftp-operator: served through $public_address" >"$state/root/hello.txt"
-kubectl -n "$namespace" get secret ftp-users -o jsonpath='{.data.users}' | base64 -d >"$state/users"
-stop_pidfile "$state/ftp-server.pid"
-# The pod's mount paths (/srv/ftp, /etc/ftp-users) are local directories here.
-extra=()
-[ ${#in_server[@]} -eq 0 ] && extra=(--listen "127.0.0.1:$control_port" --metrics-listen 127.0.0.1:0)
-"${in_server[@]}" "$bin/ftp-server" --config "$state/ftp-server.toml" \
-  --root "$state/root" --users "$state/users" "${extra[@]}" >"$state/ftp-server.log" 2>&1 &
-echo $! >"$state/ftp-server.pid"
-
-url="ftp://$public_address:$control_port/hello.txt"
-say "downloading $url through the balancer"
-for _ in $(seq 50); do
-  if "${in_client[@]}" curl -sS --ftp-pasv --no-ftp-skip-pasv-ip --user "$user:$password" "$url" 2>/dev/null; then
+mkdir -p "$state"
+echo "Hello from ftp-operator: served by a pod on the real node, through $VIP" >"$state/hello.txt"
+in_client=(scripts/netns-lb.sh exec "$lab" client)
+curl_ftp=(curl -sS --ftp-pasv --no-ftp-skip-pasv-ip --user "$user:$password")
+say "uploading hello.txt through ftp://$VIP/ and downloading it back"
+ok=0
+for _ in $(seq 30); do
+  if "${in_client[@]}" "${curl_ftp[@]}" -T "$state/hello.txt" "ftp://$VIP/hello.txt" 2>/dev/null &&
+    "${in_client[@]}" "${curl_ftp[@]}" "ftp://$VIP/hello.txt" >"$state/downloaded.txt" 2>/dev/null &&
+    cmp -s "$state/hello.txt" "$state/downloaded.txt"; then
     ok=1
     break
   fi
-  sleep 0.2
+  sleep 1
 done
-[ "${ok:-0}" = 1 ] || die "the download through $public_address failed; see $state/ftp-server.log"
+[ "$ok" = 1 ] || die "the transfer through $VIP failed; see: kubectl -n $namespace logs -l app.kubernetes.io/instance=$server"
+cat "$state/downloaded.txt"
 
 trap - ERR
 cat <<EOF
 
 The demo is running:
-  kubectl:     export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):\$PATH
-               kubectl get ftpservers
-  download:    ${client_prefix}curl --ftp-pasv --no-ftp-skip-pasv-ip --user '$user:$password' $url
-  upload:      ${client_prefix}curl --ftp-pasv --no-ftp-skip-pasv-ip --user '$user:$password' -T README.md ftp://$public_address:$control_port/
-  logs:        $state/controller.log  $state/ftp-server.log
-  stop it:     scripts/demo.sh down
+  kubectl:   export KUBECONFIG=$KUBECONFIG PATH=$(dirname "$(command -v kubectl)"):\$PATH
+  watch:     kubectl get ftpservers -w
+  logs:      kubectl -n $operator_namespace logs deploy/$release
+             kubectl -n $namespace logs -l app.kubernetes.io/instance=$server
+  download:  ip netns exec $lab-client curl --ftp-pasv --no-ftp-skip-pasv-ip --user '$user:$password' ftp://$VIP/hello.txt
+  upload:    ip netns exec $lab-client curl --ftp-pasv --no-ftp-skip-pasv-ip --user '$user:$password' -T README.md ftp://$VIP/
+  passive range: kubectl patch ftpserver $server --type=merge -p '{"spec":{"passivePorts":{"min":20100,"max":20119}}}'
+             (the Service and the running server follow; watch PASV replies with curl -v)
+  address:   kubectl patch service $server --subresource=status --type=merge \\
+               -p '{"status":{"loadBalancer":{"ingress":[{"ip":"198.18.0.11"}]}}}'
+             (the balancer forwards all of 198.18.0.0/24; Ready turns True again once PASV says 198.18.0.11)
+  stop it:   scripts/demo.sh down
 EOF

@@ -3,6 +3,8 @@
 #
 # Usage:
 #   scripts/netns-lb.sh up [NAME]                    create the namespaces (NAME defaults to ftpop-<pid>); prints NAME
+#   BACKEND=node scripts/netns-lb.sh up NAME         the same balancer in front of this machine (the local
+#                                                    cluster's real node) instead of a server namespace
 #   scripts/netns-lb.sh down NAME                    kill what runs inside them and delete exactly those namespaces
 #   scripts/netns-lb.sh exec NAME ROLE CMD [ARG...]  run CMD in ROLE's namespace (ROLE: client | balancer | server)
 #   scripts/netns-lb.sh status NAME                  addresses, rules, conntrack entries and sysctls
@@ -41,6 +43,16 @@
 #                           N / rate, predictably. Empty: unshaped. (curl --limit-rate is not used for
 #                           this: curl 7.88 overshoots it erratically, 1 s or 13 s for the same 1 MiB at 64K.)
 #
+# BACKEND=node: the balancer of a cloud in front of a Kubernetes node. No server namespace; the VIPs
+# are NODE_VIPS (198.18.0.0/24, reserved for benchmarking, never routed on the Internet), routed
+# unchanged to the node over a veth pair whose root-namespace end (ftplb<hash>, 198.19.255.2/30) is
+# the only thing this script adds to the root namespace. kube-proxy on the node picks up traffic for
+# a Service's load-balancer IP and forwards it to the pod, as behind a cloud's pass-through balancer.
+# The balancer masquerades what it forwards (source 198.19.255.1), so the node answers a directly
+# connected address and needs no route. Forgetting idle flows works as above. The client is
+# 198.51.100.2, and the demo writes a VIP into the Service's status, as a cloud controller would.
+#   NODE_VIP=198.18.0.10    the VIP `env` prints (any address of NODE_VIPS is forwarded)
+#
 # Needs root, iproute2 and nftables (scripts/deps/netns.apt). Namespaces of parallel runs do not collide
 # as long as their NAMEs differ; the subnets are reused, each run has its own private copy.
 set -euo pipefail
@@ -51,6 +63,7 @@ SERVER_CONTROL_PORT=${SERVER_CONTROL_PORT:-2121}
 PASV_MIN=${PASV_MIN:-30000}
 PASV_MAX=${PASV_MAX:-30009}
 LINK_RATE=${LINK_RATE:-}
+BACKEND=${BACKEND:-netns}
 
 CLIENT_IP=10.203.0.2
 LB_CLIENT_SIDE_IP=10.203.0.1
@@ -58,7 +71,18 @@ VIP=10.203.0.100
 LB_SERVER_SIDE_IP=10.203.1.1
 SERVER_IP=10.203.1.2
 
+# BACKEND=node
+NODE_VIPS=198.18.0.0/24
+NODE_VIP=${NODE_VIP:-198.18.0.10}
+NODE_CLIENT_IP=198.51.100.2
+NODE_LB_CLIENT_SIDE_IP=198.51.100.1
+NODE_LB_NODE_SIDE_IP=198.19.255.1
+NODE_HOST_SIDE_IP=198.19.255.2
+
 die() { echo "netns-lb: $*" >&2; exit 1; }
+
+# The root-namespace end of the balancer's link to the node: short (15 bytes at most) and unique per NAME.
+host_link() { echo "ftplb$(printf '%s' "$1" | sha256sum | cut -c1-8)"; }
 
 check_name() {
   [[ "${1:-}" =~ ^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$ ]] || die "bad or missing NAME '${1:-}' (letters, digits, _ . -)"
@@ -75,6 +99,17 @@ check_tools() {
 ns_exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
 
 print_env() {
+  if [ "$BACKEND" = node ]; then
+    cat <<ENV
+BACKEND=node
+LB_TIMEOUT=$LB_TIMEOUT
+VIP=$NODE_VIP
+VIP_RANGE=$NODE_VIPS
+CLIENT_IP=$NODE_CLIENT_IP
+NODE_SIDE_IP=$NODE_HOST_SIDE_IP
+ENV
+    return
+  fi
   cat <<ENV
 LB_TIMEOUT=$LB_TIMEOUT
 LINK_RATE=$LINK_RATE
@@ -88,9 +123,69 @@ SERVER_IP=$SERVER_IP
 ENV
 }
 
+up_node() {
+  local name=$1
+  local c="$name-client" b="$name-balancer" h
+  h=$(host_link "$name")
+  for ns in "$c" "$b"; do ns_exists "$ns" && die "namespace $ns already exists (run: $0 down $name)"; done
+  ip link show "$h" >/dev/null 2>&1 && die "link $h already exists (run: $0 down $name)"
+  [[ "$LB_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "LB_TIMEOUT must be a positive number of seconds"
+  trap 'down "$name" >/dev/null 2>&1 || true' ERR
+
+  ip netns add "$c"; ip netns add "$b"
+  for ns in "$c" "$b"; do ip -n "$ns" link set lo up; done
+  ip -n "$c" link add lb0 type veth peer name cli0 netns "$b"
+  # The one link in the root namespace: made inside the balancer, then its end moved out.
+  ip -n "$b" link add node0 type veth peer name "$h"
+  ip -n "$b" link set "$h" netns "$$"
+
+  ip -n "$c" addr add "$NODE_CLIENT_IP/24" dev lb0
+  ip -n "$c" link set lb0 up
+  ip -n "$c" route add default via "$NODE_LB_CLIENT_SIDE_IP"
+
+  ip -n "$b" addr add "$NODE_LB_CLIENT_SIDE_IP/24" dev cli0
+  ip -n "$b" addr add "$NODE_LB_NODE_SIDE_IP/30" dev node0
+  ip -n "$b" link set cli0 up
+  ip -n "$b" link set node0 up
+  ip -n "$b" route add "$NODE_VIPS" via "$NODE_HOST_SIDE_IP"
+  ip addr add "$NODE_HOST_SIDE_IP/30" dev "$h"
+  ip link set "$h" up
+
+  ip netns exec "$b" sysctl -qw net.ipv4.ip_forward=1
+  if [ -n "$LINK_RATE" ]; then
+    ip netns exec "$c" tc qdisc add dev lb0 root tbf rate "$LINK_RATE" burst 32kb latency 100ms
+    ip netns exec "$b" tc qdisc add dev cli0 root tbf rate "$LINK_RATE" burst 32kb latency 100ms
+  fi
+  ip netns exec "$b" nft -f - <<NFT
+table inet ftpop_lb {
+  chain lb_forward {
+    type filter hook forward priority filter; policy drop;
+    ct state invalid counter drop comment "packets of forgotten flows"
+    ct state established,related accept
+    ct state new iif cli0 ip daddr $NODE_VIPS tcp flags & (syn|ack) == syn accept
+    counter
+  }
+  chain lb_snat {
+    type nat hook postrouting priority srcnat; policy accept;
+    oif node0 masquerade
+  }
+}
+NFT
+  ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established="$LB_TIMEOUT"
+  ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
+  ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=0
+  local got
+  got=$(ip netns exec "$b" sysctl -n net.netfilter.nf_conntrack_tcp_timeout_established)
+  [ "$got" = "$LB_TIMEOUT" ] || die "balancer conntrack timeout is $got, wanted $LB_TIMEOUT"
+  trap - ERR
+  echo "$name"
+}
+
 up() {
   local name=${1:-ftpop-$$}
   check_name "$name"; check_tools
+  if [ "$BACKEND" = node ]; then up_node "$name"; return; fi
+  [ "$BACKEND" = netns ] || die "BACKEND must be netns or node, not '$BACKEND'"
   local c="$name-client" b="$name-balancer" s="$name-server"
   for ns in "$c" "$b" "$s"; do ns_exists "$ns" && die "namespace $ns already exists (run: $0 down $name)"; done
   [[ "$LB_TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "LB_TIMEOUT must be a positive number of seconds"
@@ -183,6 +278,10 @@ down() {
     fi
     ip netns del "$ns"
   done
+  # BACKEND=node: the root-namespace end went with the balancer namespace; make sure.
+  local h
+  h=$(host_link "$name")
+  if ip link show "$h" >/dev/null 2>&1; then ip link del "$h"; fi
 }
 
 role_ns() {

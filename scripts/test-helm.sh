@@ -20,6 +20,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART="$ROOT/charts/ftp-operator"
 export FTPOP_CLUSTER_DIR=${FTPOP_HELM_CLUSTER_DIR:-$ROOT/target/helm-cluster}
 export FTPOP_PORT_BASE=${FTPOP_PORT_BASE:-25300}
+# A control plane with kwok nodes only: the chart's tests need no real pods, and run while another
+# cluster holds the machine's one real node.
+export FTPOP_REAL_NODE=0
 WORK="$ROOT/target/helm-test"
 RELEASE=ftp-operator
 NS=ftp-operator-system
@@ -127,6 +130,7 @@ start_controller() {
   KUBECONFIG=$SA_KUBECONFIG RUST_LOG=info,kube=warn POD_NAMESPACE=$NS \
     "$OPERATOR" controller --metrics-listen "127.0.0.1:$METRICS_PORT" \
     --leader-election-namespace "$NS" --lease-name "$RELEASE" --identity helm-test \
+    --verify-served-config=false \
     >>"$WORK/controller.log" 2>&1 &
   echo $! >"$CONTROLLER_PID_FILE"
 }
@@ -335,6 +339,8 @@ yes watch secrets $APP_NS
 yes create events.events.k8s.io $APP_NS
 yes list nodes -
 yes update leases.coordination.k8s.io $NS
+yes list pods $APP_NS
+yes patch pods $APP_NS
 no create ftpservers.ftpoperator.dev $APP_NS
 no delete ftpservers.ftpoperator.dev $APP_NS
 no create secrets $APP_NS
@@ -342,6 +348,7 @@ no update secrets $APP_NS
 no create pods $APP_NS
 yes watch pods $APP_NS
 no delete pods $APP_NS
+no create pods/exec $APP_NS
 no create events $APP_NS
 no update leases.coordination.k8s.io default
 no patch nodes -

@@ -9,6 +9,8 @@
 #      kstatus and Argo CD health against a control plane of their own
 #   6. Flux's source-controller and kustomize-controller syncing docs/flux/ from a local Git
 #      repository, on a control plane of their own
+#   6b. (root) end to end on the local cluster's real node: the chart's operator pod, a server
+#      pod from the image built here, clients through a forgetful balancer and kube-proxy
 #   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
@@ -47,8 +49,9 @@ lint() {
     cargo clippy --all-targets --all-features -- -D warnings
 }
 
+# The kwok tier: fake pods only (no server runs), so no real node; its kwok nodes are then untainted.
 cluster_up() {
-  scripts/local-cluster.sh build && scripts/local-cluster.sh up
+  FTPOP_REAL_NODE=0 scripts/local-cluster.sh build && FTPOP_REAL_NODE=0 scripts/local-cluster.sh up
 }
 
 tier "install dependencies" scripts/install-deps.sh
@@ -70,6 +73,9 @@ fi
 tier "helm, linters, dashboard, kstatus and argo cd" scripts/test-helm.sh
 # Flux's own controllers sync the operator and an FtpServer from a local Git repository.
 tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
+# The debug binaries the unit tier built, in the image the real node runs.
+tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
+  FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-node.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')

@@ -104,6 +104,10 @@ struct ControllerArgs {
     /// Watch only this namespace; default: all.
     #[arg(long)]
     namespace: Option<String>,
+    /// Hold Ready until every running server pod serves the rendered configuration (asked on
+    /// its metrics port). `false` only where no server really runs, as on kwok's fake nodes.
+    #[arg(long, env = "FTP_OPERATOR_VERIFY_SERVED_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
+    verify_served_config: bool,
     /// Seconds a Service may go without a load-balancer address before its FtpServer is
     /// Stalled (cloud balancers take a few minutes to provision).
     #[arg(long, default_value_t = 600)]
@@ -224,6 +228,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         default_image: args.default_ftp_image,
         namespace: args.namespace,
         identity: identity.clone(),
+        verify_served_config: args.verify_served_config,
         load_balancer_address_timeout: Duration::from_secs(
             args.load_balancer_address_timeout_seconds,
         ),

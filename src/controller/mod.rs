@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod node_tuner;
 pub mod observe;
 pub mod ownership;
+pub mod served;
 pub mod status;
 pub mod validate;
 
@@ -55,6 +56,9 @@ pub struct Settings {
     pub operator_namespace: String,
     /// The node tuner's image: the operator's own (it runs `ftp-operator node-tuner run`).
     pub node_tuner_image: String,
+    /// Ready waits until every running server pod serves the rendered configuration (asked over
+    /// its metrics port; see served.rs). Off only where no server runs (kwok's fake pods).
+    pub verify_served_config: bool,
     /// How long a Service may go without a load-balancer address before the FtpServer is
     /// Stalled saying so.
     pub load_balancer_address_timeout: Duration,
@@ -344,8 +348,47 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
     let timeout = ctx.settings.load_balancer_address_timeout;
     let balancer_waited = status::balancer_waiting(server, &observed, &now);
-    let status = desired_status(server, &outcome, &observed, now, timeout);
+    let mut status = desired_status(server, &outcome, &observed, now.clone(), timeout);
     let previous = server.status.clone().unwrap_or_default();
+    let mut held_ready = false;
+    let desired_config_digest = if ctx.settings.verify_served_config
+        && matches!(outcome, Outcome::Applied { .. })
+        && served::is_ready(&status)
+    {
+        // The ConfigMap as just applied, from the API (the cache may lag behind the apply).
+        let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+        config_maps
+            .get_opt(&build::config_map_name(server))
+            .await?
+            .as_ref()
+            .and_then(served::desired_digest)
+    } else {
+        None
+    };
+    if let Some(desired) = &desired_config_digest {
+        // The referenced Secrets' versions (metadata only), for the pods' mounted-inputs annotation.
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        let mut versions = Vec::new();
+        for name in [
+            server.spec.users.as_ref().map(|u| &u.secret_ref.name),
+            server.spec.tls.as_ref().map(|t| &t.secret_ref.name),
+        ] {
+            versions.push(match name {
+                Some(name) => secrets
+                    .get_metadata_opt(name)
+                    .await?
+                    .and_then(|secret| secret.resource_version()),
+                None => None,
+            });
+        }
+        let [users, tls] = [versions[0].clone(), versions[1].clone()];
+        let inputs = served::mounted_inputs(desired, &[("users", users), ("tls", tls)]);
+        let served = served::check(&ctx.client, server, desired, &inputs).await?;
+        if let Some(waiting) = served.waiting_for() {
+            served::hold_ready(&mut status, &previous, waiting, &now);
+            held_ready = true;
+        }
+    }
     if previous != status {
         let api: Api<FtpServer> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = json!({
@@ -374,6 +417,10 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     if let Some(waited) = balancer_waited.filter(|waited| *waited < timeout) {
         // Nothing else wakes the server when the address never comes: look at the deadline.
         return Ok(Action::requeue(timeout - waited + Duration::from_secs(1)));
+    }
+    if held_ready {
+        // The kubelet syncs a nudged pod within a second or two; the server polls every 2 s.
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // Periodic resync; a quiet one writes nothing.
     Ok(Action::requeue(Duration::from_secs(600)))

@@ -333,7 +333,7 @@ fn waiting_for(
 }
 
 /// A condition, keeping the previous transition time when its status did not change.
-fn condition(
+pub(super) fn condition(
     previous: &[Condition],
     type_: &str,
     is_true: bool,

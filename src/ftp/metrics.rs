@@ -54,6 +54,8 @@ pub struct Metrics {
     pub data_connections_refused: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
     ready: AtomicBool,
+    /// `sha256:<hex>` of the configuration file in effect; None without one.
+    served_config: std::sync::Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -95,6 +97,21 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Records the contents of the configuration file now in effect.
+    pub fn set_served_config(&self, contents: &[u8]) {
+        let digest = config_digest(contents);
+        if let Ok(mut served) = self.served_config.lock() {
+            *served = Some(digest);
+        }
+    }
+
+    pub fn served_config(&self) -> Option<String> {
+        self.served_config
+            .lock()
+            .ok()
+            .and_then(|served| served.clone())
     }
 
     pub fn is_ready(&self) -> bool {
@@ -179,6 +196,23 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
     )
 }
 
+/// `sha256:<hex>` of a configuration file's contents: what `/config-digest` reports, and what the
+/// controller computes from the ConfigMap to tell whether a pod serves it yet.
+pub fn config_digest(contents: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, contents);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The digest of the configuration in effect, so the controller can hold Ready until a pod serves
+/// what the ConfigMap says (the kubelet refreshes a mounted ConfigMap up to a minute late).
+async fn served_config_digest(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
+    match metrics.served_config() {
+        Some(digest) => (StatusCode::OK, format!("{digest}\n")),
+        None => (StatusCode::NOT_FOUND, "no configuration file\n".to_owned()),
+    }
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }
@@ -197,6 +231,7 @@ pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Resul
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/config-digest", get(served_config_digest))
         .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(address).await?;
     axum::serve(listener, router).await

@@ -68,6 +68,11 @@ pub async fn watch_files(
         let Ok((now, built)) = polled else {
             continue;
         };
+        // The config file comes first in the fingerprint, when there is one.
+        let config_contents = flags
+            .config
+            .as_ref()
+            .and_then(|_| now.first().cloned().flatten());
         last = now;
         let Some(built) = built else {
             continue;
@@ -90,6 +95,9 @@ pub async fn watch_files(
                     })
                     .inc();
                 sender.send_replace(Arc::new(settings));
+                if let Some(contents) = &config_contents {
+                    metrics.set_served_config(contents);
+                }
             }
             Err(error) => {
                 tracing::error!(%error, "new configuration not loaded; keeping the previous one");

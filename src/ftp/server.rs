@@ -116,6 +116,13 @@ async fn accept_implicit(
 /// Runs the server until SIGTERM or SIGINT, then drains sessions within the grace period.
 pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
+    if let Some(contents) = flags
+        .config
+        .as_ref()
+        .and_then(|path| std::fs::read(path).ok())
+    {
+        metrics.set_served_config(&contents);
+    }
     let listen = settings.config.listen;
     let implicit_listen = settings
         .config

@@ -164,6 +164,8 @@ impl ControllerProcess {
                 "127.0.0.1:0",
                 "--default-ftp-image",
                 "ftp-operator:test",
+                // kwok's pods never run a server to ask (served.rs); the real-node tier does.
+                "--verify-served-config=false",
             ])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)

@@ -32,10 +32,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A run of `count` consecutive free ports.
+/// A run of `count` consecutive free ports, taken below the kernel's ephemeral range
+/// (32768 and up by default) so that no port `free_port` hands out can fall inside it.
 pub fn free_range(count: u16) -> (u16, u16) {
     for _ in 0..200 {
-        let start = 20000 + (rand_u16() % 30000);
+        let start = 20000 + (rand_u16() % (12000 - count));
         let listeners: Vec<_> = (start..start + count)
             .map(|port| TcpListener::bind(("127.0.0.1", port)))
             .collect();

@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# End-to-end tier on the local cluster's real node: the operator installed by the Helm chart runs
+# as a pod, the FTP server runs as a pod from the image built here, and clients reach it through a
+# forgetful namespace balancer (scripts/netns-lb.sh BACKEND=node), kube-proxy and the CNI bridge.
+# Every check fails on a broken build; none skips. Last line: "N passed, M failed".
+#
+#   scripts/test-node.sh
+#
+# Environment: FTPOP_OPERATOR_BIN / FTPOP_SERVER_BIN (default: cargo build --bins), FTPOP_KEEP_CLUSTER=1
+# to leave the cluster up. Needs root (scripts/local-cluster.sh installs what the node needs).
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 1
+export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
+export FTPOP_REAL_NODE=1
+WORK=$ROOT/target/node-test
+LAB=ftpop-e2e
+NS=ftp-operator
+APP=e2e
+SERVER=files
+VIP=198.18.0.10
+VIP2=198.18.0.11
+# The balancer forgets a flow idle for LB_TIMEOUT s; the server's keepalive (2 s) outlives that.
+LB_TIMEOUT=6
+LINK_RATE=8mbit
+
+die() { echo "test-node: error: $*" >&2; exit 1; }
+log() { echo "test-node: $*" >&2; }
+
+[[ $(id -u) -eq 0 ]] || die "needs root: it runs the real node (containerd, kubelet, kube-proxy) and network namespaces"
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+cleanup() {
+  kill "${IDLE_PID:-}" 2>/dev/null || true
+  if [[ ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
+    BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+    scripts/local-cluster.sh down >/dev/null 2>&1 || true
+  fi
+}
+trap cleanup EXIT
+
+# ------------------------------------------------------------------------------------ setup
+
+scripts/install-deps.sh || die "installing Debian packages failed"
+if [[ -n ${FTPOP_OPERATOR_BIN:-} ]]; then
+  OPERATOR=$FTPOP_OPERATOR_BIN SERVER_BIN=$FTPOP_SERVER_BIN
+else
+  cargo build -q --bins || die "cargo build failed"
+  OPERATOR=$ROOT/target/debug/ftp-operator SERVER_BIN=$ROOT/target/debug/ftp-server
+fi
+FTPOP_OPERATOR_BIN=$OPERATOR FTPOP_SERVER_BIN=$SERVER_BIN scripts/image.sh || die "building the image failed"
+HELM=$(scripts/tools.sh path helm) || die "building helm failed"
+scripts/local-cluster.sh build >/dev/null || die "building the cluster failed"
+scripts/local-cluster.sh down >/dev/null 2>&1 || true
+scripts/local-cluster.sh up || die "the local cluster with its real node did not come up"
+eval "$(scripts/local-cluster.sh env)"
+BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+BACKEND=node LB_TIMEOUT=$LB_TIMEOUT LINK_RATE=$LINK_RATE scripts/netns-lb.sh up "$LAB" >/dev/null ||
+  die "the namespace balancer did not come up"
+k() { kubectl "$@"; }
+in_client() { ip netns exec "$LAB-client" "$@"; }
+
+PASSED=0 FAILED=0
+check() {
+  local name=$1; shift
+  local out start=$SECONDS
+  if out=$("$@" 2>&1); then PASSED=$((PASSED + 1)); echo "ok    $name ($((SECONDS - start)) s)"
+  else FAILED=$((FAILED + 1)); echo "FAIL  $name ($((SECONDS - start)) s)"; fi
+  [[ -n $out ]] && printf '%s\n' "$out" | tail -20 | sed 's/^/      /'
+  return 0
+}
+until_true() { # <timeout s> <command...>
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do ((SECONDS < deadline)) || return 1; sleep 0.5; done
+}
+now() { date +%s.%N; }
+since() { echo "$(now) - $1" | bc; }
+
+# ------------------------------------------------------------------------------------ objects
+
+hash() { printf '%s' "$1" | "$SERVER_BIN" hash-password; }
+users_secret() { # <user:password...>
+  local entry lines=""
+  for entry in "$@"; do lines+="${entry%%:*}:$(hash "${entry#*:}"):rw"$'\n'; done
+  k -n "$APP" create secret generic ftp-users --from-literal=users="$lines" --dry-run=client -o yaml | k apply -f - >/dev/null
+}
+tls_secret() { # <name>: a certificate for the VIPs, self-signed, CN=<name>
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=$1" \
+    -addext "subjectAltName=IP:$VIP,IP:$VIP2" -keyout "$WORK/$1.key" -out "$WORK/$1.crt" 2>/dev/null
+  k -n "$APP" create secret tls ftp-tls --cert="$WORK/$1.crt" --key="$WORK/$1.key" --dry-run=client -o yaml |
+    k apply -f - >/dev/null
+}
+ftpserver() { # <passive min> <passive max>
+  k apply --server-side -f - >/dev/null <<EOF
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: $SERVER, namespace: $APP}
+spec:
+  controlPort: 21
+  passivePorts: {min: $1, max: $2}
+  keepalive: {idleSeconds: 2, intervalSeconds: 1, probes: 5}
+  loadBalancer: {provider: generic, idleTimeoutSeconds: $LB_TIMEOUT}
+  storage: {emptyDir: {}}
+  users: {secretRef: {name: ftp-users}}
+  tls: {secretRef: {name: ftp-tls}}
+EOF
+}
+set_address() { k -n "$APP" patch service "$SERVER" --subresource=status --type=merge \
+  -p "{\"status\":{\"loadBalancer\":{\"ingress\":[{\"ip\":\"$1\"}]}}}" >/dev/null; }
+ready_at() { # <address>: Ready and publishing it
+  [[ $(k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.publicAddress} {.status.conditions[?(@.type=="Ready")].status}') == "$1 True" ]]
+}
+pod_json() { k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json; }
+pod_uid() { k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.uid}'; }
+# The ftp-server process of the pod with this uid, for nsenter into its network namespace.
+server_pid() {
+  local uid=$1 pid
+  for pid in $(pgrep -x ftp-server); do
+    grep -q "pod$uid" "/proc/$pid/cgroup" 2>/dev/null && { echo "$pid"; return 0; }
+  done
+  return 1
+}
+curl_ftp() { in_client curl -sS --max-time 60 --ftp-pasv --no-ftp-skip-pasv-ip --user "$1" "${@:2}"; }
+pasv_reply() { # <address> <user:password>: the 227 reply to PASV
+  in_client curl -sv --max-time 15 --disable-epsv --ftp-pasv --user "$2" "ftp://$1/" 2>&1 | grep -o '227 .*'
+}
+
+log "installing the operator with the Helm chart"
+"$HELM" upgrade --install ftp-operator charts/ftp-operator --namespace "$NS" --create-namespace \
+  --wait --timeout 180s >/dev/null || die "helm install failed"
+k create namespace "$APP" >/dev/null
+users_secret "alice:alice-pw-1"
+tls_secret cert-one
+APPLIED=$(now)
+ftpserver 20000 20009
+until_true 60 k -n "$APP" get service "$SERVER" || die "the operator made no Service"
+set_address "$VIP"
+
+# ------------------------------------------------------------------------------------ checks
+
+t_operator_leads() {
+  local pod sa node
+  pod=$(k -n "$NS" get pods -l app.kubernetes.io/name=ftp-operator -o jsonpath='{.items[0].metadata.name}')
+  sa=$(k -n "$NS" get pod "$pod" -o jsonpath='{.spec.serviceAccountName}')
+  node=$(k -n "$NS" get pod "$pod" -o jsonpath='{.spec.nodeName}')
+  [[ $sa == ftp-operator && $node == ftpop-node ]] || { echo "pod $pod: serviceAccount $sa, node $node"; return 1; }
+  until_true 60 bash -c "kubectl -n $NS logs $pod | grep -q 'holding the lease; reconciling'" ||
+    { echo "no 'holding the lease' in the operator's log"; return 1; }
+  if k -n "$NS" logs "$pod" | grep -i forbidden; then echo "the operator was refused by RBAC"; return 1; fi
+}
+t_ready() {
+  until_true 180 ready_at "$VIP" || { k -n "$APP" get ftpserver "$SERVER" -o yaml | tail -30; return 1; }
+  echo "Ready $(since "$APPLIED") s after the apply"
+}
+t_curl_plain() {
+  echo "plain $RANDOM" >"$WORK/plain.txt"
+  curl_ftp alice:alice-pw-1 -T "$WORK/plain.txt" "ftp://$VIP/plain.txt" &&
+    curl_ftp alice:alice-pw-1 "ftp://$VIP/plain.txt" | cmp - "$WORK/plain.txt"
+}
+t_curl_ftps() {
+  echo "ftps $RANDOM" >"$WORK/ftps.txt"
+  curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-one.crt" -T "$WORK/ftps.txt" "ftp://$VIP/ftps.txt" &&
+    curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-one.crt" "ftp://$VIP/ftps.txt" | cmp - "$WORK/ftps.txt"
+}
+lftp_run() { # <settings> <commands>
+  in_client lftp -u alice,alice-pw-1 -e "set net:timeout 10; set net:max-retries 1; set ftp:passive-mode on; $1; $2; bye" "ftp://$VIP"
+}
+t_lftp_plain() {
+  echo "lftp $RANDOM" >"$WORK/lftp.txt"
+  lftp_run "set ftp:ssl-allow no" "put $WORK/lftp.txt -o lftp.txt; get lftp.txt -o $WORK/lftp.back" &&
+    cmp "$WORK/lftp.txt" "$WORK/lftp.back"
+}
+t_lftp_ftps() {
+  echo "lftps $RANDOM" >"$WORK/lftps.txt"
+  lftp_run "set ftp:ssl-force true; set ftp:ssl-protect-data true; set ssl:ca-file $WORK/cert-one.crt" \
+    "put $WORK/lftps.txt -o lftps.txt; get lftps.txt -o $WORK/lftps.back" && cmp "$WORK/lftps.txt" "$WORK/lftps.back"
+}
+# The uploads are files in the pod's emptyDir, on the node's disk.
+data_dir() { echo "/var/lib/ftp-operator/node/kubelet/pods/$(pod_uid)/volumes/kubernetes.io~empty-dir/data"; }
+t_storage() {
+  local dir; dir=$(data_dir)
+  [[ -d $dir ]] || { echo "no emptyDir volume 'data' for the pod at $dir"; return 1; }
+  cmp "$dir/plain.txt" "$WORK/plain.txt" && cmp "$dir/lftps.txt" "$WORK/lftps.txt" && ls -l "$dir"
+}
+t_pod_sysctls() {
+  local pid got
+  pid=$(server_pid "$(pod_uid)") || { echo "no ftp-server process for the pod"; return 1; }
+  got=$(nsenter -t "$pid" -n sysctl -n net.ipv4.tcp_keepalive_time net.ipv4.tcp_keepalive_intvl net.ipv4.tcp_keepalive_probes | tr '\n' ' ')
+  [[ $got == "2 1 5 " ]] || { echo "pod keepalive sysctls: $got, want 2 1 5"; return 1; }
+  got=$(sysctl -n net.ipv4.tcp_keepalive_time)
+  [[ $got == 7200 ]] || { echo "the node's own tcp_keepalive_time is $got, not the kernel default 7200"; return 1; }
+}
+t_keepalive_timer() {
+  local pid out
+  pid=$(server_pid "$(pod_uid)") || return 1
+  # An idle control connection: the banner, then silence.
+  in_client python3 -c "import socket,time; s=socket.create_connection(('$VIP',21)); s.recv(100); time.sleep(30)" >/dev/null 2>&1 &
+  IDLE_PID=$!
+  sleep 3
+  out=$(nsenter -t "$pid" -n ss -tnoH state established '( sport = :2121 )')
+  kill "$IDLE_PID" 2>/dev/null
+  echo "$out"
+  grep -q 'timer:(keepalive' <<<"$out"
+}
+# A download lasting 5x the balancer's idle limit, the control connection silent throughout, with
+# the node's own sysctls at the kernel defaults: only the pod's keepalive keeps the flow.
+t_long_download() {
+  local dir start
+  dir=$(data_dir)
+  # 8 mbit/s for 30 s: 30 MB.
+  head -c 30000000 /dev/urandom >"$dir/long.bin" && chown 65532:65532 "$dir/long.bin"
+  start=$(now)
+  curl_ftp alice:alice-pw-1 --max-time 120 "ftp://$VIP/long.bin" -o "$WORK/long.bin" || return 1
+  cmp "$WORK/long.bin" "$dir/long.bin" || return 1
+  echo "$(since "$start") s download through a balancer that forgets after $LB_TIMEOUT s"
+  awk -v t="$(since "$start")" -v l=$LB_TIMEOUT 'BEGIN { exit !(t >= 5 * l) }' || { echo "too short to prove it"; return 1; }
+}
+# Ready means reachable: Ready at the new address only once PASV advertises it, without a restart.
+t_ready_means_reachable() {
+  local uid restarts start reply
+  uid=$(pod_uid)
+  start=$(now)
+  set_address "$VIP2"
+  until_true 120 ready_at "$VIP2" || { echo "not Ready at $VIP2"; return 1; }
+  echo "Ready at $VIP2 $(since "$start") s after the Service's address changed"
+  reply=$(pasv_reply "$VIP2" alice:alice-pw-1)
+  echo "PASV: $reply"
+  grep -q '(198,18,0,11,' <<<"$reply" || return 1
+  restarts=$(k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o jsonpath='{.items[0].status.containerStatuses[0].restartCount}')
+  [[ $(pod_uid) == "$uid" && $restarts == 0 ]] || { echo "the pod was replaced or restarted ($restarts)"; return 1; }
+}
+t_passive_change() {
+  local reply port start
+  start=$(now)
+  ftpserver 20020 20029
+  until_true 60 bash -c "kubectl -n $APP get service $SERVER -o jsonpath='{.spec.ports[*].port}' | grep -qw 20020" ||
+    { echo "the Service has no port 20020"; return 1; }
+  until_true 120 bash -c "kubectl -n $APP get ftpserver $SERVER -o jsonpath='{.status.passivePorts}' | grep -qx 20020-20029" ||
+    { echo "status.passivePorts did not follow"; return 1; }
+  until_true 120 ready_at "$VIP2" || return 1
+  echo "Ready with 20020-20029 $(since "$start") s after the change"
+  # The range rolls the pod: until kube-proxy has the new pod's endpoint (a second or two after it
+  # turns ready), a session can still reach the old, draining one. Ask again within that window.
+  local deadline=$((SECONDS + 30))
+  while :; do
+    reply=$(pasv_reply "$VIP2" alice:alice-pw-1)
+    port=$(sed -n 's/.*(\([0-9,]*\)).*/\1/p' <<<"$reply" | awk -F, '{print $5 * 256 + $6}')
+    ((${port:-0} >= 20020 && ${port:-0} <= 20029)) && break
+    ((SECONDS < deadline)) || { echo "PASV: $reply"; echo "PASV port ${port:-none} is outside 20020-20029"; return 1; }
+    sleep 1
+  done
+  echo "PASV: $reply ($(since "$start") s after the change)"
+  # The next checks count log lines of the server's pods: wait until the drained one has gone.
+  until_true 120 bash -c "[[ \$(kubectl -n $APP get pods -l app.kubernetes.io/instance=$SERVER -o name | wc -l) == 1 ]]" ||
+    { echo "the replaced pod is still there"; return 1; }
+}
+# Users and certificate change in their Secrets; new sessions see them, the pod keeps running.
+# One login attempt each, once the server says it reloaded: failed logins lock the client out (and
+# every client comes through the balancer's one address).
+reloads() { k -n "$APP" logs -l "app.kubernetes.io/instance=$SERVER" --tail=-1 | grep -c 'configuration reloaded'; }
+t_secrets_rotate() {
+  local uid start before
+  uid=$(pod_uid)
+  before=$(reloads)
+  start=$(now)
+  users_secret "alice:alice-pw-1" "bob:bob-pw-1"
+  tls_secret cert-two
+  # Two reloads (users, then certificate), or one if the kubelet wrote both at once.
+  until_true 120 bash -c "(( \$(kubectl -n $APP logs -l app.kubernetes.io/instance=$SERVER --tail=-1 | grep -c 'configuration reloaded') > $before ))" ||
+    { echo "the server did not reload its files"; return 1; }
+  sleep 3 # the second file, if the kubelet wrote them apart: the server polls every 2 s
+  echo "reloaded $(since "$start") s after the Secrets changed"
+  curl_ftp bob:bob-pw-1 "ftp://$VIP2/" -o /dev/null || { echo "bob cannot log in"; return 1; }
+  curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-two.crt" "ftp://$VIP2/" -o /dev/null ||
+    { echo "the new certificate is not served"; return 1; }
+  if curl_ftp alice:alice-pw-1 --ssl-reqd --cacert "$WORK/cert-one.crt" "ftp://$VIP2/" -o /dev/null 2>/dev/null; then
+    echo "the old certificate is still served"; return 1
+  fi
+  [[ $(pod_uid) == "$uid" ]] || { echo "the pod was replaced"; return 1; }
+}
+# The old pod drains for up to its grace period; its replacement serves as soon as it is ready.
+new_pod_ready() {
+  kubectl -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json |
+    python3 -c "import json,sys; old=sys.argv[1]; pods=json.load(sys.stdin)['items']
+ok=[p for p in pods if p['metadata']['uid']!=old and not p['metadata'].get('deletionTimestamp')
+    and any(c['type']=='Ready' and c['status']=='True' for c in p['status'].get('conditions',[]))]
+sys.exit(0 if ok else 1)" "$1"
+}
+t_pod_replaced() {
+  local start uid
+  uid=$(pod_uid)
+  start=$(now)
+  k -n "$APP" delete pod -l "app.kubernetes.io/instance=$SERVER" --wait=false >/dev/null
+  until_true 120 new_pod_ready "$uid" || { echo "no new pod became ready"; return 1; }
+  until_true 60 curl_ftp alice:alice-pw-1 "ftp://$VIP2/" -o /dev/null || { echo "the new pod does not serve"; return 1; }
+  echo "serving again $(since "$start") s after the pod was deleted"
+}
+
+check "the chart's operator pod runs on the real node, leads and reconciles with the chart's RBAC" t_operator_leads
+check "an FtpServer with users and TLS Secrets becomes Ready" t_ready
+check "curl uploads and downloads through the VIP" t_curl_plain
+check "curl uploads and downloads through the VIP with FTPS" t_curl_ftps
+check "lftp uploads and downloads through the VIP" t_lftp_plain
+check "lftp uploads and downloads through the VIP with FTPS" t_lftp_ftps
+check "uploads land in the declared storage" t_storage
+check "the pod's keepalive sysctls are the controller's; the node's are the kernel's" t_pod_sysctls
+check "the control socket carries a keepalive timer (ss -o in the pod)" t_keepalive_timer
+check "a download 5x longer than the balancer's idle limit completes" t_long_download
+check "Ready at a new address only once PASV advertises it, without a restart" t_ready_means_reachable
+check "a changed passive range reaches the Service and the running server" t_passive_change
+check "a new user and a rotated certificate serve new sessions without a restart" t_secrets_rotate
+check "a deleted pod is replaced and serves again" t_pod_replaced
+
+echo "$PASSED passed, $FAILED failed"
+[[ $FAILED -eq 0 ]]
