@@ -11,7 +11,6 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
-TIER=test-node
 WORK=$ROOT/target/node-test
 LAB=ftpop-e2e
 NS=ftp-operator
@@ -22,8 +21,12 @@ VIP2=198.18.0.11
 # The balancer forgets a flow idle for LB_TIMEOUT s; the server's keepalive (2 s) outlives that.
 LB_TIMEOUT=6
 LINK_RATE=8mbit
-# shellcheck source=scripts/node-test-lib.sh
-source scripts/node-test-lib.sh
+
+TIER=test-node CHECK_DETAILS=1 POLL_SECONDS=0.5
+# shellcheck source=lib/checks.sh
+source "$ROOT/scripts/lib/checks.sh"
+# shellcheck source=lib/node.sh
+source "$ROOT/scripts/lib/node.sh"
 
 cleanup() {
   kill "${IDLE_PID:-}" 2>/dev/null || true
@@ -250,5 +253,4 @@ check "a changed passive range reaches the Service and the running server" t_pas
 check "a new user and a rotated certificate serve new sessions without a restart" t_secrets_rotate
 check "a deleted pod is replaced and serves again" t_pod_replaced
 
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+summary

@@ -12,7 +12,6 @@
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
-TIER=test-replicas
 WORK=$ROOT/target/replicas-test
 LAB=ftpop-rep
 NS=ftp-operator
@@ -26,8 +25,12 @@ PER_REPLICA=7
 LB_TIMEOUT=6
 LINK_RATE=8mbit
 SESSIONS=60
-# shellcheck source=scripts/node-test-lib.sh
-source scripts/node-test-lib.sh
+
+TIER=test-replicas CHECK_DETAILS=1 POLL_SECONDS=0.5
+# shellcheck source=lib/checks.sh
+source "$ROOT/scripts/lib/checks.sh"
+# shellcheck source=lib/node.sh
+source "$ROOT/scripts/lib/node.sh"
 
 cleanup() {
   [[ -n ${HOLD_PID:-} ]] && kill "$HOLD_PID" 2>/dev/null
@@ -224,5 +227,4 @@ check "$SESSIONS sessions from 3 addresses: LIST, STOR, RETR, each on its contro
 check "kubectl scale to 4 and back to 2 keeps sessions on the surviving replicas" t_scale
 check "a slow download survives a rollout that replaces every replica" t_rollout_keeps_download
 
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+summary

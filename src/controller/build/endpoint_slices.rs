@@ -13,7 +13,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::DEFAULT_CONTROL_PORT;
+use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT};
 
 use super::owned_metadata;
 use super::service::{control_service_name, passive_port_name};
@@ -37,7 +37,17 @@ pub fn desired_endpoint_slices(
     if valid.routing != Routing::EndpointSlices {
         return Vec::new();
     }
-    let control_ports = vec![tcp_port("ftp".to_owned(), i32::from(DEFAULT_CONTROL_PORT))];
+    // The implicit FTPS port is a control port too: every ready pod takes it.
+    let implicit = server
+        .spec
+        .tls
+        .as_ref()
+        .filter(|tls| tls.implicit)
+        .map(|_| tcp_port("ftps-implicit".to_owned(), i32::from(POD_IMPLICIT_TLS_PORT)));
+    let control_ports: Vec<EndpointPort> =
+        std::iter::once(tcp_port("ftp".to_owned(), i32::from(DEFAULT_CONTROL_PORT)))
+            .chain(implicit)
+            .collect();
     // Only ready pods take new sessions; a draining pod has turned its readiness off.
     let control_endpoints = pods
         .iter()
@@ -204,6 +214,19 @@ mod tests {
                 (s.name_any(), ports, endpoints)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_implicit_ftps_port_goes_with_the_control_port() {
+        let mut server = aws(2);
+        server.spec.tls =
+            Some(serde_yaml::from_str("{secretRef: {name: ftp-tls}, implicit: true}").unwrap());
+        let a = pod("aws-0", "10.0.0.10", true, false);
+        let slices = desired_endpoint_slices(&server, &validated(&server), &[&a], 2);
+        assert_eq!(
+            summary(&slices)[0].1,
+            vec!["ftp:2121".to_owned(), "ftps-implicit:9990".to_owned()]
+        );
     }
 
     #[test]

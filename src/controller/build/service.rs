@@ -1,5 +1,5 @@
-//! The LoadBalancer Services: how the control port and each replica's passive slice reach the
-//! right pod. Which shape a server gets is decided in [`crate::lb::replicas`] (per provider, with
+//! The LoadBalancer Services: how the control port (and the implicit FTPS port when on) and each
+//! replica's passive slice reach the right pod. Which shape a server gets is decided in [`crate::lb::replicas`] (per provider, with
 //! sources) and carried in [`Routing`]:
 //!
 //! - [`Routing::Single`]: one Service, the control port and every passive port, selecting every
@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::DEFAULT_CONTROL_PORT;
+use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT};
 use crate::lb::{self, AddressSharing};
 
 use super::workload::{POD_NAME_LABEL, replica_pod_name};
@@ -53,6 +53,14 @@ pub fn desired_services(
         i32::from(valid.control_port),
         i32::from(DEFAULT_CONTROL_PORT),
     );
+    // Like the control port, a public port mapped to the unprivileged one the pod listens on.
+    let implicit = spec.tls.as_ref().filter(|tls| tls.implicit).map(|tls| {
+        tcp_port(
+            "ftps-implicit".to_owned(),
+            tls.implicit_port,
+            i32::from(POD_IMPLICIT_TLS_PORT),
+        )
+    });
     // Kubernetes has no port ranges: one ServicePort per passive port, forwarded unchanged.
     let passive_ports = |ports: std::ops::RangeInclusive<i32>| {
         ports
@@ -60,17 +68,18 @@ pub fn desired_services(
             .collect::<Vec<_>>()
     };
     let all_passive = passive_ports(spec.passive_ports.ports());
+    let control: Vec<ServicePort> = std::iter::once(control).chain(implicit).collect();
     match valid.routing {
         Routing::Single => vec![load_balancer(
             server,
             control_service_name(server),
-            std::iter::once(control).chain(all_passive).collect(),
+            control.into_iter().chain(all_passive).collect(),
             Some(selector_labels(server)),
         )],
         Routing::EndpointSlices => vec![load_balancer(
             server,
             control_service_name(server),
-            std::iter::once(control).chain(all_passive).collect(),
+            control.into_iter().chain(all_passive).collect(),
             // No selector: the controller's EndpointSlices decide which pod gets which port.
             None,
         )],
@@ -78,7 +87,7 @@ pub fn desired_services(
             let mut services = vec![load_balancer(
                 server,
                 control_service_name(server),
-                vec![control],
+                control,
                 Some(selector_labels(server)),
             )];
             let address = match sharing {
@@ -245,7 +254,11 @@ mod tests {
         assert_eq!(annotations[lb::AZURE_IDLE_TIMEOUT_ANNOTATION], "30");
         assert_eq!(annotations["example.com/team"], "files");
         assert_eq!(annotations.len(), 2);
-        assert_eq!(ports(&service).len(), 21);
+        assert_eq!(ports(&service).len(), 22);
+        assert_eq!(
+            ports(&service)[1],
+            ("ftps-implicit".into(), 990, IntOrString::Int(9990))
+        );
         assert_eq!(
             service.spec.unwrap().load_balancer_source_ranges.unwrap(),
             vec!["203.0.113.0/24".to_owned()]
@@ -276,6 +289,7 @@ mod tests {
             annotations[&format!("{}TCP-20001", lb::AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX)],
             "tcp.idle_timeout.seconds=600"
         );
+        assert_eq!(annotations[lb::AWS_PROXY_PROTOCOL_ANNOTATION], "*");
     }
 
     #[test]
@@ -286,14 +300,18 @@ mod tests {
         // Until the control Service has its address, only the control Service exists.
         let services = desired_services(&server, &valid, None, 2);
         assert_eq!(services.len(), 1);
-        assert_eq!(ports(&services[0]).len(), 1);
+        // The control port and the implicit FTPS port (FULL turns it on).
+        assert_eq!(ports(&services[0]).len(), 2);
 
         let services = desired_services(&server, &valid, Some("20.50.1.7"), 2);
         let names: Vec<_> = services.iter().map(|s| s.name_any()).collect();
         assert_eq!(names, ["contoso", "contoso-pasv-0", "contoso-pasv-1"]);
         assert_eq!(
             ports(&services[0]),
-            vec![("ftp".into(), 21, IntOrString::Int(2121))]
+            vec![
+                ("ftp".into(), 21, IntOrString::Int(2121)),
+                ("ftps-implicit".into(), 990, IntOrString::Int(9990))
+            ]
         );
         let control = services[0].spec.as_ref().unwrap();
         assert_eq!(control.publish_not_ready_addresses, None);

@@ -1,10 +1,7 @@
-# Shared by the tiers on the local cluster's real node (scripts/test-node.sh,
-# scripts/test-replicas.sh); sourced, not run. The caller sets ROOT, TIER (its name in messages),
-# WORK, LAB (the namespace balancer's name), NS (the operator's namespace), APP (the servers'
+# What the tiers on the local cluster's real node share (scripts/test-node.sh,
+# scripts/test-replicas.sh): sourced after lib/checks.sh, never run. The caller sets ROOT, WORK,
+# LAB (the namespace balancer's name), NS (the operator's namespace), APP (the servers'
 # namespace), LB_TIMEOUT and LINK_RATE, then calls node_tier_setup.
-
-die() { echo "$TIER: error: $*" >&2; exit 1; }
-log() { echo "$TIER: $*" >&2; }
 
 export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
 export FTPOP_REAL_NODE=1
@@ -46,19 +43,6 @@ node_tier_setup() {
 k() { kubectl "$@"; }
 in_client() { ip netns exec "$LAB-client" "$@"; }
 
-PASSED=0 FAILED=0
-check() {
-  local name=$1; shift
-  local out start=$SECONDS
-  if out=$("$@" 2>&1); then PASSED=$((PASSED + 1)); echo "ok    $name ($((SECONDS - start)) s)"
-  else FAILED=$((FAILED + 1)); echo "FAIL  $name ($((SECONDS - start)) s)"; fi
-  [[ -n $out ]] && printf '%s\n' "$out" | tail -20 | sed 's/^/      /'
-  return 0
-}
-until_true() { # <timeout s> <command...>
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do ((SECONDS < deadline)) || return 1; sleep 0.5; done
-}
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 
