@@ -578,7 +578,9 @@ fn total_session_limit() {
     let three = server.raw();
     assert_eq!(
         three.greeting,
-        "421 Too many connections; try again later.\r\n"
+        "421 Too many connections; try again later.\r\n",
+        "server log:\n{}",
+        server.log()
     );
     let (_, metrics) = server.http_get("/metrics");
     assert!(

@@ -207,3 +207,99 @@ fn suppaftp_over_tls_and_certificate_reload() {
     );
     ftp.quit().unwrap();
 }
+
+/// A TLS server that also serves implicit FTPS; returns it with the implicit port.
+fn implicit_tls_server(extra: &[&str]) -> (Server, u16) {
+    let implicit = common::free_port();
+    let listen = format!("127.0.0.1:{implicit}");
+    let args: Vec<&str> = [&["--implicit-tls-listen", listen.as_str()][..], extra].concat();
+    (tls_server(&args), implicit)
+}
+
+#[test]
+fn implicit_ftps_with_curl_and_lftp() {
+    let (server, implicit) = implicit_tls_server(&["--require-tls"]);
+    let payload: Vec<u8> = (0..500_000u32).map(|i| (i % 241) as u8).collect();
+    let local = server.state.path().join("up.bin");
+    std::fs::write(&local, &payload).unwrap();
+    // ftps:// is implicit FTPS to curl: TLS from the first byte, then PBSZ/PROT P.
+    let url = format!("ftps://127.0.0.1:{implicit}/up.bin");
+    let base = [
+        "-sS",
+        "--cacert",
+        &cert(&server),
+        "--user",
+        "alice:wonderland",
+    ];
+    run_ok(
+        "curl",
+        &[&base[..], &["-T", local.to_str().unwrap(), &url]].concat(),
+    );
+    assert_eq!(std::fs::read(server.path("up.bin")).unwrap(), payload);
+    let output = run_ok("curl", &[&base[..], &["-v", &url]].concat());
+    assert_eq!(output.stdout, payload);
+    let verbose = String::from_utf8_lossy(&output.stderr);
+    assert!(verbose.contains("PROT P"), "{verbose}");
+    assert!(!verbose.contains("AUTH TLS"), "{verbose}");
+
+    let back = server.state.path().join("back.bin");
+    let script = format!(
+        "set ftp:fix-pasv-address false; set ssl:verify-certificate false; \
+         set net:max-retries 1; set net:timeout 10; \
+         open -u alice,wonderland ftps://127.0.0.1:{implicit}; get up.bin -o {}; cls; bye",
+        back.display()
+    );
+    let output = run_ok("lftp", &["-c", &script]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("up.bin"));
+    assert_eq!(std::fs::read(&back).unwrap(), payload);
+
+    // Plain FTP on the implicit port gets no FTP greeting, only a failed handshake.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", implicit)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Write::write_all(&mut plain, b"USER alice\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(!answer.starts_with(b"220"), "{answer:?}");
+}
+
+#[test]
+fn implicit_ftps_follows_a_certificate_reload() {
+    let (server, implicit) = implicit_tls_server(&[]);
+    let first = server.state.path().join("first.pem");
+    std::fs::copy(cert(&server), &first).unwrap();
+    std::fs::write(server.path("f.txt"), "reloaded").unwrap();
+    let fetch = |trust: &std::path::Path| {
+        std::process::Command::new("curl")
+            .args(["-sS", "--cacert"])
+            .arg(trust)
+            .args([
+                "--user",
+                "alice:wonderland",
+                &format!("ftps://127.0.0.1:{implicit}/f.txt"),
+            ])
+            .output()
+            .unwrap()
+    };
+    common::require("curl");
+    assert_eq!(fetch(&first).stdout, b"reloaded");
+    let fresh = tempfile::tempdir().unwrap();
+    make_certificate(fresh.path(), "cert.pem", "key.pem");
+    for name in ["key.pem", "cert.pem"] {
+        std::fs::copy(fresh.path().join(name), server.state.path().join(name)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while fetch(&fresh.path().join("cert.pem")).stdout != b"reloaded" {
+        assert!(
+            Instant::now() < deadline,
+            "new certificate never served on the implicit port; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        !fetch(&first).status.success(),
+        "old certificate still served on the implicit port"
+    );
+}
