@@ -128,6 +128,11 @@ async fn the_daemon_set_has_a_controller_of_its_own_owned_by_the_install() {
         applied,
         "a quiet DaemonSet was applied again"
     );
+    assert_eq!(
+        controller.api_writes().await,
+        writes,
+        "a quiet reconcile wrote"
+    );
     assert_eq!(daemon_set(&ns).await.unwrap().metadata.generation, Some(1));
 
     // Deleted by hand, it comes back from its own controller: no FtpServer reconcile runs.
