@@ -307,3 +307,137 @@ async fn a_daemon_set_that_cannot_be_written_fails_no_ftpserver() {
         .await
         .unwrap();
 }
+
+/// `ftp-operator node-tuner run` as a local process for one kwok node (kwok runs no real pods),
+/// writing into a temporary sysctl tree, as an agent of the install `install_uid`.
+fn start_agent(node: &str, root: &std::path::Path, install_uid: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
+        .args([
+            "node-tuner",
+            "run",
+            "--node-name",
+            node,
+            "--resync-seconds",
+            "2",
+        ])
+        .arg("--sysctl-root")
+        .arg(root)
+        .args(["--install-uid", install_uid])
+        .env("KUBECONFIG", super::harness::kubeconfig_path())
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("node tuner starts")
+}
+
+fn read_time(root: &std::path::Path) -> String {
+    std::fs::read_to_string(root.join("net/ipv4/tcp_keepalive_time"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn uninstall_has_the_nodes_restored_and_leaves_no_finalizer() {
+    use k8s_openapi::api::core::v1::Node;
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, "tuning-uninstall").await;
+    let config = create_tuning_config_map(&ns, "[]").await;
+    let node = "kwok-node-1";
+    let label = format!("ftpoperator.dev/test-{}", ns.name);
+    let nodes: kube::Api<Node> = kube::Api::all(client.clone());
+    let label_node = |value: Option<&str>| {
+        let patch = json!({"metadata": {"labels": {label.clone(): value}}});
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("node labelled");
+        }
+    };
+    label_node(Some("yes")).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("net/ipv4")).unwrap();
+    for (name, value) in [
+        ("tcp_keepalive_time", 600),
+        ("tcp_keepalive_intvl", 60),
+        ("tcp_keepalive_probes", 5),
+    ] {
+        std::fs::write(dir.path().join("net/ipv4").join(name), format!("{value}\n")).unwrap();
+    }
+    let mut agent = start_agent(node, dir.path(), &config.uid().unwrap());
+    let mut controller = ControllerProcess::start_with(
+        &ns.name,
+        "tuning-uninstall-a",
+        &super::harness::kubeconfig_path(),
+        &["--node-tuning=true"],
+    );
+    ns.create_server(&format!(
+        r#"
+metadata: {{name: edge}}
+spec:
+  passivePorts: {{min: 30000, max: 30001}}
+  keepalive: {{idleSeconds: 30, intervalSeconds: 5, probes: 4, nodeSysctls: true}}
+  nodeSelector: {{{label}: "yes"}}
+"#
+    ))
+    .await;
+    let servers = ns.api::<FtpServer>();
+    wait_for("the node tuned and the finalizer on", TIMEOUT, || async {
+        let server = servers.get("edge").await.ok()?;
+        let held = server.finalizers().iter().any(|f| f == FINALIZER);
+        (held && read_time(dir.path()) == "30").then_some(())
+    })
+    .await;
+
+    // The operator is gone (in a cluster the hook scales its Deployment to zero first).
+    controller.kill();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
+        .args(["node-tuner", "uninstall", "--namespace", &ns.name])
+        .args([
+            "--operator-deployment",
+            "ftp-operator",
+            "--timeout-seconds",
+            "30",
+        ])
+        .env("KUBECONFIG", super::harness::kubeconfig_path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "uninstall failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(read_time(dir.path()), "600", "the node's own value is back");
+    let server = servers.get("edge").await.unwrap();
+    assert!(
+        !server.finalizers().iter().any(|f| f == FINALIZER),
+        "the finalizer is gone"
+    );
+    let annotations = nodes.get(node).await.unwrap().annotations().clone();
+    assert!(!annotations.contains_key("ftpoperator.dev/keepalive-original"));
+    // The agent stays restored while the servers still ask (until Helm deletes its DaemonSet).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(read_time(dir.path()), "600");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    servers
+        .delete("edge", &DeleteParams::default())
+        .await
+        .unwrap();
+    nodes
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"ftpoperator.dev/keepalive-restore": null}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    label_node(None).await;
+}
