@@ -133,6 +133,15 @@ fn a_user_name_is_locked_whatever_address_guesses_it() {
     // Other names from other addresses are untouched.
     let mut ftp = common::Raw::connect_from([127, 0, 0, 6], server.port);
     ftp.login("mallory", "own");
+    let (_, metrics) = server.http_get("/metrics");
+    for line in [
+        "ftp_lockouts_total{subject=\"user\"} 1",
+        "ftp_lockouts_total{subject=\"network\"} 0",
+        "ftp_lockouts_active{subject=\"user\"} 1",
+        "ftp_lockouts_active{subject=\"network\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
 }
 
 /// Closes a data connection with a reset, the way a crashed client or a cut network ends it.

@@ -303,3 +303,111 @@ fn implicit_ftps_follows_a_certificate_reload() {
         "old certificate still served on the implicit port"
     );
 }
+
+fn suppaftp_tls_login_with(
+    server: &Server,
+    config: Arc<rustls::ClientConfig>,
+) -> suppaftp::RustlsFtpStream {
+    let ftp = suppaftp::RustlsFtpStream::connect(("127.0.0.1", server.port)).unwrap();
+    let mut ftp = ftp
+        .into_secure(suppaftp::RustlsConnector::from(config), "localhost")
+        .unwrap();
+    ftp.login("alice", "wonderland").unwrap();
+    ftp.transfer_type(suppaftp::types::FileType::Binary)
+        .unwrap();
+    ftp
+}
+
+/// rustls clients use each TLS 1.3 ticket once and keep at most 8 per server. The control
+/// connection hands out 8 and every download or listing one more, so with session reuse required
+/// (the default) a rustls client can download without end, but upload at most 8 times per control
+/// connection: there is no ticket left for a ninth, whose full handshake is refused. The many
+/// downloads first also check that their tickets never push out the control connection's.
+#[test]
+fn suppaftp_tls13_downloads_without_end_and_uploads_eight_times_per_control_connection() {
+    let server = tls_server(&[]);
+    std::fs::write(server.path("down.bin"), vec![7u8; 30_000]).unwrap();
+    let config = client_config(std::path::Path::new(&cert(&server)));
+    let mut ftp = suppaftp_tls_login_with(&server, Arc::clone(&config));
+    for index in 0..20 {
+        match ftp.retr_as_buffer("down.bin") {
+            Ok(data) => assert_eq!(data.into_inner(), vec![7u8; 30_000]),
+            Err(error) => panic!("download {index} failed: {error}; log:\n{}", server.log()),
+        }
+    }
+    for index in 0..8u8 {
+        let name = format!("up{index}.bin");
+        if let Err(error) = ftp.put_file(&name, &mut Cursor::new(vec![index; 30_000])) {
+            panic!("upload {index} failed: {error}; log:\n{}", server.log());
+        }
+        assert_eq!(
+            std::fs::read(server.path(&name)).unwrap(),
+            vec![index; 30_000]
+        );
+        // A listing in between is a download: it replaces its own ticket, adds none. After
+        // the eighth upload no ticket is left, for a listing either.
+        if index == 7 {
+            break;
+        }
+        if let Err(error) = ftp.nlst(None) {
+            panic!(
+                "listing after upload {index} failed: {error}; log:\n{}",
+                server.log()
+            );
+        }
+    }
+    // Refused: the client sees the 522 or, writing already, a broken pipe.
+    let ninth = ftp.put_file("up8.bin", &mut Cursor::new(vec![8u8; 30_000]));
+    assert!(
+        ninth.is_err(),
+        "a ninth upload without a ticket was accepted"
+    );
+    assert!(!server.path("up8.bin").exists());
+    let (_, metrics) = server.http_get("/metrics");
+    assert!(
+        metrics.contains("ftp_data_connections_refused_total 1"),
+        "{metrics}"
+    );
+    drop(ftp);
+    // A new control connection brings new tickets.
+    let mut ftp = suppaftp_tls_login_with(&server, config);
+    ftp.put_file("again.bin", &mut Cursor::new(vec![1u8; 10]))
+        .unwrap();
+    ftp.quit().unwrap();
+}
+
+/// A rustls client that must upload more than 8 files on one control connection with session
+/// reuse required speaks TLS 1.2 to this server: a TLS 1.2 session id resumes any number of times.
+#[test]
+fn suppaftp_tls12_uploads_twenty_files_in_a_row_with_session_reuse_required() {
+    let server = tls_server(&[]);
+    let mut roots = rustls::RootCertStore::empty();
+    {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        for cert in CertificateDer::pem_file_iter(cert(&server)).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut ftp = suppaftp_tls_login_with(&server, Arc::new(config));
+    for index in 0..20u8 {
+        let name = format!("up{index}.bin");
+        if let Err(error) = ftp.put_file(&name, &mut Cursor::new(vec![index; 30_000])) {
+            panic!("upload {index} failed: {error}; log:\n{}", server.log());
+        }
+    }
+    for index in 0..20u8 {
+        assert_eq!(
+            std::fs::read(server.path(&format!("up{index}.bin"))).unwrap(),
+            vec![index; 30_000]
+        );
+    }
+    ftp.quit().unwrap();
+}

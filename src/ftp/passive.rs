@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -43,7 +43,14 @@ struct OpenPort {
     /// was configured.
     proxy_sources: Vec<IpNet>,
     accept_loop: AbortHandle,
+    /// Clients whose wait here ended without their data connection, and when. A connection of
+    /// theirs may still sit in this port's backlog (the listener stays open), and would reach
+    /// their next wait here: so for [`STALE_GRACE`] they get another port when there is one.
+    left_unmet: HashMap<IpAddr, Instant>,
 }
+
+/// How long a port is avoided for a client whose wait on it ended unmet.
+const STALE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 struct Waiter {
@@ -106,21 +113,40 @@ impl PortPool {
             }
             keep
         });
-        let usable = |port: &u16, open: &OpenPort| {
-            range.contains(*port) && open.ip == ip && !open.waiting.contains_key(&client)
+        let now = Instant::now();
+        for open in ports.values_mut() {
+            open.left_unmet
+                .retain(|_, at| now.duration_since(*at) < STALE_GRACE);
+        }
+        let usable = |port: &u16, open: &OpenPort, avoid_stale: bool| {
+            range.contains(*port)
+                && open.ip == ip
+                && !open.waiting.contains_key(&client)
+                && !(avoid_stale && open.left_unmet.contains_key(&client))
         };
-        // A port nobody waits on, open already or opened now; else the least busy shared one.
-        let idle = ports
-            .iter()
-            .find(|(port, open)| usable(port, open) && open.waiting.is_empty())
-            .map(|(port, _)| *port);
-        let port = match idle.or_else(|| self.open_new(&mut ports, range, ip)) {
-            Some(port) => port,
-            None => ports
+        let idle = |ports: &HashMap<u16, OpenPort>, avoid_stale: bool| {
+            ports
                 .iter()
-                .filter(|(port, open)| usable(port, open))
+                .find(|(port, open)| usable(port, open, avoid_stale) && open.waiting.is_empty())
+                .map(|(port, _)| *port)
+        };
+        let shared = |ports: &HashMap<u16, OpenPort>, avoid_stale: bool| {
+            ports
+                .iter()
+                .filter(|(port, open)| usable(port, open, avoid_stale))
                 .min_by_key(|(_, open)| open.waiting.len())
-                .map(|(port, _)| *port)?,
+                .map(|(port, _)| *port)
+        };
+        // A port nobody waits on, open already or opened now; else the least busy shared one;
+        // a port this client left unmet a moment ago only when there is no other.
+        let port = match idle(&ports, true) {
+            Some(port) => port,
+            None => match self.open_new(&mut ports, range, ip) {
+                Some(port) => port,
+                None => shared(&ports, true)
+                    .or_else(|| idle(&ports, false))
+                    .or_else(|| shared(&ports, false))?,
+            },
         };
         let open = ports.get_mut(&port)?;
         if open.waiting.is_empty() {
@@ -168,6 +194,7 @@ impl PortPool {
                 waiting: HashMap::new(),
                 proxy_sources: Vec::new(),
                 accept_loop: accept_loop.abort_handle(),
+                left_unmet: HashMap::new(),
             },
         );
         Some(port)
@@ -192,7 +219,11 @@ impl PortPool {
         };
         let waiter = self.ports.lock().ok().and_then(|mut ports| {
             let open = ports.get_mut(&port)?;
-            let waiter = open.waiting.remove(&from)?;
+            let Some(waiter) = open.waiting.remove(&from) else {
+                // Likely the connection an earlier, unmet wait of this client left behind.
+                open.left_unmet.remove(&from);
+                return None;
+            };
             if open.waiting.is_empty() {
                 self.metrics.passive_ports_in_use.dec();
             }
@@ -218,6 +249,7 @@ impl PortPool {
             && open.waiting.get(&client).is_some_and(|w| w.id == id)
         {
             open.waiting.remove(&client);
+            open.left_unmet.insert(client, Instant::now());
             if open.waiting.is_empty() {
                 self.metrics.passive_ports_in_use.dec();
             }
@@ -370,6 +402,50 @@ mod tests {
         assert_eq!(metrics.passive_ports_in_use.get(), 0);
         // Nobody waits: the next session gets the port to itself.
         assert!(open(b).await.is_some());
+    }
+
+    /// Two consecutive free ports on 127.0.0.1.
+    fn free_pair() -> u16 {
+        for _ in 0..100 {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = probe.local_addr().unwrap().port();
+            if port < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                return port;
+            }
+        }
+        panic!("no two consecutive free ports");
+    }
+
+    #[tokio::test]
+    async fn a_connection_an_unmet_wait_left_behind_does_not_reach_the_next_wait() {
+        let pool = PortPool::new(Arc::new(Metrics::default()));
+        let first_port = free_pair();
+        let range = PassiveRange::new(first_port, first_port + 1).unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let first = pool
+            .open(&range, ip, ip, &[], Duration::ZERO)
+            .await
+            .unwrap();
+        // Connected, but not yet taken by the port's accept loop (this runtime has not run it):
+        // as under load, or a client that gave up on this wait.
+        let left = std::net::TcpStream::connect((ip, first.port())).unwrap();
+        let left_port = first.port();
+        drop(first);
+        let second = pool
+            .open(&range, ip, ip, &[], Duration::ZERO)
+            .await
+            .unwrap();
+        assert_ne!(
+            second.port(),
+            left_port,
+            "the next wait got the port with the old connection"
+        );
+        let fresh = tokio::net::TcpStream::connect((ip, second.port()))
+            .await
+            .unwrap();
+        let got = second.accept(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got.peer_addr().unwrap(), fresh.local_addr().unwrap());
+        drop(left);
     }
 
     #[tokio::test]

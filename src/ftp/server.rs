@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use super::cli::ServerFlags;
 use super::keepalive;
-use super::lockout::Lockout;
+use super::lockout::{DEFAULT_CAPACITY as DEFAULT_LOCKOUT_CAPACITY, Lockout};
 use super::metrics::{self, Metrics, ResultLabel};
 use super::passive::PortPool;
 use super::proxy;
@@ -31,7 +31,7 @@ pub struct Shared {
     pub settings: watch::Receiver<Arc<Settings>>,
     pub metrics: Arc<Metrics>,
     pub ports: Arc<PortPool>,
-    pub lockout: Lockout,
+    pub lockout: Arc<Lockout>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -132,11 +132,16 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
     let metrics_listen = settings.config.metrics_listen;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let lockout = Arc::new(Lockout::counting(
+        DEFAULT_LOCKOUT_CAPACITY,
+        metrics.lockouts.clone(),
+    ));
+    metrics.watch_lockout(Arc::clone(&lockout));
     let shared = Arc::new(Shared {
         settings: settings_rx.clone(),
         metrics: Arc::clone(&metrics),
         ports: PortPool::new(Arc::clone(&metrics)),
-        lockout: Lockout::default(),
+        lockout,
         shutdown: shutdown_rx,
     });
 
