@@ -135,22 +135,31 @@ async fn the_daemon_set_has_a_controller_of_its_own_owned_by_the_install() {
     );
     assert_eq!(daemon_set(&ns).await.unwrap().metadata.generation, Some(1));
 
-    // Deleted by hand, it comes back from its own controller: no FtpServer reconcile runs.
-    let reconciles = controller.metric("ftp_operator_reconciles_total").await;
-    ns.api::<DaemonSet>()
-        .delete(TUNER, &DeleteParams::default())
-        .await
-        .unwrap();
-    let old_uid = ds.uid();
-    wait_for("the DaemonSet to come back", TIMEOUT, || async {
-        let ds = daemon_set(&ns).await?;
-        (ds.uid() != old_uid && ds.metadata.deletion_timestamp.is_none()).then_some(())
-    })
-    .await;
-    assert_eq!(
-        controller.metric("ftp_operator_reconciles_total").await,
-        reconciles,
-        "an FtpServer reconcile took part in restoring the DaemonSet"
+    // Deleted by hand, it comes back from its own controller: no FtpServer reconcile runs. (Other
+    // tests' Node changes wake tuned servers now and then, so a window may see some: one quiet
+    // window of a few is the proof; a DaemonSet restored by FtpServer reconciles never has one.)
+    let mut quiet = false;
+    let mut old_uid = ds.uid();
+    for _ in 0..5 {
+        let reconciles = controller.metric("ftp_operator_reconciles_total").await;
+        ns.api::<DaemonSet>()
+            .delete(TUNER, &DeleteParams::default())
+            .await
+            .unwrap();
+        let back = wait_for("the DaemonSet to come back", TIMEOUT, || async {
+            let ds = daemon_set(&ns).await?;
+            (ds.uid() != old_uid && ds.metadata.deletion_timestamp.is_none()).then_some(ds)
+        })
+        .await;
+        old_uid = back.uid();
+        if controller.metric("ftp_operator_reconciles_total").await == reconciles {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(
+        quiet,
+        "every time, FtpServer reconciles took part in restoring the DaemonSet"
     );
 
     // Deleting the install's ConfigMap (what helm uninstall does) takes the DaemonSet along.
