@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, ObjectReference, PersistentVolumeClaim, Pod, Secret, Service,
 };
@@ -32,7 +32,7 @@ use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -58,10 +58,9 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Reported as the Events' instance.
     pub identity: String,
-    /// Where the node tuner DaemonSet lives: the operator's own namespace.
-    pub operator_namespace: String,
-    /// The node tuner's image: the operator's own (it runs `ftp-operator node-tuner run`).
-    pub node_tuner_image: String,
+    /// Node tuning is installed (`nodeTuning.enabled`): the node tuner controller runs and
+    /// servers may ask for node sysctls; without it `keepalive.nodeSysctls` is Stalled.
+    pub node_tuning: bool,
     /// Ready waits until every running server pod serves the rendered configuration (asked over
     /// its metrics port; see served.rs). Off only where no server runs (kwok's fake pods).
     pub verify_served_config: bool,
@@ -89,8 +88,6 @@ struct Context {
     metrics: Metrics,
     recorder: Recorder,
     reporter: Reporter,
-    /// The controller's own FtpServer cache: which servers need the node tuner.
-    servers: Store<DeserializeGuard<FtpServer>>,
     /// Consecutive failures per FtpServer, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
     /// Which server may move to a new default image now.
@@ -175,14 +172,6 @@ pub async fn run(
     .default_backoff()
     .modify(secret_name_only)
     .touched_objects();
-    let (daemon_sets, writer) = reflector::store();
-    let daemon_set_events = watcher(
-        Api::<DaemonSet>::namespaced(client.clone(), &settings.operator_namespace),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
     // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
     // only, and a node wakes the servers only when its labels or the reports change (not on
     // each kubelet status update).
@@ -209,7 +198,6 @@ pub async fn run(
         endpoint_slices,
         disruption_budgets,
         claims,
-        daemon_sets,
         nodes,
     };
     let reporter = Reporter {
@@ -229,7 +217,6 @@ pub async fn run(
         stores,
         settings,
         metrics,
-        servers: servers.clone(),
         failures: Mutex::default(),
         image_gate: ImageRolloutGate::default(),
     });
@@ -244,7 +231,6 @@ pub async fn run(
                 .collect::<Vec<_>>()
         }
     };
-    let tuned_servers_too = tuned_servers.clone();
     let claim_servers = servers.clone();
     controller
         .owns_stream(config_map_events)
@@ -291,7 +277,6 @@ pub async fn run(
         .watches_stream(node_events, move |_: PartialObjectMeta<Node>| {
             tuned_servers()
         })
-        .watches_stream(daemon_set_events, move |_: DaemonSet| tuned_servers_too())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -340,7 +325,6 @@ async fn reconcile(
             .now_or_never(),
         ctx.stores.claims.wait_until_ready().now_or_never(),
         ctx.stores.pods.wait_until_ready().now_or_never(),
-        ctx.stores.daemon_sets.wait_until_ready().now_or_never(),
         ctx.stores.nodes.wait_until_ready().now_or_never(),
     ]
     .iter()
@@ -370,7 +354,8 @@ async fn reconcile(
 async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
     let deleting = server.metadata.deletion_timestamp.is_some();
     // Only servers that tune nodes carry the finalizer; the rest are deleted at once.
-    if has_finalizer(server) || (needs_node_sysctls(&server.spec) && !deleting) {
+    let tunes_nodes = ctx.settings.node_tuning && needs_node_sysctls(&server.spec);
+    if has_finalizer(server) || (tunes_nodes && !deleting) {
         let api: Api<FtpServer> =
             Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
         return finalizer(
@@ -400,16 +385,15 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let namespace = server.namespace().unwrap_or_default();
     let mut changes = Vec::new();
     let mut image_waiting = false;
-    if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, None).await? {
-        changes.push(applied);
-    }
     let (observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
     let result = match read {
         Err(error) => Err(error),
-        Ok(()) => match validate::validate(server, &observed) {
+        Ok(()) => match node_tuner::opt_in(server, ctx.settings.node_tuning)
+            .map_or_else(|| validate::validate(server, &observed), Err)
+        {
             Err(invalid) => Ok(Outcome::Stalled(invalid)),
             Ok(valid) => {
                 apply_children(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -34,8 +34,6 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Claims, for the access modes of a shared one.
     pub claims: Store<PersistentVolumeClaim>,
-    /// The node tuner DaemonSet, in the operator's namespace.
-    pub daemon_sets: Store<DaemonSet>,
     /// Nodes' metadata, for their labels and the node tuner's reports (see [`node_metadata`]).
     pub nodes: Store<PartialObjectMeta<Node>>,
 }

@@ -6,6 +6,7 @@ mod apply;
 mod harness;
 mod leader;
 mod node_keepalive;
+mod node_tuning;
 mod replicas;
 mod status;
 

@@ -4,7 +4,6 @@
 mod config_map;
 mod disruption_budget;
 mod endpoint_slices;
-mod node_tuner;
 mod service;
 mod workload;
 
@@ -18,9 +17,6 @@ use crate::api::FtpServer;
 pub use config_map::{config_map_name, desired_config_map, desired_server_config};
 pub use disruption_budget::desired_disruption_budget;
 pub use endpoint_slices::{ENDPOINT_SLICE_MANAGER, desired_endpoint_slices, is_ready};
-pub use node_tuner::{
-    HOST_SYSCTL_ROOT, NODE_TUNER_NAME, NODE_TUNER_SERVICE_ACCOUNT, desired_node_tuner_daemon_set,
-};
 pub use service::{
     control_service_name, desired_services, passive_port_name, replica_service_name,
 };
