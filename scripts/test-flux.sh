@@ -34,28 +34,9 @@ STORAGE_PORT=$P METRICS_SC=$((P + 1)) HEALTH_SC=$((P + 2)) METRICS_KC=$((P + 3))
 GIT_PORT=$((P + 5)) OPERATOR_METRICS=$((P + 6))
 OP_NS=ftp-operator-system SA=ftp-operator APP_NS=ftp FLUX_NS=flux-system
 
-log() { echo "test-flux: $*" >&2; }
-die() { echo "test-flux: error: $*" >&2; exit 2; }
-
-PASSED=0 FAILED=0 FAILURES=()
-check() { # NAME CMD...: one test; its output is shown only when it fails
-  local name=$1; shift
-  local out start=$SECONDS
-  if out=$("$@" 2>&1); then
-    PASSED=$((PASSED + 1)); printf 'ok    %-72s %3ss\n' "$name" $((SECONDS - start))
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL  %-72s %3ss\n' "$name" $((SECONDS - start))
-    printf '%s\n' "$out" | tail -30 | sed 's/^/      /'
-  fi
-}
-fail() { echo "$*" >&2; return 1; }
-until_true() { # TIMEOUT CMD...: polls every second
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 1
-  done
-}
+TIER=test-flux
+# shellcheck source=lib/checks.sh
+source "$ROOT/scripts/lib/checks.sh"
 
 # ------------------------------------------------------------------------------------ setup
 
@@ -346,6 +327,4 @@ check "a commit that stalls the FtpServer fails the Kustomization; a revert heal
 check "hand edits are reverted: an FtpServer field, a deleted ServiceAccount" t_drift_reverted
 
 log "finished in $((SECONDS - START))s; logs in $WORK/logs"
-[[ $FAILED -eq 0 ]] || log "failed: ${FAILURES[*]}"
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+summary

@@ -30,32 +30,9 @@ SA=ftp-operator                 # the chart's ServiceAccount for this release na
 APP_NS=ftp-helm-test            # where the example FtpServers live
 METRICS_PORT=${FTPOP_HELM_METRICS_PORT:-25380}
 
-log() { echo "test-helm: $*" >&2; }
-die() { echo "test-helm: error: $*" >&2; exit 2; }
-
-# ------------------------------------------------------------------------------------ harness
-
-PASSED=0 FAILED=0 FAILURES=()
-# check NAME CMD...: runs one test; its output is shown only when it fails.
-check() {
-  local name=$1; shift
-  local out start=$SECONDS
-  if out=$("$@" 2>&1); then
-    PASSED=$((PASSED + 1)); printf 'ok    %-72s %3ss\n' "$name" $((SECONDS - start))
-  else
-    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL  %-72s %3ss\n' "$name" $((SECONDS - start))
-    printf '%s\n' "$out" | tail -25 | sed 's/^/      /'
-  fi
-}
-fail() { echo "$*" >&2; return 1; }
-# until_true TIMEOUT CMD...: polls every second.
-until_true() {
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 1
-  done
-}
+TIER=test-helm
+# shellcheck source=lib/checks.sh
+source "$ROOT/scripts/lib/checks.sh"
 
 # ------------------------------------------------------------------------------------ setup
 
@@ -741,6 +718,4 @@ check "the impersonating kubeconfig is refused once the chart's RBAC is gone" t_
 check "helm upgrade --wait=watcher from the previous chart version" t_upgrade_from_previous
 
 log "finished in $((SECONDS - START))s; controller log: $WORK/controller.log"
-[[ $FAILED -eq 0 ]] || log "failed: ${FAILURES[*]}"
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+summary

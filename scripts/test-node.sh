@@ -24,8 +24,9 @@ VIP2=198.18.0.11
 LB_TIMEOUT=6
 LINK_RATE=8mbit
 
-die() { echo "test-node: error: $*" >&2; exit 1; }
-log() { echo "test-node: $*" >&2; }
+TIER=test-node CHECK_DETAILS=1 POLL_SECONDS=0.5
+# shellcheck source=lib/checks.sh
+source "$ROOT/scripts/lib/checks.sh"
 
 [[ $(id -u) -eq 0 ]] || die "needs root: it runs the real node (containerd, kubelet, kube-proxy) and network namespaces"
 rm -rf "$WORK"; mkdir -p "$WORK"
@@ -60,19 +61,6 @@ BACKEND=node LB_TIMEOUT=$LB_TIMEOUT LINK_RATE=$LINK_RATE scripts/netns-lb.sh up 
 k() { kubectl "$@"; }
 in_client() { ip netns exec "$LAB-client" "$@"; }
 
-PASSED=0 FAILED=0
-check() {
-  local name=$1; shift
-  local out start=$SECONDS
-  if out=$("$@" 2>&1); then PASSED=$((PASSED + 1)); echo "ok    $name ($((SECONDS - start)) s)"
-  else FAILED=$((FAILED + 1)); echo "FAIL  $name ($((SECONDS - start)) s)"; fi
-  [[ -n $out ]] && printf '%s\n' "$out" | tail -20 | sed 's/^/      /'
-  return 0
-}
-until_true() { # <timeout s> <command...>
-  local deadline=$((SECONDS + $1)); shift
-  until "$@" >/dev/null 2>&1; do ((SECONDS < deadline)) || return 1; sleep 0.5; done
-}
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 
@@ -311,5 +299,4 @@ check "a changed passive range reaches the Service and the running server" t_pas
 check "a new user and a rotated certificate serve new sessions without a restart" t_secrets_rotate
 check "a deleted pod is replaced and serves again" t_pod_replaced
 
-echo "$PASSED passed, $FAILED failed"
-[[ $FAILED -eq 0 ]]
+summary

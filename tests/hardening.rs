@@ -133,6 +133,15 @@ fn a_user_name_is_locked_whatever_address_guesses_it() {
     // Other names from other addresses are untouched.
     let mut ftp = common::Raw::connect_from([127, 0, 0, 6], server.port);
     ftp.login("mallory", "own");
+    let (_, metrics) = server.http_get("/metrics");
+    for line in [
+        "ftp_lockouts_total{subject=\"user\"} 1",
+        "ftp_lockouts_total{subject=\"network\"} 0",
+        "ftp_lockouts_active{subject=\"user\"} 1",
+        "ftp_lockouts_active{subject=\"network\"} 0",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
 }
 
 /// Closes a data connection with a reset, the way a crashed client or a cut network ends it.
@@ -213,11 +222,12 @@ fn idle_passive_listeners_expire_and_free_their_ports() {
         passive_ports: 3,
         config_toml: Some(
             "[anonymous]\nenabled = true\nwritable = false\n\
-             [limits]\ndata_connect_timeout_seconds = 1\n"
+             [limits]\ndata_connect_timeout_seconds = 1\npassive_port_wait_seconds = 0\n"
                 .into(),
         ),
         ..Default::default()
     });
+    // No wait for a place on a port (the holders' expiry would end it): a full range is 425 at once.
     std::fs::write(server.path("f"), "content").unwrap();
     let mut holders: Vec<_> = (0..3).map(|_| server.raw()).collect();
     for ftp in &mut holders {

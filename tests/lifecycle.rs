@@ -332,11 +332,10 @@ fn a_rendered_config_file_alone_runs_the_server() {
     config.public_address = Some("127.0.0.1".into());
     config.users_file = Some(state.path().join("users"));
     config.tls = Some(Tls {
-        cert_file: state.path().join("tls.crt"),
-        key_file: state.path().join("tls.key"),
         required: true,
         // Stock ftplib below cannot resume the control session on its data connections.
         require_session_reuse: false,
+        ..Tls::new(state.path().join("tls.crt"), state.path().join("tls.key"))
     });
     let path = state.path().join("ftp-server.toml");
     std::fs::write(&path, config.render()).unwrap();

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// In-pod ports the server itself uses; the passive range must stay clear of them.
-pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT};
+pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_IMPLICIT_TLS_PORT};
 
 /// Longest `metadata.name`: the Service takes it as a DNS label (63), and a StatefulSet's pods
 /// carry `controller-revision-hash: <name>-<10 hex>` in a label (63 - 11).
@@ -70,6 +70,12 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
     validation = Rule::new("!has(self.keepalive) || !has(self.keepalive.idleSeconds) || !has(self.loadBalancer) || !has(self.loadBalancer.idleTimeoutSeconds) || self.keepalive.idleSeconds < self.loadBalancer.idleTimeoutSeconds")
         .message("keepalive.idleSeconds must be below loadBalancer.idleTimeoutSeconds, or the balancer forgets idle control connections: lower keepalive.idleSeconds or remove it to derive it")
         .field_path(".keepalive.idleSeconds"),
+    validation = Rule::new("!has(self.tls) || !self.tls.implicit || (self.tls.implicitPort != self.controlPort && (self.tls.implicitPort < self.passivePorts.min || self.tls.implicitPort > self.passivePorts.max))")
+        .message("tls.implicitPort must differ from controlPort and lie outside passivePorts: move one of them (990 is the usual implicit FTPS port)")
+        .field_path(".tls.implicitPort"),
+    validation = Rule::new("!has(self.tls) || !self.tls.implicit || self.passivePorts.min > 9990 || self.passivePorts.max < 9990")
+        .message("passivePorts must not include 9990 when tls.implicit is set: the server pod listens there for implicit FTPS")
+        .field_path(".passivePorts"),
     validation = Rule::new("!has(self.loadBalancer) || !has(self.loadBalancer.provider) || self.loadBalancer.provider != 'aws' || self.passivePorts.max - self.passivePorts.min < 49")
         .message("passivePorts may span at most 49 ports with loadBalancer.provider aws: an AWS NLB has at most 50 listeners and the control port takes one; narrow the range")
         .field_path(".passivePorts"),
@@ -107,7 +113,10 @@ pub struct FtpServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 
-    /// Secret with key `users`: lines `name:PHC-hash[:ro|rw]`.
+    /// Secret with key `users`: lines `name:PHC-hash[:ACCESS[:HOME]]`. ACCESS is `ro`, `rw`
+    /// (the default), `incoming` (upload new files only) or a list of `list`, `download`,
+    /// `upload`, `delete`, `rename`, `mkdir` joined by `,`; HOME is the login's directory beneath
+    /// the storage root (absent: the root), created at its first login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users: Option<UsersSpec>,
 
@@ -276,6 +285,27 @@ pub struct LoadBalancerSpec {
     #[x_kube(validation = Rule::new("self.all(range, isCIDR(range))")
         .message("loadBalancer.sourceRanges entries must be CIDRs such as 198.51.100.0/24 or 2001:db8::/32"))]
     pub source_ranges: Vec<String>,
+    /// The balancer sends a PROXY protocol header (v1 or v2) with the client's address on every
+    /// connection; the server reads it from these sources and from no others. Absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolSpec>,
+}
+
+/// Where PROXY protocol headers come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(
+    cel,
+    validation = Rule::new("size(self.trustedSources) >= 1")
+        .message("loadBalancer.proxyProtocol.trustedSources must list the balancer's addresses (e.g. the VPC's CIDR): without them no header would be read"),
+    validation = Rule::new("self.trustedSources.all(c, isCIDR(c))")
+        .message("loadBalancer.proxyProtocol.trustedSources must be CIDRs such as 10.0.0.0/16"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyProtocolSpec {
+    /// CIDRs the balancer connects from (AWS NLB: the VPC's or the balancer subnets' CIDRs).
+    /// Connections from them must start with a header; headers from anywhere else are refused.
+    #[schemars(length(max = 32), inner(length(max = 43)))]
+    pub trusted_sources: Vec<String>,
 }
 
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -309,7 +339,7 @@ pub struct UsersSpec {
     pub secret_ref: SecretRef,
 }
 
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
 #[x_kube(
     cel,
     validation = Rule::new("!self.writable || self.enabled")
@@ -320,6 +350,11 @@ pub struct AnonymousSpec {
     pub enabled: bool,
     #[serde(default)]
     pub writable: bool,
+    /// Directory beneath the storage root anonymous sessions are confined to, e.g. `pub`
+    /// (`..` cannot climb above the root); absent: the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub home: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -329,11 +364,23 @@ pub struct TlsSpec {
     /// Refuse logins before `AUTH TLS` and plain data channels.
     #[serde(default)]
     pub required: bool,
+    /// Also serve implicit FTPS (TLS from the first byte) on `implicitPort`, for clients that
+    /// speak only that; one more Service port, same certificate.
+    #[serde(default)]
+    pub implicit: bool,
+    /// The load balancer's port for implicit FTPS (the pod listens on 9990).
+    #[serde(default = "default_implicit_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub implicit_port: i32,
     /// A protected data connection must resume the TLS session of its own control connection,
     /// so nobody else can take a transfer's data (vsftpd `require_ssl_reuse`). Set false only for
     /// clients that cannot resume, such as Python's stock `ftplib`.
     #[serde(default = "default_true")]
     pub require_session_reuse: bool,
+}
+
+fn default_implicit_port() -> i32 {
+    990
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

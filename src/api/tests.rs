@@ -178,8 +178,64 @@ fn writable_anonymous_needs_anonymous_enabled() {
     server.spec.anonymous = AnonymousSpec {
         enabled: false,
         writable: true,
+        home: None,
     };
     assert_rejected(server, "anonymous.writable needs anonymous.enabled");
+}
+
+fn with_implicit_tls(implicit_port: i32) -> FtpServer {
+    let mut server = valid();
+    server.spec.tls = Some(TlsSpec {
+        secret_ref: SecretRef { name: "t".into() },
+        required: false,
+        implicit: true,
+        implicit_port,
+        require_session_reuse: true,
+    });
+    server
+}
+
+#[test]
+fn implicit_ftps_port_must_stand_apart() {
+    assert_eq!(broken_rules(&with_implicit_tls(990)), "");
+    for clash in [21, 20005] {
+        assert_rejected(
+            with_implicit_tls(clash),
+            "tls.implicitPort must differ from controlPort and lie outside passivePorts",
+        );
+    }
+    let mut server = with_implicit_tls(990);
+    server.spec.passive_ports = PassivePorts {
+        min: 9980,
+        max: 9999,
+    };
+    assert_rejected(
+        server,
+        "passivePorts must not include 9990 when tls.implicit",
+    );
+    assert_eq!(
+        POD_IMPLICIT_TLS_PORT, 9990,
+        "the rule's literal is the pod's port"
+    );
+    // Without implicit FTPS, the same ports are fine.
+    let mut server = with_implicit_tls(21);
+    server.spec.tls.as_mut().unwrap().implicit = false;
+    assert_eq!(broken_rules(&server), "");
+}
+
+#[test]
+fn proxy_protocol_needs_cidrs() {
+    let mut server = valid();
+    let mut proxy = |sources: &[&str]| {
+        server.spec.load_balancer.proxy_protocol = Some(ProxyProtocolSpec {
+            trusted_sources: sources.iter().map(|s| s.to_string()).collect(),
+        });
+        broken_rules(&server)
+    };
+    assert_eq!(proxy(&["10.0.0.0/16", "2001:db8::/48"]), "");
+    assert!(proxy(&[]).contains("must list the balancer's addresses"));
+    assert!(proxy(&["10.0.0.1"]).contains("must be CIDRs"));
+    assert!(proxy(&["ten/8"]).contains("must be CIDRs"));
 }
 
 #[test]

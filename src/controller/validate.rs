@@ -109,6 +109,26 @@ pub fn validate_spec(spec: &FtpServerSpec) -> Result<Validated, Invalid> {
             "controlPort {control_port} lies inside passivePorts {ports}: move one of them"
         )));
     }
+    // The server's config takes only what parses, so an entry that does not would silently
+    // leave that balancer's connections without their client address.
+    if let Some(proxy) = &spec.load_balancer.proxy_protocol {
+        if proxy.trusted_sources.is_empty() {
+            return Err(Invalid::spec(
+                "loadBalancer.proxyProtocol.trustedSources must list the balancer's addresses \
+                 (e.g. the VPC's CIDR): without them no header would be read",
+            ));
+        }
+        if let Some(bad) = proxy
+            .trusted_sources
+            .iter()
+            .find(|cidr| cidr.parse::<ipnet::IpNet>().is_err())
+        {
+            return Err(Invalid::spec(format!(
+                "loadBalancer.proxyProtocol.trustedSources entry {bad:?} is not a CIDR: write it \
+                 as 10.0.0.0/16 or 2001:db8::/32"
+            )));
+        }
+    }
     let keepalive_in_force =
         keepalive::keepalive_in_force(spec).map_err(|err| Invalid::spec(err.0))?;
     lb::check_limits(spec).map_err(|err| Invalid {
@@ -245,6 +265,18 @@ mod tests {
             (
                 "passivePorts: {min: 20000, max: 20001}\nkeepalive: {idleSeconds: 300}\nloadBalancer: {provider: azure}",
                 "not below the azure default idle timeout of 240 s",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {proxyProtocol: {trustedSources: []}}",
+                "must list the balancer's addresses",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {proxyProtocol: {trustedSources: [10.0.0.0/16, 10.1.0.0]}}",
+                "entry \"10.1.0.0\" is not a CIDR",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {proxyProtocol: {trustedSources: [10.0.0.0/33]}}",
+                "is not a CIDR",
             ),
         ];
         for (yaml, message) in cases {

@@ -1,5 +1,6 @@
-//! Logins: the users file (`name:PHC-hash[:ro|rw]`) and argon2id verification off the async
-//! runtime. Replies never say whether a user exists. Failed logins are counted in [`super::lockout`].
+//! Logins: the users file (`name:PHC-hash[:ACCESS[:HOME]]`) and argon2id verification off the
+//! async runtime. Replies never say whether a user exists. Failed logins are counted in
+//! [`super::lockout`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +9,8 @@ use std::sync::{Mutex, OnceLock};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
+use super::access::{self, Access, Permissions};
+
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
     #[error("cannot read users file {path}: {source}")]
@@ -15,14 +18,17 @@ pub enum UsersError {
         path: String,
         source: std::io::Error,
     },
-    #[error("users file line {line}: {reason} (expected name:PHC-hash[:ro|rw])")]
+    #[error(
+        "users file line {line}: {reason} (expected name:PHC-hash[:ACCESS[:HOME]], ACCESS ro, rw, \
+         incoming or a list such as list,download,upload)"
+    )]
     Line { line: usize, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UserEntry {
     hash: String,
-    writable: bool,
+    access: Access,
 }
 
 /// The accounts of the users file.
@@ -91,14 +97,17 @@ impl Users {
                 line: index + 1,
                 reason: reason.to_owned(),
             };
-            let (name, rest) = line.split_once(':').ok_or_else(|| error("no ':'"))?;
-            // A PHC string contains no ':', so an access suffix is whatever follows the last one.
-            let (hash, writable) = match rest.rsplit_once(':') {
-                Some((hash, "rw")) => (hash, true),
-                Some((hash, "ro")) => (hash, false),
-                Some(_) => return Err(error("access must be ro or rw")),
-                None => (rest, true),
+            // A PHC string contains no ':', so the fields are simply ':'-separated. Without an
+            // access field a user may do everything, as before homes and permissions existed.
+            let mut fields = line.splitn(4, ':');
+            let name = fields.next().unwrap_or_default();
+            let hash = fields.next().ok_or_else(|| error("no ':'"))?;
+            let permissions = match fields.next() {
+                Some(text) => Permissions::parse(text).map_err(|reason| error(&reason))?,
+                None => Permissions::read_write(),
             };
+            let home = access::home_path(fields.next().unwrap_or_default())
+                .map_err(|reason| error(&reason))?;
             if name.is_empty() {
                 return Err(error("empty user name"));
             }
@@ -108,7 +117,7 @@ impl Users {
                 name.to_owned(),
                 UserEntry {
                     hash: hash.to_owned(),
-                    writable,
+                    access: Access { permissions, home },
                 },
             );
         }
@@ -127,15 +136,15 @@ impl Users {
         self.users.is_empty()
     }
 
-    /// Checks a password on a blocking thread; `Some(writable)` when it is right. An unknown
+    /// Checks a password on a blocking thread; the user's access when it is right. An unknown
     /// user costs a verification at the file's strongest parameters; the caller answers every
     /// failure at one fixed delay after `PASS`, so timing does not reveal who exists.
-    pub async fn verify(&self, name: &str, password: &str) -> Option<bool> {
-        let (hash, writable, known) = match self.users.get(name) {
-            Some(entry) => (entry.hash.clone(), entry.writable, true),
+    pub async fn verify(&self, name: &str, password: &str) -> Option<Access> {
+        let (hash, access, known) = match self.users.get(name) {
+            Some(entry) => (entry.hash.clone(), Some(entry.access.clone()), true),
             None => (
                 dummy_hash(self.strongest.unwrap_or_else(default_cost)),
-                false,
+                None,
                 false,
             ),
         };
@@ -151,7 +160,7 @@ impl Users {
         })
         .await
         .unwrap_or(false);
-        (matches && known).then_some(writable)
+        if matches && known { access } else { None }
     }
 }
 
@@ -205,13 +214,37 @@ mod tests {
         let hash = hash_password("s3cret").unwrap();
         assert!(hash.starts_with("$argon2id$"));
         let users = Users::parse(&format!(
-            "# comment\nalice:{hash}:ro\nbob:{hash}:rw\ncarol:{hash}\n"
+            "# comment\nalice:{hash}:ro\nbob:{hash}:rw\ncarol:{hash}\n\
+             dave:{hash}:incoming:/drop/dave\nerin:{hash}:list,download:erin\n"
         ))
         .unwrap();
-        assert_eq!(users.len(), 3);
-        assert_eq!(users.verify("alice", "s3cret").await, Some(false));
-        assert_eq!(users.verify("bob", "s3cret").await, Some(true));
-        assert_eq!(users.verify("carol", "s3cret").await, Some(true));
+        assert_eq!(users.len(), 5);
+        let access = |permissions: Permissions, home: &str| {
+            Some(Access {
+                permissions,
+                home: home.into(),
+            })
+        };
+        assert_eq!(
+            users.verify("alice", "s3cret").await,
+            access(Permissions::read_only(), "")
+        );
+        assert_eq!(
+            users.verify("bob", "s3cret").await,
+            access(Permissions::read_write(), "")
+        );
+        assert_eq!(
+            users.verify("carol", "s3cret").await,
+            access(Permissions::read_write(), "")
+        );
+        assert_eq!(
+            users.verify("dave", "s3cret").await,
+            access(Permissions::incoming(), "drop/dave")
+        );
+        assert_eq!(
+            users.verify("erin", "s3cret").await,
+            access(Permissions::read_only(), "erin")
+        );
         assert_eq!(users.verify("alice", "wrong").await, None);
         assert_eq!(users.verify("nobody", "s3cret").await, None);
     }
@@ -233,5 +266,13 @@ mod tests {
         assert!(error.contains("line 1"), "{error}");
         let error = Users::parse("\nalice\n").unwrap_err().to_string();
         assert!(error.contains("line 2"), "{error}");
+        let hash = hash_password("x").unwrap();
+        let error = Users::parse(&format!("alice:{hash}:write\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("line 1") && error.contains("incoming"),
+            "{error}"
+        );
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use ipnet::IpNet;
 
 use super::config::{ConfigError, PassiveRange, ServerConfig, Tls};
 
@@ -43,6 +44,17 @@ pub struct ServerFlags {
     /// Refuse login before AUTH TLS and unprotected data connections.
     #[arg(long)]
     pub require_tls: bool,
+    /// Also serve implicit FTPS (TLS from the first byte), on port 990 unless
+    /// --implicit-tls-listen says otherwise.
+    #[arg(long)]
+    pub implicit_tls: bool,
+    /// Address of the implicit FTPS listener (implies --implicit-tls).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub implicit_tls_listen: Option<SocketAddr>,
+    /// Read a PROXY protocol header (v1 or v2) on connections from these balancer addresses;
+    /// repeat the flag or separate CIDRs with commas.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub proxy_protocol_from: Vec<IpNet>,
     /// Whether a protected data connection must resume its control connection's TLS session
     /// (default true; false for clients that cannot resume, such as Python's stock ftplib).
     #[arg(long, value_name = "BOOL")]
@@ -99,16 +111,11 @@ impl ServerFlags {
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => {
-                let required = config.tls.as_ref().is_some_and(|tls| tls.required);
-                let require_session_reuse = config
-                    .tls
-                    .as_ref()
-                    .is_none_or(|tls| tls.require_session_reuse);
+                let tls = config.tls.take().unwrap_or_else(|| Tls::new(cert, key));
                 config.tls = Some(Tls {
                     cert_file: cert.clone(),
                     key_file: key.clone(),
-                    required,
-                    require_session_reuse,
+                    ..tls
                 });
             }
             (None, None) => {}
@@ -128,6 +135,21 @@ impl ServerFlags {
                     ));
                 }
             }
+        }
+        if self.implicit_tls || self.implicit_tls_listen.is_some() {
+            let Some(tls) = &mut config.tls else {
+                return Err(ConfigError::Invalid(
+                    "--implicit-tls needs --tls-cert and --tls-key (or tls in the config file)"
+                        .into(),
+                ));
+            };
+            tls.implicit = true;
+            if let Some(listen) = self.implicit_tls_listen {
+                tls.implicit_listen = listen;
+            }
+        }
+        if !self.proxy_protocol_from.is_empty() {
+            config.proxy_protocol_from = self.proxy_protocol_from.clone();
         }
         if let Some(reuse) = self.require_tls_session_reuse {
             match &mut config.tls {
@@ -183,6 +205,7 @@ mod tests {
         };
         let config = flags.merge(Some(file_config())).unwrap();
         assert_eq!(config.public_address.as_deref(), Some("203.0.113.9"));
+        assert!(config.proxy_protocol_from.is_empty());
         assert_eq!(config.keepalive.idle_seconds, 0);
         assert_eq!(config.root, PathBuf::from("/srv/file"));
         assert_eq!(
@@ -215,6 +238,21 @@ mod tests {
             tls.require_session_reuse,
             "session reuse is required by default"
         );
+        assert_eq!(tls.implicit_listen(), None);
+        let implicit = ServerFlags {
+            implicit_tls_listen: Some("127.0.0.1:9990".parse().unwrap()),
+            ..both.clone()
+        };
+        let tls = implicit.merge(Some(file_config())).unwrap().tls.unwrap();
+        assert_eq!(
+            tls.implicit_listen(),
+            Some("127.0.0.1:9990".parse().unwrap())
+        );
+        let without_certificate = ServerFlags {
+            implicit_tls: true,
+            ..Default::default()
+        };
+        assert!(without_certificate.merge(Some(file_config())).is_err());
         let opt_out = ServerFlags {
             require_tls_session_reuse: Some(false),
             ..both

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// File name of the configuration inside the ConfigMap and its mount directory.
@@ -20,6 +21,13 @@ pub const DEFAULT_CONTROL_PORT: u16 = 2121;
 
 /// Port of the metrics and health endpoints inside a pod.
 pub const DEFAULT_METRICS_PORT: u16 = 9100;
+
+/// Port of the implicit FTPS listener when the config names none (the registered `ftps` port).
+pub const DEFAULT_IMPLICIT_TLS_PORT: u16 = 990;
+
+/// Port the implicit FTPS listener uses inside a pod, unprivileged like the control port; the
+/// Service maps the public implicit port (990 by default) to it.
+pub const POD_IMPLICIT_TLS_PORT: u16 = 9990;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,7 +62,8 @@ pub struct ServerConfig {
     pub public_address: Option<String>,
     #[serde(default)]
     pub keepalive: Keepalive,
-    /// Users file: lines `name:PHC-hash[:ro|rw]`.
+    /// Users file: lines `name:PHC-hash[:ACCESS[:HOME]]` (ACCESS `ro`, `rw`, `incoming` or a list
+    /// such as `list,download,upload`; HOME relative to `root`, created at first login).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
     #[serde(default)]
@@ -68,6 +77,11 @@ pub struct ServerConfig {
     pub limits: Limits,
     #[serde(default)]
     pub active_mode: ActiveMode,
+    /// Balancer addresses (CIDRs) whose connections start with a PROXY protocol header (v1 or
+    /// v2) carrying the client's address; a connection from one without a valid header is
+    /// dropped. Empty: PROXY protocol off, no header is ever read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_protocol_from: Vec<IpNet>,
     /// Allow `SITE CHMOD` (permission bits only) for users who may write. Off by default: mode
     /// changes are rarely what a file drop needs, and a world-writable file is a risk.
     #[serde(default)]
@@ -170,14 +184,18 @@ impl Keepalive {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Anonymous {
     pub enabled: bool,
     pub writable: bool,
+    /// Directory beneath `root` anonymous sessions are confined to; absent: the root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
 }
 
-/// Explicit FTPS (`AUTH TLS`) from PEM files, re-read when they change.
+/// Explicit FTPS (`AUTH TLS`) from PEM files, re-read when they change; optionally implicit FTPS
+/// (TLS from the first byte) on a listener of its own, with the same certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
@@ -186,6 +204,11 @@ pub struct Tls {
     /// Refuse login before `AUTH TLS` and plain data channels.
     #[serde(default)]
     pub required: bool,
+    /// Also listen for implicit FTPS on `implicit_listen`.
+    #[serde(default)]
+    pub implicit: bool,
+    #[serde(default = "default_implicit_listen")]
+    pub implicit_listen: SocketAddr,
     /// A protected data connection must resume the TLS session of its own control connection
     /// (vsftpd's `require_ssl_reuse`); off only for clients that cannot resume, such as Python's
     /// stock `ftplib`.
@@ -195,6 +218,29 @@ pub struct Tls {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_implicit_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], DEFAULT_IMPLICIT_TLS_PORT))
+}
+
+impl Tls {
+    /// Explicit FTPS only, not required: what giving a certificate and key alone means.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Tls {
+        Tls {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            required: false,
+            implicit: false,
+            implicit_listen: default_implicit_listen(),
+            require_session_reuse: true,
+        }
+    }
+
+    /// The implicit FTPS listener's address, when it is on.
+    pub fn implicit_listen(&self) -> Option<SocketAddr> {
+        self.implicit.then_some(self.implicit_listen)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,6 +254,9 @@ pub struct Limits {
     pub login_timeout_seconds: u32,
     /// How long a passive listener waits for the client's data connection.
     pub data_connect_timeout_seconds: u32,
+    /// How long PASV/EPSV waits for a place on a passive port when every port already has a
+    /// session from this client address waiting (then `425`).
+    pub passive_port_wait_seconds: u32,
     /// Longest command line accepted, in bytes, CRLF included.
     pub max_command_line: u32,
     /// Failed logins from one client address (IPv6: one /64), or for one user name, within
@@ -229,6 +278,7 @@ impl Default for Limits {
             idle_timeout_seconds: 900,
             login_timeout_seconds: 60,
             data_connect_timeout_seconds: 30,
+            passive_port_wait_seconds: 5,
             max_command_line: 4096,
             login_failures_before_lockout: 5,
             login_failure_window_seconds: 600,
@@ -263,6 +313,7 @@ impl ServerConfig {
             metrics_listen: default_metrics_listen(),
             limits: Limits::default(),
             active_mode: ActiveMode::default(),
+            proxy_protocol_from: Vec::new(),
             site_chmod: false,
         }
     }
@@ -289,6 +340,22 @@ impl ServerConfig {
                 self.passive_ports
             )));
         }
+        if let Some(implicit) = self.tls.as_ref().and_then(Tls::implicit_listen) {
+            if self.passive_ports.contains(implicit.port()) {
+                return Err(ConfigError::Invalid(format!(
+                    "tls.implicit_listen port {} lies inside the passive range {}: move one of them",
+                    implicit.port(),
+                    self.passive_ports
+                )));
+            }
+            if implicit.port() == self.listen.port() {
+                return Err(ConfigError::Invalid(format!(
+                    "tls.implicit_listen port {} is the control port too: give implicit FTPS a \
+                     port of its own (990 is the usual one)",
+                    implicit.port()
+                )));
+            }
+        }
         if self.keepalive.enabled()
             && (self.keepalive.interval_seconds == 0 || self.keepalive.probes == 0)
         {
@@ -303,6 +370,10 @@ impl ServerConfig {
             return Err(ConfigError::Invalid(
                 "public_address is empty: remove it or set an IP or DNS name".into(),
             ));
+        }
+        if let Some(home) = &self.anonymous.home {
+            super::access::home_path(home)
+                .map_err(|reason| ConfigError::Invalid(format!("anonymous.home: {reason}")))?;
         }
         if self.limits.max_command_line < 64 {
             return Err(ConfigError::Invalid(
@@ -329,11 +400,17 @@ mod tests {
         config.public_address = Some("203.0.113.7".into());
         config.users_file = Some("/etc/ftp-server/users/users".into());
         config.tls = Some(Tls {
-            cert_file: "/tls/tls.crt".into(),
-            key_file: "/tls/tls.key".into(),
             required: true,
+            implicit: true,
+            implicit_listen: "0.0.0.0:9990".parse().unwrap(),
             require_session_reuse: false,
+            ..Tls::new("/tls/tls.crt", "/tls/tls.key")
         });
+        config.anonymous.home = Some("pub".into());
+        config.proxy_protocol_from = vec![
+            "10.0.0.0/16".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ];
         let text = config.render();
         let back: ServerConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
@@ -392,6 +469,27 @@ mod tests {
         for bad in ["", "20000", "20019-20000", "0-10", "a-b", "1-70000"] {
             assert!(bad.parse::<PassiveRange>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn implicit_tls_defaults_to_990_and_needs_a_port_of_its_own() {
+        let config: ServerConfig = toml::from_str(
+            "root = \"/srv\"\npassive_ports = { min = 30000, max = 30009 }\n\
+             [tls]\ncert_file = \"c\"\nkey_file = \"k\"\nimplicit = true\n",
+        )
+        .unwrap();
+        let tls = config.tls.clone().unwrap();
+        assert_eq!(tls.implicit_listen().unwrap().port(), 990);
+        config.validate().unwrap();
+        assert_eq!(Tls::new("c", "k").implicit_listen(), None);
+        let mut clash = config.clone();
+        clash.tls.as_mut().unwrap().implicit_listen = "0.0.0.0:2121".parse().unwrap();
+        let error = clash.validate().unwrap_err().to_string();
+        assert!(error.contains("control port too"), "{error}");
+        let mut inside = config;
+        inside.tls.as_mut().unwrap().implicit_listen = "0.0.0.0:30005".parse().unwrap();
+        let error = inside.validate().unwrap_err().to_string();
+        assert!(error.contains("inside the passive range"), "{error}");
     }
 
     #[test]

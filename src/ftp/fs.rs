@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Stat};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, ResolveFlags, Stat};
 
 /// Prefix of the temporary files uploads are written to; listings hide them.
 pub const UPLOAD_TEMP_PREFIX: &str = ".ftp-upload-";
@@ -81,6 +81,26 @@ impl Root {
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        Ok(Root { fd: Arc::new(fd) })
+    }
+
+    /// A root for one login: the directory `home` (relative, as [`super::access::home_path`]
+    /// gives it) beneath this root, created if missing. Every path of the session then resolves
+    /// beneath it, exactly as paths resolve beneath the server's root.
+    pub fn open_home(&self, home: &str) -> io::Result<Root> {
+        if home.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut made = String::new();
+        for part in home.split('/').filter(|part| !part.is_empty()) {
+            let parent = self.open_at(&made, OFlags::DIRECTORY | OFlags::PATH, 0)?;
+            match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(error) => return Err(error.into()),
+            }
+            made = format!("{made}/{part}");
+        }
+        let fd = self.open_at(home, OFlags::DIRECTORY | OFlags::RDONLY, 0)?;
         Ok(Root { fd: Arc::new(fd) })
     }
 
@@ -210,14 +230,17 @@ impl Root {
         )?)
     }
 
-    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+    /// Renames `from` to `to`; over an existing `to` only when `replace` (atomically refused
+    /// otherwise, with `AlreadyExists`).
+    pub fn rename(&self, from: &str, to: &str, replace: bool) -> io::Result<()> {
         let (from_dir, from_name) = self.parent_dir(from)?;
         let (to_dir, to_name) = self.parent_dir(to)?;
-        Ok(rustix::fs::renameat(
+        Ok(rustix::fs::renameat_with(
             &from_dir,
             from_name.as_str(),
             &to_dir,
             to_name.as_str(),
+            rename_flags(replace),
         )?)
     }
 
@@ -455,13 +478,15 @@ impl Upload {
         )?)
     }
 
-    /// Moves the finished file over the target in one atomic rename.
-    pub fn commit(mut self) -> io::Result<()> {
-        rustix::fs::renameat(
+    /// Moves the finished file over the target in one atomic rename; when not `replace`, the
+    /// upload fails with `AlreadyExists` if a file of that name appeared meanwhile.
+    pub fn commit(mut self, replace: bool) -> io::Result<()> {
+        rustix::fs::renameat_with(
             &*self.dir,
             self.temp_name.as_str(),
             &*self.dir,
             self.final_name.as_str(),
+            rename_flags(replace),
         )?;
         self.committed = true;
         Ok(())
@@ -483,6 +508,14 @@ impl Drop for Upload {
             Ok(runtime) => drop(runtime.spawn_blocking(remove)),
             Err(_) => remove(),
         }
+    }
+}
+
+fn rename_flags(replace: bool) -> RenameFlags {
+    if replace {
+        RenameFlags::empty()
+    } else {
+        RenameFlags::NOREPLACE
     }
 }
 
@@ -541,6 +574,23 @@ mod tests {
     }
 
     #[test]
+    fn a_home_is_created_beneath_the_root_and_confines_like_it() {
+        let (outer, root) = planted_root();
+        let home = root.open_home("homes/alice").unwrap();
+        assert!(outer.path().join("root/homes/alice").is_dir());
+        std::fs::write(outer.path().join("root/homes/alice/mine"), "mine").unwrap();
+        assert!(home.open_read("/mine").is_ok());
+        // The rest of the root is outside this home, as the outside is outside the root.
+        for escape in ["/inside", "/../inside", "/../../secret"] {
+            let path = resolve("/", escape);
+            assert!(home.open_read(&path).is_err(), "{escape} escaped the home");
+        }
+        assert!(home.open_at("../../inside", OFlags::RDONLY, 0).is_err());
+        // A symlinked home that points outside the root is refused.
+        assert!(root.open_home("d/out-dir").is_err());
+    }
+
+    #[test]
     fn uncommitted_upload_leaves_nothing_and_commit_replaces() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("f"), "old").unwrap();
@@ -556,7 +606,16 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         let mut upload = root.begin_upload("/f", Keep::Nothing).unwrap();
         std::io::Write::write_all(&mut upload.take_file().unwrap(), b"new").unwrap();
-        upload.commit().unwrap();
+        upload.commit(true).unwrap();
+        std::fs::write(dir.path().join("g"), "there").unwrap();
+        let upload = root.begin_upload("/g", Keep::Nothing).unwrap();
+        let error = upload.commit(false).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("g")).unwrap(),
+            "there"
+        );
+        std::fs::remove_file(dir.path().join("g")).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("f")).unwrap(),
             "new"
@@ -571,18 +630,18 @@ mod tests {
         let root = Root::open(dir.path()).unwrap();
         let mut upload = root.begin_upload("/f", Keep::Prefix(3)).unwrap();
         std::io::Write::write_all(&mut upload.take_file().unwrap(), b"abc").unwrap();
-        upload.commit().unwrap();
+        upload.commit(true).unwrap();
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"012abc");
         let mut upload = root.begin_upload("/f", Keep::All).unwrap();
         std::io::Write::write_all(&mut upload.take_file().unwrap(), b"!").unwrap();
-        upload.commit().unwrap();
+        upload.commit(true).unwrap();
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"012abc!");
         let error = root.begin_upload("/f", Keep::Prefix(99)).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
         // APPE to a file that does not exist yet creates it.
         let mut upload = root.begin_upload("/new", Keep::All).unwrap();
         std::io::Write::write_all(&mut upload.take_file().unwrap(), b"n").unwrap();
-        upload.commit().unwrap();
+        upload.commit(true).unwrap();
         assert_eq!(std::fs::read(dir.path().join("new")).unwrap(), b"n");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }

@@ -10,6 +10,11 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
+use super::metrics::SubjectLabel;
+
 /// Entries the table holds at most (each is a few dozen bytes).
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
@@ -31,6 +36,22 @@ impl Subject {
             }
         })
     }
+
+    /// What kind of subject this is, as a metric label: never the address or name itself, so
+    /// the label takes two values however many clients there are.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Subject::Network(_) => "network",
+            Subject::User(_) => "user",
+        }
+    }
+}
+
+/// Subjects locked out at one moment, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LockedNow {
+    pub networks: u64,
+    pub users: u64,
 }
 
 /// The limits in force (from the configuration, read at each login).
@@ -65,10 +86,21 @@ impl Failures {
     }
 }
 
-#[derive(Debug)]
 pub struct Lockout {
     table: Mutex<HashMap<Subject, Failures>>,
     capacity: usize,
+    /// Lockouts started, by the kind of subject (`ftp_lockouts_total`).
+    started: Family<SubjectLabel, Counter>,
+}
+
+/// Shows the size only: the table holds client addresses and the names they tried.
+impl std::fmt::Debug for Lockout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lockout")
+            .field("entries", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
 }
 
 impl Default for Lockout {
@@ -79,10 +111,38 @@ impl Default for Lockout {
 
 impl Lockout {
     pub fn with_capacity(capacity: usize) -> Lockout {
+        Lockout::counting(capacity, Family::default())
+    }
+
+    /// A table that counts each lockout it starts in `started`, labelled by the subject's kind
+    /// (both kinds start at zero, so the series exist before the first lockout).
+    pub fn counting(capacity: usize, started: Family<SubjectLabel, Counter>) -> Lockout {
+        for kind in ["network", "user"] {
+            let _ = started.get_or_create(&SubjectLabel::new(kind));
+        }
         Lockout {
             table: Mutex::new(HashMap::new()),
             capacity: capacity.max(10),
+            started,
         }
+    }
+
+    /// How many networks and user names are locked out now.
+    pub fn locked_now(&self) -> LockedNow {
+        let Ok(table) = self.table.lock() else {
+            return LockedNow::default();
+        };
+        let now = Instant::now();
+        let mut locked = LockedNow::default();
+        for (subject, failures) in table.iter() {
+            if failures.locked(now) {
+                match subject {
+                    Subject::Network(_) => locked.networks += 1,
+                    Subject::User(_) => locked.users += 1,
+                }
+            }
+        }
+        locked
     }
 
     /// Whether any of `subjects` is locked out now.
@@ -198,6 +258,9 @@ impl Lockout {
                 failures.window_start = now;
                 failures.locked_until = Some(now + policy.lock_for);
                 locked = true;
+                self.started
+                    .get_or_create(&SubjectLabel::new(subject.kind()))
+                    .inc();
             }
         }
         locked
@@ -264,6 +327,48 @@ mod tests {
         assert!(lockout.is_locked(&[net("192.0.2.1")]));
         assert!(lockout.is_locked(&[Subject::User("alice".into())]));
         assert!(!lockout.is_locked(&[net("192.0.2.2"), Subject::User("bob".into())]));
+    }
+
+    #[test]
+    fn counts_lockouts_started_and_held_by_kind() {
+        let started = Family::<SubjectLabel, Counter>::default();
+        let lockout = Lockout::counting(100, started.clone());
+        let count = |kind| started.get_or_create(&SubjectLabel::new(kind)).get();
+        assert_eq!((count("network"), count("user")), (0, 0));
+        // Three names from one address: the address is locked, no name is.
+        for name in ["a", "b", "c"] {
+            lockout.record_failure(&[net("192.0.2.1"), Subject::User(name.into())], &POLICY);
+        }
+        assert_eq!((count("network"), count("user")), (1, 0));
+        // Failures while locked start no second lockout.
+        lockout.record_failure(&[net("192.0.2.1")], &POLICY);
+        assert_eq!(count("network"), 1);
+        // One name from three addresses: the name is locked.
+        for address in ["192.0.2.7", "192.0.2.8", "192.0.2.9"] {
+            lockout.record_failure(&[net(address), Subject::User("alice".into())], &POLICY);
+        }
+        assert_eq!((count("network"), count("user")), (1, 1));
+        assert_eq!(
+            lockout.locked_now(),
+            LockedNow {
+                networks: 1,
+                users: 1
+            }
+        );
+        let short = Policy {
+            lock_for: Duration::from_millis(30),
+            ..POLICY
+        };
+        for _ in 0..3 {
+            lockout.record_failure(&[net("198.51.100.1")], &short);
+        }
+        assert_eq!(lockout.locked_now().networks, 2);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(
+            lockout.locked_now().networks,
+            1,
+            "an expired lockout is still counted"
+        );
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` HTTP endpoints.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,9 +16,25 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::lockout::Lockout;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
+}
+
+/// What a lockout holds: `network` (a client's address, IPv6 by /64) or `user` (a user name).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubjectLabel {
+    pub subject: String,
+}
+
+impl SubjectLabel {
+    pub fn new(subject: &str) -> SubjectLabel {
+        SubjectLabel {
+            subject: subject.into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +69,11 @@ pub struct Metrics {
     pub passive_ports_exhausted: Counter,
     pub data_connections_refused: Counter,
     pub config_reloads: Family<ResultLabel, Counter>,
+    /// Lockouts started; the lockout table counts them (see [`Lockout::counting`]).
+    pub lockouts: Family<SubjectLabel, Counter>,
+    /// Subjects locked out now, read from the table at each scrape (lockouts end by themselves).
+    lockouts_active: Family<SubjectLabel, Gauge>,
+    lockout: OnceLock<Arc<Lockout>>,
     ready: AtomicBool,
     /// `sha256:<hex>` of the configuration file in effect; None without one.
     served_config: std::sync::Mutex<Option<String>>,
@@ -93,6 +114,24 @@ impl Metrics {
                 direction: direction.into(),
             })
             .inc_by(bytes);
+    }
+
+    /// The lockout table whose current lockouts `ftp_lockouts_active` reports.
+    pub fn watch_lockout(&self, lockout: Arc<Lockout>) {
+        let _ = self.lockout.set(lockout);
+    }
+
+    fn refresh_lockouts_active(&self) {
+        let locked = self
+            .lockout
+            .get()
+            .map(|lockout| lockout.locked_now())
+            .unwrap_or_default();
+        for (kind, count) in [("network", locked.networks), ("user", locked.users)] {
+            self.lockouts_active
+                .get_or_create(&SubjectLabel::new(kind))
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -176,10 +215,21 @@ impl Metrics {
             "Configuration reloads by result",
             self.config_reloads.clone(),
         );
+        registry.register(
+            "lockouts",
+            "Lockouts started after repeated failed logins, by what is locked: a client network or a user name",
+            self.lockouts.clone(),
+        );
+        registry.register(
+            "lockouts_active",
+            "Client networks and user names locked out now",
+            self.lockouts_active.clone(),
+        );
         registry
     }
 
     pub fn encode(&self) -> String {
+        self.refresh_lockouts_active();
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
         text

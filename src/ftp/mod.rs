@@ -3,6 +3,7 @@
 //! One concern per module: [`command`] parses, [`session`] runs the control connection,
 //! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.
 
+pub mod access;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod listing;
 pub mod lockout;
 pub mod metrics;
 pub mod passive;
+pub mod proxy;
 pub mod reload;
 pub mod reply;
 pub mod server;

@@ -1,8 +1,10 @@
-//! The control listener: accepts connections, enforces session limits, starts sessions, and
-//! shuts down gracefully on SIGTERM (stop accepting, readiness off, let transfers finish).
+//! The control listeners (plain/explicit FTPS, and implicit FTPS when on): accept connections,
+//! learn the client's address (from a PROXY header when a trusted balancer sent it), enforce
+//! session limits, start sessions, and shut down gracefully on SIGTERM (stop accepting,
+//! readiness off, let transfers finish).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,11 +18,12 @@ use tracing::Instrument;
 
 use super::cli::ServerFlags;
 use super::keepalive;
-use super::lockout::Lockout;
+use super::lockout::{DEFAULT_CAPACITY as DEFAULT_LOCKOUT_CAPACITY, Lockout};
 use super::metrics::{self, Metrics, ResultLabel};
 use super::passive::PortPool;
+use super::proxy;
 use super::reload;
-use super::session::Session;
+use super::session::{Entry, Session};
 use super::settings::Settings;
 
 /// What every session shares.
@@ -28,7 +31,7 @@ pub struct Shared {
     pub settings: watch::Receiver<Arc<Settings>>,
     pub metrics: Arc<Metrics>,
     pub ports: Arc<PortPool>,
-    pub lockout: Lockout,
+    pub lockout: Arc<Lockout>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -100,6 +103,16 @@ fn prepare_control_socket(stream: &TcpStream, settings: &Settings) {
     let _ = SockRef::from(stream).set_out_of_band_inline(true);
 }
 
+/// Accepts on the implicit FTPS listener, or never when there is none.
+async fn accept_implicit(
+    listener: &Option<TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the server until SIGTERM or SIGINT, then drains sessions within the grace period.
 pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
@@ -111,20 +124,37 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         metrics.set_served_config(&contents);
     }
     let listen = settings.config.listen;
+    let implicit_listen = settings
+        .config
+        .tls
+        .as_ref()
+        .and_then(|tls| tls.implicit_listen());
     let metrics_listen = settings.config.metrics_listen;
     let (settings_tx, settings_rx) = watch::channel(Arc::new(settings));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let lockout = Arc::new(Lockout::counting(
+        DEFAULT_LOCKOUT_CAPACITY,
+        metrics.lockouts.clone(),
+    ));
+    metrics.watch_lockout(Arc::clone(&lockout));
     let shared = Arc::new(Shared {
         settings: settings_rx.clone(),
         metrics: Arc::clone(&metrics),
         ports: PortPool::new(Arc::clone(&metrics)),
-        lockout: Lockout::default(),
+        lockout,
         shutdown: shutdown_rx,
     });
 
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let implicit_listener =
+        match implicit_listen {
+            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {address} for implicit FTPS: {e}")
+            })?),
+            None => None,
+        };
     let metrics_listener_check = std::net::TcpListener::bind(metrics_listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_listen} for metrics: {e}"))?;
     drop(metrics_listener_check);
@@ -150,7 +180,7 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
     let mut sessions = JoinSet::new();
     let mut next_id: u64 = 0;
     metrics.set_ready(true);
-    tracing::info!(%listen, %metrics_listen, "ftp-server listening");
+    tracing::info!(%listen, implicit_tls_listen = ?implicit_listen, %metrics_listen, "ftp-server listening");
 
     loop {
         tokio::select! {
@@ -158,50 +188,20 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
             _ = interrupt.recv() => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let settings = settings_rx.borrow().clone();
-                prepare_control_socket(&stream, &settings);
-                let slot = match counts.take(peer.ip(), &settings, &metrics) {
-                    Ok(slot) => slot,
-                    Err(limit) => {
-                        metrics.sessions_refused.get_or_create(&ResultLabel { result: limit.into() }).inc();
-                        tracing::warn!(%peer, limit, "session refused by limit");
-                        sessions.spawn(refuse(stream, limit));
-                        continue;
-                    }
-                };
+                let Some((stream, from)) = accepted_or_pause(accepted).await else { continue };
                 next_id += 1;
-                metrics.sessions_total.inc();
-                let local = match stream.local_addr() {
-                    Ok(local) => local,
-                    Err(_) => continue,
-                };
-                let session = Session::new(next_id, stream, peer, local, Arc::clone(&shared));
-                let span = tracing::info_span!("session", id = next_id, peer = %peer);
-                sessions.spawn(
-                    async move {
-                        tracing::info!("session started");
-                        if let Err(error) = session.run().await {
-                            tracing::info!(%error, "session ended with an error");
-                        } else {
-                            tracing::info!("session ended");
-                        }
-                        drop(slot);
-                    }
-                    .instrument(span),
-                );
+                sessions.spawn(start_session(next_id, stream, from, Entry::Plain, &shared, &counts));
+            }
+            accepted = accept_implicit(&implicit_listener) => {
+                let Some((stream, from)) = accepted_or_pause(accepted).await else { continue };
+                next_id += 1;
+                sessions.spawn(start_session(next_id, stream, from, Entry::ImplicitTls, &shared, &counts));
             }
         }
     }
 
     drop(listener);
+    drop(implicit_listener);
     metrics.set_ready(false);
     let grace = Duration::from_secs(
         settings_rx
@@ -229,6 +229,96 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         sessions.abort_all();
     }
     Ok(())
+}
+
+/// An accepted connection, or after a failed accept a short pause (so a full file table does
+/// not spin the loop) and `None`.
+async fn accepted_or_pause(
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+) -> Option<(TcpStream, SocketAddr)> {
+    match accepted {
+        Ok(accepted) => Some(accepted),
+        Err(error) => {
+            tracing::warn!(%error, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+/// One accepted connection: the client's address, the session limits, then the session, as a
+/// task of its own (so a slow PROXY header or TLS handshake holds up nobody else). A connection
+/// that carries no PROXY header takes its session slot at once, so sessions are admitted in the
+/// order they connect.
+fn start_session(
+    id: u64,
+    mut stream: TcpStream,
+    from: SocketAddr,
+    entry: Entry,
+    shared: &Arc<Shared>,
+    counts: &Arc<SessionCounts>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let settings = shared.settings.borrow().clone();
+    prepare_control_socket(&stream, &settings);
+    let sources = settings.config.proxy_protocol_from.clone();
+    let admitted_now = (!proxy::trusted(&sources, from.ip()))
+        .then(|| counts.take(from.ip(), &settings, &shared.metrics));
+    let shared = Arc::clone(shared);
+    let counts = Arc::clone(counts);
+    async move {
+        let metrics = &shared.metrics;
+        let (peer, slot) = match admitted_now {
+            Some(slot) => (from, slot),
+            None => match proxy::client_address(&mut stream, from, &sources).await {
+                Ok(peer) => (peer, counts.take(peer.ip(), &settings, metrics)),
+                Err(error) => {
+                    metrics
+                        .sessions_refused
+                        .get_or_create(&ResultLabel {
+                            result: "proxy_header".into(),
+                        })
+                        .inc();
+                    tracing::warn!(%from, %error, "connection dropped: no valid PROXY header");
+                    return;
+                }
+            },
+        };
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(limit) => {
+                metrics
+                    .sessions_refused
+                    .get_or_create(&ResultLabel {
+                        result: limit.into(),
+                    })
+                    .inc();
+                tracing::warn!(%peer, limit, "session refused by limit");
+                refuse(stream, limit).await;
+                return;
+            }
+        };
+        metrics.sessions_total.inc();
+        let Ok(local) = stream.local_addr() else {
+            return;
+        };
+        let span = if peer == from {
+            tracing::info_span!("session", id, %peer)
+        } else {
+            tracing::info_span!("session", id, %peer, via = %from)
+        };
+        let session = Session::new(id, stream, peer, local, entry, Arc::clone(&shared));
+        async move {
+            tracing::info!("session started");
+            if let Err(error) = session.run().await {
+                tracing::info!(%error, "session ended with an error");
+            } else {
+                tracing::info!("session ended");
+            }
+            drop(slot);
+        }
+        .instrument(span)
+        .await
+    }
 }
 
 /// Removes the temporary files of uploads a killed server left: at start those idle longer than

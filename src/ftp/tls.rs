@@ -22,12 +22,22 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// TLS 1.3 tickets sent on a control connection. Clients built on rustls use each ticket once, so
-/// they get enough for several data connections; downloads hand out a fresh one (below).
-const CONTROL_TICKETS: usize = 4;
+/// TLS 1.3 tickets sent on a control connection. Clients built on rustls use each ticket once and
+/// keep at most 8 per server, and TLS 1.3 has no way for rustls to send more later on this
+/// connection: so 8, and each download or listing hands out a fresh one (below). An upload sends
+/// none, so such a client can make 8 uploads per control connection (OpenSSL and GnuTLS clients
+/// resume from one ticket any number of times; rustls clients speaking TLS 1.2 resume their
+/// session id any number of times).
+const CONTROL_TICKETS: usize = 8;
 
-/// Sessions one control connection's store keeps (a handful are ever issued).
-const SESSIONS_PER_CONTROL: usize = 32;
+/// Sessions one control connection's store keeps from its own handshake (8 tickets, or one TLS 1.2
+/// session), never pushed out by the data connections' ones: clients resume from these for as
+/// long as the control connection lasts.
+const CONTROL_SESSIONS: usize = 16;
+
+/// Sessions kept from accepted data connections, the oldest dropped first: a client that takes
+/// them up uses the newest (rustls keeps 8), so the rest are spent.
+const DATA_SESSIONS: usize = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -145,37 +155,53 @@ impl SessionTls {
     }
 }
 
-/// The sessions issued on one control connection (and on its accepted data connections).
+/// The sessions issued on one control connection and on its accepted data connections, kept
+/// apart so that many transfers never push out what the control connection issued.
 #[derive(Debug, Default)]
 struct SessionStore {
-    sessions: Mutex<VecDeque<(Vec<u8>, Vec<u8>)>>,
+    control: Mutex<VecDeque<(Vec<u8>, Vec<u8>)>>,
+    data: Mutex<VecDeque<(Vec<u8>, Vec<u8>)>>,
+}
+
+fn insert_bounded(
+    sessions: &Mutex<VecDeque<(Vec<u8>, Vec<u8>)>>,
+    bound: usize,
+    key: Vec<u8>,
+    value: Vec<u8>,
+) -> bool {
+    let Ok(mut sessions) = sessions.lock() else {
+        return false;
+    };
+    sessions.retain(|(k, _)| *k != key);
+    if sessions.len() >= bound {
+        sessions.pop_front();
+    }
+    sessions.push_back((key, value));
+    true
 }
 
 impl SessionStore {
-    fn insert(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        let Ok(mut sessions) = self.sessions.lock() else {
-            return false;
-        };
-        sessions.retain(|(k, _)| *k != key);
-        if sessions.len() >= SESSIONS_PER_CONTROL {
-            sessions.pop_front();
-        }
-        sessions.push_back((key, value));
-        true
+    fn insert_from_data(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        insert_bounded(&self.data, DATA_SESSIONS, key, value)
     }
 
     fn find(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let sessions = self.sessions.lock().ok()?;
-        sessions
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, value)| value.clone())
+        [&self.control, &self.data]
+            .into_iter()
+            .find_map(|sessions| {
+                let sessions = sessions.lock().ok()?;
+                sessions
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, value)| value.clone())
+            })
     }
 }
 
+/// The control connection's own handshake stores here.
 impl StoresServerSessions for SessionStore {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.insert(key, value)
+        insert_bounded(&self.control, CONTROL_SESSIONS, key, value)
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
@@ -207,7 +233,7 @@ impl DataSessionStore {
     fn accept(&self) {
         if let Ok(mut pending) = self.pending.lock() {
             for (key, value) in pending.drain(..) {
-                self.issued.insert(key, value);
+                self.issued.insert_from_data(key, value);
             }
         }
     }
@@ -216,7 +242,7 @@ impl DataSessionStore {
 impl StoresServerSessions for DataSessionStore {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
         match self.pending.lock() {
-            Ok(mut pending) if pending.len() < SESSIONS_PER_CONTROL => {
+            Ok(mut pending) if pending.len() < DATA_SESSIONS => {
                 pending.push((key, value));
                 true
             }

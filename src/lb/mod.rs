@@ -10,10 +10,18 @@
 //!   passive range is contiguous, but the control port usually is not next to it; rather than let
 //!   the cloud widen the rule to everything between them, more than 5 ports are accepted only when
 //!   the control port sits right next to the passive range.
+//! - PROXY protocol (`loadBalancer.proxyProtocol`): only AWS has a Service annotation that turns
+//!   it on. Azure's public Standard Load Balancer forwards packets and sends no header (its
+//!   `azure-pls-proxy-protocol` annotation is for Private Link Service only, see
+//!   https://kubernetes-sigs.github.io/cloud-provider-azure/topics/pls-integration); GCP's
+//!   passthrough Network Load Balancer, which LoadBalancer Services get, has no PROXY header
+//!   either, only the proxy balancers do (https://cloud.google.com/load-balancing/docs/features);
+//!   MetalLB announces addresses and forwards nothing itself. There the setting is for a balancer
+//!   the user runs in front (HAProxy), which they configure themselves.
 
 use std::collections::BTreeMap;
 
-use crate::api::{FtpServerSpec, PassivePorts, Provider};
+use crate::api::{FtpServerSpec, Provider};
 
 pub const AZURE_IDLE_TIMEOUT_ANNOTATION: &str =
     "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout";
@@ -27,6 +35,11 @@ pub const AWS_TARGET_GROUP_ATTRIBUTES_ANNOTATION: &str =
 /// them (`tcp.idle_timeout.seconds=<n>`, 60-6000 s, is the NLB listener attribute AWS documents).
 pub const AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX: &str =
     "service.beta.kubernetes.io/aws-load-balancer-listener-attributes.";
+
+/// AWS Load Balancer Controller: `"*"` enables PROXY protocol v2 on every target group
+/// (https://kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/service/annotations/).
+pub const AWS_PROXY_PROTOCOL_ANNOTATION: &str =
+    "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol";
 
 /// AWS NLB: listeners per load balancer.
 pub const AWS_MAX_LISTENERS: i32 = 50;
@@ -74,12 +87,19 @@ pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
             }
         }
         Provider::Aws => {
-            let max_passive = AWS_MAX_LISTENERS - 1;
+            let (max_passive, others) = if implicit_tls_port(spec).is_some() {
+                (
+                    AWS_MAX_LISTENERS - 2,
+                    "two are the control and implicit FTPS ports",
+                )
+            } else {
+                (AWS_MAX_LISTENERS - 1, "one is the control port")
+            };
             if passive.len() > max_passive {
                 return Err(LimitError(format!(
                     "passivePorts {passive} has {} ports; AWS NLB allows at most {max_passive} \
-                     behind one load balancer (50 listeners, one is the control port): narrow the \
-                     range, e.g. {}-{}",
+                     behind one load balancer (50 listeners, {others}): narrow the range, e.g. \
+                     {}-{}",
                     passive.len(),
                     passive.min,
                     passive.min + max_passive - 1
@@ -95,6 +115,25 @@ pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
             }
         }
         Provider::Gcp => {
+            if let Some(implicit) = implicit_tls_port(spec) {
+                let mut ports: Vec<i32> = listener_ports(spec).collect();
+                ports.sort_unstable();
+                let contiguous = ports.windows(2).all(|pair| pair[1] == pair[0] + 1);
+                if ports.len() > GCP_MAX_SEPARATE_PORTS as usize && !contiguous {
+                    return Err(LimitError(format!(
+                        "controlPort {}, tls.implicitPort {implicit} and passivePorts {passive} \
+                         make {} ports that are not one contiguous range; GCP forwarding rules \
+                         take at most {GCP_MAX_SEPARATE_PORTS} separate ports: put the two ports \
+                         at {} and {}, or use at most {} passive ports",
+                        spec.control_port,
+                        ports.len(),
+                        passive.min - 1,
+                        passive.max + 1,
+                        GCP_MAX_SEPARATE_PORTS - 2
+                    )));
+                }
+                return Ok(());
+            }
             let total = passive.len() + 1;
             let adjacent =
                 spec.control_port == passive.min - 1 || spec.control_port == passive.max + 1;
@@ -155,8 +194,11 @@ pub fn service_annotations(spec: &FtpServerSpec) -> BTreeMap<String, String> {
                 AWS_TARGET_GROUP_ATTRIBUTES_ANNOTATION.to_owned(),
                 "preserve_client_ip.enabled=true".to_owned(),
             );
+            if spec.load_balancer.proxy_protocol.is_some() {
+                annotations.insert(AWS_PROXY_PROTOCOL_ANNOTATION.to_owned(), "*".to_owned());
+            }
             if let Some(seconds) = idle {
-                for port in listener_ports(spec.control_port, spec.passive_ports) {
+                for port in listener_ports(spec) {
                     annotations.insert(
                         format!("{AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX}TCP-{port}"),
                         format!("tcp.idle_timeout.seconds={seconds}"),
@@ -169,8 +211,19 @@ pub fn service_annotations(spec: &FtpServerSpec) -> BTreeMap<String, String> {
     annotations
 }
 
-fn listener_ports(control_port: i32, passive: PassivePorts) -> impl Iterator<Item = i32> {
-    std::iter::once(control_port).chain(passive.ports())
+/// The public implicit FTPS port, when it is on.
+fn implicit_tls_port(spec: &FtpServerSpec) -> Option<i32> {
+    spec.tls
+        .as_ref()
+        .filter(|tls| tls.implicit)
+        .map(|tls| tls.implicit_port)
+}
+
+/// Every port the balancer forwards: control, implicit FTPS (when on), passive.
+fn listener_ports(spec: &FtpServerSpec) -> impl Iterator<Item = i32> {
+    std::iter::once(spec.control_port)
+        .chain(implicit_tls_port(spec))
+        .chain(spec.passive_ports.ports())
 }
 
 #[cfg(test)]

@@ -109,3 +109,67 @@ fn generic_and_metallb_have_no_limits_or_annotations() {
         assert!(service_annotations(&s).is_empty());
     }
 }
+
+const IMPLICIT_TLS: &str = "tls: {secretRef: {name: t}, implicit: true}";
+
+#[test]
+fn implicit_ftps_takes_one_more_listener_on_aws() {
+    let s = spec(&format!(
+        "passivePorts: {{min: 20000, max: 20048}}\nloadBalancer: {{provider: aws, idleTimeoutSeconds: 600}}\n{IMPLICIT_TLS}"
+    ));
+    let err = check_limits(&s).unwrap_err().to_string();
+    assert!(err.contains("at most 48"), "{err}");
+    assert!(err.contains("implicit FTPS"), "{err}");
+    let s = spec(&format!(
+        "passivePorts: {{min: 20000, max: 20047}}\nloadBalancer: {{provider: aws, idleTimeoutSeconds: 600}}\n{IMPLICIT_TLS}"
+    ));
+    check_limits(&s).unwrap();
+    let annotations = service_annotations(&s);
+    assert_eq!(
+        annotations[&format!("{AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX}TCP-990")],
+        "tcp.idle_timeout.seconds=600"
+    );
+}
+
+#[test]
+fn implicit_ftps_on_gcp_needs_few_ports_or_one_contiguous_range() {
+    let s = spec(&format!(
+        "controlPort: 21\npassivePorts: {{min: 20000, max: 20002}}\nloadBalancer: {{provider: gcp}}\n{IMPLICIT_TLS}"
+    ));
+    check_limits(&s).unwrap();
+    let s = spec(&format!(
+        "controlPort: 21\npassivePorts: {{min: 20000, max: 20003}}\nloadBalancer: {{provider: gcp}}\n{IMPLICIT_TLS}"
+    ));
+    let err = check_limits(&s).unwrap_err().to_string();
+    assert!(err.contains("19999 and 20004"), "{err}");
+    let s = spec(
+        "controlPort: 19999\npassivePorts: {min: 20000, max: 20019}\nloadBalancer: {provider: gcp}\n\
+         tls: {secretRef: {name: t}, implicit: true, implicitPort: 20020}",
+    );
+    check_limits(&s).unwrap();
+}
+
+#[test]
+fn proxy_protocol_sets_the_aws_annotation_and_nothing_elsewhere() {
+    let proxy = "proxyProtocol: {trustedSources: [10.0.0.0/16]}";
+    let aws = spec(&format!(
+        "passivePorts: {{min: 20000, max: 20009}}\nloadBalancer: {{provider: aws, {proxy}}}"
+    ));
+    assert_eq!(
+        service_annotations(&aws)[AWS_PROXY_PROTOCOL_ANNOTATION],
+        "*"
+    );
+    let without = spec("passivePorts: {min: 20000, max: 20009}\nloadBalancer: {provider: aws}");
+    assert!(!service_annotations(&without).contains_key(AWS_PROXY_PROTOCOL_ANNOTATION));
+    for provider in ["azure", "gcp", "metallb", "generic"] {
+        let s = spec(&format!(
+            "passivePorts: {{min: 20000, max: 20003}}\nloadBalancer: {{provider: {provider}, {proxy}}}"
+        ));
+        assert!(
+            !service_annotations(&s)
+                .keys()
+                .any(|key| key.contains("proxy-protocol")),
+            "{provider}"
+        );
+    }
+}

@@ -244,12 +244,28 @@ impl Server {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if self.log().contains("ftp-server listening")
-                && (TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                    || TcpStream::connect(("::1", self.port)).is_ok())
-            {
-                // The probe connection is a session too: wait until it is gone, so tests that
-                // count sessions start from zero.
+            let probe = self
+                .log()
+                .contains("ftp-server listening")
+                .then(|| {
+                    TcpStream::connect(("127.0.0.1", self.port))
+                        .or_else(|_| TcpStream::connect(("::1", self.port)))
+                        .ok()
+                })
+                .flatten();
+            if let Some(mut probe) = probe {
+                // The probe connection is a session too (or, from a source trusted to send a
+                // PROXY header, a connection the server drops). Tests that count sessions must
+                // start from zero, and `ftp_sessions_active 0` alone is also what the server
+                // reports before it has accepted the probe: so close our side and read until
+                // the server has closed its own, then wait for the count to drop.
+                let _ = probe.shutdown(std::net::Shutdown::Write);
+                let _ = probe.set_read_timeout(Some(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(100)),
+                ));
+                let _ = probe.read_to_end(&mut Vec::new());
                 while Instant::now() < deadline {
                     if TcpStream::connect(("127.0.0.1", self.metrics_port)).is_ok()
                         && self
@@ -415,7 +431,8 @@ impl Raw {
         Raw::from_stream(socket.into())
     }
 
-    fn from_stream(stream: TcpStream) -> Raw {
+    /// A raw control connection over an already connected stream (e.g. from a chosen source).
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();

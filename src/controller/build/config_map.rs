@@ -1,13 +1,14 @@
 //! The ConfigMap holding the ftp-server's configuration file.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::{Anonymous, CONFIG_FILE_NAME, ServerConfig, Tls};
+use crate::ftp::config::{Anonymous, CONFIG_FILE_NAME, POD_IMPLICIT_TLS_PORT, ServerConfig, Tls};
 
 use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
 use crate::controller::validate::Validated;
@@ -34,12 +35,25 @@ pub fn desired_server_config(
     config.anonymous = Anonymous {
         enabled: spec.anonymous.enabled,
         writable: spec.anonymous.writable,
+        home: spec.anonymous.home.clone(),
     };
+    // The apiserver's CEL rules refuse anything but CIDRs here.
+    config.proxy_protocol_from = spec
+        .load_balancer
+        .proxy_protocol
+        .iter()
+        .flat_map(|proxy| &proxy.trusted_sources)
+        .filter_map(|cidr| cidr.parse().ok())
+        .collect();
     config.tls = spec.tls.as_ref().map(|tls| Tls {
-        cert_file: Path::new(TLS_DIR).join("tls.crt"),
-        key_file: Path::new(TLS_DIR).join("tls.key"),
         required: tls.required,
+        implicit: tls.implicit,
+        implicit_listen: SocketAddr::from(([0, 0, 0, 0], POD_IMPLICIT_TLS_PORT)),
         require_session_reuse: tls.require_session_reuse,
+        ..Tls::new(
+            Path::new(TLS_DIR).join("tls.crt"),
+            Path::new(TLS_DIR).join("tls.key"),
+        )
     });
     config
 }
@@ -108,10 +122,12 @@ mod tests {
             Path::new("/etc/ftp-users/users")
         );
         assert!(config.anonymous.enabled && !config.anonymous.writable);
+        assert_eq!(config.anonymous.home.as_deref(), Some("pub"));
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert_file, Path::new("/etc/ftp-tls/tls.crt"));
         assert_eq!(tls.key_file, Path::new("/etc/ftp-tls/tls.key"));
         assert!(tls.required);
+        assert_eq!(tls.implicit_listen(), Some("0.0.0.0:9990".parse().unwrap()));
         assert!(
             tls.require_session_reuse,
             "session reuse is required unless opted out"
@@ -122,8 +138,8 @@ mod tests {
     #[test]
     fn tls_session_reuse_opt_out_is_rendered() {
         let yaml = fixtures::FULL.replace(
-            "required: true}",
-            "required: true, requireSessionReuse: false}",
+            "required: true, implicit: true}",
+            "required: true, implicit: true, requireSessionReuse: false}",
         );
         assert_ne!(yaml, fixtures::FULL, "fixture changed: update this test");
         let server = server(&yaml);
@@ -139,6 +155,17 @@ mod tests {
         assert_eq!(config.users_file, None);
         assert_eq!(config.tls, None);
         assert_eq!(config.keepalive.idle_seconds, 450);
+        assert!(config.proxy_protocol_from.is_empty());
+    }
+
+    #[test]
+    fn aws_proxy_protocol_sources_reach_the_file() {
+        let server = server(fixtures::AWS);
+        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        assert_eq!(
+            config.proxy_protocol_from,
+            vec!["10.0.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The LoadBalancer Service: the control port and every passive port, one ServicePort each.
+//! The LoadBalancer Service: the control port, the implicit FTPS port when on, and every passive
+//! port, one ServicePort each.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::DEFAULT_CONTROL_PORT;
+use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT};
 use crate::lb;
 
 use super::{owned_metadata, selector_labels};
@@ -18,6 +19,14 @@ pub fn desired_service(server: &FtpServer, valid: &Validated) -> Service {
         i32::from(valid.control_port),
         i32::from(DEFAULT_CONTROL_PORT),
     );
+    // Like the control port, a public port mapped to the unprivileged one the pod listens on.
+    let implicit = spec.tls.as_ref().filter(|tls| tls.implicit).map(|tls| {
+        tcp_port(
+            "ftps-implicit".to_owned(),
+            tls.implicit_port,
+            i32::from(POD_IMPLICIT_TLS_PORT),
+        )
+    });
     // Kubernetes has no port ranges: one ServicePort per passive port, forwarded unchanged.
     let passive = valid
         .passive
@@ -35,7 +44,12 @@ pub fn desired_service(server: &FtpServer, valid: &Validated) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("LoadBalancer".to_owned()),
             selector: Some(selector_labels(server)),
-            ports: Some(std::iter::once(control).chain(passive).collect()),
+            ports: Some(
+                std::iter::once(control)
+                    .chain(implicit)
+                    .chain(passive)
+                    .collect(),
+            ),
             // Keeps the client's address, which the server needs to match data connections to
             // their control connection, and avoids a second hop.
             external_traffic_policy: Some("Local".to_owned()),
@@ -116,9 +130,11 @@ mod tests {
         assert_eq!(annotations[lb::AZURE_IDLE_TIMEOUT_ANNOTATION], "30");
         assert_eq!(annotations["example.com/team"], "files");
         assert_eq!(annotations.len(), 2);
+        let ports = ports(&desired_service(&server, &validated(&server)));
+        assert_eq!(ports.len(), 22);
         assert_eq!(
-            ports(&desired_service(&server, &validated(&server))).len(),
-            21
+            ports[1],
+            ("ftps-implicit".into(), 990, IntOrString::Int(9990))
         );
         assert_eq!(
             service.spec.unwrap().load_balancer_source_ranges.unwrap(),
@@ -153,5 +169,6 @@ mod tests {
             annotations[&format!("{}TCP-20001", lb::AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX)],
             "tcp.idle_timeout.seconds=600"
         );
+        assert_eq!(annotations[lb::AWS_PROXY_PROTOCOL_ANNOTATION], "*");
     }
 }

@@ -53,7 +53,20 @@ impl Session {
                 .await;
         }
         let range = self.settings.config.passive_ports;
-        let Some(listener) = self.shared.ports.open(&range, bind_ip) else {
+        let limits = self.settings.config.limits;
+        let patience = Duration::from_secs(limits.passive_port_wait_seconds.into());
+        let Some(listener) = self
+            .shared
+            .ports
+            .open(
+                &range,
+                bind_ip,
+                self.peer.ip(),
+                &self.settings.config.proxy_protocol_from,
+                patience,
+            )
+            .await
+        else {
             tracing::warn!(%range, "passive ports exhausted");
             return self
                 .reply(
@@ -182,7 +195,7 @@ impl Session {
         let tcp = match self.data_plan.take() {
             Some(DataPlan::Passive { listener, expires }) => {
                 let left = expires.saturating_duration_since(tokio::time::Instant::now());
-                listener.accept_from(self.peer.ip(), left).await
+                listener.accept(left).await
             }
             Some(DataPlan::Active(address)) => {
                 tokio::time::timeout(timeout, TcpStream::connect(address))

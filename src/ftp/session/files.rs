@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::data::Direction;
 use super::{Flow, Outcome, Reply0, Session, StoreKind};
+use crate::ftp::access::Permission;
 use crate::ftp::fs::{self, FileKind, Keep, Root, file_kind};
 use crate::ftp::listing::{self, ListKind, Listing};
 use crate::ftp::reply::{Reply, quote_path};
@@ -34,9 +35,6 @@ impl Session {
 
     pub(super) async fn mkd(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        if !self.check_writable().await? {
-            return Ok(());
-        }
         let made = target.clone();
         let result = self.fs(move |root| root.mkdir(&made)).await;
         self.audit_change("mkdir", &target, None, result.is_ok());
@@ -79,9 +77,6 @@ impl Session {
 
     pub(super) async fn mfmt(&mut self, seconds: i64, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
-        if !self.check_writable().await? {
-            return Ok(());
-        }
         let changed = target.clone();
         let result = self
             .fs(move |root| {
@@ -109,9 +104,6 @@ impl Session {
                 .await;
         }
         let target = fs::resolve(&self.cwd, path);
-        if !self.check_writable().await? {
-            return Ok(());
-        }
         let changed = target.clone();
         let result = self.fs(move |root| root.chmod(&changed, mode)).await;
         self.audit_change("chmod", &target, None, result.is_ok());
@@ -121,8 +113,9 @@ impl Session {
         }
     }
 
+    /// Whether listings show the entries as writable (the `perm` facts of MLSD/MLST).
     pub(super) fn writable(&self) -> bool {
-        self.user.as_ref().is_some_and(|user| user.writable)
+        self.permissions().allows(Permission::Upload)
     }
 
     pub(super) async fn mlst(&mut self, path: Option<&str>) -> io::Result<()> {
@@ -235,9 +228,6 @@ impl Session {
     }
 
     pub(super) async fn store(&mut self, kind: StoreKind, offset: u64) -> Reply0 {
-        if !self.check_writable().await? {
-            return Ok(Flow::Continue);
-        }
         let (target, unique, keep) = match &kind {
             StoreKind::Replace(path) => (fs::resolve(&self.cwd, path), false, Keep::Prefix(offset)),
             StoreKind::Append(path) => (fs::resolve(&self.cwd, path), false, Keep::All),
@@ -246,6 +236,19 @@ impl Session {
                 (fs::resolve(&self.cwd, &name), true, Keep::Nothing)
             }
         };
+        // Replacing or extending a file destroys what was there: that takes `delete` too.
+        let replace = self.permissions().may_replace();
+        if !replace {
+            let stated = target.clone();
+            if self.fs(move |root| root.lstat(&stated)).await.is_ok() {
+                self.reply(
+                    550,
+                    "Permission denied: the file exists and this login may not replace files.",
+                )
+                .await?;
+                return Ok(Flow::Continue);
+            }
+        }
         if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
@@ -283,7 +286,7 @@ impl Session {
             .run_transfer(transfer::receive_file(data, file, stall))
             .await?;
         if let Outcome::Done(Ok(_)) = &outcome {
-            if let Err(error) = blocking(move || upload.commit()).await {
+            if let Err(error) = blocking(move || upload.commit(replace)).await {
                 outcome = Outcome::Done(Err(error));
             }
         } else {

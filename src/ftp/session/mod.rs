@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use super::access::{Access, Permission, Permissions};
 use super::audit::{self, Actor};
 use super::command::{self, Command, Protection, TransferType};
 use super::control::{ControlConnection, Line};
@@ -15,6 +16,7 @@ use super::fs::{self, Root};
 use super::listing::ListKind;
 use super::lockout::{Policy, Subject};
 use super::passive::PassiveListener;
+use super::proxy;
 use super::reply::{Reply, quote_path};
 use super::server::Shared;
 use super::settings::Settings;
@@ -22,6 +24,15 @@ use super::tls::SessionTls;
 
 mod data;
 mod files;
+
+/// Which listener a session came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// The control port: plain, upgraded by `AUTH TLS` when the client asks.
+    Plain,
+    /// The implicit FTPS port: TLS from the first byte.
+    ImplicitTls,
+}
 
 /// How the next data connection is made.
 enum DataPlan {
@@ -41,7 +52,9 @@ enum Login {
 
 struct LoggedIn {
     name: String,
-    writable: bool,
+    permissions: Permissions,
+    /// The session's root: the login's home beneath the server's root.
+    home: Root,
 }
 
 /// What ended a transfer.
@@ -75,6 +88,7 @@ pub struct Session {
     protect_data: bool,
     ascii: bool,
     quit_after_transfer: bool,
+    entry: Entry,
 }
 
 type Reply0 = io::Result<Flow>;
@@ -85,6 +99,7 @@ impl Session {
         stream: TcpStream,
         peer: SocketAddr,
         local: SocketAddr,
+        entry: Entry,
         shared: Arc<Shared>,
     ) -> Self {
         let settings = shared.settings.borrow().clone();
@@ -107,11 +122,15 @@ impl Session {
             protect_data: false,
             ascii: false,
             quit_after_transfer: false,
+            entry,
         }
     }
 
+    /// What paths resolve beneath: the login's home (before login, no file command runs).
     fn root(&self) -> &Root {
-        &self.settings.root
+        self.user
+            .as_ref()
+            .map_or(&self.settings.root, |user| &user.home)
     }
 
     async fn send(&mut self, reply: Reply) -> io::Result<()> {
@@ -141,6 +160,9 @@ impl Session {
 
     /// Runs the session until the client quits, the connection drops, it idles out, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
+        if self.entry == Entry::ImplicitTls {
+            self.implicit_tls().await?;
+        }
         self.reply(220, "ftp-server ready.").await?;
         let idle = self.idle_timeout();
         let login_timeout = Duration::from_secs(
@@ -198,6 +220,14 @@ impl Session {
                 }
                 Line::Command(line) => line,
             };
+            if proxy::looks_like_header(&line) {
+                // Only the trusted balancers' headers are read (before the greeting); one here
+                // is an attempt to claim another address.
+                tracing::warn!("PROXY header from a source not trusted to send one");
+                self.reply(500, "PROXY header refused: this address may not send one.")
+                    .await?;
+                break;
+            }
             let command = match command::parse(&line) {
                 Ok(command) => command,
                 Err(error) => {
@@ -289,6 +319,11 @@ impl Session {
         if !matches!(command, Command::Rnto(_)) && !matches!(command, Command::Rnfr(_)) {
             self.rename_from = None;
         }
+        if let Some(permission) = required_permission(&command)
+            && !self.check(permission).await?
+        {
+            return Ok(Flow::Continue);
+        }
         match command {
             Command::User(name) => return self.user(name).await,
             Command::Pass(password) => return self.pass(password).await,
@@ -350,61 +385,56 @@ impl Session {
             Command::Mkd(path) => self.mkd(&path).await?,
             Command::Rmd(path) => {
                 let target = fs::resolve(&self.cwd, &path);
-                if self.check_writable().await? {
-                    let removed = target.clone();
-                    let result = self.fs(move |root| root.remove_dir(&removed)).await;
-                    self.audit_change("rmdir", &target, None, result.is_ok());
-                    match result {
-                        Ok(()) => {
-                            self.reply(250, "Remove directory operation successful.")
-                                .await?
-                        }
-                        Err(error) => {
-                            self.fs_error(error, "Remove directory operation failed.")
-                                .await?
-                        }
+                let removed = target.clone();
+                let result = self.fs(move |root| root.remove_dir(&removed)).await;
+                self.audit_change("rmdir", &target, None, result.is_ok());
+                match result {
+                    Ok(()) => {
+                        self.reply(250, "Remove directory operation successful.")
+                            .await?
+                    }
+                    Err(error) => {
+                        self.fs_error(error, "Remove directory operation failed.")
+                            .await?
                     }
                 }
             }
             Command::Dele(path) => {
                 let target = fs::resolve(&self.cwd, &path);
-                if self.check_writable().await? {
-                    let path = target.clone();
-                    let removed = self
-                        .fs(move |root| {
-                            if root.is_dir(&path) {
-                                Err(io::ErrorKind::IsADirectory.into())
-                            } else {
-                                root.remove_file(&path)
-                            }
-                        })
-                        .await;
-                    self.audit_change("delete", &target, None, removed.is_ok());
-                    match removed {
-                        Ok(()) => self.reply(250, "Delete operation successful.").await?,
-                        Err(error) => self.fs_error(error, "Delete operation failed.").await?,
-                    }
+                let path = target.clone();
+                let removed = self
+                    .fs(move |root| {
+                        if root.is_dir(&path) {
+                            Err(io::ErrorKind::IsADirectory.into())
+                        } else {
+                            root.remove_file(&path)
+                        }
+                    })
+                    .await;
+                self.audit_change("delete", &target, None, removed.is_ok());
+                match removed {
+                    Ok(()) => self.reply(250, "Delete operation successful.").await?,
+                    Err(error) => self.fs_error(error, "Delete operation failed.").await?,
                 }
             }
             Command::Rnfr(path) => {
                 let source = fs::resolve(&self.cwd, &path);
-                if self.check_writable().await? {
-                    let stated = source.clone();
-                    match self.fs(move |root| root.lstat(&stated)).await {
-                        Ok(_) => {
-                            self.rename_from = Some(source);
-                            self.reply(350, "Ready for RNTO.").await?
-                        }
-                        Err(error) => self.fs_error(error, "RNFR command failed.").await?,
+                let stated = source.clone();
+                match self.fs(move |root| root.lstat(&stated)).await {
+                    Ok(_) => {
+                        self.rename_from = Some(source);
+                        self.reply(350, "Ready for RNTO.").await?
                     }
+                    Err(error) => self.fs_error(error, "RNFR command failed.").await?,
                 }
             }
             Command::Rnto(path) => match self.rename_from.take() {
                 None => self.reply(503, "Send RNFR first.").await?,
                 Some(source) => {
                     let target = fs::resolve(&self.cwd, &path);
+                    let replace = self.permissions().may_replace();
                     let (from, to) = (source.clone(), target.clone());
-                    let renamed = self.fs(move |root| root.rename(&from, &to)).await;
+                    let renamed = self.fs(move |root| root.rename(&from, &to, replace)).await;
                     self.audit_change("rename", &source, Some(&target), renamed.is_ok());
                     match renamed {
                         Ok(()) => self.reply(250, "Rename successful.").await?,
@@ -443,13 +473,23 @@ impl Session {
         self.reply(550, format!("{context} {reason}.")).await
     }
 
-    async fn check_writable(&mut self) -> io::Result<bool> {
-        let writable = self.user.as_ref().is_some_and(|user| user.writable);
-        if !writable {
-            self.reply(550, "Permission denied: this login is read-only.")
-                .await?;
+    fn permissions(&self) -> Permissions {
+        self.user
+            .as_ref()
+            .map_or(Permissions::NONE, |user| user.permissions)
+    }
+
+    /// Replies `550` unless the login has `permission`.
+    async fn check(&mut self, permission: Permission) -> io::Result<bool> {
+        let allowed = self.permissions().allows(permission);
+        if !allowed {
+            let text = format!(
+                "Permission denied: this login may not {}.",
+                permission.name()
+            );
+            self.reply(550, text).await?;
         }
-        Ok(writable)
+        Ok(allowed)
     }
 
     // ---- login and TLS ----
@@ -503,10 +543,7 @@ impl Session {
         }
         let mut attempt = None;
         let logged_in = match login {
-            Login::Anonymous => Some(LoggedIn {
-                name: "anonymous".into(),
-                writable: self.settings.config.anonymous.writable,
-            }),
+            Login::Anonymous => Some(self.anonymous_access()),
             Login::User(name) => {
                 let Some(started_attempt) = Attempt::begin(
                     Arc::clone(&self.shared),
@@ -520,13 +557,34 @@ impl Session {
                     .users
                     .verify(&name, &password)
                     .await
-                    .map(|writable| LoggedIn { name, writable })
+                    .map(|access| (name, access))
             }
+        };
+        let logged_in = match logged_in {
+            Some((name, access)) => match self.open_home(&access).await {
+                Ok(home) => Some(LoggedIn {
+                    name,
+                    permissions: access.permissions,
+                    home,
+                }),
+                Err(error) => {
+                    tracing::error!(user = %name, home = %access.home, %error, "cannot open the login's home");
+                    // The password was right: the attempt is not a failed guess.
+                    if let Some(attempt) = attempt {
+                        attempt.finish(false);
+                    }
+                    self.reply(530, "Login refused: the home directory cannot be opened.")
+                        .await?;
+                    return Ok(Flow::Continue);
+                }
+            },
+            None => None,
         };
         let failed = logged_in.is_none();
         let locked = attempt.is_some_and(|attempt| attempt.finish(failed));
         match logged_in {
             Some(user) => {
+                tracing::info!(user = %user.name, permissions = %user.permissions, "login");
                 audit::login(&self.shared.metrics, self.actor_named(&user.name), true);
                 self.user = Some(user);
                 self.reply(230, "Login successful.").await?;
@@ -548,6 +606,28 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    fn anonymous_access(&self) -> (String, Access) {
+        let anonymous = &self.settings.config.anonymous;
+        let permissions = if anonymous.writable {
+            Permissions::read_write()
+        } else {
+            Permissions::read_only()
+        };
+        // The config was validated at load, so the home is already a valid one.
+        let home = crate::ftp::access::home_path(anonymous.home.as_deref().unwrap_or_default())
+            .unwrap_or_default();
+        ("anonymous".into(), Access { permissions, home })
+    }
+
+    /// Opens (creating if missing) the login's home on a blocking thread.
+    async fn open_home(&self, access: &Access) -> io::Result<Root> {
+        let root = self.settings.root.clone();
+        let home = access.home.clone();
+        tokio::task::spawn_blocking(move || root.open_home(&home))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// Who the audit log says did something in this session.
@@ -613,6 +693,22 @@ impl Session {
         let tls = acceptors.session();
         self.control.upgrade(&tls.control(), limit).await?;
         self.tls = Some(tls);
+        Ok(())
+    }
+
+    /// The TLS handshake an implicit FTPS session starts with. Data connections are protected
+    /// from the start too (clients still send `PBSZ`/`PROT P`, which are accepted).
+    async fn implicit_tls(&mut self) -> io::Result<()> {
+        let Some(acceptors) = self.settings.tls.clone() else {
+            return Err(io::Error::other(
+                "implicit FTPS without a TLS configuration",
+            ));
+        };
+        let limit = self.idle_timeout();
+        let tls = acceptors.session();
+        self.control.upgrade(&tls.control(), limit).await?;
+        self.tls = Some(tls);
+        self.protect_data = true;
         Ok(())
     }
 
@@ -697,6 +793,30 @@ impl Session {
     pub fn id(&self) -> u64 {
         self.id
     }
+}
+
+/// The permission a command needs beyond being logged in.
+fn required_permission(command: &Command) -> Option<Permission> {
+    Some(match command {
+        Command::List(_)
+        | Command::Nlst(_)
+        | Command::Mlsd(_)
+        | Command::Mlst(_)
+        | Command::Stat(Some(_))
+        | Command::Size(_)
+        | Command::Mdtm(_) => Permission::List,
+        Command::Retr(_) => Permission::Download,
+        // Changing a file's time or mode is writing to the tree, as an upload is.
+        Command::Stor(_)
+        | Command::Appe(_)
+        | Command::Stou
+        | Command::Mfmt(..)
+        | Command::SiteChmod(..) => Permission::Upload,
+        Command::Dele(_) | Command::Rmd(_) => Permission::Delete,
+        Command::Rnfr(_) => Permission::Rename,
+        Command::Mkd(_) => Permission::Mkdir,
+        _ => return None,
+    })
 }
 
 /// A password verification the lockout counts while it runs. Dropped unfinished (the client went

@@ -1,0 +1,42 @@
+# The harness the shell test tiers share (test-helm.sh, test-flux.sh, test-node.sh): sourced,
+# never run. Set TIER, the name each log line starts with, before sourcing.
+#
+#   check NAME CMD...   one test: counted and timed; its output is shown when it fails, and also
+#                       when it passes if CHECK_DETAILS=1 (for tiers whose checks print figures)
+#   fail MESSAGE        a check's way to fail with a reason
+#   until_true T CMD... polls CMD every POLL_SECONDS (default 1) until it succeeds or T s pass
+#   summary             the last line test.sh counts ("N passed, M failed"); false on any failure
+
+PASSED=0 FAILED=0 FAILURES=()
+: "${CHECK_DETAILS:=0}" "${POLL_SECONDS:=1}"
+
+log() { echo "$TIER: $*" >&2; }
+die() { echo "$TIER: error: $*" >&2; exit 2; }
+fail() { echo "$*" >&2; return 1; }
+
+check() {
+  local name=$1; shift
+  local out start=$SECONDS
+  if out=$("$@" 2>&1); then
+    PASSED=$((PASSED + 1)); printf 'ok    %-72s %3ss\n' "$name" $((SECONDS - start))
+    [[ $CHECK_DETAILS == 1 && -n $out ]] && printf '%s\n' "$out" | tail -30 | sed 's/^/      /'
+  else
+    FAILED=$((FAILED + 1)); FAILURES+=("$name"); printf 'FAIL  %-72s %3ss\n' "$name" $((SECONDS - start))
+    printf '%s\n' "$out" | tail -30 | sed 's/^/      /'
+  fi
+  return 0
+}
+
+until_true() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep "$POLL_SECONDS"
+  done
+}
+
+summary() {
+  [[ $FAILED -eq 0 ]] || log "failed: ${FAILURES[*]}"
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED -eq 0 ]]
+}
