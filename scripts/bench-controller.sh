@@ -55,7 +55,7 @@ secret_reads() {
     END {printf "%d %d %d\n", requests, listed, watched}'
 }
 secret_objects() {
-  kubectl get --raw /metrics | awk '/^apiserver_(storage|resource)_objects\{/ && /resource="secrets"/ {print $NF; exit}'
+  kubectl get --raw /metrics | awk '/^apiserver_(storage|resource)_objects\{/ && /resource="secrets"/ && !n++ {print $NF}'
 }
 
 controller_pid='' lb_pid='' ready_pid='' cluster_up=0
