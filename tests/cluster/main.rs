@@ -7,6 +7,7 @@ mod harness;
 mod leader;
 mod metrics;
 mod node_keepalive;
+mod node_tuning;
 mod status;
 
 use std::collections::BTreeMap;
