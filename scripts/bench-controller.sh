@@ -6,12 +6,14 @@
 #      into each Service's status as soon as the Service appears, and its time is reported.
 #   2. a quiet minute after: API writes by the controller (its /metrics counter, and the
 #      apiserver's view: resourceVersions, managedFields times, Events, apiserver_request_total)
-#   3. the controller's peak RSS (VmHWM) and CPU seconds
+#   3. the controller's peak RSS (VmHWM) and CPU seconds, with SECRETS unrelated Secrets of
+#      SECRET_KIB each in the cluster before it starts (issue 11, item 2: its memory must follow
+#      the FtpServers, not the cluster), and what the apiserver sent for Secrets meanwhile
 #   4. a summary table, and a row in docs/benchmarks.md's "Controller" section.
 # It builds the controller (release), brings up its own local control plane
 # (scripts/local-cluster.sh, state in target/bench-cluster) and takes it down at the end.
 #
-# Knobs: N (200), NAMESPACES (4), QUIET (60 s), SETTLE (10 s after all Ready, before the
+# Knobs: N (200), NAMESPACES (4), SECRETS (2000), SECRET_KIB (512), QUIET (60 s), SETTLE (10 s after all Ready, before the
 # quiet minute), READY_TIMEOUT (300 s), RECORD (1: add a row to docs/benchmarks.md),
 # MAX_LOAD (e.g. 2.0: wait up to LOAD_WAIT s, default 600, for the 1-min load to drop
 # below it before applying), FTPOP_KCM_API_QPS (passed to scripts/local-cluster.sh), KEEP_CLUSTER (1: leave the cluster up, to look at its logs).
@@ -23,6 +25,8 @@ cd "$repo"
 N=${N:-200}
 NAMESPACES=${NAMESPACES:-4}
 QUIET=${QUIET:-60}
+SECRETS=${SECRETS:-2000}
+SECRET_KIB=${SECRET_KIB:-512}
 SETTLE=${SETTLE:-10}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
 RECORD=${RECORD:-1}
@@ -30,7 +34,7 @@ MAX_LOAD=${MAX_LOAD:-}
 LOAD_WAIT=${LOAD_WAIT:-600}
 TARGET_READY_S=30
 TARGET_RSS_MIB=64
-for knob in N NAMESPACES QUIET SETTLE READY_TIMEOUT; do
+for knob in N NAMESPACES QUIET SETTLE READY_TIMEOUT SECRETS SECRET_KIB; do
   [[ ${!knob} =~ ^[0-9]+$ ]] || { echo "bench: $knob must be a number" >&2; exit 2; }
 done
 
@@ -41,6 +45,18 @@ export FTPOP_REAL_NODE=0
 work=$(mktemp -d -t ftp-operator-bench.XXXXXX)
 log() { echo "bench: $*" >&2; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# What the apiserver sent for Secrets so far (all clients): "<LIST+WATCH requests> <response
+# bytes of the LISTs> <WATCH event bytes>", from its own metrics.
+secret_reads() {
+  kubectl get --raw /metrics | awk '
+    /^apiserver_request_total\{/ && /resource="secrets"/ && /verb="(LIST|WATCH)"/ {requests += $NF}
+    /^apiserver_response_sizes_sum\{/ && /resource="secrets"/ && /verb="LIST"/ {listed += $NF}
+    /^apiserver_watch_events_sizes_sum\{/ && /resource="secrets"/ {watched += $NF}
+    END {printf "%d %d %d\n", requests, listed, watched}'
+}
+secret_objects() {
+  kubectl get --raw /metrics | awk '/^apiserver_(storage|resource)_objects\{/ && /resource="secrets"/ && !n++ {print $NF}'
+}
 
 controller_pid='' lb_pid='' ready_pid='' cluster_up=0
 cleanup() {
@@ -79,6 +95,14 @@ for ((i = 0; i < NAMESPACES; i++)); do
   until kubectl -n "bench-$i" get serviceaccount default >/dev/null 2>&1; do sleep 0.5; done
 done
 
+# The unrelated Secrets exist before the controller starts: its first list is the largest.
+secrets_made='{"count": 0, "bytes": 0, "seconds": 0}'
+if ((SECRETS > 0)); then
+  log "creating $SECRETS Secrets of $SECRET_KIB KiB"
+  secrets_made=$(python3 scripts/bench-helper.py secrets "$SECRETS" "$SECRET_KIB" $(for ((i = 0; i < NAMESPACES; i++)); do echo "bench-$i"; done))
+  log "created: $secrets_made"
+fi
+
 # N distinct servers, 5 passive ports each, spread over the namespaces.
 for ((i = 0; i < N; i++)); do
   cat <<EOF
@@ -94,6 +118,7 @@ spec:
 EOF
 done >"$work/servers.yaml"
 
+secret_reads_before=$(secret_reads)
 target/release/ftp-operator controller \
   --metrics-listen 127.0.0.1:0 --leader-election-namespace default \
   --identity bench --default-ftp-image ftp-operator:bench --verify-served-config=false >"$work/controller.log" 2>&1 &
@@ -215,6 +240,9 @@ lease_after=$(lease_version)
 last_write=$(last_controller_write)
 cpu_end=$(cpu_seconds)
 rss=$(peak_rss_mib)
+read -r secret_requests secret_listed secret_watched < <(paste -d' ' <(secret_reads) <(echo "$secret_reads_before") |
+  awk '{print $1 - $4, $2 - $5, $3 - $6}')
+secret_count=$(secret_objects)
 load_end=$(load1)
 stages=$(python3 scripts/bench-helper.py stages "$t0")
 
@@ -256,6 +284,8 @@ machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 |   apiserver: mutating requests on those kinds, all clients | ${ours_delta:-none} | | |
 |   controller Lease renewed (leader election heartbeat) | $lease_renewals | | |
 | controller peak RSS (VmHWM)               | ${rss} MiB                      | <= ${TARGET_RSS_MIB} MiB | $verdict_rss |
+|   with unrelated Secrets in the cluster    | $SECRETS x $SECRET_KIB KiB (created in $(jq -r .seconds <<<"$secrets_made") s); apiserver holds ${secret_count:-?} Secrets | | |
+|   apiserver: Secret reads since the controller started, all clients | $secret_requests LIST/WATCH requests, LIST responses $(awk -v b="$secret_listed" 'BEGIN {printf "%.1f", b / 1048576}') MiB, WATCH events $(awk -v b="$secret_watched" 'BEGIN {printf "%.1f", b / 1048576}') MiB | | |
 | controller CPU: burst / quiet minute      | ${cpu_burst} s / ${cpu_quiet} s | | |
 controller writes by kind, whole run: $by_kind_after
 apiserver mutating requests in the quiet minute (all clients): ${apiserver_delta:-none}
@@ -273,7 +303,7 @@ marker = "<!-- controller runs: scripts/bench-controller.sh inserts a row above 
 row = ("| $(date -u +%Y-%m-%d\ %H:%M) | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) | "
        "$(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB | $load_before / $load_ready / $load_end | $N | ${FTPOP_KCM_API_QPS:-20 (default)} | $apply_s | "
        "**$ready_s** ($verdict_ready) | $lb_span ($lb_patch) | **$quiet_writes** / $objects_changed / $events_changed ($verdict_quiet) | "
-       "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet |")
+       "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet | $SECRETS x $SECRET_KIB KiB |")
 section = f"""## Controller
 
 \`scripts/bench-controller.sh\` (issue 2, item 6): builds the controller in release mode, brings up
@@ -284,6 +314,11 @@ kube-controller-manager, kube-scheduler, kwok nodes), installs the CRD, runs
 controller, so \`scripts/bench-helper.py lb\` plays it, writing an ingress IP into each
 Service's \`status.loadBalancer\` as soon as it appears (a few keep-alive connections, no
 kubectl per Service).
+
+Since issue 11 the cluster also holds SECRETS=2000 unrelated Secrets of SECRET_KIB=512 KiB
+each (Helm-release-shaped, random data, about 1 GiB) before the controller starts, so its memory
+is measured on a busy cluster; the summary also prints what the apiserver sent for Secrets
+(LIST response and WATCH event bytes, all clients) while the controller ran.
 
 Targets: all N=200 Ready (Ready=True, observedGeneration == generation) within 30 s of the
 start of the apply; 0 writes by the controller in the quiet minute that follows (after a 10 s
@@ -299,8 +334,8 @@ leader's heartbeat, not a write to any FtpServer or child). CPU: controller CPU 
 during the burst / during the quiet minute. kcm QPS: kube-controller-manager's client-side
 rate limit (\`FTPOP_KCM_API_QPS\`, default 20 QPS, burst 30, per controller).
 
-| date (UTC) | commit | machine | load | N | kcm QPS | apply s | all Ready s | LB s | quiet writes | lease | peak RSS MiB | CPU s |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| date (UTC) | commit | machine | load | N | kcm QPS | apply s | all Ready s | LB s | quiet writes | lease | peak RSS MiB | CPU s | unrelated Secrets |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {marker}
 """
 try:

@@ -9,6 +9,10 @@
          scheduler, kwok, stand-in LB), seconds from T0 at which it finished, p50 and last over
          the servers, from creationTimestamps, condition transition and managedFields times
          (the apiserver's 1 s resolution).
+  secrets COUNT KIB NAMESPACE... creates COUNT Secrets of KIB KiB of random data each, spread
+         over the namespaces, shaped like Helm release Secrets (type helm.sh/release.v1,
+         labels owner=helm): the unrelated Secrets of a busy cluster, which no FtpServer names.
+         Prints a JSON summary (count, bytes, seconds).
   ready  watches FtpServers with the benchmark's label until N of them are Ready
          (condition Ready=True and status.observedGeneration == metadata.generation);
          prints a JSON summary with the time of each relative to T0.
@@ -264,6 +268,59 @@ def cmd_stages(t0):
     print(json.dumps(rows))
 
 
+def cmd_secrets(count, kib, *namespaces, workers=4):
+    import base64
+    count, size = int(count), int(kib) * 1024
+    if not namespaces:
+        raise SystemExit("secrets: name at least one namespace")
+    todo = queue.Queue()
+    for i in range(count):
+        todo.put(i)
+    failures = []
+    start = time.monotonic()
+
+    def work():
+        conn = connect()
+        while True:
+            try:
+                i = todo.get_nowait()
+            except queue.Empty:
+                return
+            namespace = namespaces[i % len(namespaces)]
+            secret = {
+                "apiVersion": "v1", "kind": "Secret", "type": "helm.sh/release.v1",
+                "metadata": {"name": f"sh.helm.release.v1.unrelated-{i}.v1",
+                             "labels": {"owner": "helm", "name": f"unrelated-{i}", "bench": "secrets"}},
+                # Random bytes: nothing on the way (etcd, the apiserver) can compress them.
+                "data": {"release": base64.b64encode(os.urandom(size)).decode()},
+            }
+            body = json.dumps(secret)
+            for attempt in range(3):
+                try:
+                    conn.request("POST", f"/api/v1/namespaces/{namespace}/secrets", body=body,
+                                 headers=headers("bench-secrets", {"Content-Type": "application/json"}))
+                    response = conn.getresponse()
+                    text = response.read()
+                    if response.status not in (201, 409):
+                        failures.append(f"{namespace}/{i}: {response.status} {text[:300]!r}")
+                    break
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = connect()
+            else:
+                failures.append(f"{namespace}/{i}: connection failed 3 times")
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise SystemExit(f"secrets: {len(failures)} not created, e.g. {failures[:3]}")
+    print(json.dumps({"count": count, "bytes": count * size,
+                      "seconds": round(time.monotonic() - start, 1)}))
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
-    {"lb": cmd_lb, "ready": cmd_ready, "stages": cmd_stages}[command](*args)
+    {"lb": cmd_lb, "ready": cmd_ready, "stages": cmd_stages, "secrets": cmd_secrets}[command](*args)

@@ -5,6 +5,8 @@
 #      and ftp-server against real clients (curl, lftp, Python's ftplib, suppaftp)
 #   3. the container image, assembled with buildah from scratch, and both binaries run in it
 #   4. the controller against a real control plane built from Go modules (scripts/local-cluster.sh)
+#   4b. the CRD on the oldest Kubernetes the chart claims (kube-apiserver v1.31, built from its
+#      Go module): it installs, and the apiserver's CEL rejects every invalid manifest
 #   5. the Helm chart (helm lint, kubeconform, kube-score, install/upgrade), the Grafana dashboard,
 #      kstatus and Argo CD health against a control plane of their own
 #   6. Flux's source-controller and kustomize-controller syncing docs/flux/ from a local Git
@@ -71,6 +73,8 @@ if tier "local control plane" cluster_up; then
 else
   failed_tiers+=("controller on a real control plane (not run: no control plane)")
 fi
+# Its own apiserver and etcd; the chart's kubeVersion must name the version tested.
+tier "the CRD on the oldest supported apiserver" scripts/oldest-apiserver.sh test
 # The Helm tier brings up a control plane of its own, so it can install and uninstall freely.
 tier "helm, linters, dashboard, kstatus and argo cd" scripts/test-helm.sh
 # Flux's own controllers sync the operator and an FtpServer from a local Git repository.

@@ -210,6 +210,7 @@ pub async fn run(
         watcher::Config::default(),
     );
     let servers = controller.store();
+    metrics.server_conditions.watch(servers.clone());
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,

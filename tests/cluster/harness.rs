@@ -209,6 +209,16 @@ impl ControllerProcess {
 
     /// The sum of a counter's series, from /metrics.
     pub async fn metric(&self, name: &str) -> u64 {
+        self.scrape()
+            .await
+            .lines()
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// The body of /metrics.
+    pub async fn scrape(&self) -> String {
         let address = wait_for("the metrics address", Duration::from_secs(10), || async {
             let logs = self.logs.lock().unwrap();
             let line = logs.iter().find(|l| l.contains("serving /metrics"))?;
@@ -220,10 +230,7 @@ impl ControllerProcess {
         write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
         let mut body = String::new();
         stream.read_to_string(&mut body).unwrap();
-        body.lines()
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        body
     }
 
     /// Sends a signal by name (STOP, CONT, TERM) to this process alone, by its id.

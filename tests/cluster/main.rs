@@ -5,6 +5,7 @@
 mod apply;
 mod harness;
 mod leader;
+mod metrics;
 mod node_keepalive;
 mod node_tuning;
 mod replicas;
