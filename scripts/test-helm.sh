@@ -107,7 +107,7 @@ start_controller() {
   KUBECONFIG=$SA_KUBECONFIG RUST_LOG=info,kube=warn POD_NAMESPACE=$NS \
     "$OPERATOR" controller --metrics-listen "127.0.0.1:$METRICS_PORT" \
     --leader-election-namespace "$NS" --lease-name "$RELEASE" --identity helm-test \
-    --verify-served-config=false \
+    --verify-served-config=false --node-tuning=true \
     >>"$WORK/controller.log" 2>&1 &
   echo $! >"$CONTROLLER_PID_FILE"
 }
@@ -236,7 +236,7 @@ t_fixtures() {
 render_variants() { # DIR
   h template "$RELEASE" "$CHART" -n "$NS" >"$1/defaults.yaml" &&
     h template "$RELEASE" "$CHART" -n "$NS" --set networkPolicy.enabled=true --set grafanaDashboard.enabled=true \
-      --set replicas=3 --set 'networkPolicy.apiServerCIDRs={10.0.0.1/32}' >"$1/features.yaml"
+      --set nodeTuning.enabled=true --set replicas=3 --set 'networkPolicy.apiServerCIDRs={10.0.0.1/32}' >"$1/features.yaml"
 }
 
 # kubeconform, strict, against JSON schemas made from this API server's OpenAPI document and from
@@ -276,12 +276,17 @@ t_kube_score() {
 # ------------------------------------------------------------------------------------ live
 
 t_install() {
-  h install "$RELEASE" "$CHART" -n "$NS" --create-namespace --wait --timeout 3m >"$WORK/install.out" || return 1
+  h install "$RELEASE" "$CHART" -n "$NS" --create-namespace --wait --timeout 3m \
+    --set nodeTuning.enabled=true >"$WORK/install.out" || return 1
   grep -q "kubectl -n ftp wait --for=condition=Ready" "$WORK/install.out" || fail "NOTES do not say what to do next"
   k wait --for=condition=Established crd/ftpservers.ftpoperator.dev --timeout=60s >/dev/null || return 1
   k -n "$NS" get serviceaccount/"$SA" deployment/"$RELEASE" service/"$RELEASE-metrics" \
     role/"$RELEASE-leader-election" rolebinding/"$RELEASE-leader-election" >/dev/null || return 1
   k get clusterrole/"$RELEASE" clusterrolebinding/"$RELEASE" >/dev/null || return 1
+  k -n "$NS" get configmap/ftp-operator-node-tuner serviceaccount/ftp-operator-node-tuner \
+    serviceaccount/ftp-operator-node-tuner-uninstall >/dev/null || return 1
+  k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].args}' |
+    grep -q -- '--node-tuning=true' || fail "nodeTuning.enabled did not reach the operator's --node-tuning"
   [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].image}') == \
     ghcr.io/ftp-operator/ftp-operator:0.1.0 ]] || fail "operator image is not ghcr.io/ftp-operator/ftp-operator:<appVersion>"
 }
@@ -309,7 +314,8 @@ yes watch ftpservers.ftpoperator.dev -
 yes patch ftpservers.ftpoperator.dev $APP_NS status
 yes update ftpservers.ftpoperator.dev $APP_NS finalizers
 yes create deployments.apps $APP_NS
-yes delete daemonsets.apps $APP_NS
+yes delete daemonsets.apps $NS
+no delete daemonsets.apps $APP_NS
 yes patch services $APP_NS
 yes create configmaps $APP_NS
 yes watch secrets $APP_NS
@@ -354,6 +360,82 @@ no get secrets $APP_NS
 no create pods $APP_NS
 EOF
   return $rc
+}
+
+# The uninstall hook's ServiceAccount: stops this release's operator, annotates Nodes, removes
+# FtpServers' finalizers, and nothing else.
+t_rbac_uninstall_hook() {
+  local as=(--as "system:serviceaccount:$NS:ftp-operator-node-tuner-uninstall") rc=0 want verb res ns got
+  while read -r want verb res ns; do
+    [[ $ns == - ]] && ns=""
+    got=$(k auth can-i "${as[@]}" "$verb" "$res" ${ns:+-n "$ns"} 2>/dev/null)
+    [[ ${got:-no} == "$want" ]] || { echo "uninstall hook can-i $verb $res in ${ns:-(cluster)}: ${got:-no}, want $want"; rc=1; }
+  done <<EOF
+yes patch nodes -
+yes patch ftpservers.ftpoperator.dev $APP_NS
+yes patch deployments.apps/$RELEASE $NS
+no patch deployments.apps/other $NS
+no patch deployments.apps/$RELEASE $APP_NS
+yes get configmaps/ftp-operator-node-tuner $NS
+no get configmaps/other $NS
+no delete nodes -
+no delete ftpservers.ftpoperator.dev $APP_NS
+no get secrets $APP_NS
+EOF
+  return $rc
+}
+
+# A server asking for node sysctls brings the tuner DaemonSet, owned by the chart's ConfigMap.
+t_node_tuner_daemon_set() {
+  k apply --server-side -f - >/dev/null <<EOF || return 1
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: tuned, namespace: $APP_NS}
+spec:
+  passivePorts: {min: 30000, max: 30001}
+  keepalive: {nodeSysctls: true}
+  nodeSelector: {ftpoperator.dev/helm-test-none: "true"}
+EOF
+  until_true 60 k -n "$NS" get daemonset ftp-operator-node-tuner || { controller_log; fail "no node tuner DaemonSet"; }
+  local owner uid
+  owner=$(k -n "$NS" get daemonset ftp-operator-node-tuner -o jsonpath='{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].uid}')
+  uid=$(k -n "$NS" get configmap ftp-operator-node-tuner -o jsonpath='{.metadata.uid}')
+  [[ $owner == "ConfigMap/$uid" ]] || fail "the DaemonSet's owner is $owner, not the chart's ConfigMap ($uid)"
+  until_true 60 has_node_finalizer tuned || fail "the tuned FtpServer did not get the node-keepalive finalizer"
+}
+has_node_finalizer() { k -n "$APP_NS" get ftpserver "$1" -o jsonpath='{.metadata.finalizers}' | grep -q ftpoperator.dev/node-keepalive; }
+finalizers_left() {
+  k get ftpservers -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.finalizers}{"\n"}{end}' |
+    grep ftpoperator.dev/node-keepalive
+}
+
+# The pre-delete hook's own command, as its Job would run it: kwok completes a Job's pods without
+# running anything, so the command runs here, as the hook's ServiceAccount, with the arguments
+# the release's hook renders. `helm uninstall` (next test) then creates the hook Job itself.
+t_uninstall_hook() {
+  local hook_kubeconfig="$WORK/uninstall-hook.kubeconfig" args
+  stop_controller
+  sed "s|    as: system:serviceaccount:$NS:$SA\$|    as: system:serviceaccount:$NS:ftp-operator-node-tuner-uninstall|" \
+    "$SA_KUBECONFIG" >"$hook_kubeconfig"
+  grep -q "as: system:serviceaccount:$NS:ftp-operator-node-tuner-uninstall" "$hook_kubeconfig" || fail "no hook kubeconfig"
+  h get hooks "$RELEASE" -n "$NS" >"$WORK/hooks.yaml" || return 1
+  args=$($PY3 - "$WORK/hooks.yaml" <<'PY'
+import sys, yaml
+jobs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "Job"]
+assert len(jobs) == 1, f"{len(jobs)} hook Jobs"
+job = jobs[0]
+assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete", "not a pre-delete hook"
+pod = job["spec"]["template"]["spec"]
+assert pod["serviceAccountName"] == "ftp-operator-node-tuner-uninstall", pod["serviceAccountName"]
+c = pod["containers"][0]
+print(" ".join(c["command"][1:] + c["args"]))
+PY
+) || return 1
+  # shellcheck disable=SC2086 # the hook's arguments, word by word
+  KUBECONFIG=$hook_kubeconfig POD_NAMESPACE=$NS RUST_LOG=info "$OPERATOR" $args >"$WORK/uninstall-hook.log" 2>&1 ||
+    { tail -20 "$WORK/uninstall-hook.log"; return 1; }
+  ! finalizers_left || fail "FtpServers still hold the node-keepalive finalizer"
+  [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.replicas}') == 0 ]] || fail "the operator was not scaled to zero"
 }
 
 # Storage that binds without a provisioner: a PV reserved for the claim.
@@ -615,7 +697,8 @@ old = "    categories:\n    - ftp\n"
 assert old in s, "categories block not found"
 open(p, "w").write(s.replace(old, old + "    - ftp-upgraded\n", 1))
 PY
-  h upgrade "$RELEASE" "$next" -n "$NS" --set replicas=2 --set logLevel=debug --wait --timeout 3m >/dev/null || return 1
+  h upgrade "$RELEASE" "$next" -n "$NS" --set replicas=2 --set logLevel=debug --set nodeTuning.enabled=true \
+    --wait --timeout 3m >/dev/null || return 1
   [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.replicas}') == 2 ]] || fail "replicas did not become 2"
   k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="RUST_LOG")].value}' |
     grep -qx debug || fail "logLevel did not reach RUST_LOG"
@@ -642,7 +725,16 @@ t_uninstall_keeps_data() {
   [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.status.phase}') == Bound ]] || fail "the PVC is no longer Bound"
   [[ -z $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.deletionTimestamp}') ]] || fail "the PVC is being deleted"
   k -n "$APP_NS" get deploy -o name | grep -q . || fail "the FtpServer's Deployment went with the operator"
+  # The hook Job ran (kwok completed its pod) and was deleted on success; its Events remain.
+  k -n "$NS" get events --field-selector involvedObject.kind=Job,reason=Completed -o jsonpath='{.items[*].involvedObject.name}' |
+    grep -qw "$RELEASE-node-tuner-uninstall" || fail "no completed pre-delete hook Job"
+  ! k -n "$NS" get job "$RELEASE-node-tuner-uninstall" >/dev/null 2>&1 || fail "the hook Job was kept after succeeding"
+  # The DaemonSet goes with the chart's ConfigMap (garbage collector), and no FtpServer is stuck.
+  until_true 60 daemon_set_gone || fail "the node tuner DaemonSet survived uninstall"
+  ! finalizers_left || fail "FtpServers still hold the node-keepalive finalizer"
+  k -n "$APP_NS" delete ftpserver tuned --timeout=30s >/dev/null || fail "the tuned FtpServer cannot be deleted"
 }
+daemon_set_gone() { ! k -n "$NS" get daemonset ftp-operator-node-tuner; }
 
 # With the chart's RBAC gone, the same impersonating kubeconfig is refused: the earlier passes
 # really were authorised by the chart's RBAC, not by the admin credentials underneath.
@@ -705,15 +797,18 @@ check "helm install --wait: CRD Established, RBAC, operator Deployment" t_instal
 check "the Artifact Hub FtpServer example is accepted by the API server" t_artifacthub_example
 check "RBAC: the ServiceAccount may do what the operator needs, nothing more" t_rbac
 check "RBAC: the node tuner may read FtpServers and annotate Nodes, nothing more" t_rbac_node_tuner
+check "RBAC: the uninstall hook may stop this operator, annotate Nodes, release FtpServers" t_rbac_uninstall_hook
 check "controller as the chart's ServiceAccount makes an FtpServer Ready" t_ftpserver_ready
 check "a missing users Secret makes an FtpServer Stalled" t_stalled
+check "node tuning: the DaemonSet is owned by the chart's ConfigMap" t_node_tuner_daemon_set
 check "docs/argocd.md's patch command puts the health check into argocd-cm" t_argocd_cm_live
 check "kstatus/Argo CD (Lua and Argo CD's code) on live objects: Current/Healthy, Failed/Degraded, InProgress/Progressing" t_health_live
 check "docs/api.md covers every CRD field and CEL message" t_api_doc
 check "docs/metrics.md names only metrics the controller exports" t_metrics_doc
 check "Grafana dashboard: labelled ConfigMap; every metric it queries is exported" t_dashboard
 check "helm upgrade: changed values and a changed CRD arrive" t_upgrade
-check "helm uninstall keeps the CRD, FtpServers and their PVCs" t_uninstall_keeps_data
+check "the pre-delete hook's command releases every FtpServer and stops the operator" t_uninstall_hook
+check "helm uninstall runs the hook, removes the DaemonSet, keeps the CRD, FtpServers and PVCs" t_uninstall_keeps_data
 check "the impersonating kubeconfig is refused once the chart's RBAC is gone" t_impersonation_is_real
 check "helm upgrade --wait=watcher from the previous chart version" t_upgrade_from_previous
 

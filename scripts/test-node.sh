@@ -31,8 +31,13 @@ source "$ROOT/scripts/lib/checks.sh"
 [[ $(id -u) -eq 0 ]] || die "needs root: it runs the real node (containerd, kubelet, kube-proxy) and network namespaces"
 rm -rf "$WORK"; mkdir -p "$WORK"
 
+# The node's own keepalive values (this machine's): cleanup puts them back if a check left them.
+NODE_KEEPALIVE_ORIG=$(sysctl -n net.ipv4.tcp_keepalive_time net.ipv4.tcp_keepalive_intvl net.ipv4.tcp_keepalive_probes | tr '\n' ' ')
 cleanup() {
   kill "${IDLE_PID:-}" 2>/dev/null || true
+  read -r ka_time ka_intvl ka_probes <<<"$NODE_KEEPALIVE_ORIG"
+  sysctl -q -w net.ipv4.tcp_keepalive_time="$ka_time" net.ipv4.tcp_keepalive_intvl="$ka_intvl" \
+    net.ipv4.tcp_keepalive_probes="$ka_probes" 2>/dev/null || true
   if [[ ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
     BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
     scripts/local-cluster.sh down >/dev/null 2>&1 || true
@@ -284,6 +289,40 @@ t_pod_replaced() {
   echo "serving again $(since "$start") s after the pod was deleted"
 }
 
+# Node tuning on the real node, then `helm uninstall`: the chart's pre-delete hook has the agent
+# put the node's own keepalive sysctls back and releases every FtpServer. Last: it uninstalls the
+# operator. (The node here is this machine; cleanup puts its values back should the check fail.)
+node_keepalive() { sysctl -n net.ipv4.tcp_keepalive_time net.ipv4.tcp_keepalive_intvl net.ipv4.tcp_keepalive_probes | tr '\n' ' '; }
+tuned_counts() { k -n "$APP" get ftpserver tuned -o jsonpath='{.status.nodeKeepalive.tuned}/{.status.nodeKeepalive.pending}/{.status.nodeKeepalive.failed}'; }
+t_node_tuning_uninstall() {
+  local before
+  before=$(node_keepalive)
+  "$HELM" upgrade ftp-operator charts/ftp-operator --namespace "$NS" --reuse-values --set nodeTuning.enabled=true \
+    --wait --timeout 180s >/dev/null || { echo "helm upgrade --set nodeTuning.enabled=true failed"; return 1; }
+  k apply --server-side -f - >/dev/null <<EOF || return 1
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: tuned, namespace: $APP}
+spec:
+  passivePorts: {min: 20100, max: 20101}
+  keepalive: {idleSeconds: 45, intervalSeconds: 7, probes: 4, nodeSysctls: true}
+  storage: {emptyDir: {}}
+EOF
+  until_true 120 eval '[[ $(node_keepalive) == "45 7 4 " ]]' ||
+    { echo "the node was not tuned: $(node_keepalive)"; k -n "$NS" get ds,pods -o wide; return 1; }
+  # The real node is tuned; the kwok nodes (virtual, tainted) are not counted as pending.
+  until_true 60 eval '[[ $(tuned_counts) == 1/0/0 ]]' || { echo "nodeKeepalive tuned/pending/failed: $(tuned_counts)"; return 1; }
+  "$HELM" uninstall ftp-operator --namespace "$NS" --wait --timeout 300s >/dev/null ||
+    { echo "helm uninstall failed"; k -n "$NS" logs job/ftp-operator-node-tuner-uninstall 2>&1 | tail -20; return 1; }
+  [[ $(node_keepalive) == "$before" ]] || { echo "the node keeps $(node_keepalive), not its own $before"; return 1; }
+  local held
+  held=$(k get ftpservers -A -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.finalizers}{"\n"}{end}' | grep node-keepalive)
+  [[ -z $held ]] || { echo "FtpServers still held by the node-keepalive finalizer: $held"; return 1; }
+  until_true 60 eval '! k -n "$NS" get daemonset ftp-operator-node-tuner' || { echo "the node tuner DaemonSet survived uninstall"; return 1; }
+  k -n "$APP" delete ftpserver tuned --timeout=30s >/dev/null || { echo "the tuned FtpServer cannot be deleted"; return 1; }
+  echo "node keepalive $before -> 45 7 4 -> $(node_keepalive)"
+}
+
 check "the chart's operator pod runs on the real node, leads and reconciles with the chart's RBAC" t_operator_leads
 check "an FtpServer with users and TLS Secrets becomes Ready" t_ready
 check "curl uploads and downloads through the VIP" t_curl_plain
@@ -298,5 +337,6 @@ check "Ready at a new address only once PASV advertises it, without a restart" t
 check "a changed passive range reaches the Service and the running server" t_passive_change
 check "a new user and a rotated certificate serve new sessions without a restart" t_secrets_rotate
 check "a deleted pod is replaced and serves again" t_pod_replaced
+check "node tuning, then helm uninstall: the node's own sysctls are back, no FtpServer is stuck" t_node_tuning_uninstall
 
 summary

@@ -10,3 +10,4 @@ pub mod keepalive;
 pub mod lb;
 pub mod leader;
 pub mod node;
+pub mod node_tuning;

@@ -11,6 +11,7 @@ use ftp_operator::api::FtpServer;
 use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
 use ftp_operator::leader::{Elector, FenceLayer, Timings};
 use ftp_operator::node;
+use ftp_operator::node_tuning;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -42,6 +43,22 @@ enum NodeTunerCommand {
     Apply(NodeTunerApplyArgs),
     /// Put back the values recorded by `apply` and delete the state file.
     Restore(NodeTunerRestoreArgs),
+    /// The Helm pre-delete hook: stop the operator, have every tuned node restored, and remove
+    /// the node-keepalive finalizers, so nothing is left tuned or stuck.
+    Uninstall(NodeTunerUninstallArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeTunerUninstallArgs {
+    /// The operator's namespace (the node tuning ConfigMap's and the Deployment's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// The operator's Deployment, scaled to zero first.
+    #[arg(long)]
+    operator_deployment: String,
+    /// Seconds to wait for the operator to stop, and then for the nodes to be restored.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -54,6 +71,10 @@ struct NodeTunerRunArgs {
     /// Seconds between checks for reboots and hand changes.
     #[arg(long, default_value_t = 30)]
     resync_seconds: u64,
+    /// The install this agent belongs to (the DaemonSet passes its owner's uid); an uninstall
+    /// naming it on the Node makes the agent restore the node.
+    #[arg(long, env = node_tuning::daemon_set::INSTALL_UID_ENV)]
+    install_uid: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +133,10 @@ struct ControllerArgs {
     /// Stalled (cloud balancers take a few minutes to provision).
     #[arg(long, default_value_t = 600)]
     load_balancer_address_timeout_seconds: u64,
+    /// Node keepalive tuning (the chart's nodeTuning.enabled): run the node tuner DaemonSet's
+    /// controller; without it FtpServers asking for keepalive.nodeSysctls are Stalled.
+    #[arg(long, env = "FTP_OPERATOR_NODE_TUNING", default_value_t = false, action = clap::ArgAction::Set)]
+    node_tuning: bool,
 }
 
 #[tokio::main]
@@ -154,9 +179,20 @@ async fn run_node_tuner(command: NodeTunerCommand) -> anyhow::Result<()> {
                 node_name: args.node_name,
                 sysctl_root: node::SysctlRoot::new(args.sysctl_root),
                 resync: Duration::from_secs(args.resync_seconds.max(1)),
+                install_uid: args.install_uid.filter(|uid| !uid.is_empty()),
             };
             let client = kube::Client::try_default().await?;
             node::agent::run(client, settings, shutdown_signal()).await
+        }
+        NodeTunerCommand::Uninstall(args) => {
+            init_logging();
+            let client = kube::Client::try_default().await?;
+            let settings = node_tuning::uninstall::UninstallSettings {
+                namespace: args.namespace,
+                operator_deployment: args.operator_deployment,
+                timeout: Duration::from_secs(args.timeout_seconds),
+            };
+            node_tuning::uninstall::run(client, settings).await
         }
     }
 }
@@ -220,11 +256,18 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     }
     info!(%identity, "holding the lease; reconciling");
 
+    let tuning = args
+        .node_tuning
+        .then(|| node_tuning::controller::TuningSettings {
+            namespace: args.leader_election_namespace.clone(),
+            image: args
+                .node_tuner_image
+                .clone()
+                .unwrap_or_else(|| args.default_ftp_image.clone()),
+            watch_namespace: args.namespace.clone(),
+        });
     let settings = Settings {
-        node_tuner_image: args
-            .node_tuner_image
-            .unwrap_or_else(|| args.default_ftp_image.clone()),
-        operator_namespace: args.leader_election_namespace.clone(),
+        node_tuning: args.node_tuning,
         default_image: args.default_ftp_image,
         namespace: args.namespace,
         identity: identity.clone(),
@@ -234,9 +277,23 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         ),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut controller = tokio::spawn(controller::run(client, settings, metrics, async move {
+    let stopped = futures::FutureExt::shared(async move {
         let _ = stopped.await;
-    }));
+    });
+    // The node tuner's controller beside the FtpServer one, in the same process and lease; the
+    // task ends when either stops.
+    let tuning = tuning.map(|tuning| {
+        node_tuning::controller::run(client.clone(), tuning, metrics.clone(), stopped.clone())
+    });
+    let mut controller = tokio::spawn(async move {
+        let servers = controller::run(client, settings, metrics, stopped);
+        match tuning {
+            Some(tuning) => {
+                futures::join!(servers, tuning);
+            }
+            None => servers.await,
+        }
+    });
     tokio::select! {
         () = elector.keep() => {
             // Another replica may already be writing; this one's writes are refused already.

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -27,7 +27,7 @@ use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, PredicateConfig, predicates};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -52,10 +52,9 @@ pub struct Settings {
     pub namespace: Option<String>,
     /// Reported as the Events' instance.
     pub identity: String,
-    /// Where the node tuner DaemonSet lives: the operator's own namespace.
-    pub operator_namespace: String,
-    /// The node tuner's image: the operator's own (it runs `ftp-operator node-tuner run`).
-    pub node_tuner_image: String,
+    /// Node tuning is installed (`nodeTuning.enabled`): the node tuner controller runs and
+    /// servers may ask for node sysctls; without it `keepalive.nodeSysctls` is Stalled.
+    pub node_tuning: bool,
     /// Ready waits until every running server pod serves the rendered configuration (asked over
     /// its metrics port; see served.rs). Off only where no server runs (kwok's fake pods).
     pub verify_served_config: bool,
@@ -83,8 +82,6 @@ struct Context {
     metrics: Metrics,
     recorder: Recorder,
     reporter: Reporter,
-    /// The controller's own FtpServer cache: which servers need the node tuner.
-    servers: Store<DeserializeGuard<FtpServer>>,
     /// Consecutive failures per FtpServer, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
 }
@@ -140,14 +137,6 @@ pub async fn run(
     .default_backoff()
     .modify(secret_name_only)
     .touched_objects();
-    let (daemon_sets, writer) = reflector::store();
-    let daemon_set_events = watcher(
-        Api::<DaemonSet>::namespaced(client.clone(), &settings.operator_namespace),
-        watcher::Config::default().labels(MANAGED_SELECTOR),
-    )
-    .default_backoff()
-    .reflect(writer)
-    .touched_objects();
     // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
     // only, and a node wakes the servers only when its labels or the reports change (not on
     // each kubelet status update).
@@ -170,7 +159,6 @@ pub async fn run(
         deployments,
         services,
         pods,
-        daemon_sets,
         nodes,
     };
     let reporter = Reporter {
@@ -190,7 +178,6 @@ pub async fn run(
         stores,
         settings,
         metrics,
-        servers: servers.clone(),
         failures: Mutex::default(),
     });
     let tuned_servers = {
@@ -204,7 +191,6 @@ pub async fn run(
                 .collect::<Vec<_>>()
         }
     };
-    let tuned_servers_too = tuned_servers.clone();
     controller
         .owns_stream(config_map_events)
         .owns_stream(deployment_events)
@@ -231,7 +217,6 @@ pub async fn run(
         .watches_stream(node_events, move |_: PartialObjectMeta<Node>| {
             tuned_servers()
         })
-        .watches_stream(daemon_set_events, move |_: DaemonSet| tuned_servers_too())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -265,7 +250,6 @@ async fn reconcile(
         ctx.stores.deployments.wait_until_ready().now_or_never(),
         ctx.stores.services.wait_until_ready().now_or_never(),
         ctx.stores.pods.wait_until_ready().now_or_never(),
-        ctx.stores.daemon_sets.wait_until_ready().now_or_never(),
         ctx.stores.nodes.wait_until_ready().now_or_never(),
     ]
     .iter()
@@ -295,7 +279,8 @@ async fn reconcile(
 async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
     let deleting = server.metadata.deletion_timestamp.is_some();
     // Only servers that tune nodes carry the finalizer; the rest are deleted at once.
-    if has_finalizer(server) || (needs_node_sysctls(&server.spec) && !deleting) {
+    let tunes_nodes = ctx.settings.node_tuning && needs_node_sysctls(&server.spec);
+    if has_finalizer(server) || (tunes_nodes && !deleting) {
         let api: Api<FtpServer> =
             Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
         return finalizer(
@@ -324,16 +309,15 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
 async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error> {
     let namespace = server.namespace().unwrap_or_default();
     let mut changes = Vec::new();
-    if let Some(applied) = node_tuner::reconcile_daemon_set(ctx, None).await? {
-        changes.push(applied);
-    }
     let (observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
     let result = match read {
         Err(error) => Err(error),
-        Ok(()) => match validate::validate(server, &observed) {
+        Ok(()) => match node_tuner::opt_in(server, ctx.settings.node_tuning)
+            .map_or_else(|| validate::validate(server, &observed), Err)
+        {
             Err(invalid) => Ok(Outcome::Stalled(invalid)),
             Ok(valid) => apply_children(server, &valid, &observed, ctx, &mut changes).await,
         },

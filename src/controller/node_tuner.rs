@@ -1,23 +1,21 @@
-//! The controller's side of node keepalive: the tuner DaemonSet exists exactly while some
-//! FtpServer needs node sysctls; servers that need them carry a finalizer, so their nodes are
-//! restored before they disappear; their status sums up the agents' Node reports.
+//! The FtpServer reconcile's side of node keepalive: servers that need node sysctls carry a
+//! finalizer, so their nodes are restored before they disappear; their status sums up the
+//! agents' Node reports; without node tuning installed, asking for node sysctls is Stalled.
+//! The tuner DaemonSet itself is the node tuning controller's ([`crate::node_tuning`]).
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, DeleteParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use tracing::info;
 
 use crate::api::{FtpServer, NodeKeepaliveStatus};
 use crate::keepalive::needs_node_sysctls;
 use crate::node::report::{still_tuned_for, summarise};
 
-use super::apply::{Applied, apply};
-use super::build::{NODE_TUNER_NAME, desired_node_tuner_daemon_set};
+use super::validate::Invalid;
 use super::{Context, Error};
+
+/// The Stalled reason of node sysctls asked for on an install without node tuning.
+pub const NODE_TUNING_DISABLED: &str = "NodeTuningDisabled";
 
 /// Held by FtpServers that need node sysctls until no node is tuned for them any more.
 pub const NODE_KEEPALIVE_FINALIZER: &str = "ftpoperator.dev/node-keepalive";
@@ -55,55 +53,22 @@ pub fn tuner_needed<'a>(
         .any(keeps_tuner)
 }
 
-/// Applies or deletes the DaemonSet as the servers in the cache (without `leaving`) require;
-/// returns what was applied, for the Events.
-pub(super) async fn reconcile_daemon_set(
-    ctx: &Context,
-    leaving: Option<&FtpServer>,
-) -> Result<Option<(ObjectReference, Applied)>, Error> {
-    // Read through the cache's shared objects: every reconcile runs this, and copying all
-    // FtpServers each time (hundreds of reconciles at once) multiplied the controller's memory.
-    let needed = {
-        let servers = ctx.servers.state();
-        tuner_needed(
-            servers.iter().filter_map(|guard| guard.0.as_ref().ok()),
-            leaving,
-        )
-    };
-    let namespace = &ctx.settings.operator_namespace;
-    let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let cached = ctx
-        .stores
-        .daemon_sets
-        .get(&ObjectRef::new(NODE_TUNER_NAME).within(namespace));
-    if needed {
-        let desired = desired_node_tuner_daemon_set(namespace, &ctx.settings.node_tuner_image);
-        let applied = apply(&api, &desired, cached.as_deref(), &ctx.metrics).await?;
-        if applied != Applied::Unchanged {
-            info!(%namespace, "applied the node tuner DaemonSet");
-        }
-        Ok(Some((desired.object_ref(&()), applied)))
-    } else if cached.is_some() {
-        match api
-            .delete(NODE_TUNER_NAME, &DeleteParams::background())
-            .await
-        {
-            Ok(_) => {
-                ctx.metrics.api_write("DaemonSet");
-                info!(%namespace, "deleted the node tuner DaemonSet: no FtpServer needs it");
-            }
-            Err(kube::Error::Api(err)) if err.code == 404 => {}
-            Err(err) => return Err(err.into()),
-        }
-        Ok(None)
-    } else {
-        Ok(None)
-    }
+/// Node sysctls asked for on an install without node tuning: Stalled, saying how to turn it
+/// on. (A hostNetwork server without `keepalive.nodeSysctls` runs with the nodes' own values.)
+pub fn opt_in(server: &FtpServer, node_tuning: bool) -> Option<Invalid> {
+    let asked = server.spec.keepalive.is_some_and(|k| k.node_sysctls);
+    (asked && !node_tuning).then(|| Invalid {
+        reason: NODE_TUNING_DISABLED,
+        message: "keepalive.nodeSysctls needs node tuning, which this install of the operator \
+                  has off: upgrade it with `helm upgrade ... --set nodeTuning.enabled=true` \
+                  (the operator's --node-tuning flag), or remove keepalive.nodeSysctls"
+            .to_owned(),
+    })
 }
 
 /// The nodes' progress for one server, from the cached Nodes.
 pub(super) fn node_keepalive(server: &FtpServer, ctx: &Context) -> Option<NodeKeepaliveStatus> {
-    needs_node_sysctls(&server.spec).then(|| {
+    (ctx.settings.node_tuning && needs_node_sysctls(&server.spec)).then(|| {
         let nodes = ctx.stores.nodes.state();
         summarise(server, nodes.iter().map(|n| n.as_ref()))
     })
@@ -123,7 +88,8 @@ pub fn waiting_on_nodes(
 }
 
 /// The finalizer's cleanup: wait for the agents to restore (or re-tune for the remaining
-/// servers) every node tuned for this one, then drop the DaemonSet if it was the last.
+/// servers) every node tuned for this one. (The node tuning controller drops the DaemonSet once
+/// no server keeps it.)
 pub(super) async fn cleanup(server: &FtpServer, ctx: &Context) -> Result<(), Error> {
     let nodes = ctx.stores.nodes.state();
     let tuned = still_tuned_for(server, nodes.iter().map(|n| n.as_ref()));
@@ -137,7 +103,6 @@ pub(super) async fn cleanup(server: &FtpServer, ctx: &Context) -> Result<(), Err
             "node tuners did not report restoring within the grace period; releasing the FtpServer"
         );
     }
-    reconcile_daemon_set(ctx, Some(server)).await?;
     Ok(())
 }
 
@@ -175,6 +140,20 @@ mod tests {
         // A deleted server keeps it only while its finalizer waits for the nodes.
         assert!(tuner_needed([&deleting(tuned.clone(), true)], None));
         assert!(!tuner_needed([&deleting(tuned, false)], None));
+    }
+
+    #[test]
+    fn node_sysctls_without_node_tuning_stall_saying_how_to_turn_it_on() {
+        let tuned = server("tuned", ", keepalive: {nodeSysctls: true}");
+        let invalid = opt_in(&tuned, false).unwrap();
+        assert_eq!(invalid.reason, "NodeTuningDisabled");
+        assert!(
+            invalid.message.contains("--set nodeTuning.enabled=true"),
+            "{}",
+            invalid.message
+        );
+        assert!(opt_in(&tuned, true).is_none());
+        assert!(opt_in(&server("host", ", hostNetwork: true"), false).is_none());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret, Service};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
@@ -24,8 +24,6 @@ pub struct Stores {
     pub services: Store<Service>,
     /// The servers' pods, for why a rollout does not finish.
     pub pods: Store<Pod>,
-    /// The node tuner DaemonSet, in the operator's namespace.
-    pub daemon_sets: Store<DaemonSet>,
     /// Nodes' metadata, for their labels and the node tuner's reports (see [`node_metadata`]).
     pub nodes: Store<PartialObjectMeta<Node>>,
 }

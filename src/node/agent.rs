@@ -1,5 +1,11 @@
-//! The agent loop: on every FtpServer change and every `resync`, read this node and the
-//! FtpServers, then tune or restore the node and report on it.
+//! The agent loop: on every change to what this node needs and every `resync`, tune or restore
+//! the node and report on it.
+//!
+//! What it watches is kept small, since every node runs one: its own Node only (a field
+//! selector on the name; a pass reads it from that watch's cache, never with a GET), woken only
+//! by label and annotation changes (not kubelet status updates); and the FtpServers' specs and
+//! deletions only (status and managed fields are dropped from the cache, and a status update,
+//! which leaves the generation alone, wakes nothing).
 //!
 //! Each pass is split in two synchronous halves around the one API write that must come first:
 //! [`decide`] reads the kernel and plans; when the plan takes a new record of the originals, the
@@ -11,16 +17,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, reflector, watcher};
+use kube::{Client, Resource};
 use tracing::{info, warn};
 
 use crate::api::FtpServer;
 
 use super::plan::{Plan, plan};
-use super::report::{NodeReport, annotations_patch, original_of, report_of};
+use super::report::{NodeReport, annotations_patch, original_of, report_of, restore_requested};
 use super::selection::{Wanted, wanted_on_node};
 use super::sysctl::{KeepaliveSysctls, SysctlRoot};
 
@@ -33,6 +40,9 @@ pub struct AgentSettings {
     pub sysctl_root: SysctlRoot,
     /// How often to check for reboots and hand changes without a watch event.
     pub resync: Duration,
+    /// The install this agent belongs to (its DaemonSet owner's uid): an uninstall asks the
+    /// agents to restore by writing it on each Node.
+    pub install_uid: Option<String>,
 }
 
 /// One pass's reading of the node.
@@ -55,12 +65,20 @@ impl Decision {
     }
 }
 
+/// `install_uid`: an uninstall of this install asked for the node's originals back, whatever the
+/// servers want.
 pub fn decide<'a>(
     root: &SysctlRoot,
     node: &Node,
     servers: impl IntoIterator<Item = &'a FtpServer>,
+    install_uid: Option<&str>,
 ) -> Decision {
-    let wanted = wanted_on_node(servers, node);
+    let restoring = install_uid.is_some_and(|uid| restore_requested(node, uid));
+    let wanted = if restoring {
+        None
+    } else {
+        wanted_on_node(servers, node)
+    };
     let recorded = original_of(node);
     let plan = root
         .read()
@@ -119,6 +137,14 @@ pub fn carry_out(root: &SysctlRoot, decision: &Decision) -> Outcome {
     }
 }
 
+/// What of an FtpServer the agent acts on: changes to anything else wake no pass.
+fn server_fingerprint(guard: &DeserializeGuard<FtpServer>) -> (Option<i64>, bool) {
+    (
+        guard.meta().generation,
+        guard.meta().deletion_timestamp.is_some(),
+    )
+}
+
 /// Runs until `shutdown` resolves. The node keeps its tuned values when the agent stops: the
 /// originals stay on record for whichever agent runs next.
 pub async fn run(
@@ -127,37 +153,90 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let (servers, writer) = reflector::store::<DeserializeGuard<FtpServer>>();
     let changed = Arc::new(tokio::sync::Notify::new());
+
+    let (servers, writer) = reflector::store::<DeserializeGuard<FtpServer>>();
     let notify = changed.clone();
-    let watch = watcher(
+    let mut seen = std::collections::HashMap::new();
+    let server_watch = watcher(
         Api::<DeserializeGuard<FtpServer>>::all(client),
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(|guard: &mut DeserializeGuard<FtpServer>| {
+        if let Ok(server) = &mut guard.0 {
+            server.status = None;
+            server.metadata.managed_fields = None;
+        }
+    })
     .reflect(writer)
     .for_each(move |event| {
-        if let Err(error) = event {
-            warn!(%error, "FtpServer watch");
-        } else {
+        let wake = match event {
+            Err(error) => {
+                warn!(%error, "FtpServer watch");
+                false
+            }
+            Ok(watcher::Event::Apply(guard) | watcher::Event::InitApply(guard)) => {
+                let fingerprint = server_fingerprint(&guard);
+                seen.insert(ObjectRef::from_obj(&guard), fingerprint) != Some(fingerprint)
+            }
+            Ok(watcher::Event::Delete(guard)) => {
+                seen.remove(&ObjectRef::from_obj(&guard));
+                true
+            }
+            Ok(watcher::Event::Init) => false,
+            Ok(watcher::Event::InitDone) => true,
+        };
+        if wake {
             notify.notify_one();
         }
         futures::future::ready(())
     });
-    let watch = tokio::spawn(watch);
+
+    let (node_cache, writer) = reflector::store::<Node>();
+    let notify = changed.clone();
+    let node_watch = watcher(
+        nodes.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", settings.node_name)),
+    )
+    .default_backoff()
+    .modify(|node: &mut Node| node.metadata.managed_fields = None)
+    .reflect(writer)
+    .touched_objects()
+    .predicate_filter(
+        predicates::labels.combine(predicates::annotations),
+        PredicateConfig::default(),
+    )
+    .for_each(move |event| {
+        match event {
+            Err(error) => warn!(%error, "Node watch"),
+            Ok(_) => notify.notify_one(),
+        }
+        futures::future::ready(())
+    });
+    let watches = tokio::spawn(async move {
+        futures::join!(server_watch, node_watch);
+    });
     // An empty cache would look like "nobody needs tuning" and restore a tuned node.
     servers.wait_until_ready().await?;
+    node_cache.wait_until_ready().await?;
     info!(node = %settings.node_name, root = %settings.sysctl_root.root().display(), "node tuner started");
 
+    let this_node = ObjectRef::<Node>::new(&settings.node_name);
     tokio::pin!(shutdown);
     loop {
-        let state = servers.state();
-        let ready: Vec<&FtpServer> = state
-            .iter()
-            .filter_map(|guard| guard.0.as_ref().ok())
-            .collect();
-        if let Err(error) = pass(&nodes, &settings, ready).await {
-            warn!(%error, "node tuner pass failed; retrying");
+        match node_cache.get(&this_node) {
+            Some(node) => {
+                let state = servers.state();
+                let ready: Vec<&FtpServer> = state
+                    .iter()
+                    .filter_map(|guard| guard.0.as_ref().ok())
+                    .collect();
+                if let Err(error) = pass(&nodes, &settings, &node, ready).await {
+                    warn!(%error, "node tuner pass failed; retrying");
+                }
+            }
+            None => warn!(node = %settings.node_name, "this agent's Node is not in the cluster"),
         }
         tokio::select! {
             _ = changed.notified() => {}
@@ -165,20 +244,25 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
     }
-    watch.abort();
+    watches.abort();
     Ok(())
 }
 
 async fn pass(
     nodes: &Api<Node>,
     settings: &AgentSettings,
+    node: &Node,
     servers: Vec<&FtpServer>,
 ) -> Result<(), kube::Error> {
-    let node = nodes.get(&settings.node_name).await?;
-    let decision = decide(&settings.sysctl_root, &node, servers);
+    let decision = decide(
+        &settings.sysctl_root,
+        node,
+        servers,
+        settings.install_uid.as_deref(),
+    );
     let params = PatchParams::apply(AGENT_MANAGER);
     if let Some(original) = decision.new_record() {
-        let patch = annotations_patch(Some(original), report_of(&node).as_ref());
+        let patch = annotations_patch(Some(original), report_of(node).as_ref());
         nodes
             .patch(&settings.node_name, &params, &Patch::Merge(&patch))
             .await?;
@@ -201,7 +285,7 @@ async fn pass(
         warn!(%error, "cannot tune the node");
     }
     let recorded_after = decision.new_record().or(decision.recorded);
-    if recorded_after != outcome.original || report_of(&node) != outcome.report {
+    if recorded_after != outcome.original || report_of(node) != outcome.report {
         let patch = annotations_patch(outcome.original, outcome.report.as_ref());
         nodes
             .patch(&settings.node_name, &params, &Patch::Merge(&patch))
@@ -213,7 +297,7 @@ async fn pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::report::{APPLIED_ANNOTATION, ORIGINAL_ANNOTATION};
+    use crate::node::report::{APPLIED_ANNOTATION, ORIGINAL_ANNOTATION, RESTORE_ANNOTATION};
     use crate::node::sysctl::tests::fake_root;
     use kube::ResourceExt;
 
@@ -253,7 +337,7 @@ mod tests {
         let mut node: Node = serde_yaml::from_str("metadata: {name: node-a}").unwrap();
         let servers = [server("a", 30), server("b", 45)];
 
-        let decision = decide(&root, &node, &servers);
+        let decision = decide(&root, &node, &servers, None);
         assert_eq!(decision.new_record(), Some(host));
         let outcome = carry_out(&root, &decision);
         annotate(&mut node, &decision, &outcome);
@@ -268,14 +352,14 @@ mod tests {
 
         // A reboot: the kernel is back at its defaults; the record still holds the node's own.
         root.write(KeepaliveSysctls::KERNEL_DEFAULTS).unwrap();
-        let decision = decide(&root, &node, &servers[1..]);
+        let decision = decide(&root, &node, &servers[1..], None);
         assert_eq!(decision.new_record(), None);
         let outcome = carry_out(&root, &decision);
         annotate(&mut node, &decision, &outcome);
         assert_eq!(root.read().unwrap(), KeepaliveSysctls { time: 45, ..tuned });
         assert_eq!(original_of(&node), Some(host));
 
-        let decision = decide(&root, &node, []);
+        let decision = decide(&root, &node, [], None);
         let outcome = carry_out(&root, &decision);
         annotate(&mut node, &decision, &outcome);
         assert_eq!(root.read().unwrap(), host);
@@ -288,12 +372,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = SysctlRoot::new(dir.path());
         let node: Node = serde_yaml::from_str("metadata: {name: node-a}").unwrap();
-        let decision = decide(&root, &node, &[server("a", 30)]);
+        let decision = decide(&root, &node, &[server("a", 30)], None);
         assert_eq!(decision.new_record(), None);
         let outcome = carry_out(&root, &decision);
         let report = outcome.report.unwrap();
         assert_eq!(report.servers, vec!["ftp/a"]);
         assert!(report.error.unwrap().contains("cannot read"));
         assert_eq!(outcome.original, None);
+    }
+
+    #[test]
+    fn an_uninstall_of_this_install_restores_the_node_and_one_of_another_does_not() {
+        let host = KeepaliveSysctls {
+            time: 600,
+            intvl: 60,
+            probes: 5,
+        };
+        let (_dir, root) = fake_root(host);
+        let mut node: Node = serde_yaml::from_str("metadata: {name: node-a}").unwrap();
+        let servers = [server("a", 30)];
+        let decision = decide(&root, &node, &servers, Some("install-1"));
+        let outcome = carry_out(&root, &decision);
+        annotate(&mut node, &decision, &outcome);
+        assert_eq!(root.read().unwrap().time, 30);
+
+        // A request left by an earlier install's uninstall changes nothing.
+        node.annotations_mut()
+            .insert(RESTORE_ANNOTATION.into(), "install-0".into());
+        let decision = decide(&root, &node, &servers, Some("install-1"));
+        assert_eq!(decision.plan.as_ref().unwrap().write, None);
+
+        node.annotations_mut()
+            .insert(RESTORE_ANNOTATION.into(), "install-1".into());
+        let decision = decide(&root, &node, &servers, Some("install-1"));
+        let outcome = carry_out(&root, &decision);
+        annotate(&mut node, &decision, &outcome);
+        assert_eq!(root.read().unwrap(), host);
+        assert!(!node.annotations().contains_key(ORIGINAL_ANNOTATION));
+        assert!(!node.annotations().contains_key(APPLIED_ANNOTATION));
     }
 }

@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{FtpServer, NodeKeepaliveStatus};
 
-use super::selection::{pods_may_run_on, server_key};
+use super::selection::{pods_may_run_on, server_key, tuner_may_run_on};
 use super::sysctl::KeepaliveSysctls;
 
 pub const ORIGINAL_ANNOTATION: &str = "ftpoperator.dev/keepalive-original";
 pub const APPLIED_ANNOTATION: &str = "ftpoperator.dev/keepalive-applied";
+/// Written by `ftp-operator node-tuner uninstall`: the uid of the install being removed. Its
+/// agents then put the originals back and drop their record, whatever the servers want.
+pub const RESTORE_ANNOTATION: &str = "ftpoperator.dev/keepalive-restore";
 
 /// Failures listed by name in an FtpServer's status; the counts cover the rest.
 const MAX_LISTED_FAILURES: usize = 5;
@@ -40,6 +43,14 @@ fn annotation<T: for<'de> Deserialize<'de>>(node: &impl Resource, key: &str) -> 
 /// Whether `key` is one of the two annotations the tuner writes.
 pub fn is_report_annotation(key: &str) -> bool {
     key == ORIGINAL_ANNOTATION || key == APPLIED_ANNOTATION
+}
+
+/// Whether an uninstall of the install `install_uid` asked this node's agent to restore.
+pub fn restore_requested(node: &impl Resource, install_uid: &str) -> bool {
+    node.annotations()
+        .get(RESTORE_ANNOTATION)
+        .map(String::as_str)
+        == Some(install_uid)
 }
 
 pub fn original_of(node: &impl Resource) -> Option<KeepaliveSysctls> {
@@ -70,7 +81,8 @@ pub fn annotations_patch(
 }
 
 /// The controller's view of one server across the nodes its pods may run on: tuned when the
-/// node's report names it without an error, failed when it names it with one, else pending.
+/// node's report names it without an error, failed when it names it with one, else pending —
+/// unless no agent can run there (a Windows or virtual node), which is then not counted.
 pub fn summarise<'a, N: Resource + 'a>(
     server: &FtpServer,
     nodes: impl IntoIterator<Item = &'a N>,
@@ -82,6 +94,7 @@ pub fn summarise<'a, N: Resource + 'a>(
             continue;
         }
         match report_of(node).filter(|report| report.servers.contains(&key)) {
+            None if !tuner_may_run_on(node) => {}
             None => status.pending += 1,
             Some(NodeReport {
                 error: Some(error), ..
@@ -120,6 +133,9 @@ mod tests {
     fn node(name: &str, labels: &str, report: Option<&NodeReport>) -> Node {
         let mut node: Node =
             serde_yaml::from_str(&format!("metadata: {{name: {name}, labels: {labels}}}")).unwrap();
+        node.labels_mut()
+            .entry("kubernetes.io/os".to_owned())
+            .or_insert_with(|| "linux".to_owned());
         if let Some(report) = report {
             node.annotations_mut().insert(
                 APPLIED_ANNOTATION.to_owned(),
@@ -157,6 +173,8 @@ mod tests {
             node("c", "{role: ftp}", Some(&other)),
             node("d", "{role: ftp}", None),
             node("e", "{role: web}", Some(&tuned)),
+            node("windows", "{role: ftp, kubernetes.io/os: windows}", None),
+            node("virtual", "{role: ftp, type: virtual-kubelet}", None),
         ];
         let status = summarise(&server, &nodes);
         assert_eq!((status.tuned, status.pending, status.failed), (1, 2, 1));

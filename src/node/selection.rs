@@ -10,6 +10,35 @@ use crate::keepalive::{keepalive_in_force, needs_node_sysctls};
 
 use super::sysctl::KeepaliveSysctls;
 
+/// The well-known label every kubelet sets to its operating system.
+pub const OS_LABEL: &str = "kubernetes.io/os";
+pub const LINUX: &str = "linux";
+
+/// Labels that mark a node no DaemonSet pod really runs on, so no agent could tune it:
+/// - `type=virtual-kubelet`: what virtual-kubelet registers its nodes with
+///   (virtual-kubelet/virtual-kubelet, cmd/virtual-kubelet/commands/root/node.go), as do the
+///   providers built on it (AKS virtual nodes on ACI, Admiralty, Liqo).
+/// - `type=kwok`: kwok's simulated nodes (kwok.sigs.k8s.io, site/static/examples/node.yaml).
+/// - `eks.amazonaws.com/compute-type=fargate`: EKS Fargate's per-pod nodes, where DaemonSets
+///   do not run (EKS user guide, "AWS Fargate considerations").
+pub const VIRTUAL_NODE_LABELS: [(&str, &[&str]); 2] = [
+    ("type", &["virtual-kubelet", "kwok"]),
+    ("eks.amazonaws.com/compute-type", &["fargate"]),
+];
+
+/// Whether the tuner DaemonSet may place an agent on the node by its labels: Linux and not
+/// virtual (the DaemonSet's nodeSelector and affinity say the same). A node it cannot run on is
+/// never tuned, so it is left out of a server's pending count.
+pub fn tuner_may_run_on(node: &impl Resource) -> bool {
+    let labels = node.labels();
+    labels.get(OS_LABEL).map(String::as_str) == Some(LINUX)
+        && VIRTUAL_NODE_LABELS.iter().all(|(key, values)| {
+            labels
+                .get(*key)
+                .is_none_or(|value| !values.contains(&value.as_str()))
+        })
+}
+
 /// `namespace/name`: how node reports name a server.
 pub fn server_key(server: &FtpServer) -> String {
     format!(
@@ -202,6 +231,25 @@ mod tests {
                 "2026-01-01T00:00:00Z".parse().unwrap(),
             ));
         assert_eq!(wanted_on_node([&deleting], &node("{}")), None);
+    }
+
+    #[test]
+    fn the_tuner_runs_on_linux_nodes_that_are_not_virtual() {
+        assert!(tuner_may_run_on(&node("{kubernetes.io/os: linux}")));
+        assert!(!tuner_may_run_on(&node("{kubernetes.io/os: windows}")));
+        assert!(!tuner_may_run_on(&node("{}")));
+        assert!(!tuner_may_run_on(&node(
+            "{kubernetes.io/os: linux, type: virtual-kubelet}"
+        )));
+        assert!(!tuner_may_run_on(&node(
+            "{kubernetes.io/os: linux, type: kwok}"
+        )));
+        assert!(!tuner_may_run_on(&node(
+            "{kubernetes.io/os: linux, eks.amazonaws.com/compute-type: fargate}"
+        )));
+        assert!(tuner_may_run_on(&node(
+            "{kubernetes.io/os: linux, eks.amazonaws.com/compute-type: ec2}"
+        )));
     }
 
     #[test]

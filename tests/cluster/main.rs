@@ -7,6 +7,7 @@ mod faults;
 mod harness;
 mod leader;
 mod node_keepalive;
+mod node_tuning;
 mod status;
 
 use std::collections::BTreeMap;

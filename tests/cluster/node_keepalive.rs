@@ -15,13 +15,30 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use super::harness::{ControllerProcess, client, install_crd};
 use super::harness::{TestNamespace, kubeconfig_path, wait_for};
+use super::node_tuning::create_tuning_config_map;
 use super::{TIMEOUT, condition, rendered_config, setup};
 
 const TUNER_DAEMON_SET: &str = "ftp-operator-node-tuner";
 const FINALIZER: &str = "ftpoperator.dev/node-keepalive";
 const APPLIED: &str = "ftpoperator.dev/keepalive-applied";
 const ORIGINAL: &str = "ftpoperator.dev/keepalive-original";
+
+/// A namespace and a controller with node tuning installed (the chart's ConfigMap, the flag).
+async fn setup_tuning(prefix: &str) -> (Client, TestNamespace, ControllerProcess) {
+    let client = client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    create_tuning_config_map(&ns, "[]").await;
+    let controller = ControllerProcess::start_with(
+        &ns.name,
+        &format!("{prefix}-a"),
+        &kubeconfig_path(),
+        &["--node-tuning=true"],
+    );
+    (client, ns, controller)
+}
 
 async fn daemon_set(ns: &TestNamespace) -> Option<DaemonSet> {
     ns.api::<DaemonSet>().get_opt(TUNER_DAEMON_SET).await.ok()?
@@ -92,7 +109,7 @@ spec:
 // complete yet: kube's store wakes only its latest waiter, and the other one used to hang.
 #[tokio::test]
 async fn the_tuner_daemon_set_lives_exactly_while_a_server_needs_node_sysctls() {
-    let (_client, ns, _controller) = setup("ka-daemonset").await;
+    let (_client, ns, _controller) = setup_tuning("ka-daemonset").await;
     // A node selector no node carries: other tests' tuner agents must not tune for these.
     for name in ["first", "second"] {
         ns.create_server(&format!(
@@ -212,7 +229,7 @@ async fn label_node(client: &Client, node: &str, key: &str, value: Option<&str>)
 
 #[tokio::test]
 async fn a_local_agent_tunes_its_node_reports_it_and_restores_it_on_deletion() {
-    let (client, ns, _controller) = setup("ka-agent").await;
+    let (client, ns, _controller) = setup_tuning("ka-agent").await;
     let node = "kwok-node-0";
     // Only this test's server selects the node through this label.
     let label = format!("ftpoperator.dev/test-{}", ns.name);

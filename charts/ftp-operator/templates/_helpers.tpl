@@ -65,6 +65,7 @@ app.kubernetes.io/component: controller
 - --leader-election-namespace=$(POD_NAMESPACE)
 - --lease-name={{ include "ftp-operator.fullname" . }}
 - --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
+- --node-tuning={{ .Values.nodeTuning.enabled }}
 {{- end }}
 
 {{/* kube-score checks the operator Deployment skips; deployment.yaml gives the reason for each. */}}

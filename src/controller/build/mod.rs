@@ -3,7 +3,6 @@
 
 mod config_map;
 mod deployment;
-mod node_tuner;
 mod service;
 
 use std::collections::BTreeMap;
@@ -15,9 +14,6 @@ use crate::api::FtpServer;
 
 pub use config_map::{config_map_name, desired_config_map, desired_server_config};
 pub use deployment::{RESTART_HASH_ANNOTATION, desired_deployment};
-pub use node_tuner::{
-    HOST_SYSCTL_ROOT, NODE_TUNER_NAME, NODE_TUNER_SERVICE_ACCOUNT, desired_node_tuner_daemon_set,
-};
 pub use service::desired_service;
 
 /// The one field manager and event reporter this operator uses.

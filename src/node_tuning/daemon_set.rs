@@ -1,6 +1,11 @@
 //! The node keepalive tuner's DaemonSet: one agent per node, in the operator's namespace,
 //! existing only while some FtpServer needs node sysctls.
 //!
+//! Where it runs: Linux nodes only (`kubernetes.io/os=linux`), never a virtual node (see
+//! [`crate::node::selection::tuner_may_run_on`]), and only on nodes whose taints it tolerates:
+//! no toleration but the ones the install gives (`nodeTuning.tolerations`), so control-plane
+//! and other dedicated nodes are left alone unless the administrator says otherwise.
+//!
 //! Least privilege that can still write the node's `net.ipv4.tcp_keepalive_*`:
 //! - `hostNetwork: true`: net sysctls belong to a network namespace; only a process in the
 //!   node's namespace changes the node's values.
@@ -20,20 +25,38 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector,
+    Affinity, Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, NodeAffinity,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
     SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use super::MANAGER;
+use crate::controller::build::MANAGER;
+use crate::node::selection::{LINUX, OS_LABEL, VIRTUAL_NODE_LABELS};
 
 /// The DaemonSet's name and its pods' ServiceAccount (which the Helm chart creates).
 pub const NODE_TUNER_NAME: &str = "ftp-operator-node-tuner";
 pub const NODE_TUNER_SERVICE_ACCOUNT: &str = "ftp-operator-node-tuner";
 /// Where the host's `/proc/sys/net/ipv4` appears in the container.
 pub const HOST_SYSCTL_ROOT: &str = "/host/proc/sys";
+/// The agents' environment variable holding the install's identity (the owner ConfigMap's
+/// uid): an uninstall's restore request on a Node names it, so a later install's agents
+/// ignore a request left over from an earlier one.
+pub const INSTALL_UID_ENV: &str = "FTP_OPERATOR_INSTALL_UID";
+
+/// What the DaemonSet is made from besides constants.
+#[derive(Debug, Clone)]
+pub struct TunerInputs {
+    pub namespace: String,
+    pub image: String,
+    /// Taints the agents tolerate; none by default.
+    pub tolerations: Vec<Toleration>,
+    /// The install-owned object the DaemonSet belongs to: when Helm deletes it, the garbage
+    /// collector deletes the DaemonSet.
+    pub owner: OwnerReference,
+}
 
 fn node_tuner_labels() -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -48,7 +71,13 @@ fn node_tuner_labels() -> BTreeMap<String, String> {
     ])
 }
 
-pub fn desired_node_tuner_daemon_set(namespace: &str, image: &str) -> DaemonSet {
+pub fn desired_node_tuner_daemon_set(inputs: &TunerInputs) -> DaemonSet {
+    let TunerInputs {
+        namespace,
+        image,
+        tolerations,
+        owner,
+    } = inputs;
     let selector = node_tuner_labels();
     let mut labels = selector.clone();
     labels.insert(
@@ -69,17 +98,24 @@ pub fn desired_node_tuner_daemon_set(namespace: &str, image: &str) -> DaemonSet 
             .map(str::to_owned)
             .to_vec(),
         ),
-        env: Some(vec![EnvVar {
-            name: "NODE_NAME".to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: "spec.nodeName".to_owned(),
-                    ..ObjectFieldSelector::default()
+        env: Some(vec![
+            EnvVar {
+                name: "NODE_NAME".to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "spec.nodeName".to_owned(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: INSTALL_UID_ENV.to_owned(),
+                value: Some(owner.uid.clone()),
+                ..EnvVar::default()
+            },
+        ]),
         resources: Some(ResourceRequirements {
             requests: Some(BTreeMap::from([
                 ("cpu".to_owned(), Quantity("5m".to_owned())),
@@ -115,16 +151,9 @@ pub fn desired_node_tuner_daemon_set(namespace: &str, image: &str) -> DaemonSet 
         service_account_name: Some(NODE_TUNER_SERVICE_ACCOUNT.to_owned()),
         host_network: Some(true),
         dns_policy: Some("ClusterFirstWithHostNet".to_owned()),
-        node_selector: Some(BTreeMap::from([(
-            "kubernetes.io/os".to_owned(),
-            "linux".to_owned(),
-        )])),
-        // A node agent: it must reach every node an FtpServer's pods may be scheduled on,
-        // whatever their taints. On nodes no server wants it only watches.
-        tolerations: Some(vec![Toleration {
-            operator: Some("Exists".to_owned()),
-            ..Toleration::default()
-        }]),
+        node_selector: Some(BTreeMap::from([(OS_LABEL.to_owned(), LINUX.to_owned())])),
+        affinity: Some(not_on_virtual_nodes()),
+        tolerations: (!tolerations.is_empty()).then(|| tolerations.clone()),
         security_context: Some(PodSecurityContext {
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".to_owned(),
@@ -148,6 +177,7 @@ pub fn desired_node_tuner_daemon_set(namespace: &str, image: &str) -> DaemonSet 
             name: Some(NODE_TUNER_NAME.to_owned()),
             namespace: Some(namespace.to_owned()),
             labels: Some(labels.clone()),
+            owner_references: Some(vec![owner.clone()]),
             ..ObjectMeta::default()
         },
         spec: Some(DaemonSetSpec {
@@ -168,9 +198,49 @@ pub fn desired_node_tuner_daemon_set(namespace: &str, image: &str) -> DaemonSet 
     }
 }
 
+/// A required node affinity: no node carrying one of the virtual-node labels.
+fn not_on_virtual_nodes() -> Affinity {
+    let expressions = VIRTUAL_NODE_LABELS
+        .iter()
+        .map(|(key, values)| NodeSelectorRequirement {
+            key: (*key).to_owned(),
+            operator: "NotIn".to_owned(),
+            values: Some(values.iter().map(|v| (*v).to_owned()).collect()),
+        })
+        .collect();
+    Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(expressions),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inputs(tolerations: Vec<Toleration>) -> TunerInputs {
+        TunerInputs {
+            namespace: "ftp-system".to_owned(),
+            image: "img:1".to_owned(),
+            tolerations,
+            owner: OwnerReference {
+                api_version: "v1".to_owned(),
+                kind: "ConfigMap".to_owned(),
+                name: NODE_TUNER_NAME.to_owned(),
+                uid: "uid-1".to_owned(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        }
+    }
 
     fn pod(ds: &DaemonSet) -> &PodSpec {
         ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
@@ -178,7 +248,7 @@ mod tests {
 
     #[test]
     fn runs_the_agent_on_the_host_network_with_its_node_name() {
-        let ds = desired_node_tuner_daemon_set("ftp-system", "img:1");
+        let ds = desired_node_tuner_daemon_set(&inputs(vec![]));
         assert_eq!(ds.metadata.namespace.as_deref(), Some("ftp-system"));
         assert_eq!(ds.metadata.name.as_deref(), Some(NODE_TUNER_NAME));
         assert_eq!(
@@ -214,7 +284,7 @@ mod tests {
 
     #[test]
     fn only_net_ipv4_is_writable_and_no_capability_is_kept() {
-        let ds = desired_node_tuner_daemon_set("ftp-system", "img:1");
+        let ds = desired_node_tuner_daemon_set(&inputs(vec![]));
         let pod = pod(&ds);
         let volumes = pod.volumes.as_ref().unwrap();
         assert_eq!(volumes.len(), 1);
@@ -236,5 +306,72 @@ mod tests {
         assert_eq!(security.run_as_user, Some(0));
         let args = container.command.as_ref().unwrap();
         assert_eq!(args[3..], ["--sysctl-root", "/host/proc/sys"]);
+    }
+
+    #[test]
+    fn honours_taints_unless_told_and_skips_non_linux_and_virtual_nodes() {
+        let ds = desired_node_tuner_daemon_set(&inputs(vec![]));
+        let spec = pod(&ds);
+        assert_eq!(
+            spec.tolerations, None,
+            "no toleration unless the install gives one"
+        );
+        assert_eq!(
+            spec.node_selector.as_ref().unwrap()["kubernetes.io/os"],
+            "linux"
+        );
+        let terms = &spec
+            .affinity
+            .as_ref()
+            .unwrap()
+            .node_affinity
+            .as_ref()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()
+            .unwrap()
+            .node_selector_terms;
+        assert_eq!(terms.len(), 1);
+        let not_in: Vec<_> = terms[0]
+            .match_expressions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.key.as_str(),
+                    r.operator.as_str(),
+                    r.values.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert!(not_in.contains(&(
+            "type",
+            "NotIn",
+            vec!["virtual-kubelet".to_owned(), "kwok".to_owned()]
+        )));
+        let control_plane = Toleration {
+            key: Some("node-role.kubernetes.io/control-plane".to_owned()),
+            operator: Some("Exists".to_owned()),
+            effect: Some("NoSchedule".to_owned()),
+            ..Toleration::default()
+        };
+        let ds = desired_node_tuner_daemon_set(&inputs(vec![control_plane.clone()]));
+        assert_eq!(pod(&ds).tolerations, Some(vec![control_plane]));
+    }
+
+    #[test]
+    fn belongs_to_the_install_and_tells_the_agents_its_uid() {
+        let ds = desired_node_tuner_daemon_set(&inputs(vec![]));
+        let owners = ds.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            (owners[0].kind.as_str(), owners[0].uid.as_str()),
+            ("ConfigMap", "uid-1")
+        );
+        let env = pod(&ds).containers[0].env.as_ref().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == INSTALL_UID_ENV && e.value.as_deref() == Some("uid-1"))
+        );
     }
 }
