@@ -8,15 +8,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use ftp_operator::api::FtpServer;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, ObjectMeta};
 
-use super::harness::{ControllerProcess, TestNamespace, exclusive_apiserver, wait_for};
-use super::{TIMEOUT, condition, set_load_balancer_ip, setup};
-
-const TUNER_DAEMON_SET: &str = "ftp-operator-node-tuner";
+use super::harness::{
+    ControllerProcess, TestNamespace, exclusive_apiserver, kubeconfig_path, wait_for,
+};
+use super::node_keepalive::setup_tuning;
+use super::{TIMEOUT, condition, set_load_balancer_ip};
 
 fn needs_node_sysctls(i: usize) -> bool {
     i.is_multiple_of(3)
@@ -78,8 +79,7 @@ fn owners<'a>(
 /// Waits until exactly the servers in `expected` exist, each Ready (the test plays the cloud
 /// and gives each Service an address), none deleting, and the namespace holds, per server, one
 /// ConfigMap, one Service and one Deployment it owns, and nothing owned by anyone else (the
-/// deleted servers' children gone after garbage collection). The tuner DaemonSet exists exactly
-/// when an expected server needs node sysctls.
+/// deleted servers' children gone after garbage collection).
 async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
     let servers = ns.api::<FtpServer>();
     for i in expected {
@@ -115,7 +115,11 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
                 .ok()?
                 .items
                 .iter()
-                .filter(|c| c.name_any() != "kube-root-ca.crt")
+                // The namespace's CA bundle and the install's node-tuning ConfigMap are no children.
+                .filter(|c| {
+                    !["kube-root-ca.crt", "ftp-operator-node-tuner"]
+                        .contains(&c.name_any().as_str())
+                })
                 .map(|c| &c.metadata),
         );
         children.extend(owners(
@@ -149,36 +153,27 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
             )
             .collect();
         owned.sort();
-        let tuner = ns
-            .api::<DaemonSet>()
-            .get_opt(TUNER_DAEMON_SET)
-            .await
-            .ok()?
-            .is_some();
-        Some((present, not_ready, owned, tuner))
+        Some((present, not_ready, owned))
     };
     let mut wanted: Vec<String> = names
         .iter()
         .flat_map(|n| ["ConfigMap", "Deployment", "Service"].map(|kind| format!("{n} {kind}")))
         .collect();
     wanted.sort();
-    let wants_tuner = expected.iter().copied().any(needs_node_sysctls);
     let deadline = std::time::Instant::now() + TIMEOUT;
     loop {
         let seen = state().await;
-        if let Some((present, not_ready, owned, tuner)) = &seen
+        if let Some((present, not_ready, owned)) = &seen
             && *present == names
             && not_ready.is_empty()
             && *owned == wanted
-            && *tuner == wants_tuner
         {
             return;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "not converged after {TIMEOUT:?}: want servers {names:?}, children {wanted:?}, \
-             tuner DaemonSet {wants_tuner}; have (servers, not ready or deleting, children, \
-             tuner) {seen:#?}"
+            "not converged after {TIMEOUT:?}: want servers {names:?}, children {wanted:?}; \
+             have (servers, not ready or deleting, children) {seen:#?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -186,7 +181,7 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
 
 #[tokio::test]
 async fn a_controller_killed_mid_batch_is_replaced_and_everything_converges() {
-    let (_client, ns, mut first) = setup("sigkill").await;
+    let (_client, ns, mut first) = setup_tuning("sigkill").await;
     first.wait_logged("holding the lease", TIMEOUT).await;
     create(&ns, 0..8).await;
     // In the middle of it: the first servers' children are being written, the rest are queued.
@@ -203,9 +198,19 @@ async fn a_controller_killed_mid_batch_is_replaced_and_everything_converges() {
     create(&ns, 12..14).await;
 
     // A new replica (a new pod): it waits out the killed one's lease, then takes over.
-    let _second = ControllerProcess::start(&ns.name, "sigkill-b");
+    let _second = tuning_controller(&ns, "sigkill-b");
     let expected: BTreeSet<usize> = (0..14).filter(|i| ![0, 1, 3, 6, 9].contains(i)).collect();
     assert_converged(&ns, &expected).await;
+}
+
+/// The controller as the fixture started it: with node tuning installed.
+fn tuning_controller(ns: &TestNamespace, identity: &str) -> ControllerProcess {
+    ControllerProcess::start_with(
+        &ns.name,
+        identity,
+        &kubeconfig_path(),
+        &["--node-tuning=true"],
+    )
 }
 
 /// Notes why the controller ended (its last lines reach the log shortly after it exits) and
@@ -219,14 +224,14 @@ async fn record_exit(
     tokio::time::sleep(Duration::from_millis(300)).await;
     exits.push((status, ended.logged("lost the lease")));
     drop(ended);
-    ControllerProcess::start(&ns.name, "apiserver-a")
+    tuning_controller(ns, "apiserver-a")
 }
 
 #[tokio::test]
 async fn the_apiserver_restarts_under_a_busy_controller_and_everything_converges() {
     // The other tests' controllers would lose their leases too: they wait.
     let _alone = exclusive_apiserver().await;
-    let (_client, ns, mut controller) = setup("apiserver").await;
+    let (_client, ns, mut controller) = setup_tuning("apiserver").await;
     controller.wait_logged("holding the lease", TIMEOUT).await;
     create(&ns, 0..6).await;
     wait_for("the first children", TIMEOUT, || async {
