@@ -9,6 +9,8 @@
 #   scripts/local-cluster.sh up       # start the cluster, write <state>/kubeconfig
 #   eval "$(scripts/local-cluster.sh env)"
 #   scripts/local-cluster.sh status
+#   scripts/local-cluster.sh restart-apiserver  # stop kube-apiserver (SIGTERM) and start it again
+#                                     # with the same flags, port and certificates (fault tests)
 #   scripts/local-cluster.sh load-image [ARCHIVE]  # import an OCI archive into the real node
 #                                     # (default: scripts/image.sh's target/image archive)
 #   scripts/local-cluster.sh down     # stop what `up` started, undo its changes, delete the state
@@ -187,6 +189,22 @@ cmd_status() {
   [[ $up -eq ${#COMPONENTS[@]} ]]
 }
 
+# The apiserver's own command line (from /proc) is started again, so the port, certificates and
+# flags are exactly those `up` chose; the previous log is kept beside the new one.
+cmd_restart_apiserver() {
+  [[ -f $STATE_DIR/$MARKER ]] || die "not up (no $STATE_DIR/$MARKER); run '$0 up' first"
+  local pid start=$SECONDS argv=()
+  pid=$(pid_of kube-apiserver || true)
+  is_ours "$pid" || die "kube-apiserver is not running (state: $STATE_DIR)"
+  mapfile -d '' argv <"/proc/$pid/cmdline"
+  [[ ${argv[0]} == */* ]] || argv[0]=$BIN_DIR/${argv[0]}
+  stop_components kube-apiserver
+  mv -f "$LOGS/kube-apiserver.log" "$LOGS/kube-apiserver.previous.log"
+  start_component kube-apiserver "${argv[@]}"
+  wait_for "kube-apiserver /readyz" 90 kube-apiserver kc get --raw=/readyz
+  log "kube-apiserver restarted in $((SECONDS - start))s"
+}
+
 case ${1:-} in
 build) cmd_build ;;
 load-image)
@@ -197,8 +215,9 @@ up) cmd_up ;;
 down) cmd_down ;;
 env) cmd_env ;;
 status) cmd_status ;;
+restart-apiserver) cmd_restart_apiserver ;;
 *)
-  echo "usage: $0 build|up|down|env|status|load-image [ARCHIVE]" >&2
+  echo "usage: $0 build|up|down|env|status|restart-apiserver|load-image [ARCHIVE]" >&2
   exit 2
   ;;
 esac

@@ -21,8 +21,38 @@ pub fn kubeconfig_path() -> PathBuf {
     )
 }
 
+/// One test restarts the kube-apiserver that every test shares: it takes this lock for writing,
+/// every other test holds it for reading from its first `client()` to its end.
+static APISERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+type SharedUse = Option<tokio::sync::RwLockReadGuard<'static, ()>>;
+
+// Per test thread (libtest runs each test on a thread of its own, which ends with the test, so
+// the guard goes with it); a test run on the main thread (--test-threads=1) runs alone anyway.
+// `Some(None)`: this thread holds the lock for writing.
+thread_local! {
+    static APISERVER_USE: std::cell::RefCell<Option<SharedUse>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+async fn share_apiserver() {
+    if APISERVER_USE.with_borrow(Option::is_none) {
+        let guard = APISERVER.read().await;
+        APISERVER_USE.set(Some(Some(guard)));
+    }
+}
+
+/// Waits until no other test uses the apiserver, and keeps the others out until this test ends.
+pub async fn exclusive_apiserver() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    APISERVER_USE.set(None);
+    let guard = APISERVER.write().await;
+    APISERVER_USE.set(Some(None));
+    guard
+}
+
 /// A client for the local control plane; fails loudly when there is none.
 pub async fn client() -> Client {
+    share_apiserver().await;
     let path = kubeconfig_path();
     let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|err| {
         panic!(
@@ -245,6 +275,11 @@ impl ControllerProcess {
     /// The exit status, once the process has ended.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the process to end (after a signal that ends it) and returns its status.
+    pub fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.wait().ok()
     }
 
     pub fn kill(&mut self) {

@@ -3,6 +3,7 @@
 //! namespace and its own controller process.
 
 mod apply;
+mod faults;
 mod harness;
 mod leader;
 mod metrics;

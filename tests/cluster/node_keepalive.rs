@@ -26,7 +26,7 @@ const APPLIED: &str = "ftpoperator.dev/keepalive-applied";
 const ORIGINAL: &str = "ftpoperator.dev/keepalive-original";
 
 /// A namespace and a controller with node tuning installed (the chart's ConfigMap, the flag).
-async fn setup_tuning(prefix: &str) -> (Client, TestNamespace, ControllerProcess) {
+pub(super) async fn setup_tuning(prefix: &str) -> (Client, TestNamespace, ControllerProcess) {
     let client = client().await;
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, prefix).await;
