@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ftp_operator::api::FtpServer;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams, ObjectMeta};
@@ -78,7 +78,7 @@ fn owners<'a>(
 
 /// Waits until exactly the servers in `expected` exist, each Ready (the test plays the cloud
 /// and gives each Service an address), none deleting, and the namespace holds, per server, one
-/// ConfigMap, one Service and one Deployment it owns, and nothing owned by anyone else (the
+/// ConfigMap, one Service and one StatefulSet it owns, and nothing owned by anyone else (the
 /// deleted servers' children gone after garbage collection).
 async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
     let servers = ns.api::<FtpServer>();
@@ -133,8 +133,8 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
                 .map(|c| &c.metadata),
         ));
         children.extend(owners(
-            "Deployment",
-            ns.api::<Deployment>()
+            "StatefulSet",
+            ns.api::<StatefulSet>()
                 .list(&listed)
                 .await
                 .ok()?
@@ -157,7 +157,7 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
     };
     let mut wanted: Vec<String> = names
         .iter()
-        .flat_map(|n| ["ConfigMap", "Deployment", "Service"].map(|kind| format!("{n} {kind}")))
+        .flat_map(|n| ["ConfigMap", "Service", "StatefulSet"].map(|kind| format!("{n} {kind}")))
         .collect();
     wanted.sort();
     let deadline = std::time::Instant::now() + TIMEOUT;
