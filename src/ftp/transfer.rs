@@ -4,8 +4,8 @@
 use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
-use std::time::Duration;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -44,6 +44,7 @@ pub async fn send_file(
                 total += read as u64;
             }
             within(stall, stream.shutdown()).await?;
+            delivered(&stream, stall).await?;
             Ok(total)
         }
     }
@@ -70,7 +71,77 @@ pub async fn send_listing(
         total += chunk.len() as u64;
     }
     within(stall, stream.shutdown()).await?;
+    delivered(&stream, stall).await?;
     Ok(total)
+}
+
+/// Waits until the client has acknowledged every byte sent and the closing FIN, so `226` is only
+/// ever said of data the client has. A server that exits right after its last transfer (a drained
+/// pod) would otherwise lose the tail still queued in the kernel when the pod's network namespace
+/// goes. Fails like a stalled write when the queue makes no progress for `stall`.
+async fn delivered(stream: &MaybeTls, stall: Duration) -> io::Result<()> {
+    let socket = match stream {
+        MaybeTls::Plain(tcp) => tcp,
+        MaybeTls::Tls(tls) => tls.get_ref().0,
+    };
+    let mut pause = Duration::from_millis(1);
+    let mut progress = (unacknowledged(socket)?, Instant::now());
+    while progress.0 > 0 {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+        // A reset leaves the queue as it was: its error ends the wait instead.
+        if let Some(error) = socket.take_error()? {
+            return Err(error);
+        }
+        progress = next_progress(progress, unacknowledged(socket)?, stall)?;
+    }
+    Ok(())
+}
+
+/// `delivered` for a blocking socket, on the blocking thread that wrote to it.
+fn delivered_blocking(socket: &std::net::TcpStream, stall: Duration) -> io::Result<()> {
+    let mut pause = Duration::from_millis(1);
+    let mut progress = (unacknowledged(socket)?, Instant::now());
+    while progress.0 > 0 {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+        if let Some(error) = socket.take_error()? {
+            return Err(error);
+        }
+        progress = next_progress(progress, unacknowledged(socket)?, stall)?;
+    }
+    Ok(())
+}
+
+/// The queue length and when it last shrank; an error once it has not shrunk for `stall`.
+fn next_progress(
+    (queued, since): (usize, Instant),
+    now_queued: usize,
+    stall: Duration,
+) -> io::Result<(usize, Instant)> {
+    if now_queued < queued {
+        Ok((now_queued, Instant::now()))
+    } else if since.elapsed() >= stall {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "data connection stalled: the client acknowledged nothing more",
+        ))
+    } else {
+        Ok((queued, since))
+    }
+}
+
+/// Bytes (and the FIN) written to the socket that the peer has not acknowledged yet
+/// (`SIOCOUTQ`, which Linux names `TIOCOUTQ` for sockets too).
+fn unacknowledged(socket: &impl AsRawFd) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ writes one c_int through the pointer, which outlives the call; the fd is
+    // borrowed from a live socket.
+    let result = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(queued).unwrap_or(0))
 }
 
 /// Runs one I/O step, failing it when the connection makes no progress for `stall`.
@@ -120,6 +191,7 @@ async fn sendfile_blocking(
             }
         }
         socket.shutdown(std::net::Shutdown::Write)?;
+        delivered_blocking(&socket, stall)?;
         Ok(offset - start)
     })
     .await
