@@ -34,6 +34,7 @@ source "$ROOT/scripts/lib/node.sh"
 
 cleanup() {
   [[ -n ${HOLD_PID:-} ]] && kill "$HOLD_PID" 2>/dev/null
+  [[ -n ${DOWNLOAD_PID:-} ]] && kill "$DOWNLOAD_PID" 2>/dev/null
   node_tier_cleanup
 }
 trap cleanup EXIT
@@ -193,9 +194,37 @@ for line in open(sys.argv[3]):
   [[ -z $lost ]] || { echo "sessions on surviving replicas lost:"; echo "$lost"; return 1; }
   echo "$survivors sessions on replicas 0 and 1 kept listing throughout"
 }
+# A slow download keeps going while a passive-settings change replaces every replica, one at a time.
+t_rollout_keeps_download() {
+  local name uid file=long.bin start old new
+  head -c 40000000 /dev/urandom >"$WORK/$file"
+  while read -r name uid; do
+    cp "$WORK/$file" "$(pod_data_dir "$uid")/$file" && chown 65532:65532 "$(pod_data_dir "$uid")/$file" || return 1
+  done < <(live_pods)
+  old=$(live_pods | awk '{print $2}' | sort)
+  start=$(now)
+  # 40 MB at 8 mbit/s: about 40 s.
+  in_client curl -sS --max-time 300 --ftp-pasv --user alice:alice-pw-1 "ftp://$VIP/$file" -o "$WORK/$file.back" &
+  DOWNLOAD_PID=$!
+  sleep 5
+  kill -0 "$DOWNLOAD_PID" 2>/dev/null || { echo "the download ended before the change"; return 1; }
+  ftpserver 2 $((PASV_MIN + 100)) $((PASV_MIN + 129))
+  wait "$DOWNLOAD_PID" || { DOWNLOAD_PID=; echo "the download failed"; return 1; }
+  DOWNLOAD_PID=
+  cmp "$WORK/$file" "$WORK/$file.back" || return 1
+  echo "downloaded 40 MB intact in $(since "$start") s while the pods rolled"
+  until_true 300 ready 2 || { echo "not Ready after the change"; k -n "$APP" get ftpserver,pods; return 1; }
+  new=$(live_pods | awk '{print $2}' | sort)
+  [[ -z $(comm -12 <(echo "$old") <(echo "$new")) ]] || { echo "a pod was not replaced"; return 1; }
+  [[ $(k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.passivePorts}') == "$((PASV_MIN + 100))-$((PASV_MIN + 129))" ]] || return 1
+  echo "every replica replaced, Ready with the new range $(since "$start") s after the change"
+  sessions burst 6 >"$WORK/after.json" && [[ $(grep -c '"ok": true' "$WORK/after.json") == 6 ]]
+}
+
 check "an FtpServer with 3 replicas becomes Ready" t_ready
 check "each replica's slice is routed to that replica alone" t_slices
 check "$SESSIONS sessions from 3 addresses: LIST, STOR, RETR, each on its control replica" t_sixty_sessions
 check "kubectl scale to 4 and back to 2 keeps sessions on the surviving replicas" t_scale
+check "a slow download survives a rollout that replaces every replica" t_rollout_keeps_download
 
 summary

@@ -14,7 +14,7 @@
 #   6b. (root) end to end on the local cluster's real node: the chart's operator pod, a server
 #      pod from the image built here, clients through a forgetful balancer and kube-proxy
 #   6c. (root) three replicas on the real node: concurrent sessions on each replica's passive slice,
-#      and kubectl scale
+#      kubectl scale, and a download that outlives a rollout of every replica
 #   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
