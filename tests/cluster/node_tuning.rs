@@ -278,7 +278,9 @@ async fn a_daemon_set_that_cannot_be_written_fails_no_ftpserver() {
         "no-daemonsets",
         json!([
             {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpservers/finalizers"], "verbs": ["*"]},
-            {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services"], "verbs": ["*"]},
+            {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "persistentvolumeclaims"], "verbs": ["*"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["*"]},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["*"]},
             {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["*"]},
             {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["*"]},
