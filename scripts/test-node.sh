@@ -95,9 +95,15 @@ t_operator_leads() {
     { echo "no 'holding the lease' in the operator's log"; return 1; }
   if k -n "$NS" logs "$pod" | grep -i forbidden; then echo "the operator was refused by RBAC"; return 1; fi
 }
+vip_accepts() { in_client timeout 2 bash -c "exec 3<>/dev/tcp/$VIP/21"; }
 t_ready() {
   until_true 180 ready_at "$VIP" || { k -n "$APP" get ftpserver "$SERVER" -o yaml | tail -30; return 1; }
   echo "Ready $(since "$APPLIED") s after the apply"
+  # Ready is the controller's view (the pod serves the declared config); kube-proxy programs the
+  # node's rules for the new endpoint on its own sync, which can trail it by a moment.
+  local ready; ready=$(now)
+  until_true 30 vip_accepts || { echo "the VIP refuses port 21 30 s after Ready"; return 1; }
+  echo "the VIP accepts port 21 $(since "$ready") s after Ready"
 }
 t_curl_plain() {
   echo "plain $RANDOM" >"$WORK/plain.txt"
