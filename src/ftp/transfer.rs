@@ -259,3 +259,44 @@ async fn receive_blocking(tcp: TcpStream, mut file: File, stall: Duration) -> io
     abort.0 = None;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shrinking_queue_is_progress_and_a_still_one_stalls_after_the_limit() {
+        let stall = Duration::from_millis(50);
+        let start = Instant::now();
+        let (queued, since) = next_progress((100, start), 40, stall).unwrap();
+        assert_eq!(queued, 40);
+        assert!(since >= start);
+        // No change within the limit: still waiting, from the same moment.
+        assert_eq!(next_progress((40, since), 40, stall).unwrap(), (40, since));
+        std::thread::sleep(stall);
+        let error = next_progress((40, since), 40, stall).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn a_transfer_is_delivered_once_the_peer_has_acknowledged_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut peer = TcpStream::connect(address).await.unwrap();
+            let mut received = Vec::new();
+            peer.read_to_end(&mut received).await.unwrap();
+            received
+        });
+        let (mut server, _) = listener.accept().await.unwrap();
+        server.write_all(&[7u8; 1 << 20]).await.unwrap();
+        server.shutdown().await.unwrap();
+        let stream = MaybeTls::Plain(server);
+        delivered(&stream, Duration::from_secs(10)).await.unwrap();
+        let MaybeTls::Plain(server) = &stream else {
+            unreachable!()
+        };
+        assert_eq!(unacknowledged(server).unwrap(), 0);
+        assert_eq!(client.await.unwrap().len(), 1 << 20);
+    }
+}
