@@ -84,33 +84,44 @@ async fn delivered(stream: &MaybeTls, stall: Duration) -> io::Result<()> {
         MaybeTls::Plain(tcp) => tcp,
         MaybeTls::Tls(tls) => tls.get_ref().0,
     };
-    let mut pause = Duration::from_millis(1);
+    let mut pause = FIRST_PAUSE;
     let mut progress = (unacknowledged(socket)?, Instant::now());
     while progress.0 > 0 {
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
-        // A reset leaves the queue as it was: its error ends the wait instead.
-        if let Some(error) = socket.take_error()? {
-            return Err(error);
-        }
-        progress = next_progress(progress, unacknowledged(socket)?, stall)?;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+        progress = delivery_step(socket, progress, stall)?;
     }
     Ok(())
 }
 
 /// `delivered` for a blocking socket, on the blocking thread that wrote to it.
 fn delivered_blocking(socket: &std::net::TcpStream, stall: Duration) -> io::Result<()> {
-    let mut pause = Duration::from_millis(1);
+    let mut pause = FIRST_PAUSE;
     let mut progress = (unacknowledged(socket)?, Instant::now());
     while progress.0 > 0 {
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-        if let Some(error) = socket.take_error()? {
-            return Err(error);
-        }
-        progress = next_progress(progress, unacknowledged(socket)?, stall)?;
+        pause = (pause * 2).min(LONGEST_PAUSE);
+        progress = delivery_step(socket, progress, stall)?;
     }
     Ok(())
+}
+
+/// How often the delivery wait looks at the queue: soon at first (most queues are empty within a
+/// round trip), then no more than every 50 ms.
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
+const LONGEST_PAUSE: Duration = Duration::from_millis(50);
+
+/// One look at a socket being drained, for both waits: its error if it was reset (a reset leaves
+/// the queue as it was), else the queue's progress.
+fn delivery_step(
+    socket: &(impl AsFd + AsRawFd),
+    progress: (usize, Instant),
+    stall: Duration,
+) -> io::Result<(usize, Instant)> {
+    if let Some(error) = socket2::SockRef::from(socket).take_error()? {
+        return Err(error);
+    }
+    next_progress(progress, unacknowledged(socket)?, stall)
 }
 
 /// The queue length and when it last shrank; an error once it has not shrunk for `stall`.
