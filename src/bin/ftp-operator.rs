@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ftp_operator::api::FtpServer;
+use ftp_operator::controller::budgets::{self, ClusterBudgets, NodePortRange};
 use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
 use ftp_operator::leader::{Elector, FenceLayer, Timings};
 use ftp_operator::node;
@@ -137,6 +138,19 @@ struct ControllerArgs {
     /// controller; without it FtpServers asking for keepalive.nodeSysctls are Stalled.
     #[arg(long, env = "FTP_OPERATOR_NODE_TUNING", default_value_t = false, action = clap::ArgAction::Set)]
     node_tuning: bool,
+    /// The apiserver's --service-node-port-range, which the operator cannot read: a server's
+    /// Services that would not fit in what is left of it are Stalled before they are applied.
+    #[arg(long, default_value_t = NodePortRange::DEFAULT)]
+    node_port_range: NodePortRange,
+    /// Azure load-balancing rules per node NIC (300; more only with several Standard Load
+    /// Balancers): Azure servers whose Services would exceed it with the cluster's other
+    /// LoadBalancer Services are Stalled.
+    #[arg(long, default_value_t = budgets::AZURE_RULES_PER_NIC)]
+    azure_rules_per_nic: u32,
+    /// Check those budgets with a cluster-wide LIST of Services; `false` in a namespaced
+    /// install, which may not list them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_budgets: bool,
 }
 
 #[tokio::main]
@@ -275,6 +289,10 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         load_balancer_address_timeout: Duration::from_secs(
             args.load_balancer_address_timeout_seconds,
         ),
+        cluster_budgets: args.cluster_budgets.then_some(ClusterBudgets {
+            node_ports: args.node_port_range,
+            azure_rules_per_nic: args.azure_rules_per_nic,
+        }),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = futures::FutureExt::shared(async move {

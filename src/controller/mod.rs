@@ -2,6 +2,7 @@
 //! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`].
 
 pub mod apply;
+pub mod budgets;
 pub mod build;
 pub mod health;
 pub mod http;
@@ -67,6 +68,10 @@ pub struct Settings {
     /// How long a Service may go without a load-balancer address before the FtpServer is
     /// Stalled saying so.
     pub load_balancer_address_timeout: Duration,
+    /// The cluster's NodePort range and Azure's rules per NIC, checked before a server's
+    /// Services grow; None where the operator may not list Services cluster-wide (a
+    /// namespaced install), and the apiserver's own refusal is what the user sees.
+    pub cluster_budgets: Option<budgets::ClusterBudgets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -480,9 +485,15 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         return Err(error.into());
     }
     if let Outcome::Stalled(invalid) = &outcome
-        && invalid.reason == ownership::NAME_TAKEN
+        && [
+            ownership::NAME_TAKEN,
+            budgets::NODE_PORTS_EXHAUSTED,
+            budgets::AZURE_RULES_EXHAUSTED,
+        ]
+        .contains(&invalid.reason)
     {
-        // The foreign object is outside the watches (it lacks our labels): look again soon.
+        // What blocks it is outside the watches (an object without our labels, the cluster's
+        // other Services): look again soon.
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
     if let Some(waited) = balancer_waited.filter(|waited| *waited < timeout) {
@@ -609,6 +620,14 @@ async fn apply_children(
     }
     if let Some(invalid) = taken.into_iter().flatten().next() {
         return Ok(Outcome::Stalled(invalid));
+    }
+    if let Some(budgets) = &ctx.settings.cluster_budgets {
+        let live: Vec<&Service> = observed.services.iter().map(|s| &**s).collect();
+        if let Some(invalid) =
+            budgets::check(client, budgets, &server.spec, &services, &live).await?
+        {
+            return Ok(Outcome::Stalled(invalid));
+        }
     }
 
     let applied_config_map = apply(

@@ -3,6 +3,7 @@
 //! namespace and its own controller process.
 
 mod apply;
+mod budgets;
 mod faults;
 mod harness;
 mod leader;
