@@ -123,9 +123,10 @@ struct ControllerArgs {
     /// (one image holds both binaries).
     #[arg(long, env = "FTP_OPERATOR_NODE_TUNER_IMAGE")]
     node_tuner_image: Option<String>,
-    /// Watch only this namespace; default: all.
-    #[arg(long)]
-    namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag or separate by commas); default: all.
+    /// With several, node tuning is off (it counts FtpServers cluster-wide or in one namespace).
+    #[arg(long, value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Hold Ready until every running server pod serves the rendered configuration (asked on
     /// its metrics port). `false` only where no server really runs, as on kwok's fake nodes.
     #[arg(long, env = "FTP_OPERATOR_VERIFY_SERVED_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
@@ -234,6 +235,13 @@ fn init_logging() {
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     init_logging();
+    if args.node_tuning && args.namespace.len() > 1 {
+        anyhow::bail!(
+            "--node-tuning=true needs the operator to watch all namespaces or one (--namespace \
+             was given {}): node tuning is off in a namespaced install of several namespaces",
+            args.namespace.len()
+        );
+    }
     let identity = args
         .identity
         .unwrap_or_else(|| format!("ftp-operator-{}", std::process::id()));
@@ -278,12 +286,12 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .node_tuner_image
                 .clone()
                 .unwrap_or_else(|| args.default_ftp_image.clone()),
-            watch_namespace: args.namespace.clone(),
+            watch_namespace: args.namespace.first().cloned(),
         });
     let settings = Settings {
         node_tuning: args.node_tuning,
         default_image: args.default_ftp_image,
-        namespace: args.namespace,
+        namespaces: args.namespace,
         identity: identity.clone(),
         verify_served_config: args.verify_served_config,
         load_balancer_address_timeout: Duration::from_secs(

@@ -98,7 +98,7 @@ const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 /// has no cache until it holds the lease).
 #[derive(Clone, Default)]
 pub struct ServerConditions {
-    servers: Arc<Mutex<Option<Store<DeserializeGuard<FtpServer>>>>>,
+    servers: Arc<Mutex<Vec<Store<DeserializeGuard<FtpServer>>>>>,
 }
 
 impl std::fmt::Debug for ServerConditions {
@@ -108,19 +108,23 @@ impl std::fmt::Debug for ServerConditions {
 }
 
 impl ServerConditions {
-    /// Reports the conditions of the servers in `store` from now on.
+    /// Reports the conditions of the servers in `store` from now on, beside those of the
+    /// stores already watched (one per watched namespace).
     pub fn watch(&self, store: Store<DeserializeGuard<FtpServer>>) {
-        *self.servers.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
     }
 
     fn family(&self) -> Family<ConditionLabels, Gauge> {
         let family = Family::<ConditionLabels, Gauge>::default();
-        let store = self
+        let stores = self
             .servers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let servers = store.map(|store| store.state()).unwrap_or_default();
+        let servers: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
         for guard in &servers {
             if let Ok(server) = &guard.0 {
                 for (labels, value) in condition_series(server) {

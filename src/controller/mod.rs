@@ -55,8 +55,9 @@ use status::{Outcome, STALLED, desired_status};
 pub struct Settings {
     /// Image for FtpServers that name none.
     pub default_image: String,
-    /// Namespace to watch; None: all namespaces.
-    pub namespace: Option<String>,
+    /// Namespaces to watch, each with watches and caches of its own; empty: all namespaces
+    /// (one set of cluster-wide watches).
+    pub namespaces: Vec<String>,
     /// Reported as the Events' instance.
     pub identity: String,
     /// Node tuning is installed (`nodeTuning.enabled`): the node tuner controller runs and
@@ -95,15 +96,74 @@ struct Context {
     reporter: Reporter,
     /// Consecutive failures per FtpServer, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
-    /// Which server may move to a new default image now.
-    image_gate: ImageRolloutGate,
+    /// Which server may move to a new default image now: one for the process, shared by the
+    /// namespaces' controllers.
+    image_gate: Arc<ImageRolloutGate>,
+    /// Every namespace's StatefulSet cache, to see whether the gate's holder (in any watched
+    /// namespace) has rolled out.
+    stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves: one FtpServer controller for the cluster, or
+/// one per watched namespace (a namespaced install may not watch cluster-wide, and a reflector's
+/// cache is fed by one watch). They share the metrics, the process's lease and the image
+/// rollout gate.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let stateful_set_caches: Vec<_> = scopes.iter().map(|_| reflector::store()).collect();
+    let stateful_sets = Arc::new(
+        scopes
+            .iter()
+            .cloned()
+            .zip(stateful_set_caches.iter().map(|(store, _)| store.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let image_gate = Arc::new(ImageRolloutGate::default());
+    let shutdown = shutdown.shared();
+    let controllers =
+        scopes
+            .into_iter()
+            .zip(stateful_set_caches)
+            .map(|(namespace, (_, stateful_set_writer))| {
+                run_scope(
+                    client.clone(),
+                    settings.clone(),
+                    namespace,
+                    metrics.clone(),
+                    Shared {
+                        image_gate: image_gate.clone(),
+                        stateful_sets: stateful_sets.clone(),
+                        stateful_set_writer,
+                    },
+                    shutdown.clone(),
+                )
+            });
+    futures::future::join_all(controllers).await;
+}
+
+/// What the namespaces' controllers share, and this one's StatefulSet cache writer.
+struct Shared {
+    image_gate: Arc<ImageRolloutGate>,
+    stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
+    stateful_set_writer: reflector::store::Writer<StatefulSet>,
+}
+
+/// One FtpServer controller over `namespace` (None: all namespaces).
+async fn run_scope(
+    client: Client,
+    settings: Settings,
+    namespace: Option<String>,
+    metrics: Metrics,
+    shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -115,7 +175,6 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let namespace = settings.namespace.clone();
     let ns = namespace.as_deref();
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
 
@@ -129,11 +188,11 @@ pub async fn run(
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    let (stateful_sets, writer) = reflector::store();
+    let stateful_sets = shared.stateful_set_writer.as_reader();
     // Kept with its managedFields, like every applied child: they tell apply what it owns.
     let stateful_set_events = watcher(api::<StatefulSet>(&client, ns), managed.clone())
         .default_backoff()
-        .reflect(writer)
+        .reflect(shared.stateful_set_writer)
         .touched_objects();
     // Server pods carry the managed-by label of their template; their IPs and readiness feed the
     // EndpointSlices, their ordinals the slices in use.
@@ -179,20 +238,26 @@ pub async fn run(
     .touched_objects();
     // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
     // only, and a node wakes the servers only when its labels or the reports change (not on
-    // each kubelet status update).
+    // each kubelet status update). Without node tuning no server reads them, and no Node is
+    // watched (a namespaced install reads nothing cluster-scoped).
     let (nodes, writer) = reflector::store();
-    let node_events = watcher(
-        Api::<PartialObjectMeta<Node>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(node_metadata)
-    .reflect(writer)
-    .touched_objects()
-    .predicate_filter(
-        predicates::labels.combine(predicates::annotations),
-        PredicateConfig::default(),
-    );
+    let node_events = if settings.node_tuning {
+        watcher(
+            Api::<PartialObjectMeta<Node>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(node_metadata)
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(
+            predicates::labels.combine(predicates::annotations),
+            PredicateConfig::default(),
+        )
+        .boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
 
     let stores = Stores {
         config_maps,
@@ -224,7 +289,8 @@ pub async fn run(
         settings,
         metrics,
         failures: Mutex::default(),
-        image_gate: ImageRolloutGate::default(),
+        image_gate: shared.image_gate,
+        stateful_sets: shared.stateful_sets,
     });
     let tuned_servers = {
         let servers = servers.clone();
@@ -331,10 +397,14 @@ async fn reconcile(
             .now_or_never(),
         ctx.stores.claims.wait_until_ready().now_or_never(),
         ctx.stores.pods.wait_until_ready().now_or_never(),
-        ctx.stores.nodes.wait_until_ready().now_or_never(),
     ]
     .iter()
-    .all(|ready| matches!(ready, Some(Ok(()))));
+    .all(|ready| matches!(ready, Some(Ok(()))))
+        && (!ctx.settings.node_tuning
+            || matches!(
+                ctx.stores.nodes.wait_until_ready().now_or_never(),
+                Some(Ok(()))
+            ));
     if !caches_ready {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -516,9 +586,11 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
 /// or gone.
 fn image_rollout_done(ctx: &Context, holder: &ObjectRef<FtpServer>) -> bool {
     let set = holder.namespace.as_deref().and_then(|ns| {
-        ctx.stores
+        let (_, store) = ctx
             .stateful_sets
-            .get(&ObjectRef::new(&holder.name).within(ns))
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|scope| scope == ns))?;
+        store.get(&ObjectRef::new(&holder.name).within(ns))
     });
     set.is_none_or(|set| {
         let summary = health::WorkloadSummary::from(&*set);

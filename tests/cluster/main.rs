@@ -8,6 +8,7 @@ mod faults;
 mod harness;
 mod leader;
 mod metrics;
+mod namespaced;
 mod node_keepalive;
 mod node_tuning;
 mod replicas;
