@@ -249,10 +249,11 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
+    let refusals = metrics.watch_refusals.clone();
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, http::router(Arc::new(registry))).await {
+        if let Err(err) = axum::serve(listener, http::router(Arc::new(registry), refusals)).await {
             error!(%err, "metrics server stopped");
         }
     });

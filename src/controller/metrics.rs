@@ -29,6 +29,9 @@ pub struct Metrics {
     pub api_writes: Family<KindLabel, Counter>,
     /// Each FtpServer's conditions, read from the controller's cache at every scrape.
     pub server_conditions: ServerConditions,
+    /// Watches the apiserver refuses; FtpServers report them, `/readyz` fails on the
+    /// FtpServer watch's.
+    pub watch_refusals: super::watch_refusals::WatchRefusals,
 }
 
 impl Default for Metrics {
@@ -39,6 +42,7 @@ impl Default for Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             api_writes: Family::default(),
             server_conditions: ServerConditions::default(),
+            watch_refusals: Default::default(),
         }
     }
 }

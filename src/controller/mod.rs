@@ -14,6 +14,7 @@ pub mod ownership;
 pub mod served;
 pub mod status;
 pub mod validate;
+pub mod watch_refusals;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +50,7 @@ use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_metadata, observe, observe_children, secret_name_only};
 use status::{Outcome, STALLED, desired_status};
+use validate::Invalid;
 
 /// What the controller is told at start.
 #[derive(Debug, Clone)]
@@ -179,82 +181,135 @@ async fn run_scope(
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
 
     let (config_maps, writer) = reflector::store();
-    let config_map_events = watcher(api::<ConfigMap>(&client, ns), managed.clone())
-        .default_backoff()
+    let track = |resource| (metrics.watch_refusals.clone(), resource, namespace.clone());
+    let (refusals, resource, scope) = track("configmaps");
+    let config_map_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<ConfigMap>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     let (deployments, writer) = reflector::store();
-    let deployment_events = watcher(api::<Deployment>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("deployments.apps");
+    let deployment_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<Deployment>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     let stateful_sets = shared.stateful_set_writer.as_reader();
     // Kept with its managedFields, like every applied child: they tell apply what it owns.
-    let stateful_set_events = watcher(api::<StatefulSet>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("statefulsets.apps");
+    let stateful_set_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<StatefulSet>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(shared.stateful_set_writer)
         .touched_objects();
     // Server pods carry the managed-by label of their template; their IPs and readiness feed the
     // EndpointSlices, their ordinals the slices in use.
     let (pods, writer) = reflector::store();
-    let pod_events = watcher(api::<Pod>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("pods");
+    let pod_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<Pod>(&client, ns), managed.clone()).default_backoff(),
+        )
         .modify(|pod: &mut Pod| pod.metadata.managed_fields = None)
         .reflect(writer)
         .touched_objects();
     let (endpoint_slices, writer) = reflector::store();
-    let endpoint_slice_events = watcher(api::<EndpointSlice>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("endpointslices.discovery.k8s.io");
+    let endpoint_slice_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<EndpointSlice>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     let (disruption_budgets, writer) = reflector::store();
-    let disruption_budget_events =
-        watcher(api::<PodDisruptionBudget>(&client, ns), managed.clone())
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
+    let (refusals, resource, scope) = track("poddisruptionbudgets.policy");
+    let disruption_budget_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<PodDisruptionBudget>(&client, ns), managed.clone()).default_backoff(),
+        )
+        .reflect(writer)
+        .touched_objects();
     let (claims, writer) = reflector::store();
-    let claim_events = watcher(
-        api::<PersistentVolumeClaim>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|claim: &mut PersistentVolumeClaim| claim.metadata.managed_fields = None)
-    .reflect(writer)
-    .touched_objects();
+    let (refusals, resource, scope) = track("persistentvolumeclaims");
+    let claim_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(
+                api::<PersistentVolumeClaim>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .modify(|claim: &mut PersistentVolumeClaim| claim.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
     let (services, writer) = reflector::store();
-    let service_events = watcher(api::<Service>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("services");
+    let service_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<Service>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     // Secrets by name only: the watch carries metadata, not the data of every Secret in the
     // cluster, and keeps no cache; the referenced ones are read when a server is reconciled.
-    let secret_events = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(secret_name_only)
-    .touched_objects();
+    let (refusals, resource, scope) = track("secrets");
+    let secret_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(
+                api::<PartialObjectMeta<Secret>>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .modify(secret_name_only)
+        .touched_objects();
     // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
     // only, and a node wakes the servers only when its labels or the reports change (not on
     // each kubelet status update). Without node tuning no server reads them, and no Node is
     // watched (a namespaced install reads nothing cluster-scoped).
     let (nodes, writer) = reflector::store();
     let node_events = if settings.node_tuning {
-        watcher(
-            Api::<PartialObjectMeta<Node>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(node_metadata)
-        .reflect(writer)
-        .touched_objects()
-        .predicate_filter(
-            predicates::labels.combine(predicates::annotations),
-            PredicateConfig::default(),
-        )
-        .boxed()
+        metrics
+            .watch_refusals
+            .track(
+                "nodes",
+                None,
+                watcher(
+                    Api::<PartialObjectMeta<Node>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff(),
+            )
+            .modify(node_metadata)
+            .reflect(writer)
+            .touched_objects()
+            .predicate_filter(
+                predicates::labels.combine(predicates::annotations),
+                PredicateConfig::default(),
+            )
+            .boxed()
     } else {
         futures::stream::empty().boxed()
     };
@@ -275,11 +330,21 @@ async fn run_scope(
         instance: Some(settings.identity.clone()),
     };
     // A malformed FtpServer becomes an error for that object alone, never for the watch.
-    let controller = Controller::new(
-        api::<DeserializeGuard<FtpServer>>(&client, ns),
-        watcher::Config::default(),
-    );
-    let servers = controller.store();
+    let (servers, writer) = reflector::store();
+    let server_events = metrics
+        .watch_refusals
+        .track(
+            watch_refusals::FTP_SERVERS,
+            namespace.clone(),
+            watcher(
+                api::<DeserializeGuard<FtpServer>>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(server_events, servers.clone());
     metrics.server_conditions.watch(servers.clone());
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -382,6 +447,16 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    // A refused watch leaves its cache empty or stale: say so rather than wait for it.
+    if let Ok(server) = &guard.0
+        && let Some(refused) = ctx
+            .metrics
+            .watch_refusals
+            .blocking(&server.namespace().unwrap_or_default())
+    {
+        report_stalled(server, refused, &ctx).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     // Decisions need complete caches: an empty ConfigMap cache would look like a missing child.
     // Checked without waiting: a store wakes only its latest waiter, so reconciles parked on it
     // concurrently would hang for good. Until the caches are complete, try again shortly.
@@ -536,19 +611,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         }
     }
     if previous != status {
-        let api: Api<FtpServer> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": FtpServer::api_version(&()),
-            "kind": FtpServer::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &server.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics.api_write("FtpServer/status");
+        patch_status(server, &status, ctx).await?;
     }
     publish_events(server, ctx, &changes, &previous, &status, &outcome).await;
     if let Some(error) = failure {
@@ -580,6 +643,45 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     }
     // Periodic resync; a quiet one writes nothing.
     Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Writes a Stalled status (and its Warning Event) for what keeps the server from being
+/// reconciled at all; the children are left as they are.
+async fn report_stalled(server: &FtpServer, invalid: Invalid, ctx: &Context) -> Result<(), Error> {
+    let outcome = Outcome::Stalled(invalid);
+    let observed = observe_children(server, &ctx.stores);
+    let now =
+        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let timeout = ctx.settings.load_balancer_address_timeout;
+    let status = desired_status(server, &outcome, &observed, now, timeout);
+    let previous = server.status.clone().unwrap_or_default();
+    if previous != status {
+        patch_status(server, &status, ctx).await?;
+    }
+    publish_events(server, ctx, &[], &previous, &status, &outcome).await;
+    Ok(())
+}
+
+async fn patch_status(
+    server: &FtpServer,
+    status: &crate::api::FtpServerStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<FtpServer> =
+        Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": FtpServer::api_version(&()),
+        "kind": FtpServer::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &server.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.api_write("FtpServer/status");
+    Ok(())
 }
 
 /// Whether the server holding the image-rollout slot is done: rolled out to the default image,

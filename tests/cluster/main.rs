@@ -11,6 +11,7 @@ mod metrics;
 mod namespaced;
 mod node_keepalive;
 mod node_tuning;
+mod permissions;
 mod replicas;
 mod status;
 
