@@ -50,9 +50,12 @@ impl Refusal {
     }
 }
 
-/// The refused watches of this process, by resource and namespace.
+/// A watch: its resource, and its namespace (None: cluster-wide).
+type WatchKey = (&'static str, Option<String>);
+
+/// The refused watches of this process.
 #[derive(Debug, Clone, Default)]
-pub struct WatchRefusals(Arc<Mutex<BTreeMap<(&'static str, Option<String>), Refusal>>>);
+pub struct WatchRefusals(Arc<Mutex<BTreeMap<WatchKey, Refusal>>>);
 
 impl WatchRefusals {
     /// Passes a watcher's events through, recording a 403 and clearing it at the next event.
