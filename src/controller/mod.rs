@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod node_tuner;
 pub mod observe;
 pub mod ownership;
+pub mod probe;
 pub mod served;
 pub mod status;
 pub mod validate;
@@ -47,6 +48,7 @@ use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_metadata, observe, observe_children, secret_name_only};
+use probe::{AccountState, ProbeSettings, Prober};
 use status::{Outcome, STALLED, desired_status};
 
 /// What the controller is told at start.
@@ -67,6 +69,8 @@ pub struct Settings {
     /// How long a Service may go without a load-balancer address before the FtpServer is
     /// Stalled saying so.
     pub load_balancer_address_timeout: Duration,
+    /// The reachability probe (`PassiveReachable`); off where no server really runs.
+    pub probe: ProbeSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +96,8 @@ struct Context {
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
     /// Which server may move to a new default image now.
     image_gate: ImageRolloutGate,
+    /// The probe's accounts and results, shared with its background task.
+    prober: Arc<Prober>,
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -211,6 +217,10 @@ pub async fn run(
     );
     let servers = controller.store();
     metrics.server_conditions.watch(servers.clone());
+    let prober = Arc::new(Prober::new(settings.probe, metrics.probe.clone()));
+    // The probe wakes a server's reconcile only when what it found changed.
+    let (probe_wake, probe_woken) = futures::channel::mpsc::unbounded();
+    let probe_task = Arc::clone(&prober).run(servers.clone(), stores.pods.clone(), probe_wake);
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
@@ -220,6 +230,7 @@ pub async fn run(
         metrics,
         failures: Mutex::default(),
         image_gate: ImageRolloutGate::default(),
+        prober,
     });
     let tuned_servers = {
         let servers = servers.clone();
@@ -233,7 +244,8 @@ pub async fn run(
         }
     };
     let claim_servers = servers.clone();
-    controller
+    let reconciles = controller
+        .reconcile_on(probe_woken)
         .owns_stream(config_map_events)
         .owns_stream(deployment_events)
         .owns_stream(stateful_set_events)
@@ -284,8 +296,14 @@ pub async fn run(
             if let Err(error) = result {
                 warn!(%error, "reconcile failed");
             }
-        })
-        .await;
+        });
+    // The probe lives as long as the reconciles; it ends with them.
+    futures::pin_mut!(reconciles, probe_task);
+    if let futures::future::Either::Right(((), reconciles)) =
+        futures::future::select(reconciles, probe_task).await
+    {
+        reconciles.await;
+    }
 }
 
 fn shared_claim(server: &FtpServer) -> Option<&String> {
@@ -386,10 +404,11 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let namespace = server.namespace().unwrap_or_default();
     let mut changes = Vec::new();
     let mut image_waiting = false;
-    let (observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
+    let (mut observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
+    observed.probe = ctx.prober.observation(server);
     let result = match read {
         Err(error) => Err(error),
         Ok(()) => match node_tuner::opt_in(server, ctx.settings.node_tuning)
@@ -538,7 +557,24 @@ async fn apply_children(
         |holder| image_rollout_done(ctx, holder),
     );
     *image_waiting = image.waiting;
-    let config_map = build::desired_config_map(server, valid, public_address.as_deref());
+    let probe_user = match ctx
+        .prober
+        .account(server, &ctx.client, &ctx.metrics)
+        .await?
+    {
+        AccountState::Off => None,
+        AccountState::Taken(invalid) => return Ok(Outcome::Stalled(invalid)),
+        AccountState::Ready(account, written) => {
+            changes.extend(written);
+            Some(account.probe_user())
+        }
+    };
+    let config_map = build::desired_config_map(
+        server,
+        valid,
+        public_address.as_deref(),
+        probe_user.as_ref(),
+    );
     let stateful_set = build::desired_stateful_set(server, valid, &image.image);
     let services = build::desired_services(
         server,
