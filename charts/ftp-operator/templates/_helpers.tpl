@@ -66,6 +66,8 @@ app.kubernetes.io/component: controller
 - --lease-name={{ include "ftp-operator.fullname" . }}
 - --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
 - --node-tuning={{ .Values.nodeTuning.enabled }}
+- --probe-interval-seconds={{ .Values.probe.intervalSeconds }}
+- --probe-step-timeout-seconds={{ .Values.probe.stepTimeoutSeconds }}
 {{- end }}
 
 {{/* kube-score checks the operator Deployment skips; deployment.yaml gives the reason for each. */}}

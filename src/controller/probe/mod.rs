@@ -314,7 +314,7 @@ impl Prober {
             per_replica: valid.per_replica,
         };
         let started = Instant::now();
-        let sessions = self.round(&target, slices, &ready).await;
+        let sessions = round(&target, slices, &ready, &self.metrics).await;
         self.metrics
             .round_duration
             .observe(started.elapsed().as_secs_f64());
@@ -328,42 +328,42 @@ impl Prober {
         result.record_round(&target.endpoint(), &sessions, slices, &ready);
         Some(result)
     }
+}
 
-    /// Sessions until every ready replica was seen, a failure nobody can be blamed for, or the
-    /// bound.
-    async fn round(
-        &self,
-        target: &SessionTarget,
-        slices: Slices,
-        ready: &ReadyReplicas,
-    ) -> Vec<SessionReport> {
-        let mut sessions = Vec::new();
-        let mut seen = HashSet::new();
-        for _ in 0..SESSIONS_PER_REPLICA * ready.len() {
-            let report = probe_session(target).await;
-            let (result, step) = match &report.outcome {
-                Ok(()) => ("ok", "none"),
-                Err(failure) => ("failed", failure.step.label()),
-            };
-            self.metrics
-                .sessions
-                .get_or_create(&SessionLabels {
-                    result: result.to_owned(),
-                    step: step.to_owned(),
-                })
-                .inc();
-            let replica = report
-                .data_address
-                .and_then(|address| slices.replica_of(address.port()));
-            let stop = replica.is_none() && report.outcome.is_err();
-            seen.extend(replica);
-            sessions.push(report);
-            if stop || ready.keys().all(|replica| seen.contains(replica)) {
-                break;
-            }
+/// One round's sessions: until every ready replica was seen, a failure nobody can be blamed
+/// for, or the bound.
+pub async fn round(
+    target: &SessionTarget,
+    slices: Slices,
+    ready: &ReadyReplicas,
+    metrics: &ProbeMetrics,
+) -> Vec<SessionReport> {
+    let mut sessions = Vec::new();
+    let mut seen = HashSet::new();
+    for _ in 0..SESSIONS_PER_REPLICA * ready.len() {
+        let report = probe_session(target).await;
+        let (result, step) = match &report.outcome {
+            Ok(()) => ("ok", "none"),
+            Err(failure) => ("failed", failure.step.label()),
+        };
+        metrics
+            .sessions
+            .get_or_create(&SessionLabels {
+                result: result.to_owned(),
+                step: step.to_owned(),
+            })
+            .inc();
+        let replica = report
+            .data_address
+            .and_then(|address| slices.replica_of(address.port()));
+        let stop = replica.is_none() && report.outcome.is_err();
+        seen.extend(replica);
+        sessions.push(report);
+        if stop || ready.keys().all(|replica| seen.contains(replica)) {
+            break;
         }
-        sessions
     }
+    sessions
 }
 
 /// The server's ready pods by ordinal (the StatefulSet's pod-index label).
