@@ -565,7 +565,7 @@ async fn apply_children(
         AccountState::Off => None,
         AccountState::Taken(invalid) => return Ok(Outcome::Stalled(invalid)),
         AccountState::Ready(account, written) => {
-            changes.extend(written);
+            changes.extend(written.map(|written| *written));
             Some(account.probe_user())
         }
     };

@@ -101,7 +101,7 @@ pub enum AccountState {
     /// The probe is off: the server gets no probe account.
     Off,
     /// The account, and whether its Secret was written now.
-    Ready(ProbeAccount, Option<(ObjectReference, Applied)>),
+    Ready(ProbeAccount, Option<Box<(ObjectReference, Applied)>>),
     /// `<name>-probe` is held by an object this server does not control.
     Taken(Invalid),
 }
@@ -189,7 +189,7 @@ impl Prober {
                     })?;
                 let secret = desired_probe_secret(server, &account);
                 let applied = apply(&api, &secret, found.as_ref(), metrics).await?;
-                (account, Some((secret.object_ref(&()), applied)))
+                (account, Some(Box::new((secret.object_ref(&()), applied))))
             }
         };
         self.accounts
