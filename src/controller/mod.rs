@@ -48,6 +48,7 @@ use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_metadata, observe, observe_children, secret_name_only};
+use probe::results::ProbeObservation;
 use probe::{AccountState, ProbeSettings, Prober};
 use status::{Outcome, STALLED, desired_status};
 
@@ -404,11 +405,11 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let namespace = server.namespace().unwrap_or_default();
     let mut changes = Vec::new();
     let mut image_waiting = false;
+    let mut probe_image = None;
     let (mut observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
-    observed.probe = ctx.prober.observation(server);
     let result = match read {
         Err(error) => Err(error),
         Ok(()) => match node_tuner::opt_in(server, ctx.settings.node_tuning)
@@ -423,10 +424,15 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
                     ctx,
                     &mut changes,
                     &mut image_waiting,
+                    &mut probe_image,
                 )
                 .await
             }
         },
+    };
+    observed.probe = match probe_image {
+        Some(image) => ProbeObservation::NeedsDefaultImage(image),
+        None => ctx.prober.observation(server),
     };
     // An API failure is shown in status first, then returned for the backoff.
     let (outcome, failure) = match result {
@@ -544,6 +550,7 @@ async fn apply_children(
     ctx: &Context,
     changes: &mut Vec<(ObjectReference, Applied)>,
     image_waiting: &mut bool,
+    probe_image: &mut Option<String>,
 ) -> Result<Outcome, ApplyError> {
     let namespace = server.namespace().unwrap_or_default();
     let public_address = observed.public_address(server);
@@ -557,11 +564,18 @@ async fn apply_children(
         |holder| image_rollout_done(ctx, holder),
     );
     *image_waiting = image.waiting;
-    let probe_user = match ctx
-        .prober
-        .account(server, &ctx.client, &ctx.metrics)
-        .await?
-    {
+    // The probe account goes only into the config of servers on this operator's own image: an
+    // older ftp-server refuses the unknown `probe_user` key, and would keep its old settings (and
+    // fail to start again) for as long as it runs that image.
+    let account = if ctx.prober.enabled() && image.image != ctx.settings.default_image {
+        *probe_image = Some(image.image.clone());
+        AccountState::Off
+    } else {
+        ctx.prober
+            .account(server, &ctx.client, &ctx.metrics)
+            .await?
+    };
+    let probe_user = match account {
         AccountState::Off => None,
         AccountState::Taken(invalid) => return Ok(Outcome::Stalled(invalid)),
         AccountState::Ready(account, written) => {

@@ -203,6 +203,9 @@ pub enum ProbeObservation {
     Disabled,
     /// On, but no round has probed this server yet.
     NotProbedYet,
+    /// On, but the server runs another image than the operator's (named here), which may not
+    /// know the probe account's config key: it gets none.
+    NeedsDefaultImage(String),
     Probed(ServerProbe),
 }
 
@@ -222,6 +225,17 @@ pub fn passive_reachable(
                 "ProbeDisabled",
                 "the controller runs with --probe-interval-seconds=0 (chart value probe.intervalSeconds)"
                     .to_owned(),
+            );
+        }
+        ProbeObservation::NeedsDefaultImage(image) => {
+            return (
+                "Unknown",
+                "ProbeNeedsDefaultImage",
+                format!(
+                    "the probe account is given only to servers on the operator's own image; this \
+                     one runs {image} (spec.image, or waiting for its turn to move to the new \
+                     default image)"
+                ),
             );
         }
         _ if public_address.is_none() => {
@@ -512,5 +526,7 @@ mod tests {
             "NotProbedYet"
         );
         assert_eq!(reason(&probed, Some("a"), 1), "NotProbedYet");
+        let pinned = ProbeObservation::NeedsDefaultImage("ftp-operator:0.0.9".into());
+        assert_eq!(reason(&pinned, Some("a"), 1), "ProbeNeedsDefaultImage");
     }
 }
