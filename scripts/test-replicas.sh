@@ -159,14 +159,22 @@ t_probe() {
   start=$(now)
   until_true 90 reachable_is True "replica(s) 0, 1, 2" || { echo "PassiveReachable: $(reachability)"; return 1; }
   echo "slice opened; True again $(since "$start") s later"
-  probe_metrics
+  # Rounds every 3 s with an unchanged result write nothing: no status patch, no Event.
+  local before after
+  sleep 5
+  before=$(api_writes)
+  sleep 15
+  after=$(api_writes)
+  echo "API writes over 15 s of probe rounds with nothing changed: $((after - before))"
+  operator_metrics | grep -E '^ftp_operator_probe_(sessions_total|round_duration_seconds_(sum|count))'
+  ((after == before))
 }
-# Probe sessions and round times so far, from the operator's /metrics.
-probe_metrics() {
+operator_metrics() {
   local pod
   pod=$(k -n "$NS" get pods -l app.kubernetes.io/name=ftp-operator -o jsonpath='{.items[0].metadata.name}')
-  k -n "$NS" get --raw "/api/v1/namespaces/$NS/pods/$pod:8080/proxy/metrics" | grep -E '^ftp_operator_probe_(sessions_total|round_duration_seconds_(sum|count))'
+  k -n "$NS" get --raw "/api/v1/namespaces/$NS/pods/$pod:8080/proxy/metrics"
 }
+api_writes() { operator_metrics | awk '/^ftp_operator_api_writes_total/ {sum += $2} END {print sum + 0}'; }
 
 # 60 sessions at once from three addresses; every data connection of a session on one slice, and
 # that slice's replica is the one whose audit log has the session's upload.
@@ -269,7 +277,7 @@ t_rollout_keeps_download() {
 
 check "an FtpServer with 3 replicas becomes Ready" t_ready
 check "each replica's slice is routed to that replica alone" t_slices
-check "PassiveReachable: True on 3 replicas, False naming replica 1 when its slice is closed, True again" t_probe
+check "PassiveReachable: True on 3 replicas, False naming replica 1 when its slice is closed, True again; quiet rounds write nothing" t_probe
 check "$SESSIONS sessions from 3 addresses: LIST, STOR, RETR, each on its control replica" t_sixty_sessions
 check "kubectl scale to 4 and back to 2 keeps sessions on the surviving replicas" t_scale
 check "a slow download survives a rollout that replaces every replica" t_rollout_keeps_download
