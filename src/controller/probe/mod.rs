@@ -39,7 +39,7 @@ use super::metrics::Metrics;
 use super::ownership::foreign_holder;
 use super::validate::{Invalid, validate_spec};
 use account::{ProbeAccount, desired_probe_secret, probe_secret_name};
-use results::{ProbeObservation, ReadyReplicas, ServerProbe, SessionReport, Slices};
+use results::{Passive, ProbeObservation, ReadyReplicas, ServerProbe, SessionReport, Slices, Step};
 use session::{SessionTarget, probe_session};
 
 /// Sessions a round may open per ready replica before it gives up on reaching the rest.
@@ -72,10 +72,31 @@ pub struct ProbeMetrics {
 
 impl Default for ProbeMetrics {
     fn default() -> Self {
-        ProbeMetrics {
+        let metrics = ProbeMetrics {
             sessions: Family::default(),
             round_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+        };
+        // Every series exists from the start (at 0), so rates and alerts work before the first
+        // failure, and a controller with the probe off still exports the metric.
+        let steps = [
+            Step::ControlConnection,
+            Step::Login,
+            Step::Passive(Passive::Epsv),
+            Step::Passive(Passive::Pasv),
+            Step::DataConnection(Passive::Epsv),
+            Step::DataConnection(Passive::Pasv),
+            Step::List(Passive::Epsv),
+            Step::List(Passive::Pasv),
+        ];
+        let labels = std::iter::once(("ok", "none"))
+            .chain(steps.iter().map(|step| ("failed", step.label())));
+        for (result, step) in labels {
+            drop(metrics.sessions.get_or_create(&SessionLabels {
+                result: result.to_owned(),
+                step: step.to_owned(),
+            }));
         }
+        metrics
     }
 }
 
