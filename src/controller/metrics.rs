@@ -33,6 +33,9 @@ pub struct Metrics {
     pub server_conditions: ServerConditions,
     /// The reachability probe's sessions and rounds.
     pub probe: ProbeMetrics,
+    /// Watches the apiserver refuses; FtpServers report them, `/readyz` fails on the
+    /// FtpServer watch's.
+    pub watch_refusals: super::watch_refusals::WatchRefusals,
 }
 
 impl Default for Metrics {
@@ -44,6 +47,7 @@ impl Default for Metrics {
             api_writes: Family::default(),
             server_conditions: ServerConditions::default(),
             probe: ProbeMetrics::default(),
+            watch_refusals: Default::default(),
         }
     }
 }
@@ -104,7 +108,7 @@ const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 /// has no cache until it holds the lease).
 #[derive(Clone, Default)]
 pub struct ServerConditions {
-    servers: Arc<Mutex<Option<Store<DeserializeGuard<FtpServer>>>>>,
+    servers: Arc<Mutex<Vec<Store<DeserializeGuard<FtpServer>>>>>,
 }
 
 impl std::fmt::Debug for ServerConditions {
@@ -114,19 +118,23 @@ impl std::fmt::Debug for ServerConditions {
 }
 
 impl ServerConditions {
-    /// Reports the conditions of the servers in `store` from now on.
+    /// Reports the conditions of the servers in `store` from now on, beside those of the
+    /// stores already watched (one per watched namespace).
     pub fn watch(&self, store: Store<DeserializeGuard<FtpServer>>) {
-        *self.servers.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
     }
 
     fn family(&self) -> Family<ConditionLabels, Gauge> {
         let family = Family::<ConditionLabels, Gauge>::default();
-        let store = self
+        let stores = self
             .servers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let servers = store.map(|store| store.state()).unwrap_or_default();
+        let servers: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
         for guard in &servers {
             if let Ok(server) = &guard.0 {
                 for (labels, value) in condition_series(server) {
