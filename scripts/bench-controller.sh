@@ -121,7 +121,7 @@ done >"$work/servers.yaml"
 secret_reads_before=$(secret_reads)
 target/release/ftp-operator controller \
   --metrics-listen 127.0.0.1:0 --leader-election-namespace default \
-  --identity bench --default-ftp-image ftp-operator:bench --verify-served-config=false >"$work/controller.log" 2>&1 &
+  --identity bench --default-ftp-image ftp-operator:bench --verify-served-config=false --probe-interval-seconds=0 >"$work/controller.log" 2>&1 &
 controller_pid=$!
 for _ in $(seq 100); do
   grep -q '"holding the lease' "$work/controller.log" && break

@@ -189,7 +189,7 @@ start_operator() {
   start_bg operator env KUBECONFIG="$SA_KUBECONFIG" RUST_LOG=info,kube=warn POD_NAMESPACE="$OP_NS" \
     "$OPERATOR" controller --metrics-listen "127.0.0.1:$OPERATOR_METRICS" \
     --leader-election-namespace "$OP_NS" --lease-name ftp-operator --identity flux-test \
-    --verify-served-config=false
+    --verify-served-config=false --probe-interval-seconds=0
 }
 ftp_cond() { k -n "$APP_NS" get ftpserver contoso -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status}" 2>/dev/null; }
 # No cloud here: play its load-balancer controller and give the Service an address.

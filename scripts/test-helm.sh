@@ -107,7 +107,7 @@ start_controller() {
   KUBECONFIG=$SA_KUBECONFIG RUST_LOG=info,kube=warn POD_NAMESPACE=$NS \
     "$OPERATOR" controller --metrics-listen "127.0.0.1:$METRICS_PORT" \
     --leader-election-namespace "$NS" --lease-name "$RELEASE" --identity helm-test \
-    --verify-served-config=false --node-tuning=true \
+    --verify-served-config=false --probe-interval-seconds=0 --node-tuning=true \
     >>"$WORK/controller.log" 2>&1 &
   echo $! >"$CONTROLLER_PID_FILE"
 }
@@ -178,6 +178,7 @@ networkPolicy.apiServerCIDRs={10.0.0.1}|/networkPolicy/apiServerCIDRs/0
 metrics.serviceMonitor.interval=soon|/metrics/serviceMonitor/interval
 replicaCount=2|replicaCount
 crds.install=maybe|/crds/install
+probe.intervalSeconds=-1|/probe/intervalSeconds
 EOF
   h template "$RELEASE" "$CHART" >/dev/null || { echo "defaults refused"; rc=1; }
   return $rc
@@ -331,8 +332,10 @@ yes list pods $APP_NS
 yes patch pods $APP_NS
 no create ftpservers.ftpoperator.dev $APP_NS
 no delete ftpservers.ftpoperator.dev $APP_NS
-no create secrets $APP_NS
+yes create secrets $APP_NS
+yes patch secrets $APP_NS
 no update secrets $APP_NS
+no delete secrets $APP_NS
 no create pods $APP_NS
 yes watch pods $APP_NS
 no delete pods $APP_NS

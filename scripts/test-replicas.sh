@@ -25,6 +25,10 @@ PER_REPLICA=7
 LB_TIMEOUT=6
 LINK_RATE=8mbit
 SESSIONS=60
+# The reachability probe, often enough for a test to watch it turn (chart values).
+HELM_VALUES=(--set probe.intervalSeconds=3 --set probe.stepTimeoutSeconds=2)
+# nftables table closing a replica's slice inside its pod's network namespace.
+PROBE_BLOCK=ftpop-probe-block
 
 TIER=test-replicas CHECK_DETAILS=1 POLL_SECONDS=0.5
 # shellcheck source=lib/checks.sh
@@ -33,6 +37,7 @@ source "$ROOT/scripts/lib/checks.sh"
 source "$ROOT/scripts/lib/node.sh"
 
 cleanup() {
+  [[ -n ${BLOCKED_PID:-} ]] && nsenter -t "$BLOCKED_PID" -n nft delete table inet "$PROBE_BLOCK" 2>/dev/null
   [[ -n ${HOLD_PID:-} ]] && kill "$HOLD_PID" 2>/dev/null
   [[ -n ${DOWNLOAD_PID:-} ]] && kill "$DOWNLOAD_PID" 2>/dev/null
   node_tier_cleanup
@@ -122,6 +127,55 @@ print(f"{ports[0]}-{ports[-1]} ({len(ports)} ports)" if ports else "none")' "$ip
     [[ $got == "$want ($PER_REPLICA ports)" ]] || { echo "want $want"; return 1; }
   done
 }
+# PassiveReachable as the operator's probe reports it: "<status>|<reason>|<message>".
+reachability() {
+  k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.conditions[?(@.type=="PassiveReachable")].status}|{.status.conditions[?(@.type=="PassiveReachable")].reason}|{.status.conditions[?(@.type=="PassiveReachable")].message}'
+}
+reachable_is() { # <status> <text the message contains>
+  local got; got=$(reachability)
+  [[ ${got%%|*} == "$1" && $got == *"$2"* ]]
+}
+# The probe covers every replica; closing replica 1's slice by hand (a drop rule inside its pod's
+# network namespace) turns the condition False naming replica 1 and a port of its slice, and
+# opening it again turns it True.
+t_probe() {
+  local uid pid lo=$((PASV_MIN + PER_REPLICA)) hi=$((PASV_MIN + 2 * PER_REPLICA - 1)) start got port
+  until_true 120 reachable_is True "replica(s) 0, 1, 2" || { echo "PassiveReachable: $(reachability)"; return 1; }
+  echo "PassiveReachable: $(reachability)"
+  uid=$(k -n "$APP" get pod "$SERVER-1" -o jsonpath='{.metadata.uid}')
+  pid=$(server_pid "$uid") || { echo "no ftp-server process for $SERVER-1"; return 1; }
+  printf 'table inet %s {\n  chain input {\n    type filter hook input priority -10; policy accept;\n    tcp dport %s-%s drop\n  }\n}\n' \
+    "$PROBE_BLOCK" "$lo" "$hi" | nsenter -t "$pid" -n nft -f - || return 1
+  BLOCKED_PID=$pid
+  start=$(now)
+  until_true 90 reachable_is False "replica 1 ($SERVER-1)" || { echo "PassiveReachable: $(reachability)"; return 1; }
+  got=$(reachability)
+  echo "slice $lo-$hi of replica 1 closed; False $(since "$start") s later: $got"
+  [[ $got == "False|DataConnectionFailed|"* ]] || { echo "want reason DataConnectionFailed"; return 1; }
+  port=$(grep -oE 'data connection to [0-9.]+:[0-9]+' <<<"$got" | head -1 | sed 's/.*://')
+  ((port >= lo && port <= hi)) || { echo "the message names port ${port:-none}, outside replica 1's slice $lo-$hi"; return 1; }
+  nsenter -t "$pid" -n nft delete table inet "$PROBE_BLOCK" || return 1
+  BLOCKED_PID=
+  start=$(now)
+  until_true 90 reachable_is True "replica(s) 0, 1, 2" || { echo "PassiveReachable: $(reachability)"; return 1; }
+  echo "slice opened; True again $(since "$start") s later"
+  # Rounds every 3 s with an unchanged result write nothing: no status patch, no Event.
+  local before after
+  sleep 5
+  before=$(api_writes)
+  sleep 15
+  after=$(api_writes)
+  echo "API writes over 15 s of probe rounds with nothing changed: $((after - before))"
+  operator_metrics | grep -E '^ftp_operator_probe_(sessions_total|round_duration_seconds_(sum|count))'
+  ((after == before))
+}
+operator_metrics() {
+  local pod
+  pod=$(k -n "$NS" get pods -l app.kubernetes.io/name=ftp-operator -o jsonpath='{.items[0].metadata.name}')
+  k -n "$NS" get --raw "/api/v1/namespaces/$NS/pods/$pod:8080/proxy/metrics"
+}
+api_writes() { operator_metrics | awk '/^ftp_operator_api_writes_total/ {sum += $2} END {print sum + 0}'; }
+
 # 60 sessions at once from three addresses; every data connection of a session on one slice, and
 # that slice's replica is the one whose audit log has the session's upload.
 t_sixty_sessions() {
@@ -223,6 +277,7 @@ t_rollout_keeps_download() {
 
 check "an FtpServer with 3 replicas becomes Ready" t_ready
 check "each replica's slice is routed to that replica alone" t_slices
+check "PassiveReachable: True on 3 replicas, False naming replica 1 when its slice is closed, True again; quiet rounds write nothing" t_probe
 check "$SESSIONS sessions from 3 addresses: LIST, STOR, RETR, each on its control replica" t_sixty_sessions
 check "kubectl scale to 4 and back to 2 keeps sessions on the surviving replicas" t_scale
 check "a slow download survives a rollout that replaces every replica" t_rollout_keeps_download

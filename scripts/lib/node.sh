@@ -1,7 +1,8 @@
 # What the tiers on the local cluster's real node share (scripts/test-node.sh,
 # scripts/test-replicas.sh): sourced after lib/checks.sh, never run. The caller sets ROOT, WORK,
 # LAB (the namespace balancer's name), NS (the operator's namespace), APP (the servers'
-# namespace), LB_TIMEOUT and LINK_RATE, then calls node_tier_setup.
+# namespace), LB_TIMEOUT and LINK_RATE, optionally HELM_VALUES (an array of extra `--set`
+# arguments for the operator's chart), then calls node_tier_setup.
 
 export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
 export FTPOP_REAL_NODE=1
@@ -36,7 +37,7 @@ node_tier_setup() {
     die "the namespace balancer did not come up"
   log "installing the operator with the Helm chart"
   "$HELM" upgrade --install ftp-operator charts/ftp-operator --namespace "$NS" --create-namespace \
-    --wait --timeout 180s >/dev/null || die "helm install failed"
+    ${HELM_VALUES[@]+"${HELM_VALUES[@]}"} --wait --timeout 180s >/dev/null || die "helm install failed"
   k create namespace "$APP" >/dev/null
 }
 

@@ -135,6 +135,18 @@ struct ControllerArgs {
     /// Stalled (cloud balancers take a few minutes to provision).
     #[arg(long, default_value_t = 600)]
     load_balancer_address_timeout_seconds: u64,
+    /// Seconds between rounds of the reachability probe, which logs in to each FtpServer through
+    /// its public address and lists over EPSV and PASV (the PassiveReachable condition); 0 turns
+    /// it off (and no probe account is made), as where no server really runs (kwok's fake nodes).
+    #[arg(
+        long,
+        env = "FTP_OPERATOR_PROBE_INTERVAL_SECONDS",
+        default_value_t = 60
+    )]
+    probe_interval_seconds: u64,
+    /// How long each probe step (connect, a reply, the data connection) may take.
+    #[arg(long, default_value_t = 5)]
+    probe_step_timeout_seconds: u64,
     /// Node keepalive tuning (the chart's nodeTuning.enabled): run the node tuner DaemonSet's
     /// controller; without it FtpServers asking for keepalive.nodeSysctls are Stalled.
     #[arg(long, env = "FTP_OPERATOR_NODE_TUNING", default_value_t = false, action = clap::ArgAction::Set)]
@@ -298,6 +310,11 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         load_balancer_address_timeout: Duration::from_secs(
             args.load_balancer_address_timeout_seconds,
         ),
+        probe: controller::probe::ProbeSettings {
+            interval: (args.probe_interval_seconds > 0)
+                .then(|| Duration::from_secs(args.probe_interval_seconds)),
+            step_timeout: Duration::from_secs(args.probe_step_timeout_seconds.max(1)),
+        },
         cluster_budgets: args.cluster_budgets.then_some(ClusterBudgets {
             node_ports: args.node_port_range,
             azure_rules_per_nic: args.azure_rules_per_nic,

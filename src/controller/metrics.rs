@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 
 use crate::api::FtpServer;
 
+use super::probe::ProbeMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
@@ -29,6 +31,8 @@ pub struct Metrics {
     pub api_writes: Family<KindLabel, Counter>,
     /// Each FtpServer's conditions, read from the controller's cache at every scrape.
     pub server_conditions: ServerConditions,
+    /// The reachability probe's sessions and rounds.
+    pub probe: ProbeMetrics,
     /// Watches the apiserver refuses; FtpServers report them, `/readyz` fails on the
     /// FtpServer watch's.
     pub watch_refusals: super::watch_refusals::WatchRefusals,
@@ -42,6 +46,7 @@ impl Default for Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             api_writes: Family::default(),
             server_conditions: ServerConditions::default(),
+            probe: ProbeMetrics::default(),
             watch_refusals: Default::default(),
         }
     }
@@ -71,6 +76,7 @@ impl Metrics {
             self.api_writes.clone(),
         );
         registry.register_collector(Box::new(self.server_conditions.clone()));
+        self.probe.register(registry);
     }
 
     pub fn api_write(&self, kind: &str) {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod node_tuner;
 pub mod observe;
 pub mod ownership;
+pub mod probe;
 pub mod served;
 pub mod status;
 pub mod validate;
@@ -49,6 +50,8 @@ use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_for_selection, observe, observe_children, secret_name_only};
+use probe::results::ProbeObservation;
+use probe::{AccountState, ProbeSettings, Prober};
 use status::{Outcome, STALLED, desired_status};
 use validate::Invalid;
 
@@ -71,6 +74,8 @@ pub struct Settings {
     /// How long a Service may go without a load-balancer address before the FtpServer is
     /// Stalled saying so.
     pub load_balancer_address_timeout: Duration,
+    /// The reachability probe (`PassiveReachable`); off where no server really runs.
+    pub probe: ProbeSettings,
     /// The cluster's NodePort range and Azure's rules per NIC, checked before a server's
     /// Services grow; None where the operator may not list Services cluster-wide (a
     /// namespaced install), and the apiserver's own refusal is what the user sees.
@@ -104,6 +109,8 @@ struct Context {
     /// Every namespace's StatefulSet cache, to see whether the gate's holder (in any watched
     /// namespace) has rolled out.
     stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
+    /// The probe's accounts and results, shared with its background task.
+    prober: Arc<Prober>,
 }
 
 /// Runs the controller until `shutdown` resolves: one FtpServer controller for the cluster, or
@@ -345,6 +352,10 @@ async fn run_scope(
         .applied_objects();
     let controller = Controller::for_stream(server_events, servers.clone());
     metrics.server_conditions.watch(servers.clone());
+    let prober = Arc::new(Prober::new(settings.probe, metrics.probe.clone()));
+    // The probe wakes a server's reconcile only when what it found changed.
+    let (probe_wake, probe_woken) = futures::channel::mpsc::unbounded();
+    let probe_task = Arc::clone(&prober).run(servers.clone(), stores.pods.clone(), probe_wake);
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
         reporter,
@@ -355,6 +366,7 @@ async fn run_scope(
         failures: Mutex::default(),
         image_gate: shared.image_gate,
         stateful_sets: shared.stateful_sets,
+        prober,
     });
     let tuned_servers = {
         let servers = servers.clone();
@@ -368,7 +380,8 @@ async fn run_scope(
         }
     };
     let claim_servers = servers.clone();
-    controller
+    let reconciles = controller
+        .reconcile_on(probe_woken)
         .owns_stream(config_map_events)
         .owns_stream(deployment_events)
         .owns_stream(stateful_set_events)
@@ -417,8 +430,14 @@ async fn run_scope(
             if let Err(error) = result {
                 warn!(%error, "reconcile failed");
             }
-        })
-        .await;
+        });
+    // The probe lives as long as the reconciles; it ends with them.
+    futures::pin_mut!(reconciles, probe_task);
+    if let futures::future::Either::Right(((), reconciles)) =
+        futures::future::select(reconciles, probe_task).await
+    {
+        reconciles.await;
+    }
 }
 
 /// A Node's taints as a predicate value: a change of taints changes which servers' pods may go
@@ -544,7 +563,8 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let namespace = server.namespace().unwrap_or_default();
     let mut changes = Vec::new();
     let mut image_waiting = false;
-    let (observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
+    let mut probe_image = None;
+    let (mut observed, read) = match observe(server, &ctx.stores, &ctx.client).await {
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
@@ -562,10 +582,15 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
                     ctx,
                     &mut changes,
                     &mut image_waiting,
+                    &mut probe_image,
                 )
                 .await
             }
         },
+    };
+    observed.probe = match probe_image {
+        Some(image) => ProbeObservation::NeedsDefaultImage(image),
+        None => ctx.prober.observation(server),
     };
     // An API failure is shown in status first, then returned for the backoff.
     let (outcome, failure) = match result {
@@ -718,6 +743,7 @@ async fn apply_children(
     ctx: &Context,
     changes: &mut Vec<(ObjectReference, Applied)>,
     image_waiting: &mut bool,
+    probe_image: &mut Option<String>,
 ) -> Result<Outcome, ApplyError> {
     let namespace = server.namespace().unwrap_or_default();
     let public_address = observed.public_address(server);
@@ -731,7 +757,31 @@ async fn apply_children(
         |holder| image_rollout_done(ctx, holder),
     );
     *image_waiting = image.waiting;
-    let config_map = build::desired_config_map(server, valid, public_address.as_deref());
+    // The probe account goes only into the config of servers on this operator's own image: an
+    // older ftp-server refuses the unknown `probe_user` key, and would keep its old settings (and
+    // fail to start again) for as long as it runs that image.
+    let account = if ctx.prober.enabled() && image.image != ctx.settings.default_image {
+        *probe_image = Some(image.image.clone());
+        AccountState::Off
+    } else {
+        ctx.prober
+            .account(server, &ctx.client, &ctx.metrics)
+            .await?
+    };
+    let probe_user = match account {
+        AccountState::Off => None,
+        AccountState::Taken(invalid) => return Ok(Outcome::Stalled(invalid)),
+        AccountState::Ready(account, written) => {
+            changes.extend(written.map(|written| *written));
+            Some(account.probe_user())
+        }
+    };
+    let config_map = build::desired_config_map(
+        server,
+        valid,
+        public_address.as_deref(),
+        probe_user.as_ref(),
+    );
     let stateful_set = build::desired_stateful_set(server, valid, &image.image);
     let services = build::desired_services(
         server,

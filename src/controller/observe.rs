@@ -20,6 +20,7 @@ use crate::api::FtpServer;
 use super::apply::ApplyError;
 use super::build::{config_map_name, control_service_name, selector_labels, workload_name};
 use super::health::WorkloadSummary;
+use super::probe::results::ProbeObservation;
 
 /// The caches the controller's watches fill.
 #[derive(Clone)]
@@ -79,6 +80,8 @@ pub struct Observed {
     pub shared_claim: ClaimState,
     pub users_secret: SecretState,
     pub tls_secret: SecretState,
+    /// What the reachability probe last found (kept by its background task, not read here).
+    pub probe: ProbeObservation,
 }
 
 /// The children from the caches and the referenced Secrets' keys, read by name.
@@ -206,6 +209,7 @@ pub fn observe_children(server: &FtpServer, stores: &Stores) -> Observed {
         shared_claim,
         users_secret: SecretState::NotReferenced,
         tls_secret: SecretState::NotReferenced,
+        probe: ProbeObservation::Disabled,
     }
 }
 

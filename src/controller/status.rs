@@ -13,6 +13,7 @@ use super::apply::ApplyError;
 use super::build::selector_labels;
 use super::health::{WorkloadSummary, workload_problem};
 use super::observe::Observed;
+use super::probe::results::{PASSIVE_REACHABLE, passive_reachable};
 use super::validate::Invalid;
 
 pub const READY: &str = "Ready";
@@ -293,6 +294,24 @@ pub fn desired_status(
             &now,
         ));
     }
+    // Ready does not wait for it: the probe runs from inside the cluster and on its own
+    // schedule, so it can neither vouch for the cloud's path nor hold up a rollout; it reports
+    // what a client would meet (docs/probe.md).
+    let pods: Vec<&Pod> = observed.pods.iter().map(AsRef::as_ref).collect();
+    let (probe_status, reason, message) = passive_reachable(
+        &observed.probe,
+        status.public_address.as_deref(),
+        &super::probe::ready_replicas(&pods),
+    );
+    status.conditions.push(condition_with_status(
+        &previous.conditions,
+        PASSIVE_REACHABLE,
+        probe_status,
+        reason,
+        message,
+        generation,
+        &now,
+    ));
     status
 }
 
@@ -368,6 +387,20 @@ pub(super) fn condition(
     now: &Time,
 ) -> Condition {
     let status = if is_true { "True" } else { "False" };
+    condition_with_status(previous, type_, status, reason, message, generation, now)
+}
+
+/// A condition of any status (`True`, `False`, `Unknown`), keeping the previous transition time
+/// when its status did not change.
+pub(super) fn condition_with_status(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
     let last_transition_time = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)

@@ -10,6 +10,7 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use super::access::{self, Access, Permissions};
+use super::config::{PROBE_HOME, ProbeUser};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
@@ -23,6 +24,8 @@ pub enum UsersError {
          incoming or a list such as list,download,upload)"
     )]
     Line { line: usize, reason: String },
+    #[error("probe_user {name}: {reason}")]
+    Probe { name: String, reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +129,36 @@ impl Users {
             dummy_hash(cost);
         }
         Ok(Users { users, strongest })
+    }
+
+    /// Adds the operator's probe account: list only, in its own home. A user of the same name in
+    /// the users file keeps their entry (the probe then fails to log in and says so).
+    pub fn add_probe(&mut self, probe: &ProbeUser) -> Result<(), UsersError> {
+        let error = |reason: String| UsersError::Probe {
+            name: probe.name.clone(),
+            reason,
+        };
+        if probe.name.is_empty() || probe.name.contains(char::is_whitespace) {
+            return Err(error("the name is empty or has white space".into()));
+        }
+        let cost = argon2id_cost(&probe.password_hash).map_err(error)?;
+        if self.users.contains_key(&probe.name) {
+            tracing::warn!(user = %probe.name, "the users file names the probe account: the probe cannot log in");
+            return Ok(());
+        }
+        self.strongest = Some(self.strongest.map_or(cost, |s| s.max(cost)));
+        dummy_hash(self.strongest.unwrap_or(cost));
+        self.users.insert(
+            probe.name.clone(),
+            UserEntry {
+                hash: probe.password_hash.clone(),
+                access: Access {
+                    permissions: Permissions::of(&[access::Permission::List]),
+                    home: PROBE_HOME.to_owned(),
+                },
+            },
+        );
+        Ok(())
     }
 
     pub fn len(&self) -> usize {
@@ -247,6 +280,44 @@ mod tests {
         );
         assert_eq!(users.verify("alice", "wrong").await, None);
         assert_eq!(users.verify("nobody", "s3cret").await, None);
+    }
+
+    #[tokio::test]
+    async fn the_probe_account_may_only_list_in_its_own_home() {
+        let hash = hash_password("s3cret").unwrap();
+        let probe_hash = hash_password("probe-pw").unwrap();
+        let mut users = Users::parse(&format!("alice:{hash}:rw\n")).unwrap();
+        users
+            .add_probe(&ProbeUser {
+                name: "ftp-operator-probe-1f".into(),
+                password_hash: probe_hash.clone(),
+            })
+            .unwrap();
+        assert_eq!(
+            users.verify("ftp-operator-probe-1f", "probe-pw").await,
+            Some(Access {
+                permissions: Permissions::of(&[access::Permission::List]),
+                home: PROBE_HOME.into(),
+            })
+        );
+        assert_eq!(users.verify("ftp-operator-probe-1f", "s3cret").await, None);
+        // A user of that name in the users file keeps their own entry.
+        users
+            .add_probe(&ProbeUser {
+                name: "alice".into(),
+                password_hash: probe_hash.clone(),
+            })
+            .unwrap();
+        assert_eq!(users.verify("alice", "probe-pw").await, None);
+        assert!(users.verify("alice", "s3cret").await.is_some());
+        let error = users
+            .add_probe(&ProbeUser {
+                name: "p".into(),
+                password_hash: "plain".into(),
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("probe_user p"), "{error}");
     }
 
     #[test]

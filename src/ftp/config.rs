@@ -95,6 +95,23 @@ pub struct ServerConfig {
     /// changes are rarely what a file drop needs, and a world-writable file is a risk.
     #[serde(default)]
     pub site_chmod: bool,
+    /// The operator's probe account, beside `users_file` (which stays the user's alone): it may
+    /// only list, confined to an empty home of its own ([`PROBE_HOME`]). Absent: no probe login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_user: Option<ProbeUser>,
+}
+
+/// Home of the probe account, beneath `root`: a directory of its own, so its listings show
+/// nothing of the users' files.
+pub const PROBE_HOME: &str = ".ftp-operator-probe";
+
+/// The probe account: a name and an argon2id PHC hash (the password itself stays in the
+/// operator's Secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeUser {
+    pub name: String,
+    pub password_hash: String,
 }
 
 fn default_listen() -> SocketAddr {
@@ -326,6 +343,7 @@ impl ServerConfig {
             replica_index: None,
             proxy_protocol_from: Vec::new(),
             site_chmod: false,
+            probe_user: None,
         }
     }
 
@@ -451,6 +469,10 @@ mod tests {
             ..Tls::new("/tls/tls.crt", "/tls/tls.key")
         });
         config.anonymous.home = Some("pub".into());
+        config.probe_user = Some(ProbeUser {
+            name: "ftp-operator-probe-0a1b".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        });
         config.proxy_protocol_from = vec![
             "10.0.0.0/16".parse().unwrap(),
             "2001:db8::/32".parse().unwrap(),

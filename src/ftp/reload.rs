@@ -49,6 +49,18 @@ pub async fn watch_files(
         let current = sender.borrow().clone();
         fingerprint(&flags, Some(&current.config))
     };
+    // The file may have been swapped after the served digest was taken at start and before
+    // this first fingerprint: the change would then never be seen, and the server would serve
+    // (and report) the old configuration for good. Compare with what it serves instead.
+    let config_now = flags
+        .config
+        .as_ref()
+        .and_then(|_| last.first().cloned().flatten());
+    if config_now.map(|contents| super::metrics::config_digest(&contents))
+        != metrics.served_config()
+    {
+        last.clear();
+    }
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -43,10 +43,13 @@ impl std::fmt::Debug for Settings {
 impl Settings {
     pub fn build(config: ServerConfig) -> Result<Settings, SettingsError> {
         config.validate()?;
-        let users = match &config.users_file {
+        let mut users = match &config.users_file {
             Some(path) => Users::load(path)?,
             None => Users::default(),
         };
+        if let Some(probe) = &config.probe_user {
+            users.add_probe(probe)?;
+        }
         let tls = match &config.tls {
             Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,

@@ -205,6 +205,8 @@ impl ControllerProcess {
                 "ftp-operator:test",
                 // kwok's pods never run a server to ask (served.rs); the real-node tier does.
                 "--verify-served-config=false",
+                // Nor is there a server to probe (the real-node tiers probe).
+                "--probe-interval-seconds=0",
             ])
             .args(args)
             .env("KUBECONFIG", kubeconfig)

@@ -188,7 +188,8 @@ spec:
         let server: FtpServer = serde_yaml::from_str(&yaml).expect("the test's FtpServer parses");
         let valid = validate_spec(&server.spec)
             .unwrap_or_else(|e| panic!("the controller rejects the test's FtpServer: {e:?}"));
-        let config_map = desired_config_map(&server, &valid, server.spec.public_address.as_deref());
+        let config_map =
+            desired_config_map(&server, &valid, server.spec.public_address.as_deref(), None);
         let text = &config_map.data.as_ref().expect("ConfigMap data")[CONFIG_FILE_NAME];
         let mut config: ServerConfig = toml::from_str(text).expect("the rendered config parses");
         // What the controller decided must be what the balancer forwards.

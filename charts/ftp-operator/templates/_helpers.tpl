@@ -66,6 +66,8 @@ app.kubernetes.io/component: controller
 - --lease-name={{ include "ftp-operator.fullname" . }}
 - --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
 - --node-tuning={{ .Values.nodeTuning.enabled }}
+- --probe-interval-seconds={{ .Values.probe.intervalSeconds }}
+- --probe-step-timeout-seconds={{ .Values.probe.stepTimeoutSeconds }}
 - --node-port-range={{ .Values.cluster.nodePortRange }}
 - --azure-rules-per-nic={{ .Values.cluster.azureRulesPerNic }}
 {{- with .Values.watchNamespaces }}
@@ -123,6 +125,13 @@ rules in a cluster-wide install, a Role's in each watched namespace otherwise. *
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+{{- if gt (int .Values.probe.intervalSeconds) 0 }}
+# The probe account of each FtpServer: a Secret <name>-probe the operator creates once (server-
+# side apply) and owns; it never writes a Secret it does not control (docs/probe.md).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "patch"]
+{{- end }}
 # The servers' pods, read for why a rollout does not finish (image pulls, scheduling).
 - apiGroups: [""]
   resources: ["pods"]

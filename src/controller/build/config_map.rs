@@ -8,7 +8,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::{Anonymous, CONFIG_FILE_NAME, POD_IMPLICIT_TLS_PORT, ServerConfig, Tls};
+use crate::ftp::config::{
+    Anonymous, CONFIG_FILE_NAME, POD_IMPLICIT_TLS_PORT, ProbeUser, ServerConfig, Tls,
+};
 
 use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
 use crate::controller::validate::Validated;
@@ -23,10 +25,12 @@ pub fn desired_server_config(
     server: &FtpServer,
     valid: &Validated,
     public_address: Option<&str>,
+    probe_user: Option<&ProbeUser>,
 ) -> ServerConfig {
     let spec = &server.spec;
     let mut config = ServerConfig::new(DATA_DIR, valid.passive);
     config.public_address = public_address.map(str::to_owned);
+    config.probe_user = probe_user.cloned();
     config.keepalive = valid.keepalive;
     config.passive_ports_per_replica = valid.per_replica;
     // A pod being replaced lets its transfers run this long; its termination grace is longer.
@@ -65,8 +69,9 @@ pub fn desired_config_map(
     server: &FtpServer,
     valid: &Validated,
     public_address: Option<&str>,
+    probe_user: Option<&ProbeUser>,
 ) -> ConfigMap {
-    let config = desired_server_config(server, valid, public_address);
+    let config = desired_server_config(server, valid, public_address, probe_user);
     ConfigMap {
         metadata: owned_metadata(server, config_map_name(server)),
         data: Some(BTreeMap::from([(
@@ -95,10 +100,15 @@ mod tests {
     #[test]
     fn full_spec_renders_every_setting_the_server_reads() {
         let server = server(fixtures::FULL);
+        let probe = ProbeUser {
+            name: "ftp-operator-probe-00".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        };
         let cm = desired_config_map(
             &server,
             &validated(&server),
             Some("contosoftp.cloudapp.net"),
+            Some(&probe),
         );
         assert_eq!(cm.metadata.name.as_deref(), Some("contoso-config"));
         assert_eq!(cm.metadata.namespace.as_deref(), Some("ftp"));
@@ -142,6 +152,8 @@ mod tests {
         assert_eq!(config.passive_ports_per_replica, Some(10));
         assert_eq!(config.replica_index, None);
         assert_eq!(config.limits.shutdown_grace_seconds, 600);
+        // The probe account beside the user's own users file, which stays as it was.
+        assert_eq!(config.probe_user, Some(probe));
     }
 
     #[test]
@@ -152,14 +164,24 @@ mod tests {
         );
         assert_ne!(yaml, fixtures::FULL, "fixture changed: update this test");
         let server = server(&yaml);
-        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        let config = rendered(&desired_config_map(
+            &server,
+            &validated(&server),
+            None,
+            None,
+        ));
         assert!(!config.tls.unwrap().require_session_reuse);
     }
 
     #[test]
     fn minimal_spec_without_an_address_yet_renders_none() {
         let server = server(fixtures::MINIMAL);
-        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        let config = rendered(&desired_config_map(
+            &server,
+            &validated(&server),
+            None,
+            None,
+        ));
         assert_eq!(config.public_address, None);
         assert_eq!(config.users_file, None);
         assert_eq!(config.tls, None);
@@ -170,7 +192,12 @@ mod tests {
     #[test]
     fn aws_proxy_protocol_sources_reach_the_file() {
         let server = server(fixtures::AWS);
-        let config = rendered(&desired_config_map(&server, &validated(&server), None));
+        let config = rendered(&desired_config_map(
+            &server,
+            &validated(&server),
+            None,
+            None,
+        ));
         assert_eq!(
             config.proxy_protocol_from,
             vec!["10.0.0.0/16".parse::<ipnet::IpNet>().unwrap()]
@@ -184,6 +211,7 @@ mod tests {
             &server,
             &validated(&server),
             Some("20.50.1.7"),
+            None,
         ));
         assert_eq!(config.public_address.as_deref(), Some("20.50.1.7"));
     }

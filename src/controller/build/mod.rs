@@ -60,7 +60,7 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=ftp-operator";
 
 /// Metadata of an owned object: same namespace, our labels, the FtpServer as controller owner
 /// (so the garbage collector removes it with the FtpServer).
-fn owned_metadata(server: &FtpServer, name: String) -> ObjectMeta {
+pub(crate) fn owned_metadata(server: &FtpServer, name: String) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: server.namespace(),

@@ -398,7 +398,7 @@ fn http_probe(path: &str, period_seconds: i32) -> Probe {
 /// Digest of the configuration the server reads only when it starts. FNV-1a: stable across
 /// Rust releases, unlike `DefaultHasher`, so an operator upgrade does not roll every server.
 fn restart_hash(server: &FtpServer, valid: &Validated) -> String {
-    let config = desired_server_config(server, valid, None);
+    let config = desired_server_config(server, valid, None, None);
     // The slice size joins the hash only when set, so servers without one keep their hash
     // (and their pods) across this operator's upgrade.
     let slice = config
