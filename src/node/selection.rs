@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Node, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
 };
-use kube::core::PartialObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::FtpServer;
@@ -117,13 +116,6 @@ impl NodeView for Node {
             .as_ref()
             .and_then(|spec| spec.taints.as_deref())
             .unwrap_or_default()
-    }
-}
-
-/// Metadata carries no taints: a view of labels alone.
-impl NodeView for PartialObjectMeta<Node> {
-    fn taints(&self) -> &[Taint] {
-        &[]
     }
 }
 
