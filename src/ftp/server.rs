@@ -114,14 +114,15 @@ async fn accept_implicit(
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains sessions within the grace period.
-pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()> {
+/// `files` is the fingerprint `settings` were read with ([`reload::read`]).
+pub async fn serve(
+    settings: Settings,
+    flags: ServerFlags,
+    files: reload::Fingerprint,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    if let Some(contents) = flags
-        .config
-        .as_ref()
-        .and_then(|path| std::fs::read(path).ok())
-    {
-        metrics.set_served_config(&contents);
+    if let Some(contents) = reload::config_contents(&flags, &files) {
+        metrics.set_served_config(contents);
     }
     let listen = settings.config.listen;
     let implicit_listen = settings
@@ -172,6 +173,7 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         flags,
         settings_tx,
         Arc::clone(&metrics),
+        files,
     ));
 
     tokio::spawn(sweep_upload_leftovers(settings_rx.clone()));
