@@ -15,11 +15,13 @@ done
 (cd "$here" && cargo build --release --bin ftp-server >/dev/null)
 bin="$here/target/release/ftp-server"
 work=$(mktemp -d /tmp/ftp-bench.XXXXXX)
+# shellcheck source=lib/bench-servers.sh
+source "$here/scripts/lib/bench-servers.sh"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-mkdir -p "$work/root/up" "$work/small" /var/run/vsftpd/empty
+mkdir -p "$work/root/up" "$work/small"
 chmod 777 "$work/root/up"
 head -c 1073741824 /dev/urandom >"$work/big.bin"
 cp "$work/big.bin" "$work/root/big.bin"
@@ -28,41 +30,10 @@ head -c 1048576 /dev/urandom >"$work/root/small.bin"
 ours_port=2141; vs_port=2142; ours_tls_port=2144; vs_tls_port=2146
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
   -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-cat >"$work/ftp-server.toml" <<EOF
-listen = "127.0.0.1:$ours_port"
-metrics_listen = "127.0.0.1:2143"
-root = "$work/root"
-passive_ports = { min = 40000, max = 40999 }
-[anonymous]
-enabled = true
-writable = true
-[limits]
-max_sessions_per_address = 2000
-EOF
-RUST_LOG=warn "$bin" --config "$work/ftp-server.toml" >"$work/ours.log" 2>&1 &
-pids+=($!); ours_pid=$!
-cat >"$work/vsftpd.conf" <<EOF
-listen=YES
-listen_address=127.0.0.1
-listen_port=$vs_port
-anonymous_enable=YES
-anon_root=$work/root
-no_anon_password=YES
-local_enable=NO
-write_enable=YES
-anon_upload_enable=YES
-anon_umask=022
-pasv_min_port=41000
-pasv_max_port=41999
-max_clients=2000
-max_per_ip=2000
-seccomp_sandbox=NO
-background=NO
-xferlog_enable=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-EOF
-vsftpd "$work/vsftpd.conf" >"$work/vsftpd.log" 2>&1 &
-pids+=($!); vs_pid=$!
+start_ours ours $ours_port 2143 "$work/root" 40000 40999 true
+ours_pid=$STARTED_PID
+start_vsftpd vsftpd $vs_port "$work/root" 41000 41999 YES
+vs_pid=$STARTED_PID
 sleep 1
 
 best() { sort -g | tail -1; }
@@ -109,17 +80,10 @@ echo "| $sessions sessions x 1 MiB: peak server RSS | $((ours_rss / 1024)) MiB |
 
 # FTPS: the same servers with explicit TLS (AUTH TLS, PROT P) on other ports; both require the
 # data connections to resume the control session (our default, vsftpd require_ssl_reuse=YES).
-sed -e "s/^listen = .*/listen = \"127.0.0.1:$ours_tls_port\"/" -e "s/^metrics_listen = .*/metrics_listen = \"127.0.0.1:2145\"/" \
-  -e "s/min = 40000, max = 40999/min = 42000, max = 42999/" "$work/ftp-server.toml" >"$work/ftps.toml"
-printf '[tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$work/cert.pem" "$work/key.pem" >>"$work/ftps.toml"
-RUST_LOG=warn "$bin" --config "$work/ftps.toml" >"$work/ours-tls.log" 2>&1 &
-pids+=($!)
-sed -e "s/^listen_port=.*/listen_port=$vs_tls_port/" -e "s/^pasv_min_port=.*/pasv_min_port=43000/" -e "s/^pasv_max_port=.*/pasv_max_port=43999/" \
-  "$work/vsftpd.conf" >"$work/vsftpd-tls.conf"
-printf 'ssl_enable=YES\nrsa_cert_file=%s\nrsa_private_key_file=%s\nallow_anon_ssl=YES\nforce_anon_data_ssl=YES\nforce_anon_logins_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH\n' \
-  "$work/cert.pem" "$work/key.pem" >>"$work/vsftpd-tls.conf"
-vsftpd "$work/vsftpd-tls.conf" >"$work/vsftpd-tls.log" 2>&1 &
-pids+=($!)
+start_ours ours-tls $ours_tls_port 2145 "$work/root" 42000 42999 true \
+  "$(printf '[tls]\ncert_file = "%s"\nkey_file = "%s"' "$work/cert.pem" "$work/key.pem")"
+start_vsftpd vsftpd-tls $vs_tls_port "$work/root" 43000 43999 YES \
+  "$(printf 'ssl_enable=YES\nrsa_cert_file=%s\nrsa_private_key_file=%s\nallow_anon_ssl=YES\nforce_anon_data_ssl=YES\nforce_anon_logins_ssl=YES\nrequire_ssl_reuse=YES\nssl_ciphers=HIGH' "$work/cert.pem" "$work/key.pem")"
 sleep 1
 tls_retr() { for _ in 1 2 3; do curl -s --ssl-reqd -k -o /dev/null -w '%{speed_download}\n' "ftp://127.0.0.1:$1/big.bin"; done | best; }
 tls_stor() { for _ in 1 2 3; do upload "$1" --ssl-reqd -k; done | best; }

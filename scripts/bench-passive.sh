@@ -22,45 +22,17 @@ if [ -z "${FTP_SERVER_BIN:-}" ]; then
 fi
 bin=${FTP_SERVER_BIN:-$here/target/release/ftp-server}
 work=$(mktemp -d /tmp/ftp-bench-passive.XXXXXX)
+# shellcheck source=lib/bench-servers.sh
+source "$here/scripts/lib/bench-servers.sh"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-mkdir -p "$work/root" /var/run/vsftpd/empty
+mkdir -p "$work/root"
 head -c 1048576 /dev/urandom >"$work/root/one.bin"
 ours_port=2151; vs_port=2152
-cat >"$work/ftp-server.toml" <<EOF
-listen = "127.0.0.1:$ours_port"
-metrics_listen = "127.0.0.1:2153"
-root = "$work/root"
-passive_ports = { min = 42000, max = 42004 }
-[anonymous]
-enabled = true
-writable = false
-[limits]
-max_sessions_per_address = 2000
-EOF
-RUST_LOG=warn "$bin" --config "$work/ftp-server.toml" >"$work/ours.log" 2>&1 &
-pids+=($!)
-cat >"$work/vsftpd.conf" <<EOF
-listen=YES
-listen_address=127.0.0.1
-listen_port=$vs_port
-anonymous_enable=YES
-anon_root=$work/root
-no_anon_password=YES
-local_enable=NO
-pasv_min_port=42010
-pasv_max_port=42014
-max_clients=2000
-max_per_ip=2000
-seccomp_sandbox=NO
-background=NO
-xferlog_enable=NO
-secure_chroot_dir=/var/run/vsftpd/empty
-EOF
-vsftpd "$work/vsftpd.conf" >"$work/vsftpd.log" 2>&1 &
-pids+=($!)
+start_ours ours $ours_port 2153 "$work/root" 42000 42004 false
+start_vsftpd vsftpd $vs_port "$work/root" 42010 42014 NO
 sleep 1
 
 run() { python3 "$here/scripts/bench-passive-sharing.py" 127.0.0.1 "$1" one.bin 1048576 "$sessions" "$addresses" || true; }

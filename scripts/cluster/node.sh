@@ -259,6 +259,36 @@ node_check_prereqs() {
   [[ -n $NODE_IP ]] || die "cannot tell the node's address (no default route); the real node needs a non-loopback address"
 }
 
+# kube-proxy has (rarely) exited during start-up on a machine where it usually starts. Its log is
+# kept beside the cluster's state (`down` removes the state, not that copy), its rules are cleaned
+# up, and it gets one more start; a second failure stops `up`.
+node_start_kube_proxy() {
+  local attempt kept
+  for attempt in 1 2; do
+    node_wait_ports_free "$KUBE_PROXY_HEALTHZ_PORT" "$KUBE_PROXY_METRICS_PORT"
+    start_component kube-proxy kube-proxy --config="$NODE_STATE/kube-proxy.yaml"
+    if (wait_for "kube-proxy /healthz" 60 kube-proxy curl -fs --max-time 2 "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"); then
+      return 0
+    fi
+    kept=$(dirname "$STATE_DIR")/failed-logs/kube-proxy-$(date +%Y%m%dT%H%M%S).log
+    mkdir -p "$(dirname "$kept")" && cp "$LOGS/kube-proxy.log" "$kept" 2>/dev/null || true
+    stop_components kube-proxy
+    "$BIN_DIR/kube-proxy" --cleanup >/dev/null 2>&1 || true
+    ((attempt == 1)) && log "kube-proxy did not start (log kept in $kept); starting it once more"
+  done
+  die "kube-proxy did not start twice (logs kept in $(dirname "$kept"))"
+}
+
+# The node's components listen on fixed ports (as on a real node). A component of the cluster
+# before this one may still be closing them; anything else holding them is named.
+node_wait_ports_free() { # <port...>
+  local port i
+  for port in "$@"; do
+    for ((i = 0; i < 20; i++)); do port_busy "$port" || continue 2; sleep 0.5; done
+    die "port $port, which the real node needs, is taken: $(ss -Hltnp "sport = :$port" 2>/dev/null | head -1)"
+  done
+}
+
 node_up() {
   local owner
   node_check_prereqs
@@ -283,13 +313,13 @@ node_up() {
   wait_for "containerd" 30 containerd "$CONTAINERD_BIN/ctr" --address "$CONTAINERD_SOCK" version
   images_import
 
+  node_wait_ports_free "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT"
   start_component kubelet kubelet --config="$NODE_STATE/kubelet.yaml" \
     --kubeconfig="$NODE_STATE/kubelet.kubeconfig" --root-dir="$NODE_ROOT/kubelet" \
     --hostname-override="$NODE_NAME" --node-ip="$NODE_IP" \
     --node-labels=ftpoperator.dev/local-node=real --v=1
   wait_for "node $NODE_NAME to register" 60 kubelet kc get node "$NODE_NAME"
-  start_component kube-proxy kube-proxy --config="$NODE_STATE/kube-proxy.yaml"
-  wait_for "kube-proxy /healthz" 60 kube-proxy curl -fs --max-time 2 "http://127.0.0.1:$KUBE_PROXY_HEALTHZ_PORT/healthz"
+  node_start_kube_proxy
   wait_for "node $NODE_NAME to be Ready" 90 kubelet kc wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 }
 

@@ -8,10 +8,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use ftp_operator::api::FtpServer;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, ObjectMeta};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use super::harness::{
     ControllerProcess, TestNamespace, exclusive_apiserver, kubeconfig_path, wait_for,
@@ -53,27 +55,37 @@ async fn delete(ns: &TestNamespace, servers: impl IntoIterator<Item = usize>) {
     }
 }
 
-/// Controller-owner uid of each object, by kind and name; objects without one are listed too.
-fn owners<'a>(
-    kind: &'static str,
-    objects: impl IntoIterator<Item = &'a ObjectMeta>,
-) -> Vec<(String, String, Option<String>)> {
-    objects
-        .into_iter()
-        .map(|meta| {
-            let owner = meta
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|o| o.controller == Some(true))
-                .map(|o| o.uid.clone());
-            (
-                kind.to_owned(),
-                meta.name.clone().unwrap_or_default(),
-                owner,
-            )
-        })
-        .collect()
+/// Controller-owner uid of each `K` in the namespace, by kind and name; objects without one are
+/// listed too. The namespace's CA bundle and the install's node-tuning ConfigMap are no children.
+async fn owners<K>(ns: &TestNamespace) -> Option<Vec<(String, String, Option<String>)>>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let kind = K::kind(&()).into_owned();
+    let listed = ns.api::<K>().list(&ListParams::default()).await.ok()?;
+    Some(
+        listed
+            .items
+            .iter()
+            .map(Resource::meta)
+            .filter(|meta| {
+                let name = meta.name.as_deref().unwrap_or_default();
+                !["kube-root-ca.crt", "ftp-operator-node-tuner"].contains(&name)
+            })
+            .map(|meta| {
+                let owner = meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .find(|o| o.controller == Some(true))
+                    .map(|o| o.uid.clone());
+                (kind.clone(), meta.name.clone().unwrap_or_default(), owner)
+            })
+            .collect(),
+    )
 }
 
 /// Waits until exactly the servers in `expected` exist, each Ready (the test plays the cloud
@@ -107,41 +119,9 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
             .iter()
             .map(|s| (s.uid().unwrap_or_default(), s.name_any()))
             .collect();
-        let mut children = owners(
-            "ConfigMap",
-            ns.api::<ConfigMap>()
-                .list(&listed)
-                .await
-                .ok()?
-                .items
-                .iter()
-                // The namespace's CA bundle and the install's node-tuning ConfigMap are no children.
-                .filter(|c| {
-                    !["kube-root-ca.crt", "ftp-operator-node-tuner"]
-                        .contains(&c.name_any().as_str())
-                })
-                .map(|c| &c.metadata),
-        );
-        children.extend(owners(
-            "Service",
-            ns.api::<Service>()
-                .list(&listed)
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(|c| &c.metadata),
-        ));
-        children.extend(owners(
-            "StatefulSet",
-            ns.api::<StatefulSet>()
-                .list(&listed)
-                .await
-                .ok()?
-                .items
-                .iter()
-                .map(|c| &c.metadata),
-        ));
+        let mut children = owners::<ConfigMap>(ns).await?;
+        children.extend(owners::<Service>(ns).await?);
+        children.extend(owners::<StatefulSet>(ns).await?);
         // Each child named by the server that owns it, or a stray when its owner is gone.
         let mut owned: Vec<String> = children
             .iter()

@@ -20,7 +20,7 @@ use ftp_operator::ftp::config::{CONFIG_FILE_NAME, ServerConfig};
 use harness::{ControllerProcess, TestNamespace, client, install_crd, kubectl, wait_for};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -328,31 +328,41 @@ async fn passive_range_change_updates_service_and_config_map() {
     .await;
 }
 
-#[tokio::test]
-async fn hand_edit_of_the_service_is_reverted() {
-    let (_client, ns, _controller) = setup("revert").await;
+/// Creates SMALL, waits for its Service and sends `patch` to it as another field manager would
+/// (`kubectl edit`).
+async fn edit_small_service_by_hand(
+    ns: &TestNamespace,
+    patch: Patch<serde_json::Value>,
+) -> Api<Service> {
     ns.create_server(SMALL).await;
     let services = ns.api::<Service>();
     wait_for("the Service", TIMEOUT, || async {
         services.get_opt("small").await.ok()?
     })
     .await;
-    // What `kubectl edit` sends: a strategic merge patch, ports merged by their port number.
     let edit = PatchParams {
         field_manager: Some("kubectl-edit".into()),
         ..PatchParams::default()
     };
     services
-        .patch(
-            "small",
-            &edit,
-            &Patch::Strategic(json!({
-                "spec": {"ports": [{"port": 21, "targetPort": 2100}],
-                         "externalTrafficPolicy": "Cluster"}
-            })),
-        )
+        .patch("small", &edit, &patch)
         .await
-        .unwrap();
+        .expect("the hand edit is accepted");
+    services
+}
+
+#[tokio::test]
+async fn hand_edit_of_the_service_is_reverted() {
+    let (_client, ns, _controller) = setup("revert").await;
+    // What `kubectl edit` sends: a strategic merge patch, ports merged by their port number.
+    let services = edit_small_service_by_hand(
+        &ns,
+        Patch::Strategic(json!({
+            "spec": {"ports": [{"port": 21, "targetPort": 2100}],
+                     "externalTrafficPolicy": "Cluster"}
+        })),
+    )
+    .await;
     wait_for("the Service to be restored", TIMEOUT, || async {
         let svc = services.get("small").await.ok()?;
         let spec = svc.spec.as_ref()?;
@@ -366,29 +376,16 @@ async fn hand_edit_of_the_service_is_reverted() {
 #[tokio::test]
 async fn a_hand_edit_the_apiserver_cannot_merge_stalls_with_its_words() {
     let (_client, ns, _controller) = setup("clash").await;
-    ns.create_server(SMALL).await;
-    let services = ns.api::<Service>();
-    wait_for("the Service", TIMEOUT, || async {
-        services.get_opt("small").await.ok()?
-    })
-    .await;
     // A JSON merge patch replaces the whole list: port 21 is gone and 2100 now carries the name
     // `ftp`, so putting port 21 back under that name makes an invalid Service. The operator
     // does not replace other managers' list entries; it says what is in the way.
-    let edit = PatchParams {
-        field_manager: Some("kubectl-edit".into()),
-        ..PatchParams::default()
-    };
-    services
-        .patch(
-            "small",
-            &edit,
-            &Patch::Merge(json!({
-                "spec": {"ports": [{"name": "ftp", "port": 2100, "targetPort": 2121, "protocol": "TCP"}]}
-            })),
-        )
-        .await
-        .unwrap();
+    edit_small_service_by_hand(
+        &ns,
+        Patch::Merge(json!({
+            "spec": {"ports": [{"name": "ftp", "port": 2100, "targetPort": 2121, "protocol": "TCP"}]}
+        })),
+    )
+    .await;
     let servers = ns.api::<FtpServer>();
     let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
         let c = condition(&servers.get("small").await.ok()?, "Stalled")?;
