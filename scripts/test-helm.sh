@@ -788,6 +788,38 @@ t_upgrade_from_previous() {
 
 # ------------------------------------------------------------------------------------ run
 
+# watchNamespaces: Roles in the listed namespaces and nothing cluster-scoped (with crds.install=false
+# not even the CRD); the controller told the list; node tuning refused beside it, saying why.
+t_namespaced_template() {
+  local out kinds rc=0
+  out=$(h template "$RELEASE" "$CHART" -n "$NS" --set crds.install=false \
+    --set 'watchNamespaces={team-a,team-b}') || return 1
+  kinds=$("$PY3" -c '
+import sys, yaml
+for doc in yaml.safe_load_all(sys.stdin):
+    if doc:
+        print(doc["kind"], doc["metadata"].get("namespace", "-"), doc["metadata"]["name"])
+' <<<"$out") || return 1
+  if grep -E '^(ClusterRole|ClusterRoleBinding|CustomResourceDefinition) | - ' <<<"$kinds"; then
+    echo "the namespaced install renders cluster-scoped objects (above)"; rc=1
+  fi
+  for ns in team-a team-b; do
+    grep -qx "Role $ns $RELEASE" <<<"$kinds" || { echo "no Role in $ns"; rc=1; }
+    grep -qx "RoleBinding $ns $RELEASE" <<<"$kinds" || { echo "no RoleBinding in $ns"; rc=1; }
+  done
+  grep -qx "Role $NS $RELEASE-leader-election" <<<"$kinds" || { echo "no Lease Role in $NS"; rc=1; }
+  grep -q -- '- --namespace=team-a,team-b' <<<"$out" || { echo "the controller is not told the namespaces"; rc=1; }
+  grep -q -- '- --cluster-budgets=false' <<<"$out" || { echo "the budgets would list Services cluster-wide"; rc=1; }
+  if grep -q 'resources: \["nodes"\]' <<<"$out"; then echo "the namespaced Roles grant Nodes"; rc=1; fi
+  if out=$(h template "$RELEASE" "$CHART" -n "$NS" --set 'watchNamespaces={team-a}' \
+    --set nodeTuning.enabled=true 2>&1); then
+    echo "nodeTuning.enabled was accepted with watchNamespaces"; rc=1
+  elif ! grep -q "nodeTuning.enabled cannot be combined with watchNamespaces" <<<"$out"; then
+    echo "the refusal does not say why: $out"; rc=1
+  fi
+  return $rc
+}
+
 START=$SECONDS
 check "chart CRD is a byte copy of crds/ftpserver.yaml" t_crd_copy
 check "rendered CRD = crds/ftpserver.yaml + Helm metadata (resource-policy keep)" t_rendered_crd
@@ -795,6 +827,7 @@ check "helm lint --strict is clean (defaults and all features on)" t_lint
 check "values.schema.json refuses bad values, naming them" t_schema_rejects
 check "Argo CD Lua and kstatus agree with the fixtures" t_fixtures
 check "helm template applies with server-side dry run" t_template_dry_run
+check "namespaced install (watchNamespaces): Roles only, nothing cluster-scoped, no node tuning" t_namespaced_template
 check "kubeconform -strict: every rendering, schemas from this API server and our CRD" t_kubeconform
 check "kube-score: no warnings beyond the documented exceptions" t_kube_score
 check "helm install refuses a bad value and records no release" t_schema_rejects_install

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ftp_operator::api::FtpServer;
+use ftp_operator::controller::budgets::{self, ClusterBudgets, NodePortRange};
 use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
 use ftp_operator::leader::{Elector, FenceLayer, Timings};
 use ftp_operator::node;
@@ -122,9 +123,10 @@ struct ControllerArgs {
     /// (one image holds both binaries).
     #[arg(long, env = "FTP_OPERATOR_NODE_TUNER_IMAGE")]
     node_tuner_image: Option<String>,
-    /// Watch only this namespace; default: all.
-    #[arg(long)]
-    namespace: Option<String>,
+    /// Watch only these namespaces (repeat the flag or separate by commas); default: all.
+    /// With several, node tuning is off (it counts FtpServers cluster-wide or in one namespace).
+    #[arg(long, value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Hold Ready until every running server pod serves the rendered configuration (asked on
     /// its metrics port). `false` only where no server really runs, as on kwok's fake nodes.
     #[arg(long, env = "FTP_OPERATOR_VERIFY_SERVED_CONFIG", default_value_t = true, action = clap::ArgAction::Set)]
@@ -137,6 +139,19 @@ struct ControllerArgs {
     /// controller; without it FtpServers asking for keepalive.nodeSysctls are Stalled.
     #[arg(long, env = "FTP_OPERATOR_NODE_TUNING", default_value_t = false, action = clap::ArgAction::Set)]
     node_tuning: bool,
+    /// The apiserver's --service-node-port-range, which the operator cannot read: a server's
+    /// Services that would not fit in what is left of it are Stalled before they are applied.
+    #[arg(long, default_value_t = NodePortRange::DEFAULT)]
+    node_port_range: NodePortRange,
+    /// Azure load-balancing rules per node NIC (300; more only with several Standard Load
+    /// Balancers): Azure servers whose Services would exceed it with the cluster's other
+    /// LoadBalancer Services are Stalled.
+    #[arg(long, default_value_t = budgets::AZURE_RULES_PER_NIC)]
+    azure_rules_per_nic: u32,
+    /// Check those budgets with a cluster-wide LIST of Services; `false` in a namespaced
+    /// install, which may not list them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cluster_budgets: bool,
 }
 
 #[tokio::main]
@@ -220,6 +235,13 @@ fn init_logging() {
 
 async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     init_logging();
+    if args.node_tuning && args.namespace.len() > 1 {
+        anyhow::bail!(
+            "--node-tuning=true needs the operator to watch all namespaces or one (--namespace \
+             was given {}): node tuning is off in a namespaced install of several namespaces",
+            args.namespace.len()
+        );
+    }
     let identity = args
         .identity
         .unwrap_or_else(|| format!("ftp-operator-{}", std::process::id()));
@@ -227,10 +249,11 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
+    let refusals = metrics.watch_refusals.clone();
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, http::router(Arc::new(registry))).await {
+        if let Err(err) = axum::serve(listener, http::router(Arc::new(registry), refusals)).await {
             error!(%err, "metrics server stopped");
         }
     });
@@ -264,17 +287,21 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
                 .node_tuner_image
                 .clone()
                 .unwrap_or_else(|| args.default_ftp_image.clone()),
-            watch_namespace: args.namespace.clone(),
+            watch_namespace: args.namespace.first().cloned(),
         });
     let settings = Settings {
         node_tuning: args.node_tuning,
         default_image: args.default_ftp_image,
-        namespace: args.namespace,
+        namespaces: args.namespace,
         identity: identity.clone(),
         verify_served_config: args.verify_served_config,
         load_balancer_address_timeout: Duration::from_secs(
             args.load_balancer_address_timeout_seconds,
         ),
+        cluster_budgets: args.cluster_budgets.then_some(ClusterBudgets {
+            node_ports: args.node_port_range,
+            azure_rules_per_nic: args.azure_rules_per_nic,
+        }),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = futures::FutureExt::shared(async move {

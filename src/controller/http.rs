@@ -9,12 +9,28 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-pub fn router(registry: Arc<Registry>) -> Router {
+use super::watch_refusals::WatchRefusals;
+
+pub fn router(registry: Arc<Registry>, refusals: WatchRefusals) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         // Ready once serving: a standby replica waiting for the lease is healthy and ready too.
-        .route("/readyz", get(|| async { "ok" }))
+        // Not while the apiserver refuses the FtpServer watch: no server could say so.
+        .route(
+            "/readyz",
+            get(move || async move {
+                if refusals.servers_refused() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the apiserver refuses the FtpServer watch (see the log): grant the \
+                         operator list and watch on ftpservers.ftpoperator.dev",
+                    )
+                } else {
+                    (StatusCode::OK, "ok")
+                }
+            }),
+        )
         .with_state(registry)
 }
 

@@ -29,6 +29,9 @@ pub struct Metrics {
     pub api_writes: Family<KindLabel, Counter>,
     /// Each FtpServer's conditions, read from the controller's cache at every scrape.
     pub server_conditions: ServerConditions,
+    /// Watches the apiserver refuses; FtpServers report them, `/readyz` fails on the
+    /// FtpServer watch's.
+    pub watch_refusals: super::watch_refusals::WatchRefusals,
 }
 
 impl Default for Metrics {
@@ -39,6 +42,7 @@ impl Default for Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             api_writes: Family::default(),
             server_conditions: ServerConditions::default(),
+            watch_refusals: Default::default(),
         }
     }
 }
@@ -98,7 +102,7 @@ const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
 /// has no cache until it holds the lease).
 #[derive(Clone, Default)]
 pub struct ServerConditions {
-    servers: Arc<Mutex<Option<Store<DeserializeGuard<FtpServer>>>>>,
+    servers: Arc<Mutex<Vec<Store<DeserializeGuard<FtpServer>>>>>,
 }
 
 impl std::fmt::Debug for ServerConditions {
@@ -108,19 +112,23 @@ impl std::fmt::Debug for ServerConditions {
 }
 
 impl ServerConditions {
-    /// Reports the conditions of the servers in `store` from now on.
+    /// Reports the conditions of the servers in `store` from now on, beside those of the
+    /// stores already watched (one per watched namespace).
     pub fn watch(&self, store: Store<DeserializeGuard<FtpServer>>) {
-        *self.servers.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(store);
     }
 
     fn family(&self) -> Family<ConditionLabels, Gauge> {
         let family = Family::<ConditionLabels, Gauge>::default();
-        let store = self
+        let stores = self
             .servers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let servers = store.map(|store| store.state()).unwrap_or_default();
+        let servers: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
         for guard in &servers {
             if let Ok(server) = &guard.0 {
                 for (labels, value) in condition_series(server) {

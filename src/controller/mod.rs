@@ -2,6 +2,7 @@
 //! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`].
 
 pub mod apply;
+pub mod budgets;
 pub mod build;
 pub mod health;
 pub mod http;
@@ -13,6 +14,7 @@ pub mod ownership;
 pub mod served;
 pub mod status;
 pub mod validate;
+pub mod watch_refusals;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,14 +50,16 @@ use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_metadata, observe, observe_children, secret_name_only};
 use status::{Outcome, STALLED, desired_status};
+use validate::Invalid;
 
 /// What the controller is told at start.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Image for FtpServers that name none.
     pub default_image: String,
-    /// Namespace to watch; None: all namespaces.
-    pub namespace: Option<String>,
+    /// Namespaces to watch, each with watches and caches of its own; empty: all namespaces
+    /// (one set of cluster-wide watches).
+    pub namespaces: Vec<String>,
     /// Reported as the Events' instance.
     pub identity: String,
     /// Node tuning is installed (`nodeTuning.enabled`): the node tuner controller runs and
@@ -67,6 +71,10 @@ pub struct Settings {
     /// How long a Service may go without a load-balancer address before the FtpServer is
     /// Stalled saying so.
     pub load_balancer_address_timeout: Duration,
+    /// The cluster's NodePort range and Azure's rules per NIC, checked before a server's
+    /// Services grow; None where the operator may not list Services cluster-wide (a
+    /// namespaced install), and the apiserver's own refusal is what the user sees.
+    pub cluster_budgets: Option<budgets::ClusterBudgets>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +98,74 @@ struct Context {
     reporter: Reporter,
     /// Consecutive failures per FtpServer, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<DeserializeGuard<FtpServer>>, u32>>,
-    /// Which server may move to a new default image now.
-    image_gate: ImageRolloutGate,
+    /// Which server may move to a new default image now: one for the process, shared by the
+    /// namespaces' controllers.
+    image_gate: Arc<ImageRolloutGate>,
+    /// Every namespace's StatefulSet cache, to see whether the gate's holder (in any watched
+    /// namespace) has rolled out.
+    stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves: one FtpServer controller for the cluster, or
+/// one per watched namespace (a namespaced install may not watch cluster-wide, and a reflector's
+/// cache is fed by one watch). They share the metrics, the process's lease and the image
+/// rollout gate.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let stateful_set_caches: Vec<_> = scopes.iter().map(|_| reflector::store()).collect();
+    let stateful_sets = Arc::new(
+        scopes
+            .iter()
+            .cloned()
+            .zip(stateful_set_caches.iter().map(|(store, _)| store.clone()))
+            .collect::<Vec<_>>(),
+    );
+    let image_gate = Arc::new(ImageRolloutGate::default());
+    let shutdown = shutdown.shared();
+    let controllers =
+        scopes
+            .into_iter()
+            .zip(stateful_set_caches)
+            .map(|(namespace, (_, stateful_set_writer))| {
+                run_scope(
+                    client.clone(),
+                    settings.clone(),
+                    namespace,
+                    metrics.clone(),
+                    Shared {
+                        image_gate: image_gate.clone(),
+                        stateful_sets: stateful_sets.clone(),
+                        stateful_set_writer,
+                    },
+                    shutdown.clone(),
+                )
+            });
+    futures::future::join_all(controllers).await;
+}
+
+/// What the namespaces' controllers share, and this one's StatefulSet cache writer.
+struct Shared {
+    image_gate: Arc<ImageRolloutGate>,
+    stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
+    stateful_set_writer: reflector::store::Writer<StatefulSet>,
+}
+
+/// One FtpServer controller over `namespace` (None: all namespaces).
+async fn run_scope(
+    client: Client,
+    settings: Settings,
+    namespace: Option<String>,
+    metrics: Metrics,
+    shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -110,84 +177,142 @@ pub async fn run(
             None => Api::all(client.clone()),
         }
     }
-    let namespace = settings.namespace.clone();
     let ns = namespace.as_deref();
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
 
     let (config_maps, writer) = reflector::store();
-    let config_map_events = watcher(api::<ConfigMap>(&client, ns), managed.clone())
-        .default_backoff()
+    let track = |resource| (metrics.watch_refusals.clone(), resource, namespace.clone());
+    let (refusals, resource, scope) = track("configmaps");
+    let config_map_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<ConfigMap>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     let (deployments, writer) = reflector::store();
-    let deployment_events = watcher(api::<Deployment>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("deployments.apps");
+    let deployment_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<Deployment>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
-    let (stateful_sets, writer) = reflector::store();
+    let stateful_sets = shared.stateful_set_writer.as_reader();
     // Kept with its managedFields, like every applied child: they tell apply what it owns.
-    let stateful_set_events = watcher(api::<StatefulSet>(&client, ns), managed.clone())
-        .default_backoff()
-        .reflect(writer)
+    let (refusals, resource, scope) = track("statefulsets.apps");
+    let stateful_set_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<StatefulSet>(&client, ns), managed.clone()).default_backoff(),
+        )
+        .reflect(shared.stateful_set_writer)
         .touched_objects();
     // Server pods carry the managed-by label of their template; their IPs and readiness feed the
     // EndpointSlices, their ordinals the slices in use.
     let (pods, writer) = reflector::store();
-    let pod_events = watcher(api::<Pod>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("pods");
+    let pod_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<Pod>(&client, ns), managed.clone()).default_backoff(),
+        )
         .modify(|pod: &mut Pod| pod.metadata.managed_fields = None)
         .reflect(writer)
         .touched_objects();
     let (endpoint_slices, writer) = reflector::store();
-    let endpoint_slice_events = watcher(api::<EndpointSlice>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("endpointslices.discovery.k8s.io");
+    let endpoint_slice_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<EndpointSlice>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     let (disruption_budgets, writer) = reflector::store();
-    let disruption_budget_events =
-        watcher(api::<PodDisruptionBudget>(&client, ns), managed.clone())
-            .default_backoff()
-            .reflect(writer)
-            .touched_objects();
+    let (refusals, resource, scope) = track("poddisruptionbudgets.policy");
+    let disruption_budget_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<PodDisruptionBudget>(&client, ns), managed.clone()).default_backoff(),
+        )
+        .reflect(writer)
+        .touched_objects();
     let (claims, writer) = reflector::store();
-    let claim_events = watcher(
-        api::<PersistentVolumeClaim>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(|claim: &mut PersistentVolumeClaim| claim.metadata.managed_fields = None)
-    .reflect(writer)
-    .touched_objects();
+    let (refusals, resource, scope) = track("persistentvolumeclaims");
+    let claim_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(
+                api::<PersistentVolumeClaim>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .modify(|claim: &mut PersistentVolumeClaim| claim.metadata.managed_fields = None)
+        .reflect(writer)
+        .touched_objects();
     let (services, writer) = reflector::store();
-    let service_events = watcher(api::<Service>(&client, ns), managed.clone())
-        .default_backoff()
+    let (refusals, resource, scope) = track("services");
+    let service_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(api::<Service>(&client, ns), managed.clone()).default_backoff(),
+        )
         .reflect(writer)
         .touched_objects();
     // Secrets by name only: the watch carries metadata, not the data of every Secret in the
     // cluster, and keeps no cache; the referenced ones are read when a server is reconciled.
-    let secret_events = watcher(
-        api::<PartialObjectMeta<Secret>>(&client, ns),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(secret_name_only)
-    .touched_objects();
+    let (refusals, resource, scope) = track("secrets");
+    let secret_events = refusals
+        .track(
+            resource,
+            scope,
+            watcher(
+                api::<PartialObjectMeta<Secret>>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .modify(secret_name_only)
+        .touched_objects();
     // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
     // only, and a node wakes the servers only when its labels or the reports change (not on
-    // each kubelet status update).
+    // each kubelet status update). Without node tuning no server reads them, and no Node is
+    // watched (a namespaced install reads nothing cluster-scoped).
     let (nodes, writer) = reflector::store();
-    let node_events = watcher(
-        Api::<PartialObjectMeta<Node>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .modify(node_metadata)
-    .reflect(writer)
-    .touched_objects()
-    .predicate_filter(
-        predicates::labels.combine(predicates::annotations),
-        PredicateConfig::default(),
-    );
+    let node_events = if settings.node_tuning {
+        metrics
+            .watch_refusals
+            .track(
+                "nodes",
+                None,
+                watcher(
+                    Api::<PartialObjectMeta<Node>>::all(client.clone()),
+                    watcher::Config::default(),
+                )
+                .default_backoff(),
+            )
+            .modify(node_metadata)
+            .reflect(writer)
+            .touched_objects()
+            .predicate_filter(
+                predicates::labels.combine(predicates::annotations),
+                PredicateConfig::default(),
+            )
+            .boxed()
+    } else {
+        futures::stream::empty().boxed()
+    };
 
     let stores = Stores {
         config_maps,
@@ -205,11 +330,21 @@ pub async fn run(
         instance: Some(settings.identity.clone()),
     };
     // A malformed FtpServer becomes an error for that object alone, never for the watch.
-    let controller = Controller::new(
-        api::<DeserializeGuard<FtpServer>>(&client, ns),
-        watcher::Config::default(),
-    );
-    let servers = controller.store();
+    let (servers, writer) = reflector::store();
+    let server_events = metrics
+        .watch_refusals
+        .track(
+            watch_refusals::FTP_SERVERS,
+            namespace.clone(),
+            watcher(
+                api::<DeserializeGuard<FtpServer>>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+        )
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(server_events, servers.clone());
     metrics.server_conditions.watch(servers.clone());
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter.clone()),
@@ -219,7 +354,8 @@ pub async fn run(
         settings,
         metrics,
         failures: Mutex::default(),
-        image_gate: ImageRolloutGate::default(),
+        image_gate: shared.image_gate,
+        stateful_sets: shared.stateful_sets,
     });
     let tuned_servers = {
         let servers = servers.clone();
@@ -311,6 +447,16 @@ async fn reconcile(
 ) -> Result<Action, Error> {
     let started = Instant::now();
     ctx.metrics.reconciles.inc();
+    // A refused watch leaves its cache empty or stale: say so rather than wait for it.
+    if let Ok(server) = &guard.0
+        && let Some(refused) = ctx
+            .metrics
+            .watch_refusals
+            .blocking(&server.namespace().unwrap_or_default())
+    {
+        report_stalled(server, refused, &ctx).await?;
+        return Ok(Action::requeue(Duration::from_secs(30)));
+    }
     // Decisions need complete caches: an empty ConfigMap cache would look like a missing child.
     // Checked without waiting: a store wakes only its latest waiter, so reconciles parked on it
     // concurrently would hang for good. Until the caches are complete, try again shortly.
@@ -326,10 +472,14 @@ async fn reconcile(
             .now_or_never(),
         ctx.stores.claims.wait_until_ready().now_or_never(),
         ctx.stores.pods.wait_until_ready().now_or_never(),
-        ctx.stores.nodes.wait_until_ready().now_or_never(),
     ]
     .iter()
-    .all(|ready| matches!(ready, Some(Ok(()))));
+    .all(|ready| matches!(ready, Some(Ok(()))))
+        && (!ctx.settings.node_tuning
+            || matches!(
+                ctx.stores.nodes.wait_until_ready().now_or_never(),
+                Some(Ok(()))
+            ));
     if !caches_ready {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -461,28 +611,22 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         }
     }
     if previous != status {
-        let api: Api<FtpServer> = Api::namespaced(ctx.client.clone(), &namespace);
-        let patch = json!({
-            "apiVersion": FtpServer::api_version(&()),
-            "kind": FtpServer::kind(&()),
-            "status": status,
-        });
-        api.patch_status(
-            &server.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-        ctx.metrics.api_write("FtpServer/status");
+        patch_status(server, &status, ctx).await?;
     }
     publish_events(server, ctx, &changes, &previous, &status, &outcome).await;
     if let Some(error) = failure {
         return Err(error.into());
     }
     if let Outcome::Stalled(invalid) = &outcome
-        && invalid.reason == ownership::NAME_TAKEN
+        && [
+            ownership::NAME_TAKEN,
+            budgets::NODE_PORTS_EXHAUSTED,
+            budgets::AZURE_RULES_EXHAUSTED,
+        ]
+        .contains(&invalid.reason)
     {
-        // The foreign object is outside the watches (it lacks our labels): look again soon.
+        // What blocks it is outside the watches (an object without our labels, the cluster's
+        // other Services): look again soon.
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
     if let Some(waited) = balancer_waited.filter(|waited| *waited < timeout) {
@@ -501,13 +645,54 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
+/// Writes a Stalled status (and its Warning Event) for what keeps the server from being
+/// reconciled at all; the children are left as they are.
+async fn report_stalled(server: &FtpServer, invalid: Invalid, ctx: &Context) -> Result<(), Error> {
+    let outcome = Outcome::Stalled(invalid);
+    let observed = observe_children(server, &ctx.stores);
+    let now =
+        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    let timeout = ctx.settings.load_balancer_address_timeout;
+    let status = desired_status(server, &outcome, &observed, now, timeout);
+    let previous = server.status.clone().unwrap_or_default();
+    if previous != status {
+        patch_status(server, &status, ctx).await?;
+    }
+    publish_events(server, ctx, &[], &previous, &status, &outcome).await;
+    Ok(())
+}
+
+async fn patch_status(
+    server: &FtpServer,
+    status: &crate::api::FtpServerStatus,
+    ctx: &Context,
+) -> Result<(), Error> {
+    let api: Api<FtpServer> =
+        Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": FtpServer::api_version(&()),
+        "kind": FtpServer::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &server.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    ctx.metrics.api_write("FtpServer/status");
+    Ok(())
+}
+
 /// Whether the server holding the image-rollout slot is done: rolled out to the default image,
 /// or gone.
 fn image_rollout_done(ctx: &Context, holder: &ObjectRef<FtpServer>) -> bool {
     let set = holder.namespace.as_deref().and_then(|ns| {
-        ctx.stores
+        let (_, store) = ctx
             .stateful_sets
-            .get(&ObjectRef::new(&holder.name).within(ns))
+            .iter()
+            .find(|(scope, _)| scope.as_deref().is_none_or(|scope| scope == ns))?;
+        store.get(&ObjectRef::new(&holder.name).within(ns))
     });
     set.is_none_or(|set| {
         let summary = health::WorkloadSummary::from(&*set);
@@ -609,6 +794,14 @@ async fn apply_children(
     }
     if let Some(invalid) = taken.into_iter().flatten().next() {
         return Ok(Outcome::Stalled(invalid));
+    }
+    if let Some(budgets) = &ctx.settings.cluster_budgets {
+        let live: Vec<&Service> = observed.services.iter().map(|s| &**s).collect();
+        if let Some(invalid) =
+            budgets::check(client, budgets, &server.spec, &services, &live).await?
+        {
+            return Ok(Outcome::Stalled(invalid));
+        }
     }
 
     let applied_config_map = apply(

@@ -70,6 +70,22 @@ pub fn api_failure(error: &ApplyError) -> Outcome {
                 status.message
             ),
         }),
+        // What the budget check (budgets.rs) reports before applying, when it could not run (a
+        // namespaced install lists no Services cluster-wide): the apiserver answers 500.
+        kube::Error::Api(status)
+            if kind == "Service" && status.message.contains("failed to allocate a nodePort") =>
+        {
+            Outcome::Stalled(Invalid {
+                reason: super::budgets::NODE_PORTS_EXHAUSTED,
+                message: format!(
+                    "the apiserver cannot allocate NodePorts for Service {name}: {}; shrink \
+                     passivePorts, free NodePorts, or use a provider whose balancer needs none \
+                     (allocateLoadBalancerNodePorts: false, loadBalancer.provider: aws) \
+                     (retried with backoff)",
+                    status.message
+                ),
+            })
+        }
         other => Outcome::Failed(Invalid {
             reason: "ApiError",
             message: format!("cannot {verb} {kind} {name}: {other}"),
@@ -371,6 +387,35 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn the_apiservers_full_node_port_range_stalls_with_the_fix() {
+        let error = ApplyError::of::<k8s_openapi::api::core::v1::Service>(
+            "big",
+            kube::Error::Api(
+                serde_json::from_value(serde_json::json!({
+                    "status": "Failure",
+                    "code": 500,
+                    "reason": "InternalError",
+                    "message": "Internal error occurred: failed to allocate a nodePort: range is full",
+                }))
+                .unwrap(),
+            ),
+        );
+        let Outcome::Stalled(invalid) = api_failure(&error) else {
+            panic!("not stalled");
+        };
+        assert_eq!(invalid.reason, "NodePortsExhausted");
+        assert!(
+            invalid
+                .message
+                .contains("cannot allocate NodePorts for Service big")
+                && invalid.message.contains("range is full")
+                && invalid.message.contains("shrink passivePorts"),
+            "{}",
+            invalid.message
+        );
+    }
     use crate::controller::build::fixtures::{self, server};
 
     fn now() -> Time {

@@ -179,13 +179,22 @@ impl ControllerProcess {
     /// The controller with its own kubeconfig (e.g. one that impersonates a ServiceAccount)
     /// and extra flags.
     pub fn start_with(namespace: &str, identity: &str, kubeconfig: &Path, extra: &[&str]) -> Self {
+        let mut scope = vec![
+            "--namespace",
+            namespace,
+            "--leader-election-namespace",
+            namespace,
+        ];
+        scope.extend_from_slice(extra);
+        Self::start_scoped(identity, kubeconfig, &scope)
+    }
+
+    /// The controller with the flags that say what it watches and where its Lease is
+    /// (`--namespace`, `--leader-election-namespace`) given by the caller.
+    pub fn start_scoped(identity: &str, kubeconfig: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
             .args([
                 "controller",
-                "--namespace",
-                namespace,
-                "--leader-election-namespace",
-                namespace,
                 "--lease-name",
                 "ftp-operator",
                 "--identity",
@@ -197,7 +206,7 @@ impl ControllerProcess {
                 // kwok's pods never run a server to ask (served.rs); the real-node tier does.
                 "--verify-served-config=false",
             ])
-            .args(extra)
+            .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

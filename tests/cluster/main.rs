@@ -3,12 +3,15 @@
 //! namespace and its own controller process.
 
 mod apply;
+mod budgets;
 mod faults;
 mod harness;
 mod leader;
 mod metrics;
+mod namespaced;
 mod node_keepalive;
 mod node_tuning;
+mod permissions;
 mod replicas;
 mod status;
 

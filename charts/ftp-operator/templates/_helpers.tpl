@@ -66,6 +66,13 @@ app.kubernetes.io/component: controller
 - --lease-name={{ include "ftp-operator.fullname" . }}
 - --default-ftp-image={{ include "ftp-operator.ftpServerImage" . }}
 - --node-tuning={{ .Values.nodeTuning.enabled }}
+- --node-port-range={{ .Values.cluster.nodePortRange }}
+- --azure-rules-per-nic={{ .Values.cluster.azureRulesPerNic }}
+{{- with .Values.watchNamespaces }}
+- --namespace={{ join "," . }}
+{{- /* The budgets need a cluster-wide LIST of Services, which the Roles do not grant. */}}
+- --cluster-budgets=false
+{{- end }}
 {{- end }}
 
 {{/* kube-score checks the operator Deployment skips; deployment.yaml gives the reason for each. */}}
@@ -75,4 +82,57 @@ app.kubernetes.io/component: controller
 {{- $ignored = append $ignored "pod-networkpolicy" }}
 {{- end }}
 {{- join "," $ignored }}
+{{- end }}
+
+{{/* What the FtpServer controller needs in every namespace it watches (rbac.yaml): a ClusterRole's
+rules in a cluster-wide install, a Role's in each watched namespace otherwise. */}}
+{{- define "ftp-operator.serverRules" -}}
+# The resource it reconciles; /finalizers so owner references may block deletion of children.
+- apiGroups: ["ftpoperator.dev"]
+  resources: ["ftpservers"]
+  verbs: ["get", "list", "watch", "update", "patch"]
+- apiGroups: ["ftpoperator.dev"]
+  resources: ["ftpservers/status"]
+  verbs: ["get", "update", "patch"]
+- apiGroups: ["ftpoperator.dev"]
+  resources: ["ftpservers/finalizers"]
+  verbs: ["update"]
+# What it builds for each FtpServer: the rendered config, the load-balancer Services, the
+# server StatefulSet, the EndpointSlices routing each replica's passive slice and the
+# PodDisruptionBudget. Deployments: those of earlier versions are deleted once the StatefulSet
+# serves. (The node tuner DaemonSet is granted in the release namespace only.)
+- apiGroups: [""]
+  resources: ["configmaps", "services"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["statefulsets", "deployments"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Server pods are only read (IPs, readiness, ordinals for the EndpointSlices), and claims
+# too (whether a shared one is ReadWriteMany).
+- apiGroups: [""]
+  resources: ["pods", "persistentvolumeclaims"]
+  verbs: ["get", "list", "watch"]
+# Users and TLS Secrets are read by name, to report a missing one as Stalled; the watch is
+# metadata-only (names, to know which FtpServer to look at again).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch"]
+# The servers' pods, read for why a rollout does not finish (image pulls, scheduling).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+# Ready waits until each server pod (found by label) serves the rendered configuration; a
+# lagging pod gets an annotation, which makes the kubelet refresh its mounted ConfigMap at once.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "patch"]
 {{- end }}
