@@ -7,9 +7,15 @@
 export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
 export FTPOP_REAL_NODE=1
 
+# The balancer's namespaces are named by LAB, the same in every worktree: only a run that holds the
+# real node (and so made them) may remove them. A run that finds the node taken exits here too, and
+# would otherwise tear down the namespaces of the run that holds it. Its own cluster's `down` only
+# touches its own state directory.
 node_tier_cleanup() {
   if [[ ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
-    BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+    if [[ ${NODE_TIER_HOLDS_NODE:-0} == 1 ]]; then
+      BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+    fi
     scripts/local-cluster.sh down >/dev/null 2>&1 || true
   fi
 }
@@ -31,6 +37,7 @@ node_tier_setup() {
   scripts/local-cluster.sh build >/dev/null || die "building the cluster failed"
   scripts/local-cluster.sh down >/dev/null 2>&1 || true
   scripts/local-cluster.sh up || die "the local cluster with its real node did not come up"
+  NODE_TIER_HOLDS_NODE=1
   eval "$(scripts/local-cluster.sh env)"
   BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
   BACKEND=node LB_TIMEOUT=$LB_TIMEOUT LINK_RATE=$LINK_RATE scripts/netns-lb.sh up "$LAB" >/dev/null ||
