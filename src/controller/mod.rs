@@ -48,7 +48,7 @@ use build::{MANAGED_SELECTOR, MANAGER};
 use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
 use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
-use observe::{Stores, node_metadata, observe, observe_children, secret_name_only};
+use observe::{Stores, node_for_selection, observe, observe_children, secret_name_only};
 use status::{Outcome, STALLED, desired_status};
 use validate::Invalid;
 
@@ -285,9 +285,9 @@ async fn run_scope(
         )
         .modify(secret_name_only)
         .touched_objects();
-    // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Metadata
-    // only, and a node wakes the servers only when its labels or the reports change (not on
-    // each kubelet status update). Without node tuning no server reads them, and no Node is
+    // Nodes carry the tuner's reports; servers needing node sysctls summarise them. Only labels,
+    // taints and the reports are kept, and a node wakes the servers only when one of them
+    // changes (not on each kubelet status update). Without node tuning no server reads them, and no Node is
     // watched (a namespaced install reads nothing cluster-scoped).
     let (nodes, writer) = reflector::store();
     let node_events = if settings.node_tuning {
@@ -296,17 +296,16 @@ async fn run_scope(
             .track(
                 "nodes",
                 None,
-                watcher(
-                    Api::<PartialObjectMeta<Node>>::all(client.clone()),
-                    watcher::Config::default(),
-                )
-                .default_backoff(),
+                watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                    .default_backoff(),
             )
-            .modify(node_metadata)
+            .modify(node_for_selection)
             .reflect(writer)
             .touched_objects()
             .predicate_filter(
-                predicates::labels.combine(predicates::annotations),
+                predicates::labels
+                    .combine(predicates::annotations)
+                    .combine(taints_predicate),
                 PredicateConfig::default(),
             )
             .boxed()
@@ -411,9 +410,7 @@ async fn run_scope(
             let server = pod.labels().get(build::INSTANCE_LABEL)?.clone();
             Some(ObjectRef::new(&server).within(&pod.namespace()?))
         })
-        .watches_stream(node_events, move |_: PartialObjectMeta<Node>| {
-            tuned_servers()
-        })
+        .watches_stream(node_events, move |_: Node| tuned_servers())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -422,6 +419,17 @@ async fn run_scope(
             }
         })
         .await;
+}
+
+/// A Node's taints as a predicate value: a change of taints changes which servers' pods may go
+/// to the node, hence what those servers wait for.
+fn taints_predicate(node: &Node) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    for taint in crate::node::selection::NodeView::taints(node) {
+        (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
+    }
+    Some(hasher.finish())
 }
 
 fn shared_claim(server: &FtpServer) -> Option<&String> {

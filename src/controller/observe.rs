@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Node, NodeSpec, PersistentVolumeClaim, Pod, Secret, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,8 +36,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Claims, for the access modes of a shared one.
     pub claims: Store<PersistentVolumeClaim>,
-    /// Nodes' metadata, for their labels and the node tuner's reports (see [`node_metadata`]).
-    pub nodes: Store<PartialObjectMeta<Node>>,
+    /// Nodes' labels, taints and the node tuner's reports (see [`node_for_selection`]).
+    pub nodes: Store<Node>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -213,14 +215,20 @@ fn secret_keys(secret: &Secret) -> Vec<String> {
     data.chain(string_data).cloned().collect()
 }
 
-/// What the controller keeps of a Node: its name, labels and the node tuner's two annotations.
-/// The rest (other annotations, managed fields) is dropped, so a cluster of busy nodes costs
-/// little memory.
-pub fn node_metadata(node: &mut PartialObjectMeta<Node>) {
+/// What the controller keeps of a Node: its name, labels, the node tuner's two annotations and
+/// its taints (which servers' pods may go there). The rest (status with its image list, other
+/// annotations, managed fields) is dropped, so a cluster of busy nodes costs little memory.
+pub fn node_for_selection(node: &mut Node) {
     node.metadata.managed_fields = None;
     if let Some(annotations) = &mut node.metadata.annotations {
         annotations.retain(|key, _| crate::node::report::is_report_annotation(key));
     }
+    node.status = None;
+    let taints = node.spec.take().and_then(|spec| spec.taints);
+    node.spec = taints.map(|taints| NodeSpec {
+        taints: Some(taints),
+        ..NodeSpec::default()
+    });
 }
 
 /// Of a Secret only its name reaches the controller's watch: the watch maps it to the
@@ -316,12 +324,15 @@ mod tests {
     }
 
     #[test]
-    fn cached_node_metadata_keeps_labels_and_the_tuners_reports_only() {
-        let mut node: PartialObjectMeta<Node> = serde_yaml::from_str(
-            "metadata:\n  name: n\n  labels: {zone: a}\n  annotations:\n    ftpoperator.dev/keepalive-applied: '{}'\n    node.alpha.kubernetes.io/ttl: '0'\n  managedFields: [{manager: kubelet}]",
+    fn a_cached_node_keeps_labels_the_tuners_reports_and_taints_only() {
+        let mut node: Node = serde_yaml::from_str(
+            "metadata:\n  name: n\n  labels: {zone: a}\n  annotations:\n    ftpoperator.dev/keepalive-applied: '{}'\n    node.alpha.kubernetes.io/ttl: '0'\n  managedFields: [{manager: kubelet}]\nspec:\n  podCIDR: 10.0.0.0/24\n  taints: [{key: gpu, effect: NoSchedule}]\nstatus:\n  images: [{names: [big]}]",
         )
         .unwrap();
-        node_metadata(&mut node);
+        node_for_selection(&mut node);
+        let spec = node.spec.as_ref().unwrap();
+        assert_eq!(spec.taints.as_ref().unwrap()[0].key, "gpu");
+        assert!(spec.pod_cidr.is_none() && node.status.is_none());
         assert_eq!(node.labels().get("zone").map(String::as_str), Some("a"));
         let annotations: Vec<_> = node.annotations().keys().cloned().collect();
         assert_eq!(

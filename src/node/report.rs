@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{FtpServer, NodeKeepaliveStatus};
 
-use super::selection::{pods_may_run_on, server_key, tuner_may_run_on};
+use super::selection::{NodeView, pods_may_run_on, server_key, tuner_may_run_on};
 use super::sysctl::KeepaliveSysctls;
 
 pub const ORIGINAL_ANNOTATION: &str = "ftpoperator.dev/keepalive-original";
@@ -83,7 +83,7 @@ pub fn annotations_patch(
 /// The controller's view of one server across the nodes its pods may run on: tuned when the
 /// node's report names it without an error, failed when it names it with one, else pending —
 /// unless no agent can run there (a Windows or virtual node), which is then not counted.
-pub fn summarise<'a, N: Resource + 'a>(
+pub fn summarise<'a, N: NodeView + 'a>(
     server: &FtpServer,
     nodes: impl IntoIterator<Item = &'a N>,
 ) -> NodeKeepaliveStatus {
@@ -183,6 +183,41 @@ mod tests {
             vec!["b: cannot write 30 to /proc/sys/net/ipv4/tcp_keepalive_time: read-only"]
         );
         assert_eq!(still_tuned_for(&server, &nodes), vec!["a", "b", "e"]);
+    }
+
+    #[test]
+    fn tainted_nodes_the_servers_pods_cannot_go_to_are_not_waited_for() {
+        let server = |tolerations: &str| -> FtpServer {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: edge, namespace: ftp}}\nspec: {{passivePorts: {{min: 20000, max: 20001}}, hostNetwork: true, tolerations: {tolerations}}}"
+            ))
+            .unwrap()
+        };
+        let tainted = |name: &str, taint: &str| {
+            let mut n = node(name, "{}", None);
+            n.spec = Some(serde_yaml::from_str(&format!("taints: [{taint}]")).unwrap());
+            n
+        };
+        let nodes = [
+            node("plain", "{}", None),
+            tainted(
+                "control-plane",
+                "{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}",
+            ),
+            tainted("gpu", "{key: gpu, value: 'true', effect: NoExecute}"),
+            tainted("soft", "{key: spot, effect: PreferNoSchedule}"),
+        ];
+        // Untolerated NoSchedule/NoExecute taints keep the pods off: two nodes left, both pending.
+        assert_eq!(summarise(&server("[]"), &nodes).pending, 2);
+        let gpu = "[{key: gpu, operator: Equal, value: 'true'}]";
+        assert_eq!(summarise(&server(gpu), &nodes).pending, 3);
+        // The wrong value tolerates nothing; an empty key with Exists tolerates everything.
+        let wrong = "[{key: gpu, operator: Equal, value: 'false', effect: NoExecute}]";
+        assert_eq!(summarise(&server(wrong), &nodes).pending, 2);
+        assert_eq!(
+            summarise(&server("[{operator: Exists}]"), &nodes).pending,
+            4
+        );
     }
 
     #[test]

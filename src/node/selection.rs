@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
+};
+use kube::core::PartialObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::FtpServer;
@@ -74,7 +77,7 @@ pub fn wanted_by(server: &FtpServer) -> Option<KeepaliveSysctls> {
 /// smallest interval and probe count) wins, so every server's connections are kept alive.
 pub fn wanted_on_node<'a>(
     servers: impl IntoIterator<Item = &'a FtpServer>,
-    node: &impl Resource,
+    node: &impl NodeView,
 ) -> Option<Wanted> {
     let mut merged: Option<Wanted> = None;
     for server in servers {
@@ -103,10 +106,63 @@ pub fn wanted_on_node<'a>(
     })
 }
 
-/// Whether the scheduler may place the server's pods on `node`: its nodeSelector, and the
-/// required node affinity (terms OR'd, expressions AND'd). Taints are ignored: a node the pods
-/// cannot tolerate is tuned needlessly, which is harmless.
-pub fn pods_may_run_on(server: &FtpServer, node: &impl Resource) -> bool {
+/// A Node as the selection reads it: labels and name, and its taints where the view has them.
+pub trait NodeView: Resource {
+    fn taints(&self) -> &[Taint];
+}
+
+impl NodeView for Node {
+    fn taints(&self) -> &[Taint] {
+        self.spec
+            .as_ref()
+            .and_then(|spec| spec.taints.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Metadata carries no taints: a view of labels alone.
+impl NodeView for PartialObjectMeta<Node> {
+    fn taints(&self) -> &[Taint] {
+        &[]
+    }
+}
+
+/// Whether the scheduler may place the server's pods on `node`: its nodeSelector, the required
+/// node affinity (terms OR'd, expressions AND'd), and its tolerations against the node's
+/// `NoSchedule` and `NoExecute` taints. A node the pods cannot go to is neither tuned for the
+/// server nor waited for (a tainted control-plane or GPU node would otherwise stay pending).
+pub fn pods_may_run_on(server: &FtpServer, node: &impl NodeView) -> bool {
+    labels_admit(server, node) && tolerates(&server.spec.tolerations, node.taints())
+}
+
+/// Whether `tolerations` let a pod be scheduled and stay on a node with `taints`, by the
+/// scheduler's rules: `PreferNoSchedule` never keeps a pod off; a toleration with an empty key
+/// and `Exists` tolerates everything; an empty effect matches every effect.
+pub fn tolerates(tolerations: &[Toleration], taints: &[Taint]) -> bool {
+    taints
+        .iter()
+        .filter(|taint| taint.effect == "NoSchedule" || taint.effect == "NoExecute")
+        .all(|taint| tolerations.iter().any(|t| toleration_matches(t, taint)))
+}
+
+fn toleration_matches(toleration: &Toleration, taint: &Taint) -> bool {
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or_default();
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => key.is_empty() || key == taint.key,
+        "Equal" => {
+            key == taint.key
+                && toleration.value.as_deref().unwrap_or_default()
+                    == taint.value.as_deref().unwrap_or_default()
+        }
+        _ => false,
+    }
+}
+
+fn labels_admit(server: &FtpServer, node: &impl Resource) -> bool {
     let labels = node.labels();
     let selector_matches = server
         .spec

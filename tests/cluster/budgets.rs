@@ -126,28 +126,46 @@ async fn an_azure_server_over_the_rules_per_nic_is_stalled_until_rules_are_freed
     install_crd(&client).await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let services: Api<Service> = Api::all(client.clone());
-    // Earlier tests' namespaces are being deleted with their Services; wait for a stable count.
+    // Earlier tests' namespaces are being deleted with their Services; the count is stable once
+    // no LoadBalancer Service is left in a terminating namespace (some stay terminating for
+    // good: an FtpServer whose killed controller left its finalizer).
     let rules_in_use = wait_for(
-        "no namespace left terminating",
+        "no LoadBalancer Service left in a terminating namespace",
         Duration::from_secs(180),
         || async {
             let list = namespaces.list(&ListParams::default()).await.ok()?;
-            let terminating = list.items.iter().any(|ns| {
-                ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
-            });
-            if terminating {
+            let terminating: Vec<String> = list
+                .items
+                .iter()
+                .filter(|ns| {
+                    ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+                })
+                .filter_map(|ns| ns.metadata.name.clone())
+                .collect();
+            let list = services.list(&ListParams::default()).await.ok()?;
+            let balanced: Vec<&Service> = list
+                .items
+                .iter()
+                .filter(|s| {
+                    s.spec.as_ref().is_some_and(|spec| {
+                        spec.type_.as_deref() == Some("LoadBalancer")
+                            && spec.load_balancer_class.is_none()
+                    })
+                })
+                .collect();
+            if balanced.iter().any(|s| {
+                s.metadata
+                    .namespace
+                    .as_ref()
+                    .is_some_and(|ns| terminating.contains(ns))
+            }) {
                 return None;
             }
-            let list = services.list(&ListParams::default()).await.ok()?;
             Some(
-                list.items
+                balanced
                     .iter()
-                    .filter_map(|s| s.spec.as_ref())
-                    .filter(|s| {
-                        s.type_.as_deref() == Some("LoadBalancer")
-                            && s.load_balancer_class.is_none()
-                    })
-                    .map(|s| s.ports.as_ref().map_or(0, Vec::len))
+                    .filter_map(|s| s.spec.as_ref()?.ports.as_ref())
+                    .map(Vec::len)
                     .sum::<usize>(),
             )
         },

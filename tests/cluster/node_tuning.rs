@@ -12,8 +12,8 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::harness::{
-    ControllerProcess, TestNamespace, client, grant_service_account, impersonating_kubeconfig,
-    install_crd, wait_for,
+    ControllerProcess, TestNamespace, client, exclusive_apiserver, grant_service_account,
+    impersonating_kubeconfig, install_crd, wait_for,
 };
 use super::{SMALL, TIMEOUT, condition, set_load_balancer_ip, wait_ready};
 
@@ -351,6 +351,9 @@ fn read_time(root: &std::path::Path) -> String {
 #[tokio::test]
 async fn uninstall_has_the_nodes_restored_and_leaves_no_finalizer() {
     use k8s_openapi::api::core::v1::Node;
+    // The uninstall releases every FtpServer of the cluster and relabels a shared node: other
+    // tests' tuned servers would conflict with it (409) and be woken mid-count. It runs alone.
+    let _alone = exclusive_apiserver().await;
     let client = client().await;
     install_crd(&client).await;
     let ns = TestNamespace::new(&client, "tuning-uninstall").await;
