@@ -45,10 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 node_tier_setup
-for address in ${SOURCES//,/ }; do
-  [[ $address == 198.51.100.2 ]] && continue
-  in_client ip addr add "$address/24" dev lb0 || die "cannot add client address $address"
-done
+add_client_addresses "$SOURCES"
 
 # ------------------------------------------------------------------------------------ objects
 
@@ -67,17 +64,6 @@ spec:
   storage: {emptyDir: {}}
   users: {secretRef: {name: ftp-users}}
 EOF
-}
-ready() { # <replicas>: Ready at the VIP with that many replicas serving
-  [[ $(k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.publicAddress} {.status.readyReplicas} {.status.conditions[?(@.type=="Ready")].status}') == "$VIP $1 True" ]]
-}
-# Pods of the server, not being deleted: "<name> <uid>" per line.
-live_pods() {
-  k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json | python3 -c '
-import json, sys
-for p in json.load(sys.stdin)["items"]:
-    if not p["metadata"].get("deletionTimestamp"):
-        print(p["metadata"]["name"], p["metadata"]["uid"])'
 }
 pod_count() { [[ $(k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o name | wc -l) == "$1" ]]; }
 sessions() { # <mode> <count> [args...]: the client, from the client namespace
@@ -106,7 +92,7 @@ set_address "$SERVER" "$VIP"
 # ------------------------------------------------------------------------------------ checks
 
 t_ready() {
-  until_true 240 ready 3 || { k -n "$APP" get ftpserver,pods,endpointslices -o wide; return 1; }
+  until_true 240 server_ready 3 || { k -n "$APP" get ftpserver,pods,endpointslices -o wide; return 1; }
   k -n "$APP" get ftpserver "$SERVER"
 }
 # Each replica advertises its own slice, and the EndpointSlices send each slice to its owner.
@@ -187,18 +173,7 @@ t_sixty_sessions() {
   grep '"ok": false' "$out" | head -5
   [[ $(grep -c '"ok": true' "$out") == "$SESSIONS" && $failures == 0 ]] || { echo "$failures sessions failed"; return 1; }
   for i in 0 1 2; do
-    k -n "$APP" logs "$SERVER-$i" --tail=-1 | python3 -c '
-import json, sys
-for line in sys.stdin:
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        continue
-    fields = entry.get("fields", entry)
-    if fields.get("event") == "transfer" and fields.get("direction") == "upload" and fields.get("result") == "ok":
-        name = fields.get("path", "").rsplit("/", 1)[-1]
-        if name.startswith("s-"):
-            print(name[2:-4], sys.argv[1])' "$i"
+    audit_transfers "$SERVER-$i" upload | sed -n "s/^s-\([0-9]*\)\.txt\$/\1 $i/p"
   done | sort -n >"$WORK/uploads"
   owners "$out" | sort -n >"$WORK/owners"
   [[ $(wc -l <"$WORK/uploads") == "$SESSIONS" ]] || { echo "$(wc -l <"$WORK/uploads") uploads in the replicas' logs, want $SESSIONS"; return 1; }
@@ -219,7 +194,7 @@ t_scale() {
   until_true 60 grep -q '^ready' "$out" || { cat "$out"; return 1; }
   start=$(now)
   k -n "$APP" scale "ftpserver/$SERVER" --replicas=4 || return 1
-  until_true 180 ready 4 || { echo "not Ready with 4 replicas"; k -n "$APP" get ftpserver,pods; return 1; }
+  until_true 180 server_ready 4 || { echo "not Ready with 4 replicas"; k -n "$APP" get ftpserver,pods; return 1; }
   echo "4 replicas Ready $(since "$start") s after kubectl scale"
   # New sessions reach the new replica too (30 sessions miss it with chance (3/4)^30 < 0.02%).
   sessions burst 30 >"$WORK/burst4.json" || return 1
@@ -228,7 +203,7 @@ t_scale() {
   start=$(now)
   k -n "$APP" scale "ftpserver/$SERVER" --replicas=2 || return 1
   until_true 300 pod_count 2 || { echo "replicas 2 and 3 did not go"; k -n "$APP" get pods; return 1; }
-  until_true 120 ready 2 || { echo "not Ready with 2 replicas"; return 1; }
+  until_true 120 server_ready 2 || { echo "not Ready with 2 replicas"; return 1; }
   echo "down to 2 replicas $(since "$start") s after kubectl scale"
   sleep 3 # a few more LISTs on the survivors
   touch "$stop"
@@ -250,11 +225,9 @@ for line in open(sys.argv[3]):
 }
 # A slow download keeps going while a passive-settings change replaces every replica, one at a time.
 t_rollout_keeps_download() {
-  local name uid file=long.bin start old new
+  local file=long.bin start old new
   head -c 40000000 /dev/urandom >"$WORK/$file"
-  while read -r name uid; do
-    cp "$WORK/$file" "$(pod_data_dir "$uid")/$file" && chown 65532:65532 "$(pod_data_dir "$uid")/$file" || return 1
-  done < <(live_pods)
+  copy_to_pods "$WORK/$file" || return 1
   old=$(live_pods | awk '{print $2}' | sort)
   start=$(now)
   # 40 MB at 8 mbit/s: about 40 s.
@@ -262,12 +235,12 @@ t_rollout_keeps_download() {
   DOWNLOAD_PID=$!
   sleep 5
   kill -0 "$DOWNLOAD_PID" 2>/dev/null || { echo "the download ended before the change"; return 1; }
-  ftpserver 2 $((PASV_MIN + 100)) $((PASV_MIN + 129))
+  ftpserver 2 $((PASV_MIN + 100)) $((PASV_MIN + 129)) || { echo "the change was not applied"; return 1; }
   wait "$DOWNLOAD_PID" || { DOWNLOAD_PID=; echo "the download failed"; return 1; }
   DOWNLOAD_PID=
   cmp "$WORK/$file" "$WORK/$file.back" || return 1
   echo "downloaded 40 MB intact in $(since "$start") s while the pods rolled"
-  until_true 300 ready 2 || { echo "not Ready after the change"; k -n "$APP" get ftpserver,pods; return 1; }
+  until_true 300 server_ready 2 || { echo "not Ready after the change"; k -n "$APP" get ftpserver,pods; return 1; }
   new=$(live_pods | awk '{print $2}' | sort)
   [[ -z $(comm -12 <(echo "$old") <(echo "$new")) ]] || { echo "a pod was not replaced"; return 1; }
   [[ $(k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.passivePorts}') == "$((PASV_MIN + 100))-$((PASV_MIN + 129))" ]] || return 1

@@ -1,15 +1,22 @@
-# What the tiers on the local cluster's real node share (scripts/test-node.sh,
-# scripts/test-replicas.sh): sourced after lib/checks.sh, never run. The caller sets ROOT, WORK,
-# LAB (the namespace balancer's name), NS (the operator's namespace), APP (the servers'
-# namespace), LB_TIMEOUT and LINK_RATE, optionally HELM_VALUES (an array of extra `--set`
-# arguments for the operator's chart), then calls node_tier_setup.
+# What the tiers and benchmarks on the local cluster's real node share (scripts/test-node.sh,
+# scripts/test-replicas.sh, scripts/bench-replicas.sh): sourced after lib/checks.sh, never run.
+# The caller sets ROOT, WORK, LAB (the namespace balancer's name), NS (the operator's namespace),
+# APP (the servers' namespace), LB_TIMEOUT and LINK_RATE, optionally HELM_VALUES (an array of
+# extra `--set` arguments for the operator's chart), then calls node_tier_setup. The helpers
+# about one FtpServer (live_pods, server_ready, copy_to_pods) also read SERVER and VIP.
 
 export FTPOP_CLUSTER_DIR=$ROOT/target/node-cluster
 export FTPOP_REAL_NODE=1
 
+# The balancer's namespaces are named by LAB, the same in every worktree: only a run that holds the
+# real node (and so made them) may remove them. A run that finds the node taken exits here too, and
+# would otherwise tear down the namespaces of the run that holds it. Its own cluster's `down` only
+# touches its own state directory.
 node_tier_cleanup() {
   if [[ ${FTPOP_KEEP_CLUSTER:-0} != 1 ]]; then
-    BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+    if [[ ${NODE_TIER_HOLDS_NODE:-0} == 1 ]]; then
+      BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
+    fi
     scripts/local-cluster.sh down >/dev/null 2>&1 || true
   fi
 }
@@ -31,6 +38,7 @@ node_tier_setup() {
   scripts/local-cluster.sh build >/dev/null || die "building the cluster failed"
   scripts/local-cluster.sh down >/dev/null 2>&1 || true
   scripts/local-cluster.sh up || die "the local cluster with its real node did not come up"
+  NODE_TIER_HOLDS_NODE=1
   eval "$(scripts/local-cluster.sh env)"
   BACKEND=node scripts/netns-lb.sh down "$LAB" >/dev/null 2>&1 || true
   BACKEND=node LB_TIMEOUT=$LB_TIMEOUT LINK_RATE=$LINK_RATE scripts/netns-lb.sh up "$LAB" >/dev/null ||
@@ -67,3 +75,52 @@ server_pid() {
 }
 # A pod's emptyDir volume "data", on the node's disk.
 pod_data_dir() { echo "/var/lib/ftp-operator/node/kubelet/pods/$1/volumes/kubernetes.io~empty-dir/data"; }
+
+# The client namespace has 198.51.100.2; these more addresses on its link make more clients.
+add_client_addresses() { # <address,address...>
+  local address
+  for address in ${1//,/ }; do
+    [[ $address == 198.51.100.2 ]] && continue
+    in_client ip addr add "$address/24" dev lb0 || die "cannot add client address $address"
+  done
+}
+# Pods of the server, not being deleted: "<name> <uid>" per line.
+live_pods() {
+  k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    if not p["metadata"].get("deletionTimestamp"):
+        print(p["metadata"]["name"], p["metadata"]["uid"])'
+}
+server_ready() { # <replicas>: Ready at the VIP with that many replicas serving
+  [[ $(k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.publicAddress} {.status.readyReplicas} {.status.conditions[?(@.type=="Ready")].status}') == "$VIP $1 True" ]]
+}
+# Puts a file into the storage of every live pod of the server, owned by the server's user.
+copy_to_pods() { # <file>
+  local name uid dir
+  while read -r name uid; do
+    dir=$(pod_data_dir "$uid")
+    cp "$1" "$dir/" && chown 65532:65532 "$dir/$(basename "$1")" || return 1
+  done < <(live_pods)
+}
+# The memory cgroup (cgroup v1) of the pod the ftp-server process <pid> runs in: the parent of
+# its container's.
+pod_memory_cgroup() { # <pid>
+  local path
+  path=$(awk -F: '$2 == "memory" {print $3}' "/proc/$1/cgroup") && [[ -n $path ]] || return 1
+  echo "/sys/fs/cgroup/memory$(dirname "$path")"
+}
+# The file names (last path segment) of the transfers in one direction (upload | download) that
+# a pod's audit log records as complete, one per line.
+audit_transfers() { # <pod> <direction>
+  k -n "$APP" logs "$1" --tail=-1 | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        continue
+    fields = entry.get("fields", entry)
+    if fields.get("event") == "transfer" and fields.get("direction") == sys.argv[1] and fields.get("result") == "ok":
+        print(fields.get("path", "").rsplit("/", 1)[-1])' "$2"
+}

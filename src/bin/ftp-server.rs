@@ -45,15 +45,15 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = reload::load(&cli.flags)?;
-    let settings = Settings::build(config)?;
+    let (files, config) = reload::read(&cli.flags);
+    let settings = Settings::build(config?)?;
     // Large plain transfers each run on a blocking thread: allow one per session.
     let blocking_threads = settings.config.limits.max_sessions as usize + 64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .max_blocking_threads(blocking_threads)
         .build()?;
-    let result = runtime.block_on(server::serve(settings, cli.flags));
+    let result = runtime.block_on(server::serve(settings, cli.flags, files));
     // Sessions cut at the end of the grace period may still be unwinding a blocking transfer.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     result

@@ -381,15 +381,23 @@ impl ServerConfig {
     /// Reads and parses the file; it is validated once the flags are applied
     /// ([`super::cli::ServerFlags::merge`]), since the replica index usually comes from a flag.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let config: ServerConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        Self::parse(path, &bytes)
+    }
+
+    /// The configuration in `bytes`, the contents of the file at `path` (named in errors).
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, ConfigError> {
+        let text = std::str::from_utf8(bytes).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+        })?;
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source,
-        })?;
-        Ok(config)
+        })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

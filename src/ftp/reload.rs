@@ -10,57 +10,67 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::cli::ServerFlags;
-use super::config::ServerConfig;
+use super::config::{ConfigError, ServerConfig};
 use super::metrics::Metrics;
 use super::settings::{Settings, SettingsError};
 
 /// How often the files are checked.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The configuration the flags and the config file (if any) give now.
-pub fn load(flags: &ServerFlags) -> Result<ServerConfig, SettingsError> {
+/// The contents of every file the settings are made from (`None`: unreadable): the config file
+/// first, when there is one, then the users file and the TLS certificate and key it names.
+pub type Fingerprint = Vec<Option<Vec<u8>>>;
+
+/// Reads the files the settings are made from, once: the configuration is parsed from the very
+/// bytes the fingerprint holds, and the files it names are fingerprinted before
+/// [`Settings::build`] reads them. A file that changes after this therefore differs from the
+/// fingerprint at the next poll. (Reading a file again for the fingerprint, after loading it, can
+/// take in contents that arrived in between; the settings then hold the old contents for good,
+/// as a pod did whose ConfigMap changed while it started.)
+pub fn read(flags: &ServerFlags) -> (Fingerprint, Result<ServerConfig, SettingsError>) {
+    let mut files = Fingerprint::new();
     let file = match &flags.config {
-        Some(path) => Some(ServerConfig::load(path)?),
-        None => None,
-    };
-    Ok(flags.merge(file)?)
-}
-
-/// The contents of every file the settings were built from, to notice any change.
-fn fingerprint(flags: &ServerFlags, config: Option<&ServerConfig>) -> Vec<Option<Vec<u8>>> {
-    let mut paths: Vec<PathBuf> = flags.config.iter().cloned().collect();
-    if let Some(config) = config {
-        paths.extend(config.users_file.iter().cloned());
-        if let Some(tls) = &config.tls {
-            paths.push(tls.cert_file.clone());
-            paths.push(tls.key_file.clone());
+        Some(path) => {
+            let bytes = std::fs::read(path);
+            files.push(bytes.as_ref().ok().cloned());
+            match bytes {
+                Ok(bytes) => ServerConfig::parse(path, &bytes).map(Some),
+                Err(source) => Err(ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                }),
+            }
         }
+        None => Ok(None),
+    };
+    let config = file.and_then(|file| flags.merge(file));
+    if let Ok(config) = &config {
+        let mut named: Vec<&PathBuf> = config.users_file.iter().collect();
+        if let Some(tls) = &config.tls {
+            named.extend([&tls.cert_file, &tls.key_file]);
+        }
+        files.extend(named.into_iter().map(|path| std::fs::read(path).ok()));
     }
-    paths.iter().map(|path| std::fs::read(path).ok()).collect()
+    (files, config.map_err(SettingsError::from))
 }
 
-/// Polls forever, publishing new settings on `sender`.
+/// The config file's contents in a fingerprint of [`read`], when the server has a config file.
+pub fn config_contents<'a>(flags: &ServerFlags, files: &'a Fingerprint) -> Option<&'a [u8]> {
+    flags
+        .config
+        .as_ref()
+        .and_then(|_| files.first())
+        .and_then(|contents| contents.as_deref())
+}
+
+/// Polls forever, publishing new settings on `sender`. `last` is the fingerprint the current
+/// settings were read with.
 pub async fn watch_files(
     flags: ServerFlags,
     sender: watch::Sender<Arc<Settings>>,
     metrics: Arc<Metrics>,
+    mut last: Fingerprint,
 ) {
-    let mut last = {
-        let current = sender.borrow().clone();
-        fingerprint(&flags, Some(&current.config))
-    };
-    // The file may have been swapped after the served digest was taken at start and before
-    // this first fingerprint: the change would then never be seen, and the server would serve
-    // (and report) the old configuration for good. Compare with what it serves instead.
-    let config_now = flags
-        .config
-        .as_ref()
-        .and_then(|_| last.first().cloned().flatten());
-    if config_now.map(|contents| super::metrics::config_digest(&contents))
-        != metrics.served_config()
-    {
-        last.clear();
-    }
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,8 +79,7 @@ pub async fn watch_files(
         let previous = std::mem::take(&mut last);
         let polled_flags = flags.clone();
         let polled = tokio::task::spawn_blocking(move || {
-            let config = load(&polled_flags);
-            let now = fingerprint(&polled_flags, config.as_ref().ok());
+            let (now, config) = read(&polled_flags);
             if now == previous {
                 return (now, None);
             }
@@ -80,11 +89,7 @@ pub async fn watch_files(
         let Ok((now, built)) = polled else {
             continue;
         };
-        // The config file comes first in the fingerprint, when there is one.
-        let config_contents = flags
-            .config
-            .as_ref()
-            .and_then(|_| now.first().cloned().flatten());
+        let served = config_contents(&flags, &now).map(<[u8]>::to_vec);
         last = now;
         let Some(built) = built else {
             continue;
@@ -107,7 +112,7 @@ pub async fn watch_files(
                     })
                     .inc();
                 sender.send_replace(Arc::new(settings));
-                if let Some(contents) = &config_contents {
+                if let Some(contents) = &served {
                     metrics.set_served_config(contents);
                 }
             }
@@ -121,5 +126,72 @@ pub async fn watch_files(
                     .inc();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::ftp::metrics::config_digest;
+
+    fn config_text(root: &Path, address: &str) -> String {
+        format!(
+            "root = {:?}\npassive_ports = {{ min = 30000, max = 30009 }}\npublic_address = \"{address}\"\n",
+            root.display().to_string()
+        )
+    }
+
+    /// A pod whose ConfigMap is swapped while it starts: the file changes after the settings were
+    /// read and before the watcher's first poll. The watcher must apply it (it used to take the
+    /// new contents as the ones already served, and kept the old settings for good).
+    #[tokio::test]
+    async fn a_change_before_the_first_poll_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ftp-server.toml");
+        std::fs::write(&path, config_text(dir.path(), "198.18.0.1")).unwrap();
+        let flags = ServerFlags {
+            config: Some(path.clone()),
+            ..ServerFlags::default()
+        };
+        let (files, config) = read(&flags);
+        let settings = Settings::build(config.unwrap()).unwrap();
+        let changed = config_text(dir.path(), "198.18.0.2");
+        std::fs::write(&path, &changed).unwrap();
+
+        let (sender, mut receiver) = watch::channel(Arc::new(settings));
+        let metrics = Arc::new(Metrics::default());
+        let watcher = tokio::spawn(watch_files(flags, sender, Arc::clone(&metrics), files));
+        let seen = tokio::time::timeout(Duration::from_secs(10), receiver.changed()).await;
+        watcher.abort();
+        assert!(seen.is_ok(), "the change was never applied");
+        assert_eq!(
+            receiver.borrow().config.public_address.as_deref(),
+            Some("198.18.0.2")
+        );
+        assert_eq!(
+            metrics.served_config(),
+            Some(config_digest(changed.as_bytes()))
+        );
+    }
+
+    /// The fingerprint holds the bytes the configuration was parsed from.
+    #[test]
+    fn the_fingerprint_is_what_was_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ftp-server.toml");
+        let text = config_text(dir.path(), "198.18.0.1");
+        std::fs::write(&path, &text).unwrap();
+        let flags = ServerFlags {
+            config: Some(path),
+            ..ServerFlags::default()
+        };
+        let (files, config) = read(&flags);
+        assert_eq!(
+            config.unwrap().public_address.as_deref(),
+            Some("198.18.0.1")
+        );
+        assert_eq!(config_contents(&flags, &files), Some(text.as_bytes()));
     }
 }

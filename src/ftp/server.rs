@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -103,6 +103,24 @@ fn prepare_control_socket(stream: &TcpStream, settings: &Settings) {
     let _ = SockRef::from(stream).set_out_of_band_inline(true);
 }
 
+/// Connections a control listener queues before it accepts them. Clients arrive in bursts (500 at
+/// once in `scripts/bench-replicas.sh`); when the queue is full the kernel drops SYNs, or with SYN
+/// cookies completes a handshake and then drops its last ACK, leaving a client that believes it is
+/// connected and never hears the greeting. `net.core.somaxconn` caps it (4096 by default).
+const CONTROL_BACKLOG: u32 = 4096;
+
+/// A control listener on `address` with a [`CONTROL_BACKLOG`] queue (tokio's `bind` queues 128).
+fn bind_control(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(CONTROL_BACKLOG)
+}
+
 /// Accepts on the implicit FTPS listener, or never when there is none.
 async fn accept_implicit(
     listener: &Option<TcpListener>,
@@ -114,14 +132,15 @@ async fn accept_implicit(
 }
 
 /// Runs the server until SIGTERM or SIGINT, then drains sessions within the grace period.
-pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()> {
+/// `files` is the fingerprint `settings` were read with ([`reload::read`]).
+pub async fn serve(
+    settings: Settings,
+    flags: ServerFlags,
+    files: reload::Fingerprint,
+) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
-    if let Some(contents) = flags
-        .config
-        .as_ref()
-        .and_then(|path| std::fs::read(path).ok())
-    {
-        metrics.set_served_config(&contents);
+    if let Some(contents) = reload::config_contents(&flags, &files) {
+        metrics.set_served_config(contents);
     }
     let listen = settings.config.listen;
     let implicit_listen = settings
@@ -147,12 +166,11 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         shutdown: shutdown_rx,
     });
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        bind_control(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let implicit_listener =
         match implicit_listen {
-            Some(address) => Some(TcpListener::bind(address).await.map_err(|e| {
+            Some(address) => Some(bind_control(address).map_err(|e| {
                 anyhow::anyhow!("cannot listen on {address} for implicit FTPS: {e}")
             })?),
             None => None,
@@ -172,6 +190,7 @@ pub async fn serve(settings: Settings, flags: ServerFlags) -> anyhow::Result<()>
         flags,
         settings_tx,
         Arc::clone(&metrics),
+        files,
     ));
 
     tokio::spawn(sweep_upload_leftovers(settings_rx.clone()));
@@ -353,4 +372,22 @@ async fn refuse(mut stream: TcpStream, limit: &'static str) {
     };
     let _ = stream.write_all(text).await;
     let _ = stream.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 300 clients connect at once to a listener that has not accepted yet: each gets through
+    /// the handshake at once (with 128 queued the others' SYNs are dropped and retried after 1 s).
+    #[tokio::test]
+    async fn the_control_listener_queues_a_burst_of_connections() {
+        let listener = bind_control("127.0.0.1:0".parse().unwrap()).unwrap();
+        let address = listener.local_addr().unwrap();
+        let connects = (0..300)
+            .map(|_| tokio::time::timeout(Duration::from_millis(700), TcpStream::connect(address)));
+        let results = futures::future::join_all(connects).await;
+        let connected = results.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(connected, 300, "connections queued before the first accept");
+    }
 }
