@@ -36,15 +36,18 @@ say() { printf '\n==> %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 down() {
-  if ip netns list 2>/dev/null | grep -q "^$lab-"; then BACKEND=node scripts/netns-lb.sh down "$lab" >/dev/null; fi
-  scripts/local-cluster.sh down
+  # The cluster comes down even when the balancer's namespaces did not; the status says so.
+  local status=0
+  if ip netns list 2>/dev/null | grep -q "^$lab-"; then BACKEND=node scripts/netns-lb.sh down "$lab" >/dev/null || status=1; fi
+  scripts/local-cluster.sh down || status=1
+  [ "$status" = 0 ] || return 1
   rm -rf "$state"
   echo "demo: stopped"
 }
 
 if [ "${1:-up}" = down ]; then
   down
-  exit 0
+  exit
 fi
 [ "${1:-up}" = up ] || die "usage: scripts/demo.sh [up|down]"
 [ "$(id -u)" -eq 0 ] || die "the demo needs root: it runs a real Kubernetes node (containerd, kubelet, kube-proxy) and network namespaces"

@@ -278,10 +278,17 @@ down() {
     fi
     ip netns del "$ns"
   done
-  # BACKEND=node: the root-namespace end went with the balancer namespace; make sure.
-  local h
+  # BACKEND=node: the root-namespace end goes with the balancer namespace, but the kernel
+  # removes it a moment after `ip netns del` returns: wait for that, and delete it only if it
+  # stays (a link that vanishes between the check and the delete is what we wanted).
+  local h i
   h=$(host_link "$name")
-  if ip link show "$h" >/dev/null 2>&1; then ip link del "$h"; fi
+  for ((i = 0; i < 20; i++)); do
+    ip link show "$h" >/dev/null 2>&1 || return 0
+    sleep 0.1
+  done
+  ip link del "$h" 2>/dev/null || ! ip link show "$h" >/dev/null 2>&1 ||
+    die "cannot delete the host link $h"
 }
 
 role_ns() {
