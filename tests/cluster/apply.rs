@@ -223,20 +223,8 @@ async fn a_name_held_by_a_users_object_stalls_and_the_object_is_left_alone() {
     let now = config_maps.get("small-config").await.unwrap();
     assert_eq!(now.resource_version(), users.resource_version());
     assert!(now.owner_references().is_empty());
-    assert!(
-        ns.api::<Service>()
-            .get_opt("small")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        ns.api::<StatefulSet>()
-            .get_opt("small")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!ns.has::<Service>("small").await);
+    assert!(!ns.has::<StatefulSet>("small").await);
 
     // The user frees the name: the server proceeds on its own.
     config_maps

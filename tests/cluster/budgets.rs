@@ -90,20 +90,8 @@ async fn a_server_whose_node_ports_do_not_fit_is_stalled_until_ports_are_freed()
         "{message}"
     );
     // Nothing was applied: no Service, and not the ConfigMap either.
-    assert!(
-        ns.api::<Service>()
-            .get_opt("small")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        ns.api::<ConfigMap>()
-            .get_opt("small-config")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!ns.has::<Service>("small").await);
+    assert!(!ns.has::<ConfigMap>("small-config").await);
     let servers = ns.api::<FtpServer>();
     let ready = condition(&servers.get("small").await.unwrap(), "Ready").unwrap();
     assert_eq!(

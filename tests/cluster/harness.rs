@@ -128,6 +128,21 @@ impl TestNamespace {
         }
     }
 
+    /// Whether an object of kind `K` named `name` exists in this namespace now.
+    pub async fn has<K>(&self, name: &str) -> bool
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .get_opt(name)
+            .await
+            .expect("the apiserver answers a GET")
+            .is_some()
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,

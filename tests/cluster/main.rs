@@ -469,13 +469,7 @@ async fn missing_secret_stalls_with_the_fix_and_heals_when_created() {
     .await;
     assert_eq!(reason, "SecretMissing");
     assert!(message.contains("Secret ftp-users named by spec.users.secretRef does not exist"));
-    assert!(
-        ns.api::<StatefulSet>()
-            .get_opt("s")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!ns.has::<StatefulSet>("s").await);
 
     ns.create_users_secret("ftp-users").await;
     wait_for("Stalled=False and the StatefulSet", TIMEOUT, || async {

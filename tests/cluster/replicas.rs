@@ -307,13 +307,7 @@ spec:
         message.contains("PersistentVolumeClaim rwo is ReadWriteOnce but replicas: 2"),
         "{message}"
     );
-    assert!(
-        ns.api::<StatefulSet>()
-            .get_opt("shared")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(!ns.has::<StatefulSet>("shared").await);
 
     // Nothing of the sort gets past the apiserver without perReplica.
     let server: FtpServer = serde_yaml::from_str(
