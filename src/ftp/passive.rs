@@ -275,16 +275,24 @@ async fn accept_loop(pool: Arc<PortPool>, port: u16, listener: TcpListener) {
     }
 }
 
+/// A passive listener queues as many connections as tokio's `bind` would.
+const PASSIVE_BACKLOG: u32 = 128;
+
 fn bind(address: SocketAddr) -> io::Result<TcpListener> {
+    listen(address, PASSIVE_BACKLOG)
+}
+
+/// A listener on `address` queueing `backlog` connections, for the control and passive ports
+/// alike. SO_REUSEADDR lets a port whose last connection is in TIME_WAIT be reused at once.
+pub(super) fn listen(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = if address.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
-    // Lets a port whose last data connection is in TIME_WAIT be reused at once.
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
-    socket.listen(128)
+    socket.listen(backlog)
 }
 
 /// A session's wait for its data connection on a passive port; dropping it ends the wait.

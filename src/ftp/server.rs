@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -111,14 +111,7 @@ const CONTROL_BACKLOG: u32 = 4096;
 
 /// A control listener on `address` with a [`CONTROL_BACKLOG`] queue (tokio's `bind` queues 128).
 fn bind_control(address: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if address.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(address)?;
-    socket.listen(CONTROL_BACKLOG)
+    super::passive::listen(address, CONTROL_BACKLOG)
 }
 
 /// Accepts on the implicit FTPS listener, or never when there is none.

@@ -366,8 +366,15 @@ pub fn kubectl() -> Command {
 
 /// `kubectl apply` of one object in `namespace`.
 pub fn kubectl_apply(namespace: &str, object: &serde_json::Value) {
+    kubectl_apply_input(&["-n", namespace], &object.to_string());
+}
+
+/// `kubectl apply [args] -f -` of `input` (JSON or YAML, one or more objects).
+pub fn kubectl_apply_input(args: &[&str], input: &str) {
     let mut apply = kubectl()
-        .args(["apply", "-n", namespace, "-f", "-"])
+        .arg("apply")
+        .args(args)
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -376,9 +383,9 @@ pub fn kubectl_apply(namespace: &str, object: &serde_json::Value) {
         .stdin
         .take()
         .unwrap()
-        .write_all(object.to_string().as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    assert!(apply.wait().unwrap().success(), "kubectl apply {object}");
+    assert!(apply.wait().unwrap().success(), "kubectl apply of\n{input}");
 }
 
 /// A Role named after the ServiceAccount with `rules`, bound to it, and read access to Nodes

@@ -2,16 +2,15 @@
 //! the controller may use, and it reconciles the FtpServers of the listed namespaces, leaves
 //! those of any other alone, and reads nothing cluster-scoped.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use ftp_operator::api::FtpServer;
 use k8s_openapi::api::core::v1::Service;
 
 use super::harness::{
-    ControllerProcess, TestNamespace, client, impersonating_kubeconfig, install_crd, kubectl,
-    wait_for,
+    ControllerProcess, TestNamespace, client, impersonating_kubeconfig, install_crd,
+    kubectl_apply_input, wait_for,
 };
 use super::{SMALL, TIMEOUT, set_load_balancer_ip, wait_ready};
 
@@ -61,22 +60,6 @@ fn chart_rbac(release_ns: &str, watched: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn kubectl_apply_yaml(yaml: &str) {
-    let mut apply = kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("kubectl runs");
-    apply
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    assert!(apply.wait().unwrap().success(), "kubectl apply of\n{yaml}");
-}
-
 #[tokio::test]
 async fn a_namespaced_install_reconciles_only_its_namespaces_with_only_its_roles() {
     let client = client().await;
@@ -91,10 +74,13 @@ async fn a_namespaced_install_reconciles_only_its_namespaces_with_only_its_roles
         !rbac.contains("kind: ClusterRole"),
         "the namespaced chart renders cluster-wide RBAC:\n{rbac}"
     );
-    kubectl_apply_yaml(&format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {ACCOUNT}, namespace: {}}}\n---\n{rbac}",
-        release.name
-    ));
+    kubectl_apply_input(
+        &[],
+        &format!(
+            "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {ACCOUNT}, namespace: {}}}\n---\n{rbac}",
+            release.name
+        ),
+    );
     let kubeconfig = impersonating_kubeconfig(&release.name, ACCOUNT);
     let watched = format!("--namespace={},{}", team_a.name, team_b.name);
     let controller = ControllerProcess::start_scoped(
