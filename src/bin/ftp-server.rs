@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use clap::{Parser, Subcommand};
-use ftp_operator::ftp::{auth, cli::ServerFlags, reload, server, settings::Settings};
+use ftp_operator::ftp::{auth, cli::ServerFlags, memory, reload, server, settings::Settings};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    memory::tune_allocator();
     let (files, config) = reload::read(&cli.flags);
     let settings = Settings::build(config?)?;
     // Large plain transfers each run on a blocking thread: allow one per session.

@@ -14,8 +14,8 @@ pub struct Actor<'a> {
     pub user: &'a str,
 }
 
-pub fn login(metrics: &Metrics, actor: Actor<'_>, ok: bool) {
-    let result = if ok { "ok" } else { "failed" };
+/// One login's outcome: one of [`super::metrics::LOGIN_RESULTS`].
+pub fn login(metrics: &Metrics, actor: Actor<'_>, result: &str) {
     metrics.login(result);
     tracing::info!(
         target: "audit",

@@ -285,8 +285,10 @@ pub struct Limits {
     pub passive_port_wait_seconds: u32,
     /// Longest command line accepted, in bytes, CRLF included.
     pub max_command_line: u32,
-    /// Failed logins from one client address (IPv6: one /64), or for one user name, within
-    /// `login_failure_window_seconds` before that address or name is locked out; 0 turns it off.
+    /// Failed logins from one client address (IPv6: one /64) within
+    /// `login_failure_window_seconds` before that address is locked out for `lockout_seconds`;
+    /// as many for one user name, from anywhere, start throttling that name (one verification at
+    /// a time, with a backoff for networks that failed too), never refusing it; 0 turns both off.
     pub login_failures_before_lockout: u32,
     pub login_failure_window_seconds: u32,
     pub lockout_seconds: u32,
@@ -294,6 +296,11 @@ pub struct Limits {
     pub login_failure_delay_millis: u32,
     /// On SIGTERM, how long running transfers may take to finish.
     pub shutdown_grace_seconds: u32,
+    /// The memory the server keeps to, in bytes: it sizes password verification and admits
+    /// sessions from it, and refuses new sessions (`421`) near it. Absent: its cgroup's limit
+    /// (a container's `resources.limits.memory`), or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl Default for Limits {
@@ -311,6 +318,7 @@ impl Default for Limits {
             lockout_seconds: 300,
             login_failure_delay_millis: 1000,
             shutdown_grace_seconds: 30,
+            memory_limit_bytes: None,
         }
     }
 }

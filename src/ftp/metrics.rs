@@ -16,7 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::lockout::Lockout;
+use super::auth::lockout::Lockout;
+use super::auth::verify::Verifier;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -54,6 +55,10 @@ pub struct FileChangeLabel {
     pub result: String,
 }
 
+/// Results of `ftp_logins_total`: `ok`, `failed` (a wrong password or unknown user), `locked`
+/// (refused: the client's network is locked out), `busy` (no verification slot in time).
+pub const LOGIN_RESULTS: [&str; 4] = ["ok", "failed", "locked", "busy"];
+
 /// Every metric the server exports.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -74,6 +79,13 @@ pub struct Metrics {
     /// Subjects locked out now, read from the table at each scrape (lockouts end by themselves).
     lockouts_active: Family<SubjectLabel, Gauge>,
     lockout: OnceLock<Arc<Lockout>>,
+    /// Logins waiting for a verification slot, and the slots, read at each scrape.
+    login_verifications_queued: Gauge,
+    login_verification_slots: Gauge,
+    verifier: OnceLock<Arc<Verifier>>,
+    /// The memory limit the server keeps to (0: none known) and its resident memory at scrape.
+    pub memory_limit_bytes: Gauge,
+    resident_memory_bytes: Gauge,
     ready: AtomicBool,
     /// `sha256:<hex>` of the configuration file in effect; None without one.
     served_config: std::sync::Mutex<Option<String>>,
@@ -119,6 +131,66 @@ impl Metrics {
     /// The lockout table whose current lockouts `ftp_lockouts_active` reports.
     pub fn watch_lockout(&self, lockout: Arc<Lockout>) {
         let _ = self.lockout.set(lockout);
+    }
+
+    /// The verifier whose slots and queue `ftp_login_verification_*` report.
+    pub fn watch_verifier(&self, verifier: Arc<Verifier>) {
+        let _ = self.verifier.set(verifier);
+    }
+
+    /// Gives every labelled counter a series for each value it can take, at 0, so a dashboard
+    /// or an alert on a fresh server finds a series rather than "no data".
+    fn seed_known_series(&self) {
+        let result = |result: &str| ResultLabel {
+            result: result.into(),
+        };
+        for refused in ["total", "per_address", "proxy_header", "memory"] {
+            let _ = self.sessions_refused.get_or_create(&result(refused));
+        }
+        for login in LOGIN_RESULTS {
+            let _ = self.logins.get_or_create(&result(login));
+        }
+        for reload in ["ok", "failed"] {
+            let _ = self.config_reloads.get_or_create(&result(reload));
+        }
+        for direction in ["download", "upload", "listing"] {
+            let label = DirectionLabel {
+                direction: direction.into(),
+            };
+            let _ = self.bytes.get_or_create(&label);
+            let _ = self.transfer_seconds.get_or_create(&label);
+            for outcome in ["ok", "failed", "aborted"] {
+                let _ = self.transfers.get_or_create(&TransferLabel {
+                    direction: direction.into(),
+                    result: outcome.into(),
+                });
+            }
+        }
+        for operation in ["delete", "rename", "mkdir", "rmdir", "chmod", "set_mtime"] {
+            for outcome in ["ok", "failed"] {
+                let _ = self.file_changes.get_or_create(&FileChangeLabel {
+                    operation: operation.into(),
+                    result: outcome.into(),
+                });
+            }
+        }
+        for kind in ["network", "user"] {
+            let _ = self.lockouts.get_or_create(&SubjectLabel::new(kind));
+        }
+    }
+
+    fn refresh_gauges(&self) {
+        if let Some(verifier) = self.verifier.get() {
+            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            self.login_verifications_queued
+                .set(count(verifier.queued()));
+            self.login_verification_slots.set(count(verifier.slots()));
+        }
+        if let Some(resident) = super::memory::resident_bytes() {
+            self.resident_memory_bytes
+                .set(i64::try_from(resident).unwrap_or(i64::MAX));
+        }
+        self.refresh_lockouts_active();
     }
 
     fn refresh_lockouts_active(&self) {
@@ -217,19 +289,40 @@ impl Metrics {
         );
         registry.register(
             "lockouts",
-            "Lockouts started after repeated failed logins, by what is locked: a client network or a user name",
+            "Lockouts of client networks and throttles of user names started after repeated failed logins",
             self.lockouts.clone(),
         );
         registry.register(
             "lockouts_active",
-            "Client networks and user names locked out now",
+            "Client networks locked out and user names throttled now",
             self.lockouts_active.clone(),
+        );
+        registry.register(
+            "login_verifications_queued",
+            "Logins waiting for a password verification slot",
+            self.login_verifications_queued.clone(),
+        );
+        registry.register(
+            "login_verification_slots",
+            "Password verifications that may run at once (each holds its hash's memory)",
+            self.login_verification_slots.clone(),
+        );
+        registry.register(
+            "memory_limit_bytes",
+            "Memory limit the server keeps to: limits.memory_limit_bytes or its cgroup's (0: none)",
+            self.memory_limit_bytes.clone(),
+        );
+        registry.register(
+            "resident_memory_bytes",
+            "Resident memory of the server process",
+            self.resident_memory_bytes.clone(),
         );
         registry
     }
 
     pub fn encode(&self) -> String {
-        self.refresh_lockouts_active();
+        self.seed_known_series();
+        self.refresh_gauges();
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
         text
@@ -311,5 +404,22 @@ mod tests {
             text.contains("ftp_file_changes_total{operation=\"delete\",result=\"ok\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_known_series_exists_at_zero_on_a_fresh_server() {
+        let text = Metrics::default().encode();
+        for series in [
+            "ftp_sessions_refused_total{result=\"per_address\"} 0",
+            "ftp_sessions_refused_total{result=\"memory\"} 0",
+            "ftp_logins_total{result=\"busy\"} 0",
+            "ftp_logins_total{result=\"locked\"} 0",
+            "ftp_transfers_total{direction=\"upload\",result=\"aborted\"} 0",
+            "ftp_file_changes_total{operation=\"rename\",result=\"failed\"} 0",
+            "ftp_config_reloads_total{result=\"failed\"} 0",
+            "ftp_lockouts_total{subject=\"user\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
     }
 }

@@ -13,7 +13,7 @@ pub mod control;
 pub mod fs;
 pub mod keepalive;
 pub mod listing;
-pub mod lockout;
+pub mod memory;
 pub mod metrics;
 pub mod passive;
 pub mod proxy;

@@ -16,9 +16,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::auth::lockout::{DEFAULT_CAPACITY as DEFAULT_LOCKOUT_CAPACITY, Lockout};
+use super::auth::verify::Verifier;
 use super::cli::ServerFlags;
 use super::keepalive;
-use super::lockout::{DEFAULT_CAPACITY as DEFAULT_LOCKOUT_CAPACITY, Lockout};
+use super::memory::{self, MemoryLimit};
 use super::metrics::{self, Metrics, ResultLabel};
 use super::passive::PortPool;
 use super::proxy;
@@ -32,7 +34,49 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub ports: Arc<PortPool>,
     pub lockout: Arc<Lockout>,
+    /// Password verification in a fixed number of slots of memory allocated once.
+    pub verifier: Arc<Verifier>,
+    /// What memory admits: see [`MemoryBudget`].
+    pub memory: MemoryBudget,
     pub shutdown: watch::Receiver<bool>,
+}
+
+/// The memory limit the server keeps to and what follows from it, fixed at start.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryBudget {
+    pub limit: Option<MemoryLimit>,
+    /// Sessions the limit holds (with the verifier's memory set aside); None without a limit.
+    pub sessions: Option<u32>,
+}
+
+impl MemoryBudget {
+    /// The limit from the config or the cgroup, the verifier sized from it and from the users
+    /// file's most expensive hash, and the sessions that leaves room for.
+    pub fn plan(settings: &Settings) -> (MemoryBudget, Arc<Verifier>) {
+        let limit = MemoryLimit::detect(settings.config.limits.memory_limit_bytes);
+        let verification = settings.users.verification_bytes();
+        let cpus = memory::cpus();
+        let slots = limit.map_or(memory::verification_slots_unlimited(cpus), |limit| {
+            limit.verification_slots(verification, cpus)
+        });
+        let sessions = limit.map(|limit| limit.sessions(verification * slots as u64));
+        (MemoryBudget { limit, sessions }, Verifier::new(slots))
+    }
+
+    /// Whether a new session fits: below the session count the limit holds and below the
+    /// resident-memory line.
+    fn admits(&self, open: u64) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        if self
+            .sessions
+            .is_some_and(|sessions| open >= u64::from(sessions))
+        {
+            return false;
+        }
+        memory::resident_bytes().is_none_or(|resident| resident < limit.refuse_above())
+    }
 }
 
 /// Sessions open per client address; a guard gives its slot back when the session ends.
@@ -73,12 +117,17 @@ impl SessionCounts {
         self: &Arc<Self>,
         address: IpAddr,
         settings: &Settings,
+        budget: &MemoryBudget,
         metrics: &Arc<Metrics>,
     ) -> Result<SessionSlot, &'static str> {
         let limits = settings.config.limits;
         let mut map = self.by_address.lock().map_err(|_| "internal error")?;
-        if SessionCounts::total(&map) >= u64::from(limits.max_sessions) {
+        let open = SessionCounts::total(&map);
+        if open >= u64::from(limits.max_sessions) {
             return Err("total");
+        }
+        if !budget.admits(open) {
+            return Err("memory");
         }
         let count = map.entry(address).or_insert(0);
         if *count >= limits.max_sessions_per_address {
@@ -151,11 +200,26 @@ pub async fn serve(
         metrics.lockouts.clone(),
     ));
     metrics.watch_lockout(Arc::clone(&lockout));
+    let (budget, verifier) = MemoryBudget::plan(&settings_rx.borrow());
+    metrics.watch_verifier(Arc::clone(&verifier));
+    let limit_bytes = budget.limit.map_or(0, |limit| limit.bytes);
+    metrics
+        .memory_limit_bytes
+        .set(i64::try_from(limit_bytes).unwrap_or(i64::MAX));
+    tracing::info!(
+        memory_limit_bytes = limit_bytes,
+        memory_limit_source = ?budget.limit.map(|limit| limit.source),
+        verification_slots = verifier.slots(),
+        sessions_the_memory_holds = ?budget.sessions,
+        "memory budget"
+    );
     let shared = Arc::new(Shared {
         settings: settings_rx.clone(),
         metrics: Arc::clone(&metrics),
         ports: PortPool::new(Arc::clone(&metrics)),
         lockout,
+        verifier,
+        memory: budget,
         shutdown: shutdown_rx,
     });
 
@@ -276,7 +340,7 @@ fn start_session(
     prepare_control_socket(&stream, &settings);
     let sources = settings.config.proxy_protocol_from.clone();
     let admitted_now = (!proxy::trusted(&sources, from.ip()))
-        .then(|| counts.take(from.ip(), &settings, &shared.metrics));
+        .then(|| counts.take(from.ip(), &settings, &shared.memory, &shared.metrics));
     let shared = Arc::clone(shared);
     let counts = Arc::clone(counts);
     async move {
@@ -284,7 +348,10 @@ fn start_session(
         let (peer, slot) = match admitted_now {
             Some(slot) => (from, slot),
             None => match proxy::client_address(&mut stream, from, &sources).await {
-                Ok(peer) => (peer, counts.take(peer.ip(), &settings, metrics)),
+                Ok(peer) => (
+                    peer,
+                    counts.take(peer.ip(), &settings, &shared.memory, metrics),
+                ),
                 Err(error) => {
                     metrics
                         .sessions_refused
@@ -358,10 +425,10 @@ async fn sweep_upload_leftovers(settings: watch::Receiver<Arc<Settings>>) {
 }
 
 async fn refuse(mut stream: TcpStream, limit: &'static str) {
-    let text: &[u8] = if limit == "per_address" {
-        b"421 Too many connections from your address; try again later.\r\n"
-    } else {
-        b"421 Too many connections; try again later.\r\n"
+    let text: &[u8] = match limit {
+        "per_address" => b"421 Too many connections from your address; try again later.\r\n",
+        "memory" => b"421 Server is at its memory limit; try again later.\r\n",
+        _ => b"421 Too many connections; try again later.\r\n",
     };
     let _ = stream.write_all(text).await;
     let _ = stream.shutdown().await;

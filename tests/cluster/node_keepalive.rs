@@ -202,12 +202,17 @@ impl Drop for Agent {
 }
 
 fn read_sysctls(root: &Path) -> (u32, u32, u32) {
+    // The agent writes these plain files as it would /proc/sys (truncate, then write): a read in
+    // between finds the file empty, which /proc/sys never shows, so read again.
     let read = |name: &str| {
-        std::fs::read_to_string(root.join("net/ipv4").join(name))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        let path = root.join("net/ipv4").join(name);
+        for _ in 0..100 {
+            if let Ok(value) = std::fs::read_to_string(&path).unwrap().trim().parse() {
+                return value;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{} holds no number", path.display())
     };
     (
         read("tcp_keepalive_time"),

@@ -319,10 +319,27 @@ async fn a_daemon_set_that_cannot_be_written_fails_no_ftpserver() {
         .unwrap();
 }
 
+/// A local agent process, killed when the test ends, passed or not: left running it would hold
+/// the test runner's output open and keep reporting its node.
+struct LocalAgent(std::process::Child);
+
+impl LocalAgent {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for LocalAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// `ftp-operator node-tuner run` as a local process for one kwok node (kwok runs no real pods),
 /// writing into a temporary sysctl tree, as an agent of the install `install_uid`.
-fn start_agent(node: &str, root: &std::path::Path, install_uid: &str) -> std::process::Child {
-    std::process::Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
+fn start_agent(node: &str, root: &std::path::Path, install_uid: &str) -> LocalAgent {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_ftp-operator"))
         .args([
             "node-tuner",
             "run",
@@ -338,7 +355,8 @@ fn start_agent(node: &str, root: &std::path::Path, install_uid: &str) -> std::pr
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("node tuner starts")
+        .expect("node tuner starts");
+    LocalAgent(child)
 }
 
 fn read_time(root: &std::path::Path) -> String {
@@ -437,8 +455,7 @@ spec:
     // The agent stays restored while the servers still ask (until Helm deletes its DaemonSet).
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(read_time(dir.path()), "600");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    agent.kill();
     servers
         .delete("edge", &DeleteParams::default())
         .await

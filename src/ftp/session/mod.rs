@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::access::{Access, Permission, Permissions};
+use super::access::Permissions;
 use super::audit::{self, Actor};
-use super::command::{self, Command, Protection, TransferType};
+use super::command::{self, Command, TransferType};
 use super::control::{ControlConnection, Line};
 use super::fs::{self, Root};
 use super::listing::ListKind;
-use super::lockout::{Policy, Subject};
 use super::passive::PassiveListener;
 use super::proxy;
 use super::reply::{Reply, quote_path};
@@ -24,6 +23,9 @@ use super::tls::SessionTls;
 
 mod data;
 mod files;
+mod gate;
+mod login;
+mod tls;
 
 /// Which listener a session came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,9 @@ pub struct Session {
     ascii: bool,
     quit_after_transfer: bool,
     entry: Entry,
+    /// Counted from the connection, so NOOP (or anything else) before login buys no time, and
+    /// a login waiting for its turn waits no longer than this.
+    login_deadline: tokio::time::Instant,
 }
 
 type Reply0 = io::Result<Flow>;
@@ -104,6 +109,8 @@ impl Session {
     ) -> Self {
         let settings = shared.settings.borrow().clone();
         let max_line = settings.config.limits.max_command_line as usize;
+        let login_timeout =
+            Duration::from_secs(settings.config.limits.login_timeout_seconds.max(1).into());
         Session {
             id,
             shared,
@@ -123,6 +130,7 @@ impl Session {
             ascii: false,
             quit_after_transfer: false,
             entry,
+            login_deadline: tokio::time::Instant::now() + login_timeout,
         }
     }
 
@@ -165,16 +173,7 @@ impl Session {
         }
         self.reply(220, "ftp-server ready.").await?;
         let idle = self.idle_timeout();
-        let login_timeout = Duration::from_secs(
-            self.settings
-                .config
-                .limits
-                .login_timeout_seconds
-                .max(1)
-                .into(),
-        );
-        // Counted from the connection, so NOOP (or anything else) before login buys no time.
-        let login_deadline = tokio::time::Instant::now() + login_timeout;
+        let login_deadline = self.login_deadline;
         let mut shutdown = self.shared.shutdown.clone();
         loop {
             if *shutdown.borrow() {
@@ -255,49 +254,8 @@ impl Session {
     }
 
     async fn handle(&mut self, command: Command) -> Reply0 {
-        let needs_login = !matches!(
-            command,
-            Command::User(_)
-                | Command::Pass(_)
-                | Command::Auth
-                | Command::Pbsz(_)
-                | Command::Prot(_)
-                | Command::Feat
-                | Command::Syst
-                | Command::Quit
-                | Command::Noop
-                | Command::Help
-                | Command::OptsUtf8(_)
-                | Command::OptsMlst(_)
-                | Command::Abor
-                | Command::Host(_)
-        );
-        if needs_login && self.user.is_none() {
-            self.reply(530, "Please login with USER and PASS.").await?;
-            return Ok(Flow::Continue);
-        }
-        if command.path().is_some_and(fs::has_control_bytes) {
-            self.reply(
-                553,
-                "File name not allowed: it contains control characters.",
-            )
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        if command.path().is_some_and(fs::names_upload_temp) {
-            let creates = matches!(
-                command,
-                Command::Stor(_) | Command::Appe(_) | Command::Mkd(_) | Command::Rnto(_)
-            );
-            if creates {
-                self.reply(
-                    553,
-                    "File name not allowed: reserved for uploads in progress.",
-                )
-                .await?;
-            } else {
-                self.reply(550, "No such file or directory.").await?;
-            }
+        if let Err(refusal) = gate::admit(&command, self.user.is_some()) {
+            self.reply(refusal.code, refusal.text).await?;
             return Ok(Flow::Continue);
         }
         // REST holds until the next transfer command uses (or drops) it; PASV/TYPE in between
@@ -319,9 +277,8 @@ impl Session {
         if !matches!(command, Command::Rnto(_)) && !matches!(command, Command::Rnfr(_)) {
             self.rename_from = None;
         }
-        if let Some(permission) = required_permission(&command)
-            && !self.check(permission).await?
-        {
+        if let Err(refusal) = gate::permitted(&command, self.permissions()) {
+            self.reply(refusal.code, refusal.text).await?;
             return Ok(Flow::Continue);
         }
         match command {
@@ -329,13 +286,7 @@ impl Session {
             Command::Pass(password) => return self.pass(password).await,
             Command::Acct => self.reply(202, "ACCT not needed.").await?,
             Command::Auth => self.auth().await?,
-            Command::Pbsz(_) => {
-                if self.tls.is_some() {
-                    self.reply(200, "PBSZ=0").await?
-                } else {
-                    self.reply(503, "PBSZ needs AUTH TLS first.").await?
-                }
-            }
+            Command::Pbsz(_) => self.pbsz().await?,
             Command::Prot(level) => self.prot(level).await?,
             Command::Ccc => self.reply(534, "CCC is not allowed.").await?,
             Command::Feat => self.feat().await?,
@@ -479,157 +430,6 @@ impl Session {
             .map_or(Permissions::NONE, |user| user.permissions)
     }
 
-    /// Replies `550` unless the login has `permission`.
-    async fn check(&mut self, permission: Permission) -> io::Result<bool> {
-        let allowed = self.permissions().allows(permission);
-        if !allowed {
-            let text = format!(
-                "Permission denied: this login may not {}.",
-                permission.name()
-            );
-            self.reply(550, text).await?;
-        }
-        Ok(allowed)
-    }
-
-    // ---- login and TLS ----
-
-    async fn user(&mut self, name: String) -> Reply0 {
-        if self.user.is_some() {
-            self.reply(530, "Already logged in; reconnect to change user.")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        if self.settings.tls_required() && !self.tls_active() {
-            self.reply(530, "TLS is required: send AUTH TLS first.")
-                .await?;
-            return Ok(Flow::Continue);
-        }
-        if self.login_locked(&name) {
-            return self.refuse_locked().await;
-        }
-        let anonymous = matches!(name.as_str(), "anonymous" | "ftp");
-        if anonymous && self.settings.config.anonymous.enabled {
-            self.pending_login = Some(Login::Anonymous);
-            self.reply(
-                331,
-                "Anonymous login ok, send your email address as password.",
-            )
-            .await?;
-        } else {
-            self.pending_login = Some(Login::User(name));
-            self.reply(331, "Please specify the password.").await?;
-        }
-        Ok(Flow::Continue)
-    }
-
-    async fn pass(&mut self, password: String) -> Reply0 {
-        if self.user.is_some() {
-            self.reply(230, "Already logged in.").await?;
-            return Ok(Flow::Continue);
-        }
-        let started = tokio::time::Instant::now();
-        let Some(login) = self.pending_login.take() else {
-            self.reply(503, "Login with USER first.").await?;
-            return Ok(Flow::Continue);
-        };
-        // Checked again here: sessions that sent USER before the lockout must not keep guessing.
-        let name = match &login {
-            Login::Anonymous => "anonymous".to_owned(),
-            Login::User(name) => name.clone(),
-        };
-        if self.login_locked(&name) {
-            return self.refuse_locked().await;
-        }
-        let mut attempt = None;
-        let logged_in = match login {
-            Login::Anonymous => Some(self.anonymous_access()),
-            Login::User(name) => {
-                let Some(started_attempt) = Attempt::begin(
-                    Arc::clone(&self.shared),
-                    self.lockout_subjects(&name),
-                    self.lockout_policy(),
-                ) else {
-                    return self.refuse_locked().await;
-                };
-                attempt = Some(started_attempt);
-                self.settings
-                    .users
-                    .verify(&name, &password)
-                    .await
-                    .map(|access| (name, access))
-            }
-        };
-        let logged_in = match logged_in {
-            Some((name, access)) => match self.open_home(&access).await {
-                Ok(home) => Some(LoggedIn {
-                    name,
-                    permissions: access.permissions,
-                    home,
-                }),
-                Err(error) => {
-                    tracing::error!(user = %name, home = %access.home, %error, "cannot open the login's home");
-                    // The password was right: the attempt is not a failed guess.
-                    if let Some(attempt) = attempt {
-                        attempt.finish(false);
-                    }
-                    self.reply(530, "Login refused: the home directory cannot be opened.")
-                        .await?;
-                    return Ok(Flow::Continue);
-                }
-            },
-            None => None,
-        };
-        let failed = logged_in.is_none();
-        let locked = attempt.is_some_and(|attempt| attempt.finish(failed));
-        match logged_in {
-            Some(user) => {
-                tracing::info!(user = %user.name, permissions = %user.permissions, "login");
-                audit::login(&self.shared.metrics, self.actor_named(&user.name), true);
-                self.user = Some(user);
-                self.reply(230, "Login successful.").await?;
-            }
-            None => {
-                audit::login(&self.shared.metrics, self.actor_named(&name), false);
-                let limits = self.settings.config.limits;
-                // Every failure is answered at the same time after PASS, however long the
-                // verification took (unknown users, known ones with cheaper parameters).
-                tokio::time::sleep_until(
-                    started + Duration::from_millis(limits.login_failure_delay_millis.into()),
-                )
-                .await;
-                tracing::warn!(locked, "login failed");
-                if locked {
-                    return self.refuse_locked().await;
-                }
-                self.reply(530, "Login incorrect.").await?;
-            }
-        }
-        Ok(Flow::Continue)
-    }
-
-    fn anonymous_access(&self) -> (String, Access) {
-        let anonymous = &self.settings.config.anonymous;
-        let permissions = if anonymous.writable {
-            Permissions::read_write()
-        } else {
-            Permissions::read_only()
-        };
-        // The config was validated at load, so the home is already a valid one.
-        let home = crate::ftp::access::home_path(anonymous.home.as_deref().unwrap_or_default())
-            .unwrap_or_default();
-        ("anonymous".into(), Access { permissions, home })
-    }
-
-    /// Opens (creating if missing) the login's home on a blocking thread.
-    async fn open_home(&self, access: &Access) -> io::Result<Root> {
-        let root = self.settings.root.clone();
-        let home = access.home.clone();
-        tokio::task::spawn_blocking(move || root.open_home(&home))
-            .await
-            .map_err(io::Error::other)?
-    }
-
     /// Who the audit log says did something in this session.
     pub(super) fn actor(&self) -> Actor<'_> {
         let user = self.user.as_ref().map_or("", |user| user.name.as_str());
@@ -646,93 +446,6 @@ impl Session {
     /// Audits a change to the tree (DELE, RNTO, MKD, RMD, ...).
     pub(super) fn audit_change(&self, operation: &str, path: &str, to: Option<&str>, ok: bool) {
         audit::file_change(&self.shared.metrics, self.actor(), operation, path, to, ok);
-    }
-
-    fn lockout_subjects(&self, name: &str) -> [Subject; 2] {
-        [
-            Subject::network(self.peer.ip()),
-            Subject::User(name.to_owned()),
-        ]
-    }
-
-    fn lockout_policy(&self) -> Policy {
-        let limits = self.settings.config.limits;
-        Policy {
-            threshold: limits.login_failures_before_lockout,
-            window: Duration::from_secs(limits.login_failure_window_seconds.into()),
-            lock_for: Duration::from_secs(limits.lockout_seconds.into()),
-        }
-    }
-
-    fn login_locked(&self, name: &str) -> bool {
-        self.shared.lockout.is_locked(&self.lockout_subjects(name))
-    }
-
-    async fn refuse_locked(&mut self) -> Reply0 {
-        self.pending_login = None;
-        self.reply(421, "Too many failed logins; try again later.")
-            .await?;
-        Ok(Flow::Quit)
-    }
-
-    fn tls_active(&self) -> bool {
-        self.control.is_tls()
-    }
-
-    async fn auth(&mut self) -> io::Result<()> {
-        let Some(acceptors) = self.settings.tls.clone() else {
-            return self
-                .reply(502, "TLS is not configured on this server.")
-                .await;
-        };
-        if self.tls_active() {
-            return self.reply(503, "TLS is already active.").await;
-        }
-        self.reply(234, "Proceed with negotiation.").await?;
-        let limit = self.idle_timeout();
-        let tls = acceptors.session();
-        self.control.upgrade(&tls.control(), limit).await?;
-        self.tls = Some(tls);
-        Ok(())
-    }
-
-    /// The TLS handshake an implicit FTPS session starts with. Data connections are protected
-    /// from the start too (clients still send `PBSZ`/`PROT P`, which are accepted).
-    async fn implicit_tls(&mut self) -> io::Result<()> {
-        let Some(acceptors) = self.settings.tls.clone() else {
-            return Err(io::Error::other(
-                "implicit FTPS without a TLS configuration",
-            ));
-        };
-        let limit = self.idle_timeout();
-        let tls = acceptors.session();
-        self.control.upgrade(&tls.control(), limit).await?;
-        self.tls = Some(tls);
-        self.protect_data = true;
-        Ok(())
-    }
-
-    async fn prot(&mut self, level: Protection) -> io::Result<()> {
-        if self.tls.is_none() {
-            return self.reply(503, "PROT needs AUTH TLS first.").await;
-        }
-        match level {
-            Protection::Private => {
-                self.protect_data = true;
-                self.reply(200, "PROT now Private.").await
-            }
-            Protection::Clear if self.settings.tls_required() => {
-                self.reply(
-                    534,
-                    "PROT C refused: this server requires protected data connections.",
-                )
-                .await
-            }
-            Protection::Clear => {
-                self.protect_data = false;
-                self.reply(200, "PROT now Clear.").await
-            }
-        }
     }
 
     /// RFC 7151. One server serves one tree, so any name is accepted; what matters is that
@@ -792,68 +505,6 @@ impl Session {
 
     pub fn id(&self) -> u64 {
         self.id
-    }
-}
-
-/// The permission a command needs beyond being logged in.
-fn required_permission(command: &Command) -> Option<Permission> {
-    Some(match command {
-        Command::List(_)
-        | Command::Nlst(_)
-        | Command::Mlsd(_)
-        | Command::Mlst(_)
-        | Command::Stat(Some(_))
-        | Command::Size(_)
-        | Command::Mdtm(_) => Permission::List,
-        Command::Retr(_) => Permission::Download,
-        // Changing a file's time or mode is writing to the tree, as an upload is.
-        Command::Stor(_)
-        | Command::Appe(_)
-        | Command::Stou
-        | Command::Mfmt(..)
-        | Command::SiteChmod(..) => Permission::Upload,
-        Command::Dele(_) | Command::Rmd(_) => Permission::Delete,
-        Command::Rnfr(_) => Permission::Rename,
-        Command::Mkd(_) => Permission::Mkdir,
-        _ => return None,
-    })
-}
-
-/// A password verification the lockout counts while it runs. Dropped unfinished (the client went
-/// away during the check) it counts as a failure.
-struct Attempt {
-    shared: Arc<Shared>,
-    subjects: [Subject; 2],
-    policy: Policy,
-    done: bool,
-}
-
-impl Attempt {
-    fn begin(shared: Arc<Shared>, subjects: [Subject; 2], policy: Policy) -> Option<Attempt> {
-        shared.lockout.begin(&subjects, &policy).then_some(Attempt {
-            shared,
-            subjects,
-            policy,
-            done: false,
-        })
-    }
-
-    /// Returns whether the subjects are locked out now.
-    fn finish(mut self, failed: bool) -> bool {
-        self.done = true;
-        self.shared
-            .lockout
-            .finish(&self.subjects, &self.policy, failed)
-    }
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        if !self.done {
-            self.shared
-                .lockout
-                .finish(&self.subjects, &self.policy, true);
-        }
     }
 }
 

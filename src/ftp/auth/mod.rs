@@ -1,16 +1,22 @@
-//! Logins: the users file (`name:PHC-hash[:ACCESS[:HOME]]`) and argon2id verification off the
-//! async runtime. Replies never say whether a user exists. Failed logins are counted in
-//! [`super::lockout`].
+//! Logins: the users file (`name:PHC-hash[:ACCESS[:HOME]]`), argon2id verification in bounded
+//! memory ([`verify`]), and the failed-login bookkeeping ([`lockout`]). Replies never say whether a
+//! user exists.
+
+pub mod lockout;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
+use std::sync::Arc;
+
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 use super::access::{self, Access, Permissions};
 use super::config::{PROBE_HOME, ProbeUser};
+use verify::{Busy, Verifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
@@ -169,10 +175,23 @@ impl Users {
         self.users.is_empty()
     }
 
-    /// Checks a password on a blocking thread; the user's access when it is right. An unknown
-    /// user costs a verification at the file's strongest parameters; the caller answers every
-    /// failure at one fixed delay after `PASS`, so timing does not reveal who exists.
-    pub async fn verify(&self, name: &str, password: &str) -> Option<Access> {
+    /// Working memory of the file's most expensive verification (argon2's `m`), in bytes; what
+    /// each verification slot holds.
+    pub fn verification_bytes(&self) -> u64 {
+        u64::from(self.strongest.unwrap_or_else(default_cost).m) * 1024
+    }
+
+    /// Checks a password in one of `verifier`'s slots, waiting for one until `deadline`; the
+    /// user's access when it is right. An unknown user costs a verification at the file's
+    /// strongest parameters; the caller answers every failure at one fixed delay after `PASS`,
+    /// so timing does not reveal who exists.
+    pub async fn verify(
+        &self,
+        name: &str,
+        password: &str,
+        verifier: &Arc<Verifier>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Access>, Busy> {
         let (hash, access, known) = match self.users.get(name) {
             Some(entry) => (entry.hash.clone(), Some(entry.access.clone()), true),
             None => (
@@ -181,19 +200,8 @@ impl Users {
                 false,
             ),
         };
-        let password = password.to_owned();
-        let matches = tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&hash)
-                .map(|parsed| {
-                    Argon2::default()
-                        .verify_password(password.as_bytes(), &parsed)
-                        .is_ok()
-                })
-                .unwrap_or(false)
-        })
-        .await
-        .unwrap_or(false);
-        if matches && known { access } else { None }
+        let matches = verifier.verify(hash, password.to_owned(), deadline).await?;
+        Ok(if matches && known { access } else { None })
     }
 }
 
@@ -242,6 +250,14 @@ pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Er
 mod tests {
     use super::*;
 
+    async fn verify(users: &Users, name: &str, password: &str) -> Option<Access> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        users
+            .verify(name, password, &Verifier::new(1), deadline)
+            .await
+            .expect("no slot free in time")
+    }
+
     #[tokio::test]
     async fn verifies_hashes_from_the_users_file() {
         let hash = hash_password("s3cret").unwrap();
@@ -259,27 +275,27 @@ mod tests {
             })
         };
         assert_eq!(
-            users.verify("alice", "s3cret").await,
+            verify(&users, "alice", "s3cret").await,
             access(Permissions::read_only(), "")
         );
         assert_eq!(
-            users.verify("bob", "s3cret").await,
+            verify(&users, "bob", "s3cret").await,
             access(Permissions::read_write(), "")
         );
         assert_eq!(
-            users.verify("carol", "s3cret").await,
+            verify(&users, "carol", "s3cret").await,
             access(Permissions::read_write(), "")
         );
         assert_eq!(
-            users.verify("dave", "s3cret").await,
+            verify(&users, "dave", "s3cret").await,
             access(Permissions::incoming(), "drop/dave")
         );
         assert_eq!(
-            users.verify("erin", "s3cret").await,
+            verify(&users, "erin", "s3cret").await,
             access(Permissions::read_only(), "erin")
         );
-        assert_eq!(users.verify("alice", "wrong").await, None);
-        assert_eq!(users.verify("nobody", "s3cret").await, None);
+        assert_eq!(verify(&users, "alice", "wrong").await, None);
+        assert_eq!(verify(&users, "nobody", "s3cret").await, None);
     }
 
     #[tokio::test]
@@ -294,13 +310,16 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            users.verify("ftp-operator-probe-1f", "probe-pw").await,
+            verify(&users, "ftp-operator-probe-1f", "probe-pw").await,
             Some(Access {
                 permissions: Permissions::of(&[access::Permission::List]),
                 home: PROBE_HOME.into(),
             })
         );
-        assert_eq!(users.verify("ftp-operator-probe-1f", "s3cret").await, None);
+        assert_eq!(
+            verify(&users, "ftp-operator-probe-1f", "s3cret").await,
+            None
+        );
         // A user of that name in the users file keeps their own entry.
         users
             .add_probe(&ProbeUser {
@@ -308,8 +327,8 @@ mod tests {
                 password_hash: probe_hash.clone(),
             })
             .unwrap();
-        assert_eq!(users.verify("alice", "probe-pw").await, None);
-        assert!(users.verify("alice", "s3cret").await.is_some());
+        assert_eq!(verify(&users, "alice", "probe-pw").await, None);
+        assert!(verify(&users, "alice", "s3cret").await.is_some());
         let error = users
             .add_probe(&ProbeUser {
                 name: "p".into(),
