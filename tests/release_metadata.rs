@@ -32,7 +32,10 @@ fn both_binaries_print_the_crate_version() {
         (env!("CARGO_BIN_EXE_ftp-operator"), "ftp-operator"),
         (env!("CARGO_BIN_EXE_ftp-server"), "ftp-server"),
     ] {
-        assert_eq!(run(binary, &["--version"]).trim(), format!("{name} {VERSION}"));
+        assert_eq!(
+            run(binary, &["--version"]).trim(),
+            format!("{name} {VERSION}")
+        );
     }
 }
 
@@ -77,13 +80,19 @@ fn the_chart_image_defaults_to_the_crate_version() {
 
 #[test]
 fn the_controller_and_the_dockerfile_name_the_same_image() {
-    let help = run(env!("CARGO_BIN_EXE_ftp-operator"), &["controller", "--help"]);
+    let help = run(
+        env!("CARGO_BIN_EXE_ftp-operator"),
+        &["controller", "--help"],
+    );
     assert!(
         help.contains(&format!("[default: {IMAGE}:{VERSION}]")),
         "--default-ftp-image's default is not {IMAGE}:{VERSION}"
     );
     let dockerfile = read("Dockerfile");
-    for line in dockerfile.lines().filter(|l| l.contains(&format!("{IMAGE}:"))) {
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.contains(&format!("{IMAGE}:")))
+    {
         assert!(
             line.contains(&format!("{IMAGE}:{VERSION}")) || line.contains("<crate version>"),
             "Dockerfile names another version: {line}"
