@@ -9,8 +9,10 @@
 #      cluster from Go modules (scripts/local-cluster.sh: control plane, kwok nodes, and one real
 #      node: containerd + runc, CNI bridge, kubelet, kube-proxy), and loads the image into the node;
 #   2. installs the operator with the Helm chart: a pod with its own ServiceAccount and RBAC;
-#   3. applies examples/ftpserver.yaml (an FtpServer and its users Secret): the operator creates
-#      the server's StatefulSet, Service and ConfigMap, and the kubelet runs the server pod;
+#   3. applies an FtpServer and its users Secret, with a password made for this run (plain FTP
+#      and a read-write user, for the demo only; examples/ftpserver.yaml is the safe start for a
+#      real cluster): the operator creates the server's StatefulSet, Service and ConfigMap, and
+#      the kubelet runs the server pod;
 #   4. plays the cloud: a load balancer in network namespaces (scripts/netns-lb.sh, BACKEND=node)
 #      owns a VIP, forwards it to the node (kube-proxy takes it to the pod from there), and forgets
 #      flows idle for 240 s like Azure's default; the demo writes the VIP into the Service's
@@ -30,7 +32,8 @@ namespace=default
 release=ftp-operator
 operator_namespace=ftp-operator
 user=alice
-password=alice-change-me
+# A fresh password each run, so no file of the repository holds a usable one.
+password=$(head -c 15 /dev/urandom | base64 | tr '+/' 'xy')
 
 say() { printf '\n==> %s\n' "$*"; }
 die() { echo "demo: $*" >&2; exit 1; }
@@ -43,6 +46,35 @@ down() {
   [ "$status" = 0 ] || return 1
   rm -rf "$state"
   echo "demo: stopped"
+}
+
+# The demo's users Secret and FtpServer: plain FTP, as the client reaches it only inside this
+# machine's network namespaces.
+demo_manifest() { # <argon2id hash of the password>
+  cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata: {name: ftp-users, namespace: $namespace}
+type: Opaque
+stringData:
+  users: |
+    $user:$1:rw
+---
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: $server, namespace: $namespace}
+spec:
+  replicas: 1
+  controlPort: 21
+  passivePorts: {min: 20000, max: 20019}
+  keepalive: {idleSeconds: 60, intervalSeconds: 10, probes: 6}
+  loadBalancer: {provider: azure, idleTimeoutSeconds: 1800}
+  storage: {emptyDir: {}}
+  users: {secretRef: {name: ftp-users}}
+  resources:
+    requests: {cpu: 50m, memory: 32Mi}
+    limits: {memory: 128Mi}
+EOF
 }
 
 if [ "${1:-up}" = down ]; then
@@ -74,8 +106,10 @@ say "installing the operator with the Helm chart (namespace $operator_namespace)
   --wait --timeout 180s
 kubectl -n "$operator_namespace" get pods -o wide
 
-say "applying examples/ftpserver.yaml (user $user, password $password)"
-kubectl apply --server-side -f examples/ftpserver.yaml
+mkdir -p "$state"
+demo_manifest "$("$repo/target/debug/ftp-server" hash-password <<<"$password")" >"$state/ftpserver.yaml"
+say "applying $state/ftpserver.yaml (user $user, password $password)"
+kubectl apply --server-side -f "$state/ftpserver.yaml"
 
 say "playing the cloud: a balancer owns a VIP and forwards it to the node"
 ip netns list 2>/dev/null | grep -q "^$lab-" && BACKEND=node scripts/netns-lb.sh down "$lab" >/dev/null
@@ -90,7 +124,6 @@ kubectl -n "$namespace" wait --for=condition=Ready --timeout=180s "ftpserver/$se
 kubectl -n "$namespace" get ftpservers -o wide
 kubectl -n "$namespace" get pods -l "app.kubernetes.io/instance=$server" -o wide
 
-mkdir -p "$state"
 echo "Hello from ftp-operator: served by a pod on the real node, through $VIP" >"$state/hello.txt"
 in_client=(scripts/netns-lb.sh exec "$lab" client)
 curl_ftp=(curl -sS --ftp-pasv --no-ftp-skip-pasv-ip --user "$user:$password")

@@ -225,8 +225,11 @@ t_flux_up() {
 t_source_and_kustomizations() {
   # The users Secret is not in Git: a secret manager makes it (docs/gitops.md); here, kubectl.
   k create namespace "$APP_NS" >/dev/null || return 1
-  k -n "$APP_NS" create secret generic ftp-users \
-    --from-literal=users='alice:$argon2id$v=19$m=19456,t=2,p=1$jhh+yVbMtR2FTegHaUT8SQ$NcUEn0TGzEeeL1QR9CwAwgIuXZuLicPxKbpLDqxe3VI:rw' >/dev/null || return 1
+  # An argon2id PHC string of random salt and digest: well-formed, and no password matches it.
+  local phc
+  phc=$(python3 -c 'import base64, os; b = lambda n: base64.b64encode(os.urandom(n)).decode().rstrip("=")
+print(f"$argon2id$v=19$m=19456,t=2,p=1${b(16)}${b(32)}")') || return 1
+  k -n "$APP_NS" create secret generic ftp-users --from-literal=users="alice:$phc:ro" >/dev/null || return 1
   k apply --server-side -f - >/dev/null <<EOF || return 1
 apiVersion: source.toolkit.fluxcd.io/v1
 kind: GitRepository

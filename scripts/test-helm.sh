@@ -289,7 +289,8 @@ t_install() {
   k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].args}' |
     grep -q -- '--node-tuning=true' || fail "nodeTuning.enabled did not reach the operator's --node-tuning"
   [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].image}') == \
-    ghcr.io/ftp-operator/ftp-operator:0.1.0 ]] || fail "operator image is not ghcr.io/ftp-operator/ftp-operator:<appVersion>"
+    "ghcr.io/ftp-operator/ftp-operator:$(awk -F'"' '/^appVersion:/ {print $2}' "$CHART/Chart.yaml")" ]] ||
+    fail "operator image is not ghcr.io/ftp-operator/ftp-operator:<appVersion>"
 }
 
 # The FtpServer example Artifact Hub shows (Chart.yaml) is one the API server accepts.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EmptyDirVolumeSource, ResourceRequirements, Toleration,
+    Affinity, EmptyDirVolumeSource, LocalObjectReference, ResourceRequirements, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -97,8 +97,8 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
     validation = Rule::new("!has(self.tls) || !self.tls.implicit || self.passivePorts.min > 9990 || self.passivePorts.max < 9990")
         .message("passivePorts must not include 9990 when tls.implicit is set: the server pod listens there for implicit FTPS")
         .field_path(".passivePorts"),
-    validation = Rule::new("!has(self.loadBalancer) || !has(self.loadBalancer.provider) || self.loadBalancer.provider != 'aws' || self.passivePorts.max - self.passivePorts.min < 49")
-        .message("passivePorts may span at most 49 ports with loadBalancer.provider aws: an AWS NLB has at most 50 listeners and the control port takes one; narrow the range")
+    validation = Rule::new("!has(self.loadBalancer) || !has(self.loadBalancer.provider) || self.loadBalancer.provider != 'aws' || self.passivePorts.max - self.passivePorts.min < 49 - (has(self.tls) && self.tls.implicit ? 1 : 0)")
+        .message("passivePorts may span at most 49 ports with loadBalancer.provider aws, 48 with tls.implicit: an AWS NLB has at most 50 listeners and the control port (and the implicit FTPS port) takes one each; narrow the range")
         .field_path(".passivePorts"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +170,36 @@ pub struct FtpServerSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pod_annotations: BTreeMap<String, String>,
 
+    /// Labels added to the server pods, e.g. for a NetworkPolicy or a cost report. The labels
+    /// the operator and the StatefulSet controller select pods by are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new(RESERVED_POD_LABELS_RULE)
+        .message("podLabels must not set app.kubernetes.io/name, app.kubernetes.io/instance, app.kubernetes.io/managed-by, apps.kubernetes.io/pod-index, statefulset.kubernetes.io/pod-name or controller-revision-hash: the operator and the StatefulSet controller select the server's pods by them; pick another key"))]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Secrets in the FtpServer's namespace the kubelet uses to pull `image` from a private
+    /// registry, as in a PodSpec: `[{name: regcred}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(s, size(s.name) >= 1)")
+        .message("imagePullSecrets entries must name a Secret: {name: regcred}"))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// ServiceAccount the server pods run as (its image pull secrets apply too); absent: the
+    /// namespace's `default`. The server never calls the Kubernetes API, so no token is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE)
+        .message("serviceAccountName must be a ServiceAccount's name: lower-case letters, digits, '-' and '.'"))]
+    pub service_account_name: Option<String>,
+
+    /// PriorityClass of the server pods; absent: the cluster's default priority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(DNS_SUBDOMAIN_RULE)
+        .message("priorityClassName must be a PriorityClass's name: lower-case letters, digits, '-' and '.'"))]
+    pub priority_class_name: Option<String>,
+
     /// How long a pod being replaced (rollout, scale down, node drain) lets running transfers
     /// finish after it stops taking new sessions; the pod's termination grace follows it.
     #[serde(default = "default_drain_seconds")]
@@ -181,6 +211,24 @@ pub struct FtpServerSpec {
     #[serde(default)]
     pub host_network: bool,
 }
+
+/// Pod labels the operator sets (its selector and `managed-by`) and the StatefulSet controller
+/// sets (ordinal, pod name, revision): a user's value would move pods out of their selectors.
+pub const RESERVED_POD_LABELS: [&str; 6] = [
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/managed-by",
+    "apps.kubernetes.io/pod-index",
+    "statefulset.kubernetes.io/pod-name",
+    "controller-revision-hash",
+];
+
+// Key lookups, not `self.all(...)`: a map lookup costs the apiserver's estimate a constant,
+// while iterating an unbounded map of unbounded strings exceeds its budget.
+const RESERVED_POD_LABELS_RULE: &str = "!('app.kubernetes.io/name' in self) && !('app.kubernetes.io/instance' in self) && !('app.kubernetes.io/managed-by' in self) && !('apps.kubernetes.io/pod-index' in self) && !('statefulset.kubernetes.io/pod-name' in self) && !('controller-revision-hash' in self)";
+
+const DNS_SUBDOMAIN_RULE: &str =
+    r"self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')";
 
 fn default_replicas() -> i32 {
     1

@@ -381,3 +381,66 @@ fn source_ranges_must_be_cidrs() {
         assert_rejected(server, "loadBalancer.sourceRanges entries must be CIDRs");
     }
 }
+
+#[test]
+fn aws_implicit_tls_takes_one_more_listener() {
+    let mut aws = valid();
+    aws.spec.load_balancer = LoadBalancerSpec {
+        provider: Provider::Aws,
+        ..LoadBalancerSpec::default()
+    };
+    aws.spec.keepalive = None;
+    aws.spec.passive_ports = PassivePorts {
+        min: 20000,
+        max: 20048,
+        per_replica: None,
+    };
+    aws.spec.tls = Some(TlsSpec {
+        secret_ref: SecretRef {
+            name: "ftp-tls".into(),
+        },
+        required: true,
+        implicit: true,
+        implicit_port: 990,
+        require_session_reuse: true,
+    });
+    // 49 passive + control + implicit FTPS = 51 listeners: refused at admission.
+    assert_rejected(aws.clone(), "48 with tls.implicit");
+    aws.spec.passive_ports.max = 20047;
+    assert_eq!(broken_rules(&aws), "");
+    crate::lb::check_limits(&aws.spec).unwrap();
+}
+
+#[test]
+fn pod_labels_may_not_take_the_selector_labels() {
+    for key in RESERVED_POD_LABELS {
+        let mut server = valid();
+        server.spec.pod_labels = BTreeMap::from([(key.to_owned(), "x".to_owned())]);
+        assert_rejected(server, "podLabels must not set");
+    }
+    let mut server = valid();
+    server.spec.pod_labels = BTreeMap::from([("team".to_owned(), "files".to_owned())]);
+    assert_eq!(broken_rules(&server), "");
+}
+
+#[test]
+fn platform_pod_settings_are_checked_at_admission() {
+    let mut server = valid();
+    server.spec.service_account_name = Some("Not_A_Name".into());
+    assert_rejected(server, "serviceAccountName must be a ServiceAccount's name");
+    let mut server = valid();
+    server.spec.priority_class_name = Some("high priority".into());
+    assert_rejected(server, "priorityClassName must be a PriorityClass's name");
+    let mut server = valid();
+    server.spec.image_pull_secrets = vec![LocalObjectReference {
+        name: String::new(),
+    }];
+    assert_rejected(server, "imagePullSecrets entries must name a Secret");
+    let mut server = valid();
+    server.spec.service_account_name = Some("ftp-files".into());
+    server.spec.priority_class_name = Some("system-cluster-critical".into());
+    server.spec.image_pull_secrets = vec![LocalObjectReference {
+        name: "regcred".into(),
+    }];
+    assert_eq!(broken_rules(&server), "");
+}

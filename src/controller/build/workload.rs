@@ -31,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use crate::api::FtpServer;
+use crate::api::{FtpServer, RESERVED_POD_LABELS};
 use crate::ftp::config::{CONFIG_FILE_NAME, DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT};
 
 use super::{
@@ -158,8 +158,11 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
 
     let pod = PodSpec {
         containers: vec![container],
-        // The server never talks to the Kubernetes API.
+        // The server never talks to the Kubernetes API, whichever account it runs as.
         automount_service_account_token: Some(false),
+        service_account_name: spec.service_account_name.clone(),
+        image_pull_secrets: Some(spec.image_pull_secrets.clone()).filter(|s| !s.is_empty()),
+        priority_class_name: spec.priority_class_name.clone(),
         host_network: Some(true).filter(|_| spec.host_network),
         dns_policy: spec
             .host_network
@@ -218,7 +221,7 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
             }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(server)),
+                    labels: Some(pod_labels(server)),
                     annotations: Some(pod_annotations),
                     ..ObjectMeta::default()
                 }),
@@ -229,6 +232,20 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
         }),
         status: None,
     }
+}
+
+/// The user's `podLabels` beneath the operator's own: admission refuses the reserved keys, and
+/// should one get through (a CRD applied without its rules), the selector labels still win.
+fn pod_labels(server: &FtpServer) -> BTreeMap<String, String> {
+    let mut merged: BTreeMap<String, String> = server
+        .spec
+        .pod_labels
+        .iter()
+        .filter(|(key, _)| !RESERVED_POD_LABELS.contains(&key.as_str()))
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    merged.extend(labels(server));
+    merged
 }
 
 /// Whether `live` can be updated into `desired`: a StatefulSet's selector, pod management policy
@@ -530,6 +547,68 @@ mod tests {
             "RuntimeDefault"
         );
         assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    const PLATFORM: &str = r#"
+metadata: {name: contoso, namespace: ftp}
+spec:
+  passivePorts: {min: 20000, max: 20009}
+  imagePullSecrets: [{name: regcred}, {name: mirror}]
+  serviceAccountName: ftp-files
+  priorityClassName: business-critical
+  podLabels: {team: files, app.kubernetes.io/instance: other}
+"#;
+
+    #[test]
+    fn platform_pod_settings_reach_the_pods() {
+        let set = build(PLATFORM);
+        let pod = pod(&set);
+        let secrets: Vec<_> = pod
+            .image_pull_secrets
+            .iter()
+            .flatten()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(secrets, ["regcred", "mirror"]);
+        assert_eq!(pod.service_account_name.as_deref(), Some("ftp-files"));
+        assert_eq!(
+            pod.priority_class_name.as_deref(),
+            Some("business-critical")
+        );
+        // Another account still gets no API token: the server never calls the API.
+        assert_eq!(pod.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn pod_labels_are_added_but_never_replace_the_selector_labels() {
+        let set = build(PLATFORM);
+        let spec = set.spec.as_ref().unwrap();
+        let labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels.get("team").map(String::as_str), Some("files"));
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("contoso")
+        );
+        let selector = spec.selector.match_labels.as_ref().unwrap();
+        assert!(selector.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        // The StatefulSet's own labels are the operator's only.
+        assert!(!set.metadata.labels.as_ref().unwrap().contains_key("team"));
+    }
+
+    #[test]
+    fn without_platform_settings_the_pod_names_none() {
+        let set = build(fixtures::MINIMAL);
+        let pod = pod(&set);
+        assert_eq!(pod.image_pull_secrets, None);
+        assert_eq!(pod.service_account_name, None);
+        assert_eq!(pod.priority_class_name, None);
     }
 
     #[test]
