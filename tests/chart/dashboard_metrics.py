@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Checks that every metric a Grafana dashboard queries is one the binaries export, under that name.
+"""Checks that every query of a Grafana dashboard and of the documented alert rules finds a series
+in what the binaries export, so a panel or an alert on a fresh server shows 0, never "no data".
 
-    dashboard_metrics.py DASHBOARD.json SCRAPE.txt...
+    dashboard_metrics.py DASHBOARD.json [--alerts METRICS.md] SCRAPE.txt...
 
-SCRAPE.txt are /metrics bodies scraped from the running binaries (OpenMetrics or Prometheus text).
-Their families are parsed with the Prometheus client library; each family exports the sample
-names its type implies (a counter `x` as `x_total`, a histogram as `x_bucket`/`x_sum`/`x_count`),
-so a family registered but not yet incremented counts too. Each query of the dashboard (panel
-targets and template variables) must name at least one metric, and every metric it names must be
-exported. Prints what is missing and exits 1, else prints the metrics charted and exits 0.
+SCRAPE.txt are /metrics bodies scraped from the running binaries (OpenMetrics or Prometheus text),
+parsed with the Prometheus client library. Each query (panel targets, template variables, and the
+`expr:` lines of the YAML blocks in METRICS.md) must name at least one metric, and every selector
+it makes must match an exported sample: the metric name, and each label matcher with a literal
+value (`result="failed"`, `subject="network"`) on a label the sample carries. Matchers on labels
+the scrape does not carry (`namespace`, `pod`, added by Prometheus from the target) or with a
+Grafana variable (`=~"$ftpserver"`) are left to the target. Prints what is missing and exits 1,
+else prints the metrics queried and exits 0.
 """
 import json
 import re
@@ -31,15 +34,53 @@ IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 
 
 def exported(paths):
-    names = set()
+    """Sample name -> list of label dicts, one per exported sample."""
+    samples = {}
     for path in paths:
         text = open(path).read()
         parse = openmetrics.text_string_to_metric_families if "# EOF" in text else prometheus.text_string_to_metric_families
         for family in parse(text):
-            for suffix in SAMPLE_SUFFIXES.get(family.type, [""]):
-                names.add(family.name + suffix)
-            names.update(sample.name for sample in family.samples)
-    return names
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append(dict(sample.labels))
+    return samples
+
+
+def alert_queries(path):
+    """(where, PromQL) for each `expr:` of the YAML blocks in a Markdown file."""
+    for number, line in enumerate(open(path), 1):
+        m = re.match(r"\s*expr:\s*(.+?)\s*$", line)
+        if m:
+            yield f"{path}:{number}", m.group(1).strip("'\"")
+
+
+SELECTOR = re.compile(r"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}")
+MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def unmatched(expr, samples):
+    """Selectors of `expr` whose literal label matchers no exported sample satisfies."""
+    problems = []
+    for name, body in SELECTOR.findall(expr):
+        if name not in samples:
+            continue  # reported as not exported
+        wanted = [(label, op, value) for label, op, value in MATCHER.findall(body) if "$" not in value]
+        def fits(labels):
+            for label, op, value in wanted:
+                if label not in labels:
+                    if op in ("=", "=~") and not any(label in other for other in samples[name]):
+                        continue  # a target label Prometheus adds
+                    if op in ("=", "=~"):
+                        return False
+                    continue
+                have = labels[label]
+                if op == "=" and have != value or op == "!=" and have == value:
+                    return False
+                if op == "=~" and not re.fullmatch(value, have) or op == "!~" and re.fullmatch(value, have):
+                    return False
+            return True
+        if not any(fits(labels) for labels in samples[name]):
+            problems.append(f"{name}{{{body}}} matches no exported series")
+    return problems
 
 
 def queries(dashboard):
@@ -82,12 +123,24 @@ def metric_names(expr):
 
 
 def main():
-    if len(sys.argv) < 3:
-        sys.exit("usage: dashboard_metrics.py DASHBOARD.json SCRAPE.txt...")
-    dashboard = json.load(open(sys.argv[1]))
-    have = exported(sys.argv[2:])
+    args = sys.argv[1:]
+    alerts = None
+    if "--alerts" in args:
+        at = args.index("--alerts")
+        alerts = args[at + 1]
+        del args[at:at + 2]
+    if len(args) < 2:
+        sys.exit("usage: dashboard_metrics.py DASHBOARD.json [--alerts METRICS.md] SCRAPE.txt...")
+    dashboard = json.load(open(args[0]))
+    have = exported(args[1:])
+    every = list(queries(dashboard))
     problems, charted = [], set()
-    for where, expr in queries(dashboard):
+    if alerts:
+        found = list(alert_queries(alerts))
+        if not found:
+            problems.append(f"{alerts} has no alert rule (expr:)")
+        every += found
+    for where, expr in every:
         names = metric_names(expr)
         if not names:
             problems.append(f"{where}: queries no metric: {expr}")
@@ -95,6 +148,7 @@ def main():
             charted.add(name)
             if name not in have:
                 problems.append(f"{where}: {name} is not exported by the binaries ({expr})")
+        problems += [f"{where}: {problem} ({expr})" for problem in unmatched(expr, have)]
     if not charted:
         problems.append("the dashboard queries nothing")
     if problems:
