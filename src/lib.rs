@@ -9,5 +9,5 @@ pub mod ftp;
 pub mod keepalive;
 pub mod lb;
 pub mod leader;
-pub mod node;
-pub mod node_tuning;
+
+pub mod node_tuner;

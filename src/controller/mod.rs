@@ -8,7 +8,7 @@ pub mod health;
 pub mod http;
 pub mod image_rollout;
 pub mod metrics;
-pub mod node_tuner;
+pub mod node_keepalive;
 pub mod observe;
 pub mod ownership;
 pub mod probe;
@@ -44,11 +44,11 @@ use tracing::{info, warn};
 
 use crate::api::FtpServer;
 use crate::keepalive::needs_node_sysctls;
+use crate::node_tuner::demand::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use apply::{Applied, ApplyError, apply, delete, orphan};
 use build::{MANAGED_SELECTOR, MANAGER};
 use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
-use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_for_selection, observe, observe_children, secret_name_only};
 use probe::results::ProbeObservation;
 use probe::{AccountState, ProbeSettings, Prober};
@@ -445,7 +445,7 @@ async fn run_scope(
 fn taints_predicate(node: &Node) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
-    for taint in crate::node::selection::NodeView::taints(node) {
+    for taint in crate::node_tuner::selection::NodeView::taints(node) {
         (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
     }
     Some(hasher.finish())
@@ -543,7 +543,7 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
             |event| async move {
                 match event {
                     FinalizerEvent::Apply(server) => apply_server(&server, ctx).await,
-                    FinalizerEvent::Cleanup(server) => node_tuner::cleanup(&server, ctx)
+                    FinalizerEvent::Cleanup(server) => node_keepalive::cleanup(&server, ctx)
                         .await
                         .map(|()| Action::await_change()),
                 }
@@ -570,7 +570,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     };
     let result = match read {
         Err(error) => Err(error),
-        Ok(()) => match node_tuner::opt_in(server, ctx.settings.node_tuning)
+        Ok(()) => match node_keepalive::opt_in(server, ctx.settings.node_tuning)
             .map_or_else(|| validate::validate(server, &observed), Err)
         {
             Err(invalid) => Ok(Outcome::Stalled(invalid)),
@@ -962,7 +962,7 @@ async fn apply_children(
         passive_ports: valid.passive.to_string(),
         workload_changed: applied_set != Applied::Unchanged,
         keepalive: valid.keepalive_in_force,
-        node_keepalive: node_tuner::node_keepalive(server, ctx),
+        node_keepalive: node_keepalive::node_keepalive(server, ctx),
     })
 }
 

@@ -225,7 +225,7 @@ fn secret_keys(secret: &Secret) -> Vec<String> {
 pub fn node_for_selection(node: &mut Node) {
     node.metadata.managed_fields = None;
     if let Some(annotations) = &mut node.metadata.annotations {
-        annotations.retain(|key, _| crate::node::report::is_report_annotation(key));
+        annotations.retain(|key, _| crate::node_tuner::report::is_report_annotation(key));
     }
     node.status = None;
     let taints = node.spec.take().and_then(|spec| spec.taints);

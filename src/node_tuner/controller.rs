@@ -19,11 +19,11 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
+use super::demand::tuner_needed;
 use crate::api::FtpServer;
 use crate::controller::apply::{Applied, ApplyError, apply};
 use crate::controller::backoff_delay;
 use crate::controller::metrics::Metrics;
-use crate::controller::node_tuner::tuner_needed;
 
 use super::daemon_set::{NODE_TUNER_NAME, TunerInputs, desired_node_tuner_daemon_set};
 use super::{NODE_TUNING_CONFIG_MAP, TOLERATIONS_KEY};
