@@ -9,9 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ftp_operator::api::FtpServer;
 use ftp_operator::controller::budgets::{self, ClusterBudgets, NodePortRange};
-use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
-use ftp_operator::leader::{Elector, FenceLayer, Timings};
+use ftp_operator::controller::probe::ProbeMetrics;
+use ftp_operator::controller::{self, Settings, metrics::Metrics};
 use ftp_operator::node_tuner;
+use ftp_operator::process::http;
+use ftp_operator::process::leader::{Elector, FenceLayer, Timings};
+use ftp_operator::process::watch_refusals::WatchRefusals;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -260,17 +263,20 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let refusals = metrics.watch_refusals.clone();
+    let probe_metrics = ProbeMetrics::default();
+    probe_metrics.register(registry.sub_registry_with_prefix("ftp_operator"));
+    let refusals = WatchRefusals::default();
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let router = http::router(Arc::new(registry), refusals.clone());
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, http::router(Arc::new(registry), refusals)).await {
+        if let Err(err) = axum::serve(listener, router).await {
             error!(%err, "metrics server stopped");
         }
     });
 
     // The elector's own client writes the Lease; the controller's refuses every write unless
-    // the lease was renewed recently enough (see ftp_operator::leader).
+    // the lease was renewed recently enough (see ftp_operator::process::leader).
     let config = kube::Config::infer().await?;
     let lease_client = kube::Client::try_from(config.clone())?;
     let mut elector = Elector::new(
@@ -326,10 +332,14 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     // The node tuner's controller beside the FtpServer one, in the same process and lease; the
     // task ends when either stops.
     let tuning = tuning.map(|tuning| {
-        node_tuner::controller::run(client.clone(), tuning, metrics.clone(), stopped.clone())
+        let tuning_metrics = node_tuner::controller::TuningMetrics {
+            api_writes: metrics.api_writes.clone(),
+            reconcile_errors: metrics.reconcile_errors.clone(),
+        };
+        node_tuner::controller::run(client.clone(), tuning, tuning_metrics, stopped.clone())
     });
     let mut controller = tokio::spawn(async move {
-        let servers = controller::run(client, settings, metrics, stopped);
+        let servers = controller::run(client, settings, metrics, probe_metrics, refusals, stopped);
         match tuning {
             Some(tuning) => {
                 futures::join!(servers, tuning);

@@ -11,8 +11,8 @@ use crate::api::{FtpServer, NodeKeepaliveStatus};
 use crate::keepalive::needs_node_sysctls;
 use crate::node_tuner::report::{still_tuned_for, summarise};
 
-use super::validate::Invalid;
 use super::{Context, Error};
+use crate::process::errors::Invalid;
 
 /// The Stalled reason of node sysctls asked for on an install without node tuning.
 pub const NODE_TUNING_DISABLED: &str = "NodeTuningDisabled";

@@ -17,10 +17,10 @@ use kube::{Client, ResourceExt};
 
 use crate::api::FtpServer;
 
-use super::apply::ApplyError;
 use super::build::{config_map_name, control_service_name, selector_labels, workload_name};
 use super::health::WorkloadSummary;
 use super::probe::results::ProbeObservation;
+use crate::process::errors::ApplyError;
 
 /// The caches the controller's watches fill.
 #[derive(Clone)]

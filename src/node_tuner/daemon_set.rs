@@ -33,8 +33,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use crate::controller::build::MANAGER;
 use crate::node_tuner::selection::{LINUX, OS_LABEL, VIRTUAL_NODE_LABELS};
+use crate::process::MANAGER;
 
 /// The DaemonSet's name and its pods' ServiceAccount (which the Helm chart creates).
 pub const NODE_TUNER_NAME: &str = "ftp-operator-node-tuner";
