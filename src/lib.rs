@@ -8,6 +8,6 @@ pub mod controller;
 pub mod ftp;
 pub mod keepalive;
 pub mod lb;
-pub mod leader;
-pub mod node;
-pub mod node_tuning;
+
+pub mod node_tuner;
+pub mod process;

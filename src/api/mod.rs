@@ -4,6 +4,8 @@
 //! the apiserver, so a bad manifest is refused at `kubectl apply` with a message saying what to
 //! change. Provider-specific limits live in [`crate::lb`] and surface as `Stalled` conditions.
 
+pub mod conditions;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{

@@ -9,10 +9,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use ftp_operator::api::FtpServer;
 use ftp_operator::controller::budgets::{self, ClusterBudgets, NodePortRange};
-use ftp_operator::controller::{self, Settings, http, metrics::Metrics};
-use ftp_operator::leader::{Elector, FenceLayer, Timings};
-use ftp_operator::node;
-use ftp_operator::node_tuning;
+use ftp_operator::controller::probe::ProbeMetrics;
+use ftp_operator::controller::{self, Settings, metrics::Metrics};
+use ftp_operator::node_tuner;
+use ftp_operator::process::http;
+use ftp_operator::process::leader::{Elector, FenceLayer, Timings};
+use ftp_operator::process::watch_refusals::WatchRefusals;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -67,14 +69,14 @@ struct NodeTunerRunArgs {
     /// The Node this agent runs on (the DaemonSet passes spec.nodeName).
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
-    #[arg(long, default_value = node::DEFAULT_SYSCTL_ROOT)]
+    #[arg(long, default_value = node_tuner::DEFAULT_SYSCTL_ROOT)]
     sysctl_root: PathBuf,
     /// Seconds between checks for reboots and hand changes.
     #[arg(long, default_value_t = 30)]
     resync_seconds: u64,
     /// The install this agent belongs to (the DaemonSet passes its owner's uid); an uninstall
     /// naming it on the Node makes the agent restore the node.
-    #[arg(long, env = node_tuning::daemon_set::INSTALL_UID_ENV)]
+    #[arg(long, env = node_tuner::daemon_set::INSTALL_UID_ENV)]
     install_uid: Option<String>,
 }
 
@@ -91,7 +93,7 @@ struct NodeTunerApplyArgs {
     probes: u32,
     #[arg(long)]
     state_file: PathBuf,
-    #[arg(long, default_value = node::DEFAULT_SYSCTL_ROOT)]
+    #[arg(long, default_value = node_tuner::DEFAULT_SYSCTL_ROOT)]
     sysctl_root: PathBuf,
 }
 
@@ -99,7 +101,7 @@ struct NodeTunerApplyArgs {
 struct NodeTunerRestoreArgs {
     #[arg(long)]
     state_file: PathBuf,
-    #[arg(long, default_value = node::DEFAULT_SYSCTL_ROOT)]
+    #[arg(long, default_value = node_tuner::DEFAULT_SYSCTL_ROOT)]
     sysctl_root: PathBuf,
 }
 
@@ -184,42 +186,42 @@ async fn main() -> anyhow::Result<()> {
 async fn run_node_tuner(command: NodeTunerCommand) -> anyhow::Result<()> {
     match command {
         NodeTunerCommand::Apply(args) => {
-            let values = node::KeepaliveSysctls {
+            let values = node_tuner::KeepaliveSysctls {
                 time: args.idle,
                 intvl: args.interval,
                 probes: args.probes,
             };
-            let root = node::SysctlRoot::new(args.sysctl_root);
-            node::oneshot::apply(&root, &args.state_file, values)?;
+            let root = node_tuner::SysctlRoot::new(args.sysctl_root);
+            node_tuner::oneshot::apply(&root, &args.state_file, values)?;
             println!("{values}");
             Ok(())
         }
         NodeTunerCommand::Restore(args) => {
-            let root = node::SysctlRoot::new(args.sysctl_root);
-            node::oneshot::restore(&root, &args.state_file)?;
+            let root = node_tuner::SysctlRoot::new(args.sysctl_root);
+            node_tuner::oneshot::restore(&root, &args.state_file)?;
             println!("{}", root.read()?);
             Ok(())
         }
         NodeTunerCommand::Run(args) => {
             init_logging();
-            let settings = node::agent::AgentSettings {
+            let settings = node_tuner::agent::AgentSettings {
                 node_name: args.node_name,
-                sysctl_root: node::SysctlRoot::new(args.sysctl_root),
+                sysctl_root: node_tuner::SysctlRoot::new(args.sysctl_root),
                 resync: Duration::from_secs(args.resync_seconds.max(1)),
                 install_uid: args.install_uid.filter(|uid| !uid.is_empty()),
             };
             let client = kube::Client::try_default().await?;
-            node::agent::run(client, settings, shutdown_signal()).await
+            node_tuner::agent::run(client, settings, shutdown_signal()).await
         }
         NodeTunerCommand::Uninstall(args) => {
             init_logging();
             let client = kube::Client::try_default().await?;
-            let settings = node_tuning::uninstall::UninstallSettings {
+            let settings = node_tuner::uninstall::UninstallSettings {
                 namespace: args.namespace,
                 operator_deployment: args.operator_deployment,
                 timeout: Duration::from_secs(args.timeout_seconds),
             };
-            node_tuning::uninstall::run(client, settings).await
+            node_tuner::uninstall::run(client, settings).await
         }
     }
 }
@@ -261,17 +263,20 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let refusals = metrics.watch_refusals.clone();
+    let probe_metrics = ProbeMetrics::default();
+    probe_metrics.register(registry.sub_registry_with_prefix("ftp_operator"));
+    let refusals = WatchRefusals::default();
     let listener = tokio::net::TcpListener::bind(args.metrics_listen).await?;
     info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let router = http::router(Arc::new(registry), refusals.clone());
     tokio::spawn(async move {
-        if let Err(err) = axum::serve(listener, http::router(Arc::new(registry), refusals)).await {
+        if let Err(err) = axum::serve(listener, router).await {
             error!(%err, "metrics server stopped");
         }
     });
 
     // The elector's own client writes the Lease; the controller's refuses every write unless
-    // the lease was renewed recently enough (see ftp_operator::leader).
+    // the lease was renewed recently enough (see ftp_operator::process::leader).
     let config = kube::Config::infer().await?;
     let lease_client = kube::Client::try_from(config.clone())?;
     let mut elector = Elector::new(
@@ -293,7 +298,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 
     let tuning = args
         .node_tuning
-        .then(|| node_tuning::controller::TuningSettings {
+        .then(|| node_tuner::controller::TuningSettings {
             namespace: args.leader_election_namespace.clone(),
             image: args
                 .node_tuner_image
@@ -327,10 +332,14 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     // The node tuner's controller beside the FtpServer one, in the same process and lease; the
     // task ends when either stops.
     let tuning = tuning.map(|tuning| {
-        node_tuning::controller::run(client.clone(), tuning, metrics.clone(), stopped.clone())
+        let tuning_metrics = node_tuner::controller::TuningMetrics {
+            api_writes: metrics.api_writes.clone(),
+            reconcile_errors: metrics.reconcile_errors.clone(),
+        };
+        node_tuner::controller::run(client.clone(), tuning, tuning_metrics, stopped.clone())
     });
     let mut controller = tokio::spawn(async move {
-        let servers = controller::run(client, settings, metrics, stopped);
+        let servers = controller::run(client, settings, metrics, probe_metrics, refusals, stopped);
         match tuning {
             Some(tuning) => {
                 futures::join!(servers, tuning);

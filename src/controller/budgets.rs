@@ -30,8 +30,8 @@ use kube::api::{Api, ListParams};
 
 use crate::api::{FtpServerSpec, Provider};
 
-use super::apply::ApplyError;
-use super::validate::Invalid;
+use crate::process::errors::ApplyError;
+use crate::process::errors::Invalid;
 
 /// The Stalled reason when the cluster's NodePort range cannot hold this server's ports.
 pub const NODE_PORTS_EXHAUSTED: &str = "NodePortsExhausted";

@@ -1,4 +1,4 @@
-//! Prometheus metrics the controller serves on `/metrics`.
+//! The FtpServer controller's Prometheus metrics (served on `/metrics` beside the probe's).
 
 use std::sync::{Arc, Mutex};
 
@@ -14,13 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::api::FtpServer;
-
-use super::probe::ProbeMetrics;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: String,
-}
+use crate::process::api_writes::ApiWrites;
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -28,14 +22,9 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     pub reconcile_duration: Histogram,
     /// Writes (applies, status patches) per kind: a quiet cluster should see none.
-    pub api_writes: Family<KindLabel, Counter>,
+    pub api_writes: ApiWrites,
     /// Each FtpServer's conditions, read from the controller's cache at every scrape.
     pub server_conditions: ServerConditions,
-    /// The reachability probe's sessions and rounds.
-    pub probe: ProbeMetrics,
-    /// Watches the apiserver refuses; FtpServers report them, `/readyz` fails on the
-    /// FtpServer watch's.
-    pub watch_refusals: super::watch_refusals::WatchRefusals,
 }
 
 impl Default for Metrics {
@@ -44,10 +33,8 @@ impl Default for Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Counter::default(),
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
-            api_writes: Family::default(),
+            api_writes: ApiWrites::default(),
             server_conditions: ServerConditions::default(),
-            probe: ProbeMetrics::default(),
-            watch_refusals: Default::default(),
         }
     }
 }
@@ -73,18 +60,13 @@ impl Metrics {
         registry.register(
             "api_writes",
             "Writes to the Kubernetes API by kind",
-            self.api_writes.clone(),
+            self.api_writes.0.clone(),
         );
         registry.register_collector(Box::new(self.server_conditions.clone()));
-        self.probe.register(registry);
     }
 
     pub fn api_write(&self, kind: &str) {
-        self.api_writes
-            .get_or_create(&KindLabel {
-                kind: kind.to_owned(),
-            })
-            .inc();
+        self.api_writes.record(kind);
     }
 }
 

@@ -1,21 +1,18 @@
 //! The FtpServer controller. One reconcile, one direction:
 //! [`observe`] → [`validate`] → [`build`] → [`apply`] → [`status`].
 
-pub mod apply;
 pub mod budgets;
 pub mod build;
 pub mod health;
-pub mod http;
 pub mod image_rollout;
 pub mod metrics;
-pub mod node_tuner;
+pub mod node_keepalive;
 pub mod observe;
 pub mod ownership;
 pub mod probe;
 pub mod served;
 pub mod status;
 pub mod validate;
-pub mod watch_refusals;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,17 +40,21 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::api::FtpServer;
+use crate::api::conditions::{READY, STALLED};
 use crate::keepalive::needs_node_sysctls;
-use apply::{Applied, ApplyError, apply, delete, orphan};
-use build::{MANAGED_SELECTOR, MANAGER};
+use crate::node_tuner::demand::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
+use crate::process::MANAGER;
+use crate::process::apply::{Applied, apply, delete, orphan};
+use crate::process::backoff::backoff_delay;
+use crate::process::errors::{ApplyError, Invalid};
+use crate::process::watch_refusals::{self, WatchRefusals};
+use build::MANAGED_SELECTOR;
 use image_rollout::ImageRolloutGate;
 use metrics::Metrics;
-use node_tuner::{NODE_KEEPALIVE_FINALIZER, has_finalizer, keeps_tuner};
 use observe::{Stores, node_for_selection, observe, observe_children, secret_name_only};
 use probe::results::ProbeObservation;
-use probe::{AccountState, ProbeSettings, Prober};
-use status::{Outcome, STALLED, desired_status};
-use validate::Invalid;
+use probe::{AccountState, ProbeMetrics, ProbeSettings, Prober};
+use status::{Outcome, desired_status};
 
 /// What the controller is told at start.
 #[derive(Debug, Clone)]
@@ -99,6 +100,7 @@ struct Context {
     stores: Stores,
     settings: Settings,
     metrics: Metrics,
+    refusals: WatchRefusals,
     recorder: Recorder,
     reporter: Reporter,
     /// Consecutive failures per FtpServer, for exponential backoff.
@@ -121,6 +123,8 @@ pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Metrics,
+    probe_metrics: ProbeMetrics,
+    refusals: WatchRefusals,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
@@ -149,6 +153,8 @@ pub async fn run(
                     namespace,
                     metrics.clone(),
                     Shared {
+                        probe_metrics: probe_metrics.clone(),
+                        refusals: refusals.clone(),
                         image_gate: image_gate.clone(),
                         stateful_sets: stateful_sets.clone(),
                         stateful_set_writer,
@@ -161,6 +167,8 @@ pub async fn run(
 
 /// What the namespaces' controllers share, and this one's StatefulSet cache writer.
 struct Shared {
+    probe_metrics: ProbeMetrics,
+    refusals: WatchRefusals,
     image_gate: Arc<ImageRolloutGate>,
     stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
     stateful_set_writer: reflector::store::Writer<StatefulSet>,
@@ -188,7 +196,8 @@ async fn run_scope(
     let managed = watcher::Config::default().labels(MANAGED_SELECTOR);
 
     let (config_maps, writer) = reflector::store();
-    let track = |resource| (metrics.watch_refusals.clone(), resource, namespace.clone());
+    let refusals = shared.refusals;
+    let track = |resource| (refusals.clone(), resource, namespace.clone());
     let (refusals, resource, scope) = track("configmaps");
     let config_map_events = refusals
         .track(
@@ -298,8 +307,7 @@ async fn run_scope(
     // watched (a namespaced install reads nothing cluster-scoped).
     let (nodes, writer) = reflector::store();
     let node_events = if settings.node_tuning {
-        metrics
-            .watch_refusals
+        refusals
             .track(
                 "nodes",
                 None,
@@ -337,8 +345,7 @@ async fn run_scope(
     };
     // A malformed FtpServer becomes an error for that object alone, never for the watch.
     let (servers, writer) = reflector::store();
-    let server_events = metrics
-        .watch_refusals
+    let server_events = refusals
         .track(
             watch_refusals::FTP_SERVERS,
             namespace.clone(),
@@ -352,7 +359,7 @@ async fn run_scope(
         .applied_objects();
     let controller = Controller::for_stream(server_events, servers.clone());
     metrics.server_conditions.watch(servers.clone());
-    let prober = Arc::new(Prober::new(settings.probe, metrics.probe.clone()));
+    let prober = Arc::new(Prober::new(settings.probe, shared.probe_metrics));
     // The probe wakes a server's reconcile only when what it found changed.
     let (probe_wake, probe_woken) = futures::channel::mpsc::unbounded();
     let probe_task = Arc::clone(&prober).run(servers.clone(), stores.pods.clone(), probe_wake);
@@ -363,6 +370,7 @@ async fn run_scope(
         stores,
         settings,
         metrics,
+        refusals,
         failures: Mutex::default(),
         image_gate: shared.image_gate,
         stateful_sets: shared.stateful_sets,
@@ -445,7 +453,7 @@ async fn run_scope(
 fn taints_predicate(node: &Node) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut hasher = DefaultHasher::new();
-    for taint in crate::node::selection::NodeView::taints(node) {
+    for taint in crate::node_tuner::selection::NodeView::taints(node) {
         (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
     }
     Some(hasher.finish())
@@ -477,8 +485,7 @@ async fn reconcile(
     // A refused watch leaves its cache empty or stale: say so rather than wait for it.
     if let Ok(server) = &guard.0
         && let Some(refused) = ctx
-            .metrics
-            .watch_refusals
+            .refusals
             .blocking(&server.namespace().unwrap_or_default())
     {
         report_stalled(server, refused, &ctx).await?;
@@ -543,7 +550,7 @@ async fn reconcile_server(server: &FtpServer, ctx: &Context) -> Result<Action, E
             |event| async move {
                 match event {
                     FinalizerEvent::Apply(server) => apply_server(&server, ctx).await,
-                    FinalizerEvent::Cleanup(server) => node_tuner::cleanup(&server, ctx)
+                    FinalizerEvent::Cleanup(server) => node_keepalive::cleanup(&server, ctx)
                         .await
                         .map(|()| Action::await_change()),
                 }
@@ -570,7 +577,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     };
     let result = match read {
         Err(error) => Err(error),
-        Ok(()) => match node_tuner::opt_in(server, ctx.settings.node_tuning)
+        Ok(()) => match node_keepalive::opt_in(server, ctx.settings.node_tuning)
             .map_or_else(|| validate::validate(server, &observed), Err)
         {
             Err(invalid) => Ok(Outcome::Stalled(invalid)),
@@ -765,7 +772,7 @@ async fn apply_children(
         AccountState::Off
     } else {
         ctx.prober
-            .account(server, &ctx.client, &ctx.metrics)
+            .account(server, &ctx.client, &ctx.metrics.api_writes)
             .await?
     };
     let probe_user = match account {
@@ -793,7 +800,7 @@ async fn apply_children(
     let disruption_budget = build::desired_disruption_budget(server);
 
     let client = &ctx.client;
-    let metrics = &ctx.metrics;
+    let metrics = &ctx.metrics.api_writes;
     let config_map_api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
     let service_api: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let set_api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
@@ -962,7 +969,7 @@ async fn apply_children(
         passive_ports: valid.passive.to_string(),
         workload_changed: applied_set != Applied::Unchanged,
         keepalive: valid.keepalive_in_force,
-        node_keepalive: node_tuner::node_keepalive(server, ctx),
+        node_keepalive: node_keepalive::node_keepalive(server, ctx),
     })
 }
 
@@ -1004,7 +1011,7 @@ async fn publish_events(
                 .map(|c| (c.reason.clone(), c.message.clone()))
         };
         match outcome {
-            Outcome::Failed(_) => find(status::READY, "False"),
+            Outcome::Failed(_) => find(READY, "False"),
             _ => find(STALLED, "True"),
         }
     };
@@ -1027,7 +1034,7 @@ async fn publish_events(
     let ready = |s: &crate::api::FtpServerStatus| {
         s.conditions
             .iter()
-            .any(|c| c.type_ == status::READY && c.status == "True")
+            .any(|c| c.type_ == READY && c.status == "True")
     };
     if ready(status) && !ready(previous) {
         events.push(Event {
@@ -1079,22 +1086,9 @@ fn error_policy(
     Action::requeue(delay)
 }
 
-pub fn backoff_delay(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(9)).min(Duration::from_secs(300))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_five_minutes() {
-        let delays: Vec<u64> = (0..12).map(|n| backoff_delay(n).as_secs()).collect();
-        assert_eq!(
-            delays,
-            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]
-        );
-    }
 
     #[test]
     fn secrets_are_mapped_to_the_servers_that_name_them() {

@@ -17,10 +17,10 @@ use kube::{Client, ResourceExt};
 
 use crate::api::FtpServer;
 
-use super::apply::ApplyError;
 use super::build::{config_map_name, control_service_name, selector_labels, workload_name};
 use super::health::WorkloadSummary;
 use super::probe::results::ProbeObservation;
+use crate::process::errors::ApplyError;
 
 /// The caches the controller's watches fill.
 #[derive(Clone)]
@@ -225,7 +225,7 @@ fn secret_keys(secret: &Secret) -> Vec<String> {
 pub fn node_for_selection(node: &mut Node) {
     node.metadata.managed_fields = None;
     if let Some(annotations) = &mut node.metadata.annotations {
-        annotations.retain(|key, _| crate::node::report::is_report_annotation(key));
+        annotations.retain(|key, _| crate::node_tuner::report::is_report_annotation(key));
     }
     node.status = None;
     let taints = node.spec.take().and_then(|spec| spec.taints);

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use crate::api::FtpServer;
 
-use super::apply::ApplyError;
-use super::validate::Invalid;
+use crate::process::errors::ApplyError;
+use crate::process::errors::Invalid;
 
 /// The Stalled reason for a child name held by someone else.
 pub const NAME_TAKEN: &str = "NameTaken";

@@ -29,7 +29,8 @@ use crate::ftp::config::CONFIG_FILE_NAME;
 use crate::ftp::metrics::config_digest;
 
 use super::build::selector_labels;
-use super::status::{READY, RECONCILING, condition};
+use super::status::condition;
+use crate::api::conditions::{READY, RECONCILING};
 
 /// What a pod's mounted files should hold: `<config digest>[ users=<rv>][ tls=<rv>]`.
 pub const MOUNTED_INPUTS_ANNOTATION: &str = "ftpoperator.dev/mounted-inputs";

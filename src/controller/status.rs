@@ -9,18 +9,14 @@ use kube::ResourceExt;
 use crate::api::{FtpServer, FtpServerStatus, NodeKeepaliveStatus};
 use crate::keepalive::KeepaliveInForce;
 
-use super::apply::ApplyError;
 use super::build::selector_labels;
 use super::health::{WorkloadSummary, workload_problem};
 use super::observe::Observed;
-use super::probe::results::{PASSIVE_REACHABLE, passive_reachable};
-use super::validate::Invalid;
-
-pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
-pub const STALLED: &str = "Stalled";
-pub const LOAD_BALANCER_READY: &str = "LoadBalancerReady";
-pub const KEEPALIVE_CONFIGURED: &str = "KeepaliveConfigured";
+use super::probe::results::passive_reachable;
+use crate::api::conditions::{
+    KEEPALIVE_CONFIGURED, LOAD_BALANCER_READY, PASSIVE_REACHABLE, READY, RECONCILING, STALLED,
+};
+use crate::process::errors::{ApplyError, Invalid};
 
 /// What one reconcile did.
 #[derive(Debug, Clone)]

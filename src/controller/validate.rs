@@ -9,8 +9,11 @@ use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, 
 use crate::keepalive::{self, KeepaliveInForce};
 use crate::lb::{self, AddressSharing, ReplicaRouting};
 
-use super::build::USERS_KEY;
 use super::observe::{ClaimState, Observed, SecretState};
+use crate::process::errors::Invalid;
+
+/// The key of the users Secret: one line `name:PHC-hash[:ro|rw]` per user.
+pub const USERS_KEY: &str = "users";
 
 /// How the Services (or EndpointSlices) route the control port and the passive slices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,23 +37,6 @@ pub struct Validated {
     /// Ports per replica; None: the whole range (one replica).
     pub per_replica: Option<u16>,
     pub routing: Routing,
-}
-
-/// Why an FtpServer cannot be applied: a `Stalled` condition's reason and message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Invalid {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl Invalid {
-    fn spec(message: impl Into<String>) -> Self {
-        Invalid {
-            reason: "InvalidSpec",
-            message: message.into(),
-        }
-    }
 }
 
 pub fn validate(server: &FtpServer, observed: &Observed) -> Result<Validated, Invalid> {

@@ -10,7 +10,7 @@ mod leader;
 mod metrics;
 mod namespaced;
 mod node_keepalive;
-mod node_tuning;
+mod node_tuner;
 mod permissions;
 mod replicas;
 mod status;

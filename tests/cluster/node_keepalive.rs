@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::harness::{ControllerProcess, client, install_crd};
 use super::harness::{TestNamespace, kubeconfig_path, wait_for};
-use super::node_tuning::create_tuning_config_map;
+use super::node_tuner::create_tuning_config_map;
 use super::{TIMEOUT, condition, rendered_config, setup};
 
 const TUNER_DAEMON_SET: &str = "ftp-operator-node-tuner";

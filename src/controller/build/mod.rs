@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
 use crate::api::FtpServer;
+use crate::process::MANAGER;
 
 pub use config_map::{config_map_name, desired_config_map, desired_server_config};
 pub use disruption_budget::desired_disruption_budget;
@@ -25,13 +26,10 @@ pub use workload::{
     desired_stateful_set, replica_pod_name, slices_in_use, updatable_in_place, workload_name,
 };
 
-/// The one field manager and event reporter this operator uses.
-pub const MANAGER: &str = "ftp-operator";
-
 /// Where the pod finds its files.
 pub const CONFIG_DIR: &str = "/etc/ftp-server";
 pub const USERS_DIR: &str = "/etc/ftp-users";
-pub const USERS_KEY: &str = "users";
+pub use super::validate::USERS_KEY;
 pub const TLS_DIR: &str = "/etc/ftp-tls";
 pub const DATA_DIR: &str = "/srv/ftp";
 

@@ -33,11 +33,13 @@ use prometheus_client::registry::Registry;
 
 use crate::api::FtpServer;
 
-use super::apply::{Applied, ApplyError, apply};
 use super::build::{INSTANCE_LABEL, POD_INDEX_LABEL, is_ready};
-use super::metrics::Metrics;
 use super::ownership::foreign_holder;
-use super::validate::{Invalid, validate_spec};
+use super::validate::validate_spec;
+use crate::process::api_writes::ApiWrites;
+use crate::process::apply::{Applied, apply};
+use crate::process::errors::ApplyError;
+use crate::process::errors::Invalid;
 use account::{ProbeAccount, desired_probe_secret, probe_secret_name};
 use results::{Passive, ProbeObservation, ReadyReplicas, ServerProbe, SessionReport, Slices, Step};
 use session::{SessionTarget, probe_session};
@@ -169,7 +171,7 @@ impl Prober {
         &self,
         server: &FtpServer,
         client: &Client,
-        metrics: &Metrics,
+        metrics: &ApiWrites,
     ) -> Result<AccountState, ApplyError> {
         if !self.enabled() {
             return Ok(AccountState::Off);
@@ -318,7 +320,7 @@ impl Prober {
         let ready_condition = status
             .conditions
             .iter()
-            .any(|c| c.type_ == super::status::READY && c.status == "True");
+            .any(|c| c.type_ == crate::api::conditions::READY && c.status == "True");
         if previous.is_none() && !ready_condition {
             return None;
         }

@@ -209,8 +209,6 @@ pub enum ProbeObservation {
     Probed(ServerProbe),
 }
 
-pub const PASSIVE_REACHABLE: &str = "PassiveReachable";
-
 /// The `PassiveReachable` condition: (status, reason, message). The message depends only on the
 /// result, so an unchanged result rewrites nothing.
 pub fn passive_reachable(

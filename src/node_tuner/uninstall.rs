@@ -25,9 +25,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::demand::NODE_KEEPALIVE_FINALIZER;
 use crate::api::FtpServer;
-use crate::controller::node_tuner::NODE_KEEPALIVE_FINALIZER;
-use crate::node::report::{RESTORE_ANNOTATION, original_of, report_of};
+use crate::node_tuner::report::{RESTORE_ANNOTATION, original_of, report_of};
 
 use super::NODE_TUNING_CONFIG_MAP;
 

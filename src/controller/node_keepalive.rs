@@ -1,7 +1,7 @@
 //! The FtpServer reconcile's side of node keepalive: servers that need node sysctls carry a
 //! finalizer, so their nodes are restored before they disappear; their status sums up the
 //! agents' Node reports; without node tuning installed, asking for node sysctls is Stalled.
-//! The tuner DaemonSet itself is the node tuning controller's ([`crate::node_tuning`]).
+//! The tuner DaemonSet itself is its own controller's ([`crate::node_tuner`]).
 
 use std::time::Duration;
 
@@ -9,49 +9,17 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::{FtpServer, NodeKeepaliveStatus};
 use crate::keepalive::needs_node_sysctls;
-use crate::node::report::{still_tuned_for, summarise};
+use crate::node_tuner::report::{still_tuned_for, summarise};
 
-use super::validate::Invalid;
 use super::{Context, Error};
+use crate::process::errors::Invalid;
 
 /// The Stalled reason of node sysctls asked for on an install without node tuning.
 pub const NODE_TUNING_DISABLED: &str = "NodeTuningDisabled";
 
-/// Held by FtpServers that need node sysctls until no node is tuned for them any more.
-pub const NODE_KEEPALIVE_FINALIZER: &str = "ftpoperator.dev/node-keepalive";
-
 /// How long a deleted FtpServer waits for the agents to drop it. After that the finalizer goes
 /// anyway; the originals stay on record on each Node, so a later agent still restores them.
 pub const RESTORE_GRACE: Duration = Duration::from_secs(120);
-
-pub fn has_finalizer(server: &FtpServer) -> bool {
-    server
-        .finalizers()
-        .iter()
-        .any(|f| f == NODE_KEEPALIVE_FINALIZER)
-}
-
-/// Whether this server keeps the tuner DaemonSet alive: it needs node sysctls, or it is being
-/// deleted and its finalizer still waits for the nodes to be restored.
-pub fn keeps_tuner(server: &FtpServer) -> bool {
-    if server.meta().deletion_timestamp.is_some() {
-        has_finalizer(server)
-    } else {
-        needs_node_sysctls(&server.spec)
-    }
-}
-
-/// Whether any server but `leaving` keeps the tuner DaemonSet alive.
-pub fn tuner_needed<'a>(
-    servers: impl IntoIterator<Item = &'a FtpServer>,
-    leaving: Option<&FtpServer>,
-) -> bool {
-    let leaving = leaving.map(|s| (s.namespace(), s.name_any()));
-    servers
-        .into_iter()
-        .filter(|s| Some((s.namespace(), s.name_any())) != leaving)
-        .any(keeps_tuner)
-}
 
 /// Node sysctls asked for on an install without node tuning: Stalled, saying how to turn it
 /// on. (A hostNetwork server without `keepalive.nodeSysctls` runs with the nodes' own values.)
@@ -109,6 +77,7 @@ pub(super) async fn cleanup(server: &FtpServer, ctx: &Context) -> Result<(), Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::node_tuner::demand::NODE_KEEPALIVE_FINALIZER;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn server(name: &str, spec: &str) -> FtpServer {
@@ -124,22 +93,6 @@ mod tests {
             server.metadata.finalizers = Some(vec![NODE_KEEPALIVE_FINALIZER.to_owned()]);
         }
         server
-    }
-
-    #[test]
-    fn the_daemon_set_lives_while_a_server_needs_node_sysctls() {
-        let plain = server("plain", "");
-        let tuned = server("tuned", ", keepalive: {nodeSysctls: true}");
-        let host = server("host", ", hostNetwork: true");
-        assert!(!tuner_needed([&plain], None));
-        assert!(tuner_needed([&plain, &tuned], None));
-        assert!(tuner_needed([&host], None));
-        // The last one leaving takes the DaemonSet with it.
-        assert!(!tuner_needed([&plain, &tuned], Some(&tuned)));
-        assert!(tuner_needed([&tuned, &host], Some(&tuned)));
-        // A deleted server keeps it only while its finalizer waits for the nodes.
-        assert!(tuner_needed([&deleting(tuned.clone(), true)], None));
-        assert!(!tuner_needed([&deleting(tuned, false)], None));
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn read_state(state_file: &Path) -> anyhow::Result<Option<KeepaliveSysctls>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::sysctl::tests::fake_root;
+    use crate::node_tuner::sysctl::tests::fake_root;
 
     const HOST: KeepaliveSysctls = KeepaliveSysctls {
         time: 600,

@@ -11,7 +11,7 @@ use futures::{Stream, StreamExt};
 use kube::runtime::watcher;
 use tracing::error;
 
-use super::validate::Invalid;
+use super::errors::Invalid;
 
 /// The Stalled reason for a refused watch.
 pub const PERMISSION_DENIED: &str = "PermissionDenied";

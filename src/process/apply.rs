@@ -13,8 +13,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::build::MANAGER;
-use super::metrics::Metrics;
+use super::api_writes::ApiWrites;
+use super::errors::ApplyError;
+
+/// The field manager of every apply, and the value of the children's `managed-by` label.
+pub const MANAGER: &str = "ftp-operator";
 
 /// Whether an apply changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,50 +27,12 @@ pub enum Applied {
     Updated,
 }
 
-/// An API call about one object failed; names it for status and Events.
-#[derive(Debug, thiserror::Error)]
-#[error("{verb} {kind} {name}: {source}")]
-pub struct ApplyError {
-    /// What the operator tried: "write" or "read".
-    pub verb: &'static str,
-    pub kind: String,
-    pub name: String,
-    #[source]
-    pub source: kube::Error,
-}
-
-impl ApplyError {
-    pub fn of<K: Resource<DynamicType = ()>>(name: &str, source: kube::Error) -> Self {
-        ApplyError {
-            verb: "write",
-            kind: K::kind(&()).into_owned(),
-            name: name.to_owned(),
-            source,
-        }
-    }
-
-    pub fn read<K: Resource<DynamicType = ()>>(name: &str, source: kube::Error) -> Self {
-        ApplyError {
-            verb: "read",
-            ..Self::of::<K>(name, source)
-        }
-    }
-
-    /// The apiserver's status code, when it answered.
-    pub fn code(&self) -> Option<u16> {
-        match &self.source {
-            kube::Error::Api(status) => Some(status.code),
-            _ => None,
-        }
-    }
-}
-
 /// Applies `desired` unless `cached` already holds it; returns what happened.
 pub async fn apply<K>(
     api: &Api<K>,
     desired: &K,
     cached: Option<&K>,
-    metrics: &Metrics,
+    writes: &ApiWrites,
 ) -> Result<Applied, ApplyError>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned + Clone + Debug,
@@ -80,7 +45,7 @@ where
     let params = PatchParams::apply(MANAGER).force();
     let name = desired.name_any();
     let result = api.patch(&name, &params, &Patch::Apply(desired)).await;
-    metrics.api_write(&K::kind(&()));
+    writes.record(&K::kind(&()));
     let result = result.map_err(|source| ApplyError::of::<K>(&name, source))?;
     let changed = cached.and_then(|c| c.resource_version()) != result.resource_version();
     Ok(match cached {
@@ -91,33 +56,33 @@ where
 }
 
 /// Deletes an object this owner no longer wants; one already gone is fine.
-pub async fn delete<K>(api: &Api<K>, name: &str, metrics: &Metrics) -> Result<(), ApplyError>
+pub async fn delete<K>(api: &Api<K>, name: &str, writes: &ApiWrites) -> Result<(), ApplyError>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
-    remove(api, name, &DeleteParams::background(), metrics).await
+    remove(api, name, &DeleteParams::background(), writes).await
 }
 
 /// Deletes an object but leaves its dependents (a StatefulSet's pods) to be adopted by the
 /// object that replaces it.
-pub async fn orphan<K>(api: &Api<K>, name: &str, metrics: &Metrics) -> Result<(), ApplyError>
+pub async fn orphan<K>(api: &Api<K>, name: &str, writes: &ApiWrites) -> Result<(), ApplyError>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
-    remove(api, name, &DeleteParams::orphan(), metrics).await
+    remove(api, name, &DeleteParams::orphan(), writes).await
 }
 
 async fn remove<K>(
     api: &Api<K>,
     name: &str,
     params: &DeleteParams,
-    metrics: &Metrics,
+    writes: &ApiWrites,
 ) -> Result<(), ApplyError>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
 {
     let result = api.delete(name, params).await;
-    metrics.api_write(&K::kind(&()));
+    writes.record(&K::kind(&()));
     match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),

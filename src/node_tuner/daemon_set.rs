@@ -2,7 +2,7 @@
 //! existing only while some FtpServer needs node sysctls.
 //!
 //! Where it runs: Linux nodes only (`kubernetes.io/os=linux`), never a virtual node (see
-//! [`crate::node::selection::tuner_may_run_on`]), and only on nodes whose taints it tolerates:
+//! [`crate::node_tuner::selection::tuner_may_run_on`]), and only on nodes whose taints it tolerates:
 //! no toleration but the ones the install gives (`nodeTuning.tolerations`), so control-plane
 //! and other dedicated nodes are left alone unless the administrator says otherwise.
 //!
@@ -33,8 +33,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
-use crate::controller::build::MANAGER;
-use crate::node::selection::{LINUX, OS_LABEL, VIRTUAL_NODE_LABELS};
+use crate::node_tuner::selection::{LINUX, OS_LABEL, VIRTUAL_NODE_LABELS};
+use crate::process::MANAGER;
 
 /// The DaemonSet's name and its pods' ServiceAccount (which the Helm chart creates).
 pub const NODE_TUNER_NAME: &str = "ftp-operator-node-tuner";

@@ -297,8 +297,8 @@ async fn pass(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::report::{APPLIED_ANNOTATION, ORIGINAL_ANNOTATION, RESTORE_ANNOTATION};
-    use crate::node::sysctl::tests::fake_root;
+    use crate::node_tuner::report::{APPLIED_ANNOTATION, ORIGINAL_ANNOTATION, RESTORE_ANNOTATION};
+    use crate::node_tuner::sysctl::tests::fake_root;
     use kube::ResourceExt;
 
     fn server(name: &str, idle: u32) -> FtpServer {

@@ -17,13 +17,15 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::counter::Counter;
 use tracing::{info, warn};
 
+use super::demand::tuner_needed;
 use crate::api::FtpServer;
-use crate::controller::apply::{Applied, ApplyError, apply};
-use crate::controller::backoff_delay;
-use crate::controller::metrics::Metrics;
-use crate::controller::node_tuner::tuner_needed;
+use crate::process::api_writes::ApiWrites;
+use crate::process::apply::{Applied, apply};
+use crate::process::backoff::backoff_delay;
+use crate::process::errors::ApplyError;
 
 use super::daemon_set::{NODE_TUNER_NAME, TunerInputs, desired_node_tuner_daemon_set};
 use super::{NODE_TUNING_CONFIG_MAP, TOLERATIONS_KEY};
@@ -49,10 +51,18 @@ pub enum Error {
     CachesNotReady,
 }
 
+/// The counters this controller adds to: the process's API writes, and failed reconciles
+/// (`ftp_operator_reconcile_errors`, shared with the FtpServer controller).
+#[derive(Clone, Debug, Default)]
+pub struct TuningMetrics {
+    pub api_writes: ApiWrites,
+    pub reconcile_errors: Counter,
+}
+
 struct Context {
     client: Client,
     settings: TuningSettings,
-    metrics: Metrics,
+    metrics: TuningMetrics,
     servers: Store<DeserializeGuard<FtpServer>>,
     daemon_sets: Store<DaemonSet>,
     failures: std::sync::Mutex<u32>,
@@ -62,7 +72,7 @@ struct Context {
 pub async fn run(
     client: Client,
     settings: TuningSettings,
-    metrics: Metrics,
+    metrics: TuningMetrics,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = settings.namespace.clone();
@@ -165,7 +175,7 @@ async fn reconcile(config: Arc<ConfigMap>, ctx: Arc<Context>) -> Result<Action, 
             tolerations: tolerations(&config).map_err(Error::Tolerations)?,
             owner: owner_of(&config),
         });
-        let applied = apply(&api, &desired, cached.as_deref(), &ctx.metrics).await?;
+        let applied = apply(&api, &desired, cached.as_deref(), &ctx.metrics.api_writes).await?;
         if applied != Applied::Unchanged {
             info!(%namespace, ?applied, "applied the node tuner DaemonSet");
         }
@@ -175,7 +185,7 @@ async fn reconcile(config: Arc<ConfigMap>, ctx: Arc<Context>) -> Result<Action, 
             .await
         {
             Ok(_) => {
-                ctx.metrics.api_write("DaemonSet");
+                ctx.metrics.api_writes.record("DaemonSet");
                 info!(%namespace, "deleted the node tuner DaemonSet: no FtpServer needs it");
             }
             Err(kube::Error::Api(err)) if err.code == 404 => {}
