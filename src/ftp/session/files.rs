@@ -21,6 +21,69 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 impl Session {
+    pub(super) async fn rmd(&mut self, path: &str) -> io::Result<()> {
+        let target = fs::resolve(&self.cwd, path);
+        let removed = target.clone();
+        let result = self.fs(move |root| root.remove_dir(&removed)).await;
+        self.audit_change("rmdir", &target, None, result.is_ok());
+        match result {
+            Ok(()) => {
+                self.reply(250, "Remove directory operation successful.")
+                    .await
+            }
+            Err(error) => {
+                self.fs_error(error, "Remove directory operation failed.")
+                    .await
+            }
+        }
+    }
+
+    pub(super) async fn dele(&mut self, path: &str) -> io::Result<()> {
+        let target = fs::resolve(&self.cwd, path);
+        let path = target.clone();
+        let removed = self
+            .fs(move |root| {
+                if root.is_dir(&path) {
+                    Err(io::ErrorKind::IsADirectory.into())
+                } else {
+                    root.remove_file(&path)
+                }
+            })
+            .await;
+        self.audit_change("delete", &target, None, removed.is_ok());
+        match removed {
+            Ok(()) => self.reply(250, "Delete operation successful.").await,
+            Err(error) => self.fs_error(error, "Delete operation failed.").await,
+        }
+    }
+
+    pub(super) async fn rnfr(&mut self, path: &str) -> io::Result<()> {
+        let source = fs::resolve(&self.cwd, path);
+        let stated = source.clone();
+        match self.fs(move |root| root.lstat(&stated)).await {
+            Ok(_) => {
+                self.rename_from = Some(source);
+                self.reply(350, "Ready for RNTO.").await
+            }
+            Err(error) => self.fs_error(error, "RNFR command failed.").await,
+        }
+    }
+
+    pub(super) async fn rnto(&mut self, path: &str) -> io::Result<()> {
+        let Some(source) = self.rename_from.take() else {
+            return self.reply(503, "Send RNFR first.").await;
+        };
+        let target = fs::resolve(&self.cwd, path);
+        let replace = self.permissions().may_replace();
+        let (from, to) = (source.clone(), target.clone());
+        let renamed = self.fs(move |root| root.rename(&from, &to, replace)).await;
+        self.audit_change("rename", &source, Some(&target), renamed.is_ok());
+        match renamed {
+            Ok(()) => self.reply(250, "Rename successful.").await,
+            Err(error) => self.fs_error(error, "Rename failed.").await,
+        }
+    }
+
     pub(super) async fn cwd(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
         let checked = target.clone();

@@ -12,7 +12,7 @@ use super::access::Permissions;
 use super::audit::{self, Actor};
 use super::command::{self, Command, TransferType};
 use super::control::{ControlConnection, Line};
-use super::fs::{self, Root};
+use super::fs::Root;
 use super::listing::ListKind;
 use super::passive::PassiveListener;
 use super::proxy;
@@ -334,65 +334,10 @@ impl Session {
             Command::Mlst(path) => self.mlst(path.as_deref()).await?,
             Command::Stat(path) => self.stat(path.as_deref()).await?,
             Command::Mkd(path) => self.mkd(&path).await?,
-            Command::Rmd(path) => {
-                let target = fs::resolve(&self.cwd, &path);
-                let removed = target.clone();
-                let result = self.fs(move |root| root.remove_dir(&removed)).await;
-                self.audit_change("rmdir", &target, None, result.is_ok());
-                match result {
-                    Ok(()) => {
-                        self.reply(250, "Remove directory operation successful.")
-                            .await?
-                    }
-                    Err(error) => {
-                        self.fs_error(error, "Remove directory operation failed.")
-                            .await?
-                    }
-                }
-            }
-            Command::Dele(path) => {
-                let target = fs::resolve(&self.cwd, &path);
-                let path = target.clone();
-                let removed = self
-                    .fs(move |root| {
-                        if root.is_dir(&path) {
-                            Err(io::ErrorKind::IsADirectory.into())
-                        } else {
-                            root.remove_file(&path)
-                        }
-                    })
-                    .await;
-                self.audit_change("delete", &target, None, removed.is_ok());
-                match removed {
-                    Ok(()) => self.reply(250, "Delete operation successful.").await?,
-                    Err(error) => self.fs_error(error, "Delete operation failed.").await?,
-                }
-            }
-            Command::Rnfr(path) => {
-                let source = fs::resolve(&self.cwd, &path);
-                let stated = source.clone();
-                match self.fs(move |root| root.lstat(&stated)).await {
-                    Ok(_) => {
-                        self.rename_from = Some(source);
-                        self.reply(350, "Ready for RNTO.").await?
-                    }
-                    Err(error) => self.fs_error(error, "RNFR command failed.").await?,
-                }
-            }
-            Command::Rnto(path) => match self.rename_from.take() {
-                None => self.reply(503, "Send RNFR first.").await?,
-                Some(source) => {
-                    let target = fs::resolve(&self.cwd, &path);
-                    let replace = self.permissions().may_replace();
-                    let (from, to) = (source.clone(), target.clone());
-                    let renamed = self.fs(move |root| root.rename(&from, &to, replace)).await;
-                    self.audit_change("rename", &source, Some(&target), renamed.is_ok());
-                    match renamed {
-                        Ok(()) => self.reply(250, "Rename successful.").await?,
-                        Err(error) => self.fs_error(error, "Rename failed.").await?,
-                    }
-                }
-            },
+            Command::Rmd(path) => self.rmd(&path).await?,
+            Command::Dele(path) => self.dele(&path).await?,
+            Command::Rnfr(path) => self.rnfr(&path).await?,
+            Command::Rnto(path) => self.rnto(&path).await?,
             Command::Retr(path) => return self.retr(&path, restart_offset).await,
             Command::Stor(path) => {
                 return self.store(StoreKind::Replace(path), restart_offset).await;
