@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Controller benchmark (issue 2, item 6) — a script, not a test:
+# Controller benchmark — a script, not a test:
 #   1. N FtpServers (default 200) applied at once -> seconds until all are Ready
 #      (Ready=True, observedGeneration == generation). The local cluster has no cloud
 #      load-balancer controller, so scripts/bench-helper.py plays it: it writes an ingress IP
@@ -7,8 +7,8 @@
 #   2. a quiet minute after: API writes by the controller (its /metrics counter, and the
 #      apiserver's view: resourceVersions, managedFields times, Events, apiserver_request_total)
 #   3. the controller's peak RSS (VmHWM) and CPU seconds, with SECRETS unrelated Secrets of
-#      SECRET_KIB each in the cluster before it starts (issue 11, item 2: its memory must follow
-#      the FtpServers, not the cluster), and what the apiserver sent for Secrets meanwhile
+#      SECRET_KIB each in the cluster before it starts (its memory must follow the FtpServers,
+#      not the cluster), and what the apiserver sent for Secrets meanwhile
 #   4. a summary table, and a row in docs/benchmarks.md's "Controller" section.
 # It builds the controller (release), brings up its own local control plane
 # (scripts/local-cluster.sh, state in target/bench-cluster) and takes it down at the end.
@@ -306,7 +306,7 @@ row = ("| $(date -u +%Y-%m-%d\ %H:%M) | $(git rev-parse --short HEAD)$(git diff 
        "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet | $SECRETS x $SECRET_KIB KiB |")
 section = f"""## Controller
 
-\`scripts/bench-controller.sh\` (issue 2, item 6): builds the controller in release mode, brings up
+\`scripts/bench-controller.sh\` builds the controller in release mode, brings up
 the local control plane (\`docs/local-cluster.md\`: real etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, kwok nodes), installs the CRD, runs
 \`target/release/ftp-operator controller\` and applies N FtpServers (5 passive ports each, in
@@ -315,7 +315,7 @@ controller, so \`scripts/bench-helper.py lb\` plays it, writing an ingress IP in
 Service's \`status.loadBalancer\` as soon as it appears (a few keep-alive connections, no
 kubectl per Service).
 
-Since issue 11 the cluster also holds SECRETS=2000 unrelated Secrets of SECRET_KIB=512 KiB
+The cluster also holds SECRETS=2000 unrelated Secrets of SECRET_KIB=512 KiB
 each (Helm-release-shaped, random data, about 1 GiB) before the controller starts, so its memory
 is measured on a busy cluster; the summary also prints what the apiserver sent for Secrets
 (LIST response and WATCH event bytes, all clients) while the controller ran.

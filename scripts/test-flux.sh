@@ -173,17 +173,7 @@ flux_state() {
 
 SA_KUBECONFIG="$WORK/sa.kubeconfig"
 write_sa_kubeconfig() {
-  k config view --raw --minify --flatten >"$SA_KUBECONFIG" || return 1
-  # `as:` is kubeconfig's impersonation field (what --as sets); kubectl config set cannot write it.
-  python3 - "$SA_KUBECONFIG" "system:serviceaccount:$OP_NS:$SA" <<'PY'
-import sys
-path, who = sys.argv[1], sys.argv[2]
-lines = open(path).read().split("\n")
-i = lines.index("users:")
-j = next(n for n in range(i, len(lines)) if lines[n].strip() == "user:")
-lines.insert(j + 1, "    as: " + who)
-open(path, "w").write("\n".join(lines))
-PY
+  KUBECTL=$KUBECTL "$ROOT/scripts/impersonating-kubeconfig.sh" "system:serviceaccount:$OP_NS:$SA" "$SA_KUBECONFIG"
 }
 start_operator() {
   start_bg operator env KUBECONFIG="$SA_KUBECONFIG" RUST_LOG=info,kube=warn POD_NAMESPACE="$OP_NS" \

@@ -87,17 +87,8 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 
 # The controller, impersonating the chart's ServiceAccount.
 SA_KUBECONFIG="$WORK/sa.kubeconfig"
-k config view --raw --minify --flatten >"$SA_KUBECONFIG"
-# `as:` is kubeconfig's impersonation field (what --as sets); kubectl config set cannot write it.
-python3 - "$SA_KUBECONFIG" "system:serviceaccount:$NS:$SA" <<'PY' || die "writing the impersonating kubeconfig failed"
-import sys
-path, who = sys.argv[1], sys.argv[2]
-lines = open(path).read().split("\n")
-i = lines.index("users:")
-j = next(n for n in range(i, len(lines)) if lines[n].strip() == "user:")
-lines.insert(j + 1, "    as: " + who)
-open(path, "w").write("\n".join(lines))
-PY
+KUBECTL=$KUBECTL "$ROOT/scripts/impersonating-kubeconfig.sh" "system:serviceaccount:$NS:$SA" "$SA_KUBECONFIG" ||
+  die "writing the impersonating kubeconfig failed"
 [[ $(k --kubeconfig "$SA_KUBECONFIG" auth whoami -o jsonpath='{.status.userInfo.username}') == "system:serviceaccount:$NS:$SA" ]] ||
   die "the impersonating kubeconfig does not act as the ServiceAccount"
 # Tests run in subshells (check captures their output), so the controller's PID lives in a file.
@@ -424,9 +415,8 @@ finalizers_left() {
 t_uninstall_hook() {
   local hook_kubeconfig="$WORK/uninstall-hook.kubeconfig" args
   stop_controller
-  sed "s|    as: system:serviceaccount:$NS:$SA\$|    as: system:serviceaccount:$NS:ftp-operator-node-tuner-uninstall|" \
-    "$SA_KUBECONFIG" >"$hook_kubeconfig"
-  grep -q "as: system:serviceaccount:$NS:ftp-operator-node-tuner-uninstall" "$hook_kubeconfig" || fail "no hook kubeconfig"
+  KUBECTL=$KUBECTL "$ROOT/scripts/impersonating-kubeconfig.sh" \
+    "system:serviceaccount:$NS:ftp-operator-node-tuner-uninstall" "$hook_kubeconfig" || fail "no hook kubeconfig"
   h get hooks "$RELEASE" -n "$NS" >"$WORK/hooks.yaml" || return 1
   args=$($PY3 - "$WORK/hooks.yaml" <<'PY'
 import sys, yaml

@@ -16,6 +16,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod limits;
+pub use limits::LimitsSpec;
+
 /// In-pod ports the server itself uses; the passive range must stay clear of them.
 pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_IMPLICIT_TLS_PORT};
 
@@ -149,6 +152,10 @@ pub struct FtpServerSpec {
     /// Explicit FTPS (`AUTH TLS`) from a `kubernetes.io/tls` Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// Session limits, timeouts and the login lockout; absent fields take the server's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
 
     /// Server image; absent: the operator's default, pinned to its own version.
     #[serde(default, skip_serializing_if = "Option::is_none")]

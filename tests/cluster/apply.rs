@@ -12,7 +12,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::harness::{ControllerProcess, TestNamespace, kubectl, wait_for};
-use super::{SMALL, TIMEOUT, condition, set_load_balancer_ip, setup, wait_ready};
+use super::{SMALL, TIMEOUT, set_load_balancer_ip, setup, wait_condition, wait_ready};
 
 /// Makes the controller reconcile `name` `count` times: each metadata change of the FtpServer is
 /// a watch event, and each reconcile is counted on /metrics.
@@ -207,12 +207,7 @@ async fn a_name_held_by_a_users_object_stalls_and_the_object_is_left_alone() {
         .await
         .unwrap();
     ns.create_server(SMALL).await;
-    let servers = ns.api::<FtpServer>();
-    let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
-        let c = condition(&servers.get("small").await.ok()?, "Stalled")?;
-        (c.0 == "True").then_some(c)
-    })
-    .await;
+    let (_, reason, message) = wait_condition(&ns, "small", "Stalled", &["True"], TIMEOUT).await;
     assert_eq!(reason, "NameTaken");
     assert!(
         message.contains("ConfigMap small-config already exists")

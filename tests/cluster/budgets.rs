@@ -13,7 +13,7 @@ use super::harness::{
     ControllerProcess, TestNamespace, client, exclusive_apiserver, install_crd, kubeconfig_path,
     wait_for,
 };
-use super::{SMALL, TIMEOUT, condition};
+use super::{SMALL, TIMEOUT, condition, wait_condition};
 
 /// Longer than the 30 s a budget-stalled server waits before it looks again.
 const HEAL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -36,26 +36,16 @@ fn filler(name: &str, type_: &str, ports: std::ops::Range<i32>, node_ports: bool
 }
 
 async fn wait_stalled(ns: &TestNamespace, name: &str, reason: &str) -> String {
-    let servers = ns.api::<FtpServer>();
-    wait_for(&format!("Stalled {reason}"), TIMEOUT, || async {
-        let (state, got, message) = condition(&servers.get(name).await.ok()?, "Stalled")?;
-        (state == "True" && got == reason).then_some(message)
-    })
-    .await
+    wait_condition(ns, name, "Stalled", &["True", reason], TIMEOUT)
+        .await
+        .2
 }
 
 async fn wait_unstalled_with_service(ns: &TestNamespace, name: &str) {
-    let servers = ns.api::<FtpServer>();
-    let services = ns.api::<Service>();
-    wait_for(
-        "the Service applied and Stalled=False",
-        HEAL_TIMEOUT,
-        || async {
-            let (state, _, _) = condition(&servers.get(name).await.ok()?, "Stalled")?;
-            services.get_opt(name).await.ok()??;
-            (state == "False").then_some(())
-        },
-    )
+    wait_condition(ns, name, "Stalled", &["False"], HEAL_TIMEOUT).await;
+    wait_for("the Service applied", TIMEOUT, || async {
+        ns.api::<Service>().get_opt(name).await.ok()?
+    })
     .await;
 }
 

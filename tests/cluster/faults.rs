@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::harness::{
-    ControllerProcess, TestNamespace, exclusive_apiserver, kubeconfig_path, wait_for,
+    ControllerProcess, TestNamespace, exclusive_apiserver, kubeconfig_path, wait_for, wait_until,
 };
 use super::node_keepalive::setup_tuning;
 use super::{TIMEOUT, condition, set_load_balancer_ip};
@@ -140,23 +140,21 @@ async fn assert_converged(ns: &TestNamespace, expected: &BTreeSet<usize>) {
         .flat_map(|n| ["ConfigMap", "Service", "StatefulSet"].map(|kind| format!("{n} {kind}")))
         .collect();
     wanted.sort();
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let seen = state().await;
-        if let Some((present, not_ready, owned)) = &seen
-            && *present == names
-            && not_ready.is_empty()
-            && *owned == wanted
-        {
-            return;
+    let what = format!(
+        "convergence to servers {names:?} with children {wanted:?} (last seen: servers, not \
+         ready or deleting, children)"
+    );
+    wait_until(&what, TIMEOUT, || async {
+        match state().await {
+            Some((present, not_ready, owned))
+                if present == names && not_ready.is_empty() && owned == wanted =>
+            {
+                Ok(())
+            }
+            seen => Err(seen),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not converged after {TIMEOUT:?}: want servers {names:?}, children {wanted:?}; \
-             have (servers, not ready or deleting, children) {seen:#?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test]

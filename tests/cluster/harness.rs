@@ -326,14 +326,30 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    wait_until(what, timeout, || {
+        let attempt = probe();
+        async move { attempt.await.ok_or("not yet") }
+    })
+    .await
+}
+
+/// Polls `probe` every 250 ms until it yields `Ok`; panics after `timeout` naming `what` and
+/// what the last `Err` showed. The one polling loop of the cluster tests.
+pub async fn wait_until<T, E, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let deadline = Instant::now() + timeout;
     loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
+        let last = match probe().await {
+            Ok(value) => return value,
+            Err(last) => last,
+        };
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}; last seen: {last:#?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -438,15 +454,25 @@ impl Drop for ClusterAccess {
     }
 }
 
-/// A kubeconfig that acts as ServiceAccount `account` of `namespace` (the admin may impersonate).
+/// A kubeconfig that acts as ServiceAccount `account` of `namespace` (the admin may impersonate),
+/// written by scripts/impersonating-kubeconfig.sh as the shell tiers write theirs.
 pub fn impersonating_kubeconfig(namespace: &str, account: &str) -> PathBuf {
-    let mut kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("kubeconfig");
-    for user in &mut kubeconfig.auth_infos {
-        if let Some(auth) = user.auth_info.as_mut() {
-            auth.impersonate = Some(format!("system:serviceaccount:{namespace}:{account}"));
-        }
-    }
     let path = std::env::temp_dir().join(format!("ftp-operator-{namespace}-{account}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&kubeconfig).unwrap()).unwrap();
+    let kubectl = kubectl();
+    let status = Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/impersonating-kubeconfig.sh"
+    ))
+    .arg(format!("system:serviceaccount:{namespace}:{account}"))
+    .arg(&path)
+    .env("KUBECTL", kubectl.get_program())
+    .env("KUBECONFIG", kubeconfig_path())
+    .status()
+    .expect("scripts/impersonating-kubeconfig.sh runs");
+    assert!(
+        status.success(),
+        "scripts/impersonating-kubeconfig.sh could not write {}",
+        path.display()
+    );
     path
 }

@@ -63,14 +63,12 @@ async fn a_frozen_leader_is_replaced_and_never_writes_after_it_lost_the_lease() 
     set_range(30010, 30011).await;
     let seen = first.logs.lock().unwrap().len();
     first.signal("CONT");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while first.exited().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replica that lost the lease is still running 20 s after waking"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for(
+        "the replica that lost the lease to exit after waking",
+        Duration::from_secs(20),
+        || std::future::ready(first.exited()),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let svc = services.get("small").await.unwrap();
     assert_eq!(
@@ -145,14 +143,12 @@ async fn a_leader_that_cannot_renew_stops_before_another_takes_over() {
         &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
                 "metadata": {"name": "leader"}, "rules": everything(&["get", "list", "watch"])}),
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while first.exited().is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a leader that cannot renew its lease is still running after 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_for(
+        "a leader that cannot renew its lease to exit",
+        Duration::from_secs(30),
+        || std::future::ready(first.exited()),
+    )
+    .await;
     assert!(first.logged("lost the lease"));
     second
         .wait_logged("holding the lease", Duration::from_secs(45))

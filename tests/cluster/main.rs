@@ -76,17 +76,32 @@ async fn set_load_balancer_ip(ns: &TestNamespace, name: &str, ip: &str) {
         .expect("Service status patched");
 }
 
-async fn wait_ready(ns: &TestNamespace, name: &str) -> FtpServer {
+/// Waits until FtpServer `name` has condition `type_` starting with `want` — its status, then
+/// its reason (`&[]`: present at all) — and returns the condition's (status, reason, message).
+/// Every wait on a condition goes through here.
+async fn wait_condition(
+    ns: &TestNamespace,
+    name: &str,
+    type_: &str,
+    want: &[&str],
+    timeout: Duration,
+) -> (String, String, String) {
     let servers = ns.api::<FtpServer>();
-    wait_for(
-        &format!("FtpServer {name} to be Ready"),
-        TIMEOUT,
-        || async {
-            let server = servers.get(name).await.ok()?;
-            (condition(&server, "Ready")?.0 == "True").then_some(server)
-        },
-    )
+    let what = format!("FtpServer {name}'s {type_} condition to be {want:?}");
+    wait_for(&what, timeout, || async {
+        let found = condition(&servers.get(name).await.ok()?, type_)?;
+        let have = [found.0.as_str(), found.1.as_str()];
+        (have[..want.len()] == *want).then_some(found)
+    })
     .await
+}
+
+async fn wait_ready(ns: &TestNamespace, name: &str) -> FtpServer {
+    wait_condition(ns, name, "Ready", &["True"], TIMEOUT).await;
+    ns.api::<FtpServer>()
+        .get(name)
+        .await
+        .expect("the apiserver answers a GET")
 }
 
 async fn setup(prefix: &str) -> (Client, TestNamespace, ControllerProcess) {
@@ -137,6 +152,7 @@ spec:
     annotations: {example.com/team: files}
     sourceRanges: [203.0.113.0/24]
   users: {secretRef: {name: ftp-users}}
+  limits: {maxSessionsPerAddress: 5, loginTimeoutSeconds: 20}
 "#,
     )
     .await;
@@ -175,6 +191,16 @@ spec:
     );
     assert_eq!(config.passive_ports.to_string(), "20000-20004");
     assert_eq!(config.keepalive.idle_seconds, 45);
+    // Through the apiserver's schema (nothing pruned), over the server's defaults.
+    let defaults = ftp_operator::ftp::config::Limits::default();
+    assert_eq!(
+        (
+            config.limits.max_sessions_per_address,
+            config.limits.login_timeout_seconds,
+            config.limits.max_sessions
+        ),
+        (5, 20, defaults.max_sessions)
+    );
 
     let set = wait_for("the StatefulSet", TIMEOUT, || async {
         ns.api::<StatefulSet>().get_opt("contoso").await.ok()?
@@ -389,12 +415,7 @@ async fn a_hand_edit_the_apiserver_cannot_merge_stalls_with_its_words() {
         })),
     )
     .await;
-    let servers = ns.api::<FtpServer>();
-    let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
-        let c = condition(&servers.get("small").await.ok()?, "Stalled")?;
-        (c.0 == "True").then_some(c)
-    })
-    .await;
+    let (_, reason, message) = wait_condition(&ns, "small", "Stalled", &["True"], TIMEOUT).await;
     assert_eq!(reason, "Rejected");
     assert!(
         message.contains("the apiserver rejected Service small") && message.contains("ftp"),
@@ -461,21 +482,15 @@ async fn missing_secret_stalls_with_the_fix_and_heals_when_created() {
         "metadata: {name: s}\nspec: {passivePorts: {min: 30000, max: 30001}, users: {secretRef: {name: ftp-users}}}",
     )
     .await;
-    let servers = ns.api::<FtpServer>();
-    let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
-        let c = condition(&servers.get("s").await.ok()?, "Stalled")?;
-        (c.0 == "True").then_some(c)
-    })
-    .await;
+    let (_, reason, message) = wait_condition(&ns, "s", "Stalled", &["True"], TIMEOUT).await;
     assert_eq!(reason, "SecretMissing");
     assert!(message.contains("Secret ftp-users named by spec.users.secretRef does not exist"));
     assert!(!ns.has::<StatefulSet>("s").await);
 
     ns.create_users_secret("ftp-users").await;
-    wait_for("Stalled=False and the StatefulSet", TIMEOUT, || async {
-        let c = condition(&servers.get("s").await.ok()?, "Stalled")?;
-        ns.api::<StatefulSet>().get_opt("s").await.ok()??;
-        (c.0 == "False").then_some(())
+    wait_condition(&ns, "s", "Stalled", &["False"], TIMEOUT).await;
+    wait_for("the StatefulSet", TIMEOUT, || async {
+        ns.api::<StatefulSet>().get_opt("s").await.ok()?
     })
     .await;
 }
@@ -489,11 +504,7 @@ async fn provider_limit_stalls_with_the_fix() {
         "metadata: {name: big}\nspec: {passivePorts: {min: 20000, max: 20009}, loadBalancer: {provider: gcp}}",
     )
     .await;
-    let (_, reason, message) = wait_for("Stalled=True", TIMEOUT, || async {
-        let c = condition(&ns.api::<FtpServer>().get("big").await.ok()?, "Stalled")?;
-        (c.0 == "True").then_some(c)
-    })
-    .await;
+    let (_, reason, message) = wait_condition(&ns, "big", "Stalled", &["True"], TIMEOUT).await;
     assert_eq!(reason, "ProviderLimit");
     assert!(
         message.contains("controlPort 21 and passivePorts 20000-20009 make 11 ports"),
@@ -563,6 +574,18 @@ async fn invalid_manifests_are_rejected_by_the_apiserver_with_their_cel_message(
         (
             "passivePorts: {min: 20000, max: 20001}\nloadBalancer: {sourceRanges: [198.51.100.0/24, office]}",
             "loadBalancer.sourceRanges entries must be CIDRs",
+        ),
+        (
+            "passivePorts: {min: 20000, max: 20001}\nlimits: {idleTimeoutSeconds: 0}",
+            "limits.idleTimeoutSeconds must be between 1 and 86400",
+        ),
+        (
+            "passivePorts: {min: 20000, max: 20001}\nlimits: {maxSessions: 10, maxSessionsPerAddress: 11}",
+            "limits.maxSessionsPerAddress 11 exceeds limits.maxSessions 10",
+        ),
+        (
+            "passivePorts: {min: 20000, max: 20001}\nlimits: {maxSessionsPerAddress: 2001}",
+            "limits.maxSessionsPerAddress 2001 exceeds limits.maxSessions 2000",
         ),
     ];
     let servers = ns.api::<FtpServer>();

@@ -6,7 +6,7 @@ use ftp_operator::api::FtpServer;
 use kube::api::DeleteParams;
 
 use crate::harness::wait_for;
-use crate::{TIMEOUT, condition, setup};
+use crate::{TIMEOUT, setup, wait_condition};
 
 /// `ftp_operator_server_condition{namespace,name,type,status}`, or None when the series is absent.
 fn condition_value(
@@ -30,12 +30,7 @@ async fn conditions_per_server_follow_status_and_leave_with_the_server() {
         "metadata: {name: s}\nspec: {passivePorts: {min: 30000, max: 30001}, users: {secretRef: {name: ftp-users}}}",
     )
     .await;
-    let servers = ns.api::<FtpServer>();
-    wait_for("Stalled=True", TIMEOUT, || async {
-        let c = condition(&servers.get("s").await.ok()?, "Stalled")?;
-        (c.0 == "True").then_some(())
-    })
-    .await;
+    wait_condition(&ns, "s", "Stalled", &["True"], TIMEOUT).await;
     let body = wait_for("the Stalled series", TIMEOUT, || async {
         let body = controller.scrape().await;
         (condition_value(&body, &ns.name, "s", "Stalled", "True") == Some(1)).then_some(body)
@@ -66,7 +61,10 @@ async fn conditions_per_server_follow_status_and_leave_with_the_server() {
     .await;
 
     // A deleted server's series go with it: the number of series stays bounded.
-    servers.delete("s", &DeleteParams::default()).await.unwrap();
+    ns.api::<FtpServer>()
+        .delete("s", &DeleteParams::default())
+        .await
+        .unwrap();
     wait_for("the server's series to go", TIMEOUT, || async {
         let body = controller.scrape().await;
         let ours = format!("namespace=\"{}\",name=\"s\"", ns.name);

@@ -3,7 +3,6 @@
 //! those of any other alone, and reads nothing cluster-scoped.
 
 use std::process::Command;
-use std::time::Duration;
 
 use ftp_operator::api::FtpServer;
 use k8s_openapi::api::core::v1::Service;
@@ -69,7 +68,9 @@ async fn a_namespaced_install_reconciles_only_its_namespaces_with_only_its_roles
     let team_b = TestNamespace::new(&client, "nsd-b").await;
     let other = TestNamespace::new(&client, "nsd-other").await;
 
-    let rbac = chart_rbac(&release.name, &[&team_a.name, &team_b.name]);
+    // The Roles cover the other namespace too, so only the controller's own scoping keeps it
+    // out of there.
+    let rbac = chart_rbac(&release.name, &[&team_a.name, &team_b.name, &other.name]);
     assert!(
         !rbac.contains("kind: ClusterRole"),
         "the namespaced chart renders cluster-wide RBAC:\n{rbac}"
@@ -81,6 +82,11 @@ async fn a_namespaced_install_reconciles_only_its_namespaces_with_only_its_roles
             release.name
         ),
     );
+    // Every server exists before the controller starts, so one that watched the other namespace
+    // would meet its server in its first list, before the watched ones can become Ready.
+    for ns in [&team_a, &team_b, &other] {
+        ns.create_server(SMALL).await;
+    }
     let kubeconfig = impersonating_kubeconfig(&release.name, ACCOUNT);
     let watched = format!("--namespace={},{}", team_a.name, team_b.name);
     let controller = ControllerProcess::start_scoped(
@@ -94,9 +100,6 @@ async fn a_namespaced_install_reconciles_only_its_namespaces_with_only_its_roles
             "--cluster-budgets=false",
         ],
     );
-    for ns in [&team_a, &team_b, &other] {
-        ns.create_server(SMALL).await;
-    }
     for (ns, ip) in [(&team_a, "198.51.100.31"), (&team_b, "198.51.100.32")] {
         wait_for("the watched namespace's Service", TIMEOUT, || async {
             ns.api::<Service>().get_opt("small").await.ok()?
@@ -110,7 +113,6 @@ async fn a_namespaced_install_reconciles_only_its_namespaces_with_only_its_roles
         );
     }
     // Both watched namespaces are done; the other one was never looked at.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let untouched = other.api::<FtpServer>().get("small").await.unwrap();
     assert!(untouched.status.is_none(), "{:?}", untouched.status);
     assert!(

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::harness::{ControllerProcess, client, install_crd};
 use super::harness::{TestNamespace, kubeconfig_path, wait_for};
 use super::node_tuner::create_tuning_config_map;
-use super::{TIMEOUT, condition, rendered_config, setup};
+use super::{TIMEOUT, condition, rendered_config, setup, wait_condition};
 
 const TUNER_DAEMON_SET: &str = "ftp-operator-node-tuner";
 const FINALIZER: &str = "ftpoperator.dev/node-keepalive";
@@ -64,11 +64,8 @@ spec:
 "#,
     )
     .await;
-    let servers = ns.api::<FtpServer>();
-    let (state, reason, message) = wait_for("KeepaliveConfigured", TIMEOUT, || async {
-        condition(&servers.get("azure").await.ok()?, "KeepaliveConfigured")
-    })
-    .await;
+    let (state, reason, message) =
+        wait_condition(&ns, "azure", "KeepaliveConfigured", &[], TIMEOUT).await;
     assert_eq!(
         (state.as_str(), reason.as_str()),
         ("True", "DerivedFromLoadBalancer")
@@ -101,6 +98,7 @@ spec:
             .any(|s| s.name == "net.ipv4.tcp_keepalive_time" && s.value == "120")
     );
     // No node sysctls asked for: no finalizer, no DaemonSet.
+    let servers = ns.api::<FtpServer>();
     assert!(servers.get("azure").await.unwrap().finalizers().is_empty());
     assert!(daemon_set(&ns).await.is_none());
 }
@@ -283,12 +281,9 @@ spec:
         serde_json::from_str(&annotated.annotations()[APPLIED]).unwrap();
     assert_eq!(report["servers"], json!([key]));
 
-    let tuned = wait_for("the status to count the tuned node", TIMEOUT, || async {
-        let server = servers.get("edge").await.ok()?;
-        let (state, _, message) = condition(&server, "KeepaliveConfigured")?;
-        (state == "True").then_some((server, message))
-    })
-    .await;
+    let (_, _, message) =
+        wait_condition(&ns, "edge", "KeepaliveConfigured", &["True"], TIMEOUT).await;
+    let tuned = (servers.get("edge").await.unwrap(), message);
     let nodes_status = tuned.0.status.unwrap().node_keepalive.unwrap();
     assert_eq!(
         (

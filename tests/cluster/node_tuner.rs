@@ -15,7 +15,7 @@ use super::harness::{
     ControllerProcess, TestNamespace, client, exclusive_apiserver, grant_service_account,
     impersonating_kubeconfig, install_crd, wait_for,
 };
-use super::{SMALL, TIMEOUT, condition, set_load_balancer_ip, wait_ready};
+use super::{SMALL, TIMEOUT, condition, set_load_balancer_ip, wait_condition, wait_ready};
 
 const TUNER: &str = "ftp-operator-node-tuner";
 const FINALIZER: &str = "ftpoperator.dev/node-keepalive";
@@ -188,11 +188,7 @@ async fn without_node_tuning_node_sysctls_are_stalled_saying_how_to_turn_it_on()
     let ns = TestNamespace::new(&client, "tuning-off").await;
     let _controller = ControllerProcess::start(&ns.name, "tuning-off-a");
     ns.create_server(&tuned_server("asks", &ns)).await;
-    let servers = ns.api::<FtpServer>();
-    let (state, reason, message) = wait_for("Stalled", TIMEOUT, || async {
-        condition(&servers.get("asks").await.ok()?, "Stalled")
-    })
-    .await;
+    let (state, reason, message) = wait_condition(&ns, "asks", "Stalled", &[], TIMEOUT).await;
     assert_eq!(
         (state.as_str(), reason.as_str()),
         ("True", "NodeTuningDisabled")
@@ -201,7 +197,7 @@ async fn without_node_tuning_node_sysctls_are_stalled_saying_how_to_turn_it_on()
         message.contains("--set nodeTuning.enabled=true"),
         "{message}"
     );
-    let server = servers.get("asks").await.unwrap();
+    let server = ns.api::<FtpServer>().get("asks").await.unwrap();
     assert!(
         server.finalizers().is_empty(),
         "no finalizer without node tuning"
@@ -301,10 +297,7 @@ async fn a_daemon_set_that_cannot_be_written_fails_no_ftpserver() {
     // The server next to it, and the tuned one itself, are reconciled as if nothing failed.
     serve_small(&ns, "198.51.100.8").await;
     let servers = ns.api::<FtpServer>();
-    let (_, reason, _) = wait_for("the tuned server's status", TIMEOUT, || async {
-        condition(&servers.get("tuned").await.ok()?, "KeepaliveConfigured")
-    })
-    .await;
+    let (_, reason, _) = wait_condition(&ns, "tuned", "KeepaliveConfigured", &[], TIMEOUT).await;
     assert_eq!(reason, "NoMatchingNodes");
     let tuned = servers.get("tuned").await.unwrap();
     assert_ne!(

@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use ftp_operator::api::FtpServer;
 use serde_json::json;
 
 use super::harness::{
     ControllerProcess, TestNamespace, client, grant_service_account, impersonating_kubeconfig,
-    install_crd, wait_for,
+    install_crd,
 };
-use super::{SMALL, TIMEOUT, condition};
+use super::{SMALL, TIMEOUT, wait_condition};
 
 /// What the controller needs in its namespace, but (when `budgets` is false) any access to
 /// PodDisruptionBudgets.
@@ -46,11 +45,13 @@ async fn a_refused_watch_stalls_the_servers_naming_it_until_access_is_granted() 
         &["--cluster-budgets=false"],
     );
     ns.create_server(SMALL).await;
-    let servers = ns.api::<FtpServer>();
-    let message = wait_for("Stalled PermissionDenied", TIMEOUT, || async {
-        let (state, reason, message) = condition(&servers.get("small").await.ok()?, "Stalled")?;
-        (state == "True" && reason == "PermissionDenied").then_some(message)
-    })
+    let (_, _, message) = wait_condition(
+        &ns,
+        "small",
+        "Stalled",
+        &["True", "PermissionDenied"],
+        TIMEOUT,
+    )
     .await;
     assert!(
         message.contains(&format!(
@@ -62,13 +63,12 @@ async fn a_refused_watch_stalls_the_servers_naming_it_until_access_is_granted() 
 
     // The Role gains PodDisruptionBudgets: the watch resumes and the server is reconciled.
     let _access = grant_service_account(&ns, "no-budgets", rules(true));
-    wait_for(
-        "Stalled=False once the watch is allowed",
+    wait_condition(
+        &ns,
+        "small",
+        "Stalled",
+        &["False"],
         Duration::from_secs(120),
-        || async {
-            let (state, _, _) = condition(&servers.get("small").await.ok()?, "Stalled")?;
-            (state == "False").then_some(())
-        },
     )
     .await;
 }

@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use kube::api::{ListParams, PostParams};
 
 use super::harness::{TestNamespace, kubectl, wait_for};
-use super::{TIMEOUT, condition, service_ports, set_load_balancer_ip, setup, wait_ready};
+use super::{TIMEOUT, service_ports, set_load_balancer_ip, setup, wait_condition, wait_ready};
 
 fn scale(ns: &TestNamespace, name: &str, replicas: i32) -> Result<(), String> {
     let out = kubectl()
@@ -288,13 +288,11 @@ spec:
     )
     .await;
     let stalled = |name: &'static str| {
-        let servers = ns.api::<FtpServer>();
+        let ns = &ns;
         async move {
-            wait_for(&format!("{name} Stalled"), TIMEOUT, || async {
-                let c = condition(&servers.get(name).await.ok()?, "Stalled")?;
-                (c.0 == "True").then_some((c.1, c.2))
-            })
-            .await
+            let (_, reason, message) =
+                wait_condition(ns, name, "Stalled", &["True"], TIMEOUT).await;
+            (reason, message)
         }
     };
     let (reason, message) = stalled("bare").await;

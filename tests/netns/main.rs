@@ -1,4 +1,4 @@
-//! The proof with a load balancer that forgets (issue 4, item 3).
+//! The proof with a load balancer that forgets.
 //!
 //! Each test builds its own three namespaces (scripts/netns-lb.sh): the client reaches our
 //! `ftp-server` only through the balancer's virtual IP, and the balancer forgets a TCP flow idle for

@@ -7,9 +7,9 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 
-use crate::api::FtpServer;
+use crate::api::{FtpServer, LimitsSpec};
 use crate::ftp::config::{
-    Anonymous, CONFIG_FILE_NAME, POD_IMPLICIT_TLS_PORT, ProbeUser, ServerConfig, Tls,
+    Anonymous, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, ProbeUser, ServerConfig, Tls,
 };
 
 use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
@@ -35,6 +35,9 @@ pub fn desired_server_config(
     config.passive_ports_per_replica = valid.per_replica;
     // A pod being replaced lets its transfers run this long; its termination grace is longer.
     config.limits.shutdown_grace_seconds = u32::try_from(spec.drain_seconds).unwrap_or(0);
+    if let Some(limits) = &spec.limits {
+        apply_limits(&mut config.limits, limits);
+    }
     config.users_file = spec
         .users
         .as_ref()
@@ -63,6 +66,43 @@ pub fn desired_server_config(
         )
     });
     config
+}
+
+/// The limits the user set, over the server's defaults: the file shows every value in force.
+fn apply_limits(limits: &mut Limits, spec: &LimitsSpec) {
+    // The apiserver's CEL rules refuse negative values; one stored before them keeps the default.
+    let set = |target: &mut u32, value: Option<i32>| {
+        if let Some(value) = value.and_then(|value| u32::try_from(value).ok()) {
+            *target = value;
+        }
+    };
+    set(&mut limits.max_sessions, spec.max_sessions);
+    set(
+        &mut limits.max_sessions_per_address,
+        spec.max_sessions_per_address,
+    );
+    set(&mut limits.idle_timeout_seconds, spec.idle_timeout_seconds);
+    set(
+        &mut limits.login_timeout_seconds,
+        spec.login_timeout_seconds,
+    );
+    set(
+        &mut limits.data_connect_timeout_seconds,
+        spec.data_connect_timeout_seconds,
+    );
+    set(
+        &mut limits.login_failures_before_lockout,
+        spec.login_failures_before_lockout,
+    );
+    set(
+        &mut limits.login_failure_window_seconds,
+        spec.login_failure_window_seconds,
+    );
+    set(&mut limits.lockout_seconds, spec.lockout_seconds);
+    set(
+        &mut limits.login_failure_delay_millis,
+        spec.login_failure_delay_millis,
+    );
 }
 
 pub fn desired_config_map(
@@ -201,6 +241,77 @@ mod tests {
         assert_eq!(
             config.proxy_protocol_from,
             vec!["10.0.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn limits_set_in_the_spec_reach_the_file_over_the_servers_defaults() {
+        let yaml = fixtures::MINIMAL.replace(
+            "spec:\n",
+            "spec:\n  limits: {maxSessions: 200, maxSessionsPerAddress: 4, idleTimeoutSeconds: 120, \
+             loginTimeoutSeconds: 20, dataConnectTimeoutSeconds: 10, \
+             loginFailuresBeforeLockout: 0, loginFailureWindowSeconds: 60, lockoutSeconds: 30, \
+             loginFailureDelayMillis: 250}\n",
+        );
+        assert_ne!(yaml, fixtures::MINIMAL, "fixture changed: update this test");
+        let server = server(&yaml);
+        let config = rendered(&desired_config_map(
+            &server,
+            &validated(&server),
+            None,
+            None,
+        ));
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_sessions: 200,
+                max_sessions_per_address: 4,
+                idle_timeout_seconds: 120,
+                login_timeout_seconds: 20,
+                data_connect_timeout_seconds: 10,
+                login_failures_before_lockout: 0,
+                login_failure_window_seconds: 60,
+                lockout_seconds: 30,
+                login_failure_delay_millis: 250,
+                shutdown_grace_seconds: 600,
+                ..Limits::default()
+            }
+        );
+    }
+
+    #[test]
+    fn limits_left_out_keep_the_servers_defaults() {
+        let yaml = fixtures::MINIMAL.replace("spec:\n", "spec:\n  limits: {lockoutSeconds: 60}\n");
+        assert_ne!(yaml, fixtures::MINIMAL, "fixture changed: update this test");
+        let lockout_only = server(&yaml);
+        let config = rendered(&desired_config_map(
+            &lockout_only,
+            &validated(&lockout_only),
+            None,
+            None,
+        ));
+        assert_eq!(
+            config.limits,
+            Limits {
+                lockout_seconds: 60,
+                shutdown_grace_seconds: 600,
+                ..Limits::default()
+            }
+        );
+        // No limits at all: only the shutdown grace, which drainSeconds sets, differs.
+        let no_limits = server(fixtures::MINIMAL);
+        let config = rendered(&desired_config_map(
+            &no_limits,
+            &validated(&no_limits),
+            None,
+            None,
+        ));
+        assert_eq!(
+            config.limits,
+            Limits {
+                shutdown_grace_seconds: 600,
+                ..Limits::default()
+            }
         );
     }
 
