@@ -11,7 +11,7 @@ use crate::api::{FtpServer, NodeKeepaliveStatus};
 use crate::keepalive::needs_node_sysctls;
 use crate::node_tuner::report::{still_tuned_for, summarise};
 
-use super::{Context, Error};
+use super::context::{Context, Error};
 use crate::process::errors::Invalid;
 
 /// The Stalled reason of node sysctls asked for on an install without node tuning.
