@@ -78,15 +78,36 @@ pub fn unix_line(name: &str, stat: &Metadata, target: Option<&str>, now: Timesta
     )
 }
 
+/// What the `perm` facts offer: changing the tree at all (the login's permission), and appending
+/// to files (that, and what the storage can do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writable {
+    pub write: bool,
+    pub append: bool,
+}
+
+impl Writable {
+    pub const READ_ONLY: Writable = Writable {
+        write: false,
+        append: false,
+    };
+}
+
 /// RFC 3659 facts, ending in `;` (the caller appends ` name`).
-pub fn facts(stat: &Metadata, writable: bool, current_dir: bool) -> String {
+pub fn facts(stat: &Metadata, writable: Writable, current_dir: bool) -> String {
+    let file_perm = match (writable.write, writable.append) {
+        (true, true) => "adfrw",
+        (true, false) => "dfrw",
+        (false, _) => "r",
+    };
+    let dir_perm = if writable.write { "cdeflmp" } else { "el" };
     let (kind, perm) = match stat.kind {
-        FileKind::Dir if current_dir => ("cdir", if writable { "cdeflmp" } else { "el" }),
-        FileKind::Dir => ("dir", if writable { "cdeflmp" } else { "el" }),
+        FileKind::Dir if current_dir => ("cdir", dir_perm),
+        FileKind::Dir => ("dir", dir_perm),
         // RFC 3659 section 7.5.1 leaves other types to "OS." names; this is the one clients
         // parse (a link is not a file of the link's own size).
-        FileKind::Symlink => ("OS.unix=symlink", if writable { "adfrw" } else { "r" }),
-        _ => ("file", if writable { "adfrw" } else { "r" }),
+        FileKind::Symlink => ("OS.unix=symlink", file_perm),
+        _ => ("file", file_perm),
     };
     let size = if kind == "file" {
         format!("size={};", stat.size)
@@ -111,7 +132,7 @@ pub enum ListKind {
 /// connection) and then produced a chunk at a time.
 pub struct Listing {
     kind: ListKind,
-    writable: bool,
+    writable: Writable,
     now: Timestamp,
     /// Lines ready to go out before (or instead of) directory entries.
     head: Vec<String>,
@@ -132,7 +153,7 @@ impl Listing {
         kind: ListKind,
         target: &str,
         shown_as: &str,
-        writable: bool,
+        writable: Writable,
     ) -> io::Result<Listing> {
         let mut listing = Listing {
             kind,
@@ -243,7 +264,7 @@ pub fn render(
     kind: ListKind,
     target: &str,
     shown_as: &str,
-    writable: bool,
+    writable: Writable,
 ) -> io::Result<Vec<u8>> {
     Listing::open(home, kind, target, shown_as, writable)?.collect()
 }
@@ -302,7 +323,14 @@ mod tests {
             std::fs::write(dir.path().join("d").join(name), "x").unwrap();
         }
         let root = home_in(dir.path());
-        let names = render(&root, ListKind::Names, "/d/*.txt", "d/*.txt", false).unwrap();
+        let names = render(
+            &root,
+            ListKind::Names,
+            "/d/*.txt",
+            "d/*.txt",
+            Writable::READ_ONLY,
+        )
+        .unwrap();
         let mut names: Vec<_> = String::from_utf8(names)
             .unwrap()
             .lines()
@@ -310,9 +338,25 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["d/a.txt", "d/b.txt"]);
-        let none = render(&root, ListKind::Names, "/d/*.png", "d/*.png", false).unwrap();
+        let none = render(
+            &root,
+            ListKind::Names,
+            "/d/*.png",
+            "d/*.png",
+            Writable::READ_ONLY,
+        )
+        .unwrap();
         assert!(none.is_empty());
-        assert!(render(&root, ListKind::Names, "/d/missing", "d/missing", false).is_err());
+        assert!(
+            render(
+                &root,
+                ListKind::Names,
+                "/d/missing",
+                "d/missing",
+                Writable::READ_ONLY
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -329,7 +373,7 @@ mod tests {
         assert!(line.starts_with("-rw"), "{line}");
         assert!(line.ends_with(" 5 ") || line.contains(" 5 "), "{line}");
         assert!(line.ends_with(" b.txt"), "{line}");
-        let facts = facts(&entries[1].metadata, false, false);
+        let facts = facts(&entries[1].metadata, Writable::READ_ONLY, false);
         assert!(facts.starts_with("type=file;size=5;modify="), "{facts}");
         assert!(facts.contains("perm=r;"), "{facts}");
         assert!(unix_line("a", &entries[0].metadata, None, Timestamp::now()).starts_with('d'));
@@ -343,12 +387,15 @@ mod tests {
         std::fs::write(dir.path().join("bad\rname"), "").unwrap();
         let root = home_in(dir.path());
         let long =
-            String::from_utf8(render(&root, ListKind::Long, "/", "", false).unwrap()).unwrap();
+            String::from_utf8(render(&root, ListKind::Long, "/", "", Writable::READ_ONLY).unwrap())
+                .unwrap();
         let link = long.lines().find(|l| l.starts_with('l')).unwrap();
         assert!(link.ends_with(" link -> real"), "{link}");
         assert!(long.contains(" bad?name\r\n"), "{long:?}");
-        let machine =
-            String::from_utf8(render(&root, ListKind::Machine, "/", "", false).unwrap()).unwrap();
+        let machine = String::from_utf8(
+            render(&root, ListKind::Machine, "/", "", Writable::READ_ONLY).unwrap(),
+        )
+        .unwrap();
         let link = machine.lines().find(|l| l.ends_with(" link")).unwrap();
         assert!(link.starts_with("type=OS.unix=symlink;"), "{link}");
         let real = machine.lines().find(|l| l.ends_with(" real")).unwrap();
@@ -362,7 +409,8 @@ mod tests {
             std::fs::write(dir.path().join(format!("file-{i:05}")), "").unwrap();
         }
         let root = home_in(dir.path());
-        let mut listing = Listing::open(&root, ListKind::Long, "/", "", false).unwrap();
+        let mut listing =
+            Listing::open(&root, ListKind::Long, "/", "", Writable::READ_ONLY).unwrap();
         let mut chunks = 0;
         let mut lines = 0;
         while let Some(chunk) = listing.next_chunk(CHUNK).unwrap() {

@@ -289,12 +289,15 @@ async fn a_restarted_upload_on_a_store_that_cannot_resume_is_refused() {
 }
 
 #[tokio::test]
-async fn feat_offers_only_what_the_storage_can_do() {
+async fn feat_and_facts_offer_only_what_the_storage_can_do() {
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f"), "x").unwrap();
     let mut local = Client::logged_in(dir.path(), None).await;
     let (_, features) = local.command("FEAT").await;
     assert!(features.contains(" REST STREAM\r\n"), "{features}");
     assert!(features.contains(" MFMT\r\n"), "{features}");
+    let (_, facts) = local.command("MLST f").await;
+    assert!(facts.contains(";perm=adfrw;"), "{facts}");
     let mut store = Client::logged_in(
         dir.path(),
         Some(Capabilities {
@@ -313,6 +316,10 @@ async fn feat_offers_only_what_the_storage_can_do() {
     let (code, text) = store.command("MFMT 20260101000000 x").await;
     assert_eq!(code, 502, "{text}");
     assert!(text.contains("modification times"), "{text}");
+    // RFC 3659's `a` says APPE may be used on the file.
+    let (code, facts) = store.command("MLST f").await;
+    assert_eq!(code, 250, "{facts}");
+    assert!(facts.contains(";perm=dfrw;"), "{facts}");
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use super::data::Direction;
 use super::{Flow, Outcome, Reply0, Session, StoreKind};
 use crate::ftp::access::Permission;
 use crate::ftp::fs;
-use crate::ftp::listing::{self, ListKind, Listing};
+use crate::ftp::listing::{self, ListKind, Listing, Writable};
 use crate::ftp::reply::{Reply, quote_path};
 use crate::ftp::storage::{FileKind, Home, Keep};
 use crate::ftp::transfer;
@@ -168,8 +168,12 @@ impl Session {
     }
 
     /// Whether listings show the entries as writable (the `perm` facts of MLSD/MLST).
-    pub(super) fn writable(&self) -> bool {
-        self.permissions().allows(Permission::Upload)
+    pub(super) fn writable(&self) -> Writable {
+        let write = self.permissions().allows(Permission::Upload);
+        Writable {
+            write,
+            append: write && self.capabilities().append,
+        }
     }
 
     pub(super) async fn mlst(&mut self, path: Option<&str>) -> io::Result<()> {
