@@ -2,94 +2,34 @@
 //! RFC 3659 `MLSD`/`MLST` facts.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
-use rustix::fs::{AtFlags, Stat};
 
-use super::fs::{FileKind, Root, UPLOAD_TEMP_PREFIX, file_kind};
+use super::storage::{Entries, Entry, FileKind, Home, Metadata};
 
-#[derive(Debug)]
-pub struct Entry {
-    pub name: String,
-    pub stat: Stat,
-    /// Where a symlink points, as stored in the link.
-    pub target: Option<String>,
-}
-
-/// A name as listings show it: control bytes (possible in names made outside FTP) become `?`, so
-/// no name can forge a line of the listing.
-fn shown(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw)
-        .chars()
+/// A name as listings show it: control characters (possible in names made outside FTP) become
+/// `?`, so no name can forge a line of the listing.
+fn shown(name: &str) -> String {
+    name.chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect()
 }
 
-/// Reads directory entries one at a time (without `.`, `..` and uploads in progress), in the
-/// order the file system gives them: a listing of any size is never held whole in memory.
-pub struct DirEntries {
-    entries: rustix::fs::Dir,
-    dir: OwnedFd,
-}
-
-impl DirEntries {
-    pub fn open(root: &Root, virtual_path: &str) -> io::Result<DirEntries> {
-        let dir = root.open_dir(virtual_path)?;
-        let entries = rustix::fs::Dir::new(dir.try_clone()?)?;
-        Ok(DirEntries { entries, dir })
-    }
-}
-
-impl Iterator for DirEntries {
-    type Item = io::Result<Entry>;
-
-    fn next(&mut self) -> Option<io::Result<Entry>> {
-        loop {
-            let item = match self.entries.next()? {
-                Ok(item) => item,
-                Err(error) => return Some(Err(error.into())),
-            };
-            let raw = item.file_name().to_bytes();
-            if raw == b"." || raw == b".." || raw.starts_with(UPLOAD_TEMP_PREFIX.as_bytes()) {
-                continue;
-            }
-            // Gone between readdir and stat: not an error, just no longer there.
-            let Ok(stat) = rustix::fs::statat(
-                self.dir.as_fd(),
-                item.file_name(),
-                AtFlags::SYMLINK_NOFOLLOW,
-            ) else {
-                continue;
-            };
-            let target = (file_kind(&stat) == FileKind::Symlink)
-                .then(|| rustix::fs::readlinkat(self.dir.as_fd(), item.file_name(), Vec::new()))
-                .and_then(Result::ok)
-                .map(|target| shown(target.as_bytes()));
-            return Some(Ok(Entry {
-                name: shown(raw),
-                stat,
-                target,
-            }));
-        }
-    }
-}
-
 /// The entries of a directory, sorted by name (for callers that want them all, such as tests).
-pub fn read_dir(root: &Root, virtual_path: &str) -> io::Result<Vec<Entry>> {
-    let mut entries = DirEntries::open(root, virtual_path)?.collect::<io::Result<Vec<_>>>()?;
+pub fn read_dir(home: &dyn Home, virtual_path: &str) -> io::Result<Vec<Entry>> {
+    let mut entries = home.list(virtual_path)?.collect::<io::Result<Vec<_>>>()?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(entries)
 }
 
-fn mtime(stat: &Stat) -> Timestamp {
-    Timestamp::from_second(stat.st_mtime).unwrap_or(Timestamp::UNIX_EPOCH)
+fn mtime(metadata: &Metadata) -> Timestamp {
+    Timestamp::from_second(metadata.modified).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// `YYYYMMDDHHMMSS` in UTC, for `MDTM` and the `modify` fact.
-pub fn time_val(stat: &Stat) -> String {
-    mtime(stat)
+pub fn time_val(metadata: &Metadata) -> String {
+    mtime(metadata)
         .to_zoned(TimeZone::UTC)
         .strftime("%Y%m%d%H%M%S")
         .to_string()
@@ -107,8 +47,8 @@ fn permissions(mode: u32) -> String {
 }
 
 /// One `ls -l` line; dates within six months show the time, older ones the year.
-pub fn unix_line(name: &str, stat: &Stat, target: Option<&str>, now: Timestamp) -> String {
-    let kind = match file_kind(stat) {
+pub fn unix_line(name: &str, stat: &Metadata, target: Option<&str>, now: Timestamp) -> String {
+    let kind = match stat.kind {
         FileKind::Dir => 'd',
         FileKind::Symlink => 'l',
         FileKind::File => '-',
@@ -126,37 +66,58 @@ pub fn unix_line(name: &str, stat: &Stat, target: Option<&str>, now: Timestamp) 
         .strftime(format)
         .to_string();
     let link = match target {
-        Some(target) if kind == 'l' => format!(" -> {target}"),
+        Some(target) if kind == 'l' => format!(" -> {}", shown(target)),
         _ => String::new(),
     };
     format!(
-        "{kind}{} {:>3} ftp      ftp      {:>12} {date} {name}{link}",
-        permissions(stat.st_mode),
-        stat.st_nlink,
-        stat.st_size
+        "{kind}{} {:>3} ftp      ftp      {:>12} {date} {}{link}",
+        permissions(stat.mode),
+        stat.links,
+        stat.size,
+        shown(name)
     )
 }
 
+/// What the `perm` facts offer: changing the tree at all (the login's permission), and appending
+/// to files (that, and what the storage can do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Writable {
+    pub write: bool,
+    pub append: bool,
+}
+
+impl Writable {
+    pub const READ_ONLY: Writable = Writable {
+        write: false,
+        append: false,
+    };
+}
+
 /// RFC 3659 facts, ending in `;` (the caller appends ` name`).
-pub fn facts(stat: &Stat, writable: bool, current_dir: bool) -> String {
-    let (kind, perm) = match file_kind(stat) {
-        FileKind::Dir if current_dir => ("cdir", if writable { "cdeflmp" } else { "el" }),
-        FileKind::Dir => ("dir", if writable { "cdeflmp" } else { "el" }),
+pub fn facts(stat: &Metadata, writable: Writable, current_dir: bool) -> String {
+    let file_perm = match (writable.write, writable.append) {
+        (true, true) => "adfrw",
+        (true, false) => "dfrw",
+        (false, _) => "r",
+    };
+    let dir_perm = if writable.write { "cdeflmp" } else { "el" };
+    let (kind, perm) = match stat.kind {
+        FileKind::Dir if current_dir => ("cdir", dir_perm),
+        FileKind::Dir => ("dir", dir_perm),
         // RFC 3659 section 7.5.1 leaves other types to "OS." names; this is the one clients
         // parse (a link is not a file of the link's own size).
-        FileKind::Symlink => ("OS.unix=symlink", if writable { "adfrw" } else { "r" }),
-        _ => ("file", if writable { "adfrw" } else { "r" }),
+        FileKind::Symlink => ("OS.unix=symlink", file_perm),
+        _ => ("file", file_perm),
     };
     let size = if kind == "file" {
-        format!("size={};", stat.st_size)
+        format!("size={};", stat.size)
     } else {
         String::new()
     };
     format!(
-        "type={kind};{size}modify={};perm={perm};unique={:x}g{:x};",
+        "type={kind};{size}modify={};perm={perm};unique={};",
         time_val(stat),
-        stat.st_dev,
-        stat.st_ino
+        stat.unique
     )
 }
 
@@ -171,11 +132,11 @@ pub enum ListKind {
 /// connection) and then produced a chunk at a time.
 pub struct Listing {
     kind: ListKind,
-    writable: bool,
+    writable: Writable,
     now: Timestamp,
     /// Lines ready to go out before (or instead of) directory entries.
     head: Vec<String>,
-    entries: Option<DirEntries>,
+    entries: Option<Entries>,
     /// Set for a pattern (`NLST *.txt`): only matching names, each prefixed as the client wrote
     /// the directory.
     pattern: Option<(String, String)>,
@@ -188,11 +149,11 @@ impl Listing {
     /// Opens what `target` names: a directory, a single file, or a pattern in its last component
     /// that names nothing (`NLST *.txt`, which `mget` sends). `shown_as` is the argument as given.
     pub fn open(
-        root: &Root,
+        home: &dyn Home,
         kind: ListKind,
         target: &str,
         shown_as: &str,
-        writable: bool,
+        writable: Writable,
     ) -> io::Result<Listing> {
         let mut listing = Listing {
             kind,
@@ -202,7 +163,7 @@ impl Listing {
             entries: None,
             pattern: None,
         };
-        let stat = match root.stat(target) {
+        let stat = match home.stat(target) {
             Ok(stat) => stat,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 let (parent, pattern) = target.rsplit_once('/').unwrap_or(("", target));
@@ -214,14 +175,14 @@ impl Listing {
                     .rsplit_once('/')
                     .map(|(dir, _)| format!("{dir}/"))
                     .unwrap_or_default();
-                listing.entries = Some(DirEntries::open(root, parent)?);
+                listing.entries = Some(home.list(parent)?);
                 listing.pattern = Some((pattern.to_owned(), prefix));
                 return Ok(listing);
             }
             Err(error) => return Err(error),
         };
-        if file_kind(&stat) != FileKind::Dir {
-            let name = shown(target.rsplit('/').next().unwrap_or_default().as_bytes());
+        if stat.kind != FileKind::Dir {
+            let name = shown(target.rsplit('/').next().unwrap_or_default());
             listing.head.push(match kind {
                 ListKind::Long => unix_line(&name, &stat, None, listing.now),
                 ListKind::Names => name,
@@ -234,7 +195,7 @@ impl Listing {
                 .head
                 .push(format!("{} .", facts(&stat, writable, true)));
         }
-        listing.entries = Some(DirEntries::open(root, target)?);
+        listing.entries = Some(home.list(target)?);
         Ok(listing)
     }
 
@@ -244,18 +205,21 @@ impl Listing {
                 return None;
             }
             if self.kind == ListKind::Names {
-                return Some(format!("{prefix}{}", entry.name));
+                return Some(format!("{prefix}{}", shown(&entry.name)));
             }
         }
         Some(match self.kind {
-            ListKind::Long => {
-                unix_line(&entry.name, &entry.stat, entry.target.as_deref(), self.now)
-            }
-            ListKind::Names => entry.name.clone(),
+            ListKind::Long => unix_line(
+                &entry.name,
+                &entry.metadata,
+                entry.target.as_deref(),
+                self.now,
+            ),
+            ListKind::Names => shown(&entry.name),
             ListKind::Machine => format!(
                 "{} {}",
-                facts(&entry.stat, self.writable, false),
-                entry.name
+                facts(&entry.metadata, self.writable, false),
+                shown(&entry.name)
             ),
         })
     }
@@ -296,13 +260,13 @@ impl Listing {
 
 /// The whole body of a listing; see [`Listing::open`].
 pub fn render(
-    root: &Root,
+    home: &dyn Home,
     kind: ListKind,
     target: &str,
     shown_as: &str,
-    writable: bool,
+    writable: Writable,
 ) -> io::Result<Vec<u8>> {
-    Listing::open(root, kind, target, shown_as, writable)?.collect()
+    Listing::open(home, kind, target, shown_as, writable)?.collect()
 }
 
 /// Shell-style matching of `*` (any run) and `?` (one character); nothing else is special.
@@ -332,6 +296,12 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ftp::fs::Root;
+    use crate::ftp::storage::local::LocalHome;
+
+    fn home_in(dir: &std::path::Path) -> LocalHome {
+        LocalHome::new(Root::open(dir).unwrap())
+    }
 
     #[test]
     fn globs_match_like_a_shell() {
@@ -352,8 +322,15 @@ mod tests {
         for name in ["a.txt", "b.txt", "c.csv"] {
             std::fs::write(dir.path().join("d").join(name), "x").unwrap();
         }
-        let root = Root::open(dir.path()).unwrap();
-        let names = render(&root, ListKind::Names, "/d/*.txt", "d/*.txt", false).unwrap();
+        let root = home_in(dir.path());
+        let names = render(
+            &root,
+            ListKind::Names,
+            "/d/*.txt",
+            "d/*.txt",
+            Writable::READ_ONLY,
+        )
+        .unwrap();
         let mut names: Vec<_> = String::from_utf8(names)
             .unwrap()
             .lines()
@@ -361,9 +338,25 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["d/a.txt", "d/b.txt"]);
-        let none = render(&root, ListKind::Names, "/d/*.png", "d/*.png", false).unwrap();
+        let none = render(
+            &root,
+            ListKind::Names,
+            "/d/*.png",
+            "d/*.png",
+            Writable::READ_ONLY,
+        )
+        .unwrap();
         assert!(none.is_empty());
-        assert!(render(&root, ListKind::Names, "/d/missing", "d/missing", false).is_err());
+        assert!(
+            render(
+                &root,
+                ListKind::Names,
+                "/d/missing",
+                "d/missing",
+                Writable::READ_ONLY
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -372,18 +365,18 @@ mod tests {
         std::fs::write(dir.path().join("b.txt"), "hello").unwrap();
         std::fs::create_dir(dir.path().join("a")).unwrap();
         std::fs::write(dir.path().join(".ftp-upload-1234"), "partial").unwrap();
-        let root = Root::open(dir.path()).unwrap();
+        let root = home_in(dir.path());
         let entries = read_dir(&root, "/").unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["a", "b.txt"]);
-        let line = unix_line("b.txt", &entries[1].stat, None, Timestamp::now());
+        let line = unix_line("b.txt", &entries[1].metadata, None, Timestamp::now());
         assert!(line.starts_with("-rw"), "{line}");
         assert!(line.ends_with(" 5 ") || line.contains(" 5 "), "{line}");
         assert!(line.ends_with(" b.txt"), "{line}");
-        let facts = facts(&entries[1].stat, false, false);
+        let facts = facts(&entries[1].metadata, Writable::READ_ONLY, false);
         assert!(facts.starts_with("type=file;size=5;modify="), "{facts}");
         assert!(facts.contains("perm=r;"), "{facts}");
-        assert!(unix_line("a", &entries[0].stat, None, Timestamp::now()).starts_with('d'));
+        assert!(unix_line("a", &entries[0].metadata, None, Timestamp::now()).starts_with('d'));
     }
 
     #[test]
@@ -392,14 +385,17 @@ mod tests {
         std::fs::write(dir.path().join("real"), "0123456789").unwrap();
         std::os::unix::fs::symlink("real", dir.path().join("link")).unwrap();
         std::fs::write(dir.path().join("bad\rname"), "").unwrap();
-        let root = Root::open(dir.path()).unwrap();
+        let root = home_in(dir.path());
         let long =
-            String::from_utf8(render(&root, ListKind::Long, "/", "", false).unwrap()).unwrap();
+            String::from_utf8(render(&root, ListKind::Long, "/", "", Writable::READ_ONLY).unwrap())
+                .unwrap();
         let link = long.lines().find(|l| l.starts_with('l')).unwrap();
         assert!(link.ends_with(" link -> real"), "{link}");
         assert!(long.contains(" bad?name\r\n"), "{long:?}");
-        let machine =
-            String::from_utf8(render(&root, ListKind::Machine, "/", "", false).unwrap()).unwrap();
+        let machine = String::from_utf8(
+            render(&root, ListKind::Machine, "/", "", Writable::READ_ONLY).unwrap(),
+        )
+        .unwrap();
         let link = machine.lines().find(|l| l.ends_with(" link")).unwrap();
         assert!(link.starts_with("type=OS.unix=symlink;"), "{link}");
         let real = machine.lines().find(|l| l.ends_with(" real")).unwrap();
@@ -412,8 +408,9 @@ mod tests {
         for i in 0..3000 {
             std::fs::write(dir.path().join(format!("file-{i:05}")), "").unwrap();
         }
-        let root = Root::open(dir.path()).unwrap();
-        let mut listing = Listing::open(&root, ListKind::Long, "/", "", false).unwrap();
+        let root = home_in(dir.path());
+        let mut listing =
+            Listing::open(&root, ListKind::Long, "/", "", Writable::READ_ONLY).unwrap();
         let mut chunks = 0;
         let mut lines = 0;
         while let Some(chunk) = listing.next_chunk(CHUNK).unwrap() {

@@ -1,7 +1,8 @@
 //! The FTP server the operator's StatefulSets run.
 //!
 //! One concern per module: [`command`] parses, [`session`] runs the control connection,
-//! [`passive`] and [`transfer`] carry data, [`fs`] keeps every path inside the root.
+//! [`passive`] and [`transfer`] carry data, [`storage`] is where files live
+//! (the local disk, whose [`fs`] keeps every path inside the root).
 
 pub mod access;
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod reply;
 pub mod server;
 pub mod session;
 pub mod settings;
+pub mod storage;
 pub mod stream;
 pub mod tls;
 pub mod transfer;

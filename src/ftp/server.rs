@@ -408,8 +408,8 @@ fn start_session(
 async fn sweep_upload_leftovers(settings: watch::Receiver<Arc<Settings>>) {
     let sweep = |settings: Arc<Settings>| async move {
         let stall = Duration::from_secs(settings.config.limits.idle_timeout_seconds.max(1).into());
-        let root = settings.root.clone();
-        match tokio::task::spawn_blocking(move || root.remove_upload_leftovers(stall)).await {
+        let storage = Arc::clone(&settings.storage);
+        match tokio::task::spawn_blocking(move || storage.remove_upload_leftovers(stall)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(removed)) => tracing::info!(removed, "removed leftover temporary upload files"),
             Ok(Err(error)) => tracing::warn!(%error, "cannot sweep leftover upload files"),

@@ -4,7 +4,10 @@
 
 use super::auth::{Users, UsersError};
 use super::config::{ConfigError, ServerConfig};
-use super::fs::Root;
+use std::sync::Arc;
+
+use super::storage::Storage;
+use super::storage::local::LocalStorage;
 use super::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,8 @@ pub struct Settings {
     pub config: ServerConfig,
     pub users: Users,
     pub tls: Option<tls::TlsAcceptors>,
-    pub root: Root,
+    /// Where the files live; every login's home is opened from it.
+    pub storage: Arc<dyn Storage>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -54,7 +58,7 @@ impl Settings {
             Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,
         };
-        let root = Root::open(&config.root).map_err(|source| SettingsError::Root {
+        let root = LocalStorage::open(&config.root).map_err(|source| SettingsError::Root {
             path: config.root.display().to_string(),
             source,
         })?;
@@ -62,7 +66,7 @@ impl Settings {
             config,
             users,
             tls,
-            root,
+            storage: Arc::new(root),
         })
     }
 

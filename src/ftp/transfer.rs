@@ -11,18 +11,66 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::listing::Listing;
+use super::storage::{Download, UploadBody};
 use super::stream::MaybeTls;
 
 const BUFFER: usize = 256 * 1024;
 const SENDFILE_CHUNK: usize = 16 * 1024 * 1024;
 const LISTING_CHUNK: usize = super::listing::CHUNK;
 
-/// Sends `file` from `offset` to the end, then closes the connection cleanly.
+/// Sends a download to its end, then closes the connection cleanly.
 ///
-/// Plain connections use `sendfile(2)` on a blocking thread; TLS reads the file on blocking
-/// threads too. No file-system call runs on the runtime's workers, where a slow disk would stall
-/// every session. `stall` bounds how long a connection may make no progress.
-pub async fn send_file(
+/// A file goes with `sendfile(2)` on plain connections, on a blocking thread; TLS reads the file
+/// on blocking threads too, as a stream is read. No storage call runs on the runtime's workers,
+/// where a slow disk would stall every session. `stall` bounds how long a connection may make no
+/// progress.
+pub async fn send_file(stream: MaybeTls, download: Download, stall: Duration) -> io::Result<u64> {
+    match download {
+        Download::File { file, offset } => send_disk_file(stream, file, offset, stall).await,
+        Download::Stream(reader) => send_stream(stream, reader, stall).await,
+    }
+}
+
+/// Sends what `reader` gives, a buffer at a time read on a blocking thread.
+async fn send_stream(
+    mut stream: MaybeTls,
+    mut reader: Box<dyn Read + Send>,
+    stall: Duration,
+) -> io::Result<u64> {
+    let mut buffer = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let (back, read, filled) = tokio::task::spawn_blocking(move || {
+            let read = read_some(&mut reader, &mut buffer);
+            (reader, read, buffer)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        reader = back;
+        buffer = filled;
+        let read = read?;
+        if read == 0 {
+            break;
+        }
+        within(stall, stream.write_all(&buffer[..read])).await?;
+        total += read as u64;
+    }
+    within(stall, stream.shutdown()).await?;
+    delivered(&stream, stall).await?;
+    Ok(total)
+}
+
+/// One read that retries when interrupted.
+fn read_some(reader: &mut dyn Read, buffer: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match reader.read(buffer) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
+    }
+}
+
+async fn send_disk_file(
     stream: MaybeTls,
     file: File,
     offset: u64,
@@ -212,24 +260,68 @@ async fn sendfile_blocking(
     result
 }
 
-/// Writes everything the client sends into `file` until it closes the connection.
-pub async fn receive_file(stream: MaybeTls, file: File, stall: Duration) -> io::Result<u64> {
-    let mut stream = match stream {
-        MaybeTls::Plain(tcp) => return receive_blocking(tcp, file, stall).await,
-        tls @ MaybeTls::Tls(_) => tls,
-    };
+/// Writes everything the client sends into the upload's body until it closes the connection.
+pub async fn receive_file(stream: MaybeTls, body: UploadBody, stall: Duration) -> io::Result<u64> {
+    match (stream, body) {
+        (MaybeTls::Plain(tcp), UploadBody::File(file)) => receive_blocking(tcp, file, stall).await,
+        (MaybeTls::Plain(tcp), UploadBody::Stream(writer)) => {
+            receive_blocking(tcp, writer, stall).await
+        }
+        (tls @ MaybeTls::Tls(_), UploadBody::File(file)) => receive_tls(tls, file, stall).await,
+        (tls @ MaybeTls::Tls(_), UploadBody::Stream(writer)) => {
+            receive_tls_stream(tls, writer, stall).await
+        }
+    }
+}
+
+/// Reads one buffer from a protected data connection; `0` at its end.
+async fn read_tls(stream: &mut MaybeTls, buffer: &mut [u8], stall: Duration) -> io::Result<usize> {
+    match within(stall, stream.read(buffer)).await {
+        Ok(read) => Ok(read),
+        // Many clients close a TLS data channel without close_notify; the byte stream is
+        // complete all the same, exactly as on a plain connection.
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        Err(error) => Err(error),
+    }
+}
+
+/// A protected upload into a stream: each buffer written on a blocking thread.
+async fn receive_tls_stream(
+    mut stream: MaybeTls,
+    mut writer: Box<dyn Write + Send>,
+    stall: Duration,
+) -> io::Result<u64> {
+    let mut buffer = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let read = read_tls(&mut stream, &mut buffer, stall).await?;
+        if read == 0 {
+            break;
+        }
+        let (back, written, used) = tokio::task::spawn_blocking(move || {
+            let written = writer.write_all(&buffer[..read]);
+            (writer, written, buffer)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        (writer, buffer) = (back, used);
+        written?;
+        total += read as u64;
+    }
+    tokio::task::spawn_blocking(move || writer.flush())
+        .await
+        .map_err(io::Error::other)??;
+    let _ = within(stall, stream.shutdown()).await;
+    Ok(total)
+}
+
+async fn receive_tls(mut stream: MaybeTls, file: File, stall: Duration) -> io::Result<u64> {
     // Writes go to blocking threads (tokio's File); flush waits for the last one.
     let mut file = tokio::fs::File::from_std(file);
     let mut buffer = vec![0u8; BUFFER];
     let mut total = 0u64;
     loop {
-        let read = match within(stall, stream.read(&mut buffer)).await {
-            Ok(read) => read,
-            // Many clients close a TLS data channel without close_notify; the byte stream is
-            // complete all the same, exactly as on a plain connection.
-            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => 0,
-            Err(error) => return Err(error),
-        };
+        let read = read_tls(&mut stream, &mut buffer, stall).await?;
         if read == 0 {
             break;
         }
@@ -244,7 +336,11 @@ pub async fn receive_file(stream: MaybeTls, file: File, stall: Duration) -> io::
 
 /// A plain upload on a blocking thread: socket reads and file writes with no readiness round
 /// trips and no blocking of the runtime's workers by disk writes.
-async fn receive_blocking(tcp: TcpStream, mut file: File, stall: Duration) -> io::Result<u64> {
+async fn receive_blocking(
+    tcp: TcpStream,
+    mut file: impl Write + Send + 'static,
+    stall: Duration,
+) -> io::Result<u64> {
     let mut socket = tcp.into_std()?;
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(stall))?;

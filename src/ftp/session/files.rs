@@ -6,9 +6,10 @@ use std::time::Instant;
 use super::data::Direction;
 use super::{Flow, Outcome, Reply0, Session, StoreKind};
 use crate::ftp::access::Permission;
-use crate::ftp::fs::{self, FileKind, Keep, Root, file_kind};
-use crate::ftp::listing::{self, ListKind, Listing};
+use crate::ftp::fs;
+use crate::ftp::listing::{self, ListKind, Listing, Writable};
 use crate::ftp::reply::{Reply, quote_path};
+use crate::ftp::storage::{FileKind, Home, Keep};
 use crate::ftp::transfer;
 
 /// Runs a file-system call on a blocking thread, never on the runtime's workers.
@@ -41,15 +42,7 @@ impl Session {
     pub(super) async fn dele(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
         let path = target.clone();
-        let removed = self
-            .fs(move |root| {
-                if root.is_dir(&path) {
-                    Err(io::ErrorKind::IsADirectory.into())
-                } else {
-                    root.remove_file(&path)
-                }
-            })
-            .await;
+        let removed = self.fs(move |root| root.remove_file(&path)).await;
         self.audit_change("delete", &target, None, removed.is_ok());
         match removed {
             Ok(()) => self.reply(250, "Delete operation successful.").await,
@@ -87,7 +80,7 @@ impl Session {
     pub(super) async fn cwd(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
         let checked = target.clone();
-        match self.fs(move |root| root.open_dir(&checked).map(drop)).await {
+        match self.fs(move |root| root.change_dir(&checked)).await {
             Ok(()) => {
                 self.cwd = target;
                 self.reply(250, "Directory successfully changed.").await
@@ -116,9 +109,7 @@ impl Session {
     pub(super) async fn size(&mut self, path: &str) -> io::Result<()> {
         let target = fs::resolve(&self.cwd, path);
         match self.fs(move |root| root.stat(&target)).await {
-            Ok(stat) if file_kind(&stat) == FileKind::File => {
-                self.reply(213, stat.st_size.to_string()).await
-            }
+            Ok(stat) if stat.kind == FileKind::File => self.reply(213, stat.size.to_string()).await,
             Ok(_) => {
                 self.reply(550, "Could not get file size: not a regular file.")
                     .await
@@ -177,8 +168,12 @@ impl Session {
     }
 
     /// Whether listings show the entries as writable (the `perm` facts of MLSD/MLST).
-    pub(super) fn writable(&self) -> bool {
-        self.permissions().allows(Permission::Upload)
+    pub(super) fn writable(&self) -> Writable {
+        let write = self.permissions().allows(Permission::Upload);
+        Writable {
+            write,
+            append: write && self.capabilities().append,
+        }
     }
 
     pub(super) async fn mlst(&mut self, path: Option<&str>) -> io::Result<()> {
@@ -258,14 +253,8 @@ impl Session {
     pub(super) async fn retr(&mut self, path: &str, offset: u64) -> Reply0 {
         let target = fs::resolve(&self.cwd, path);
         let shown = target.clone();
-        let opened = self
-            .fs(move |root| {
-                let file = root.open_read(&target)?;
-                let size = file.metadata()?.len();
-                Ok((file, size))
-            })
-            .await;
-        let (file, size) = match opened {
+        let opened = self.fs(move |root| root.open_read(&target, offset)).await;
+        let (download, size) = match opened {
             Ok(opened) => opened,
             Err(error) => {
                 self.fs_error(error, "Failed to open file.").await?;
@@ -284,7 +273,7 @@ impl Session {
         };
         let started = Instant::now();
         let outcome = self
-            .run_transfer(transfer::send_file(data, file, offset, stall))
+            .run_transfer(transfer::send_file(data, download, stall))
             .await?;
         self.finish_transfer("download", &shown, started, &outcome)
             .await
@@ -331,7 +320,7 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
-        let Some(file) = upload.take_file() else {
+        let Some(body) = upload.take_body() else {
             self.reply(451, "Could not create file.").await?;
             return Ok(Flow::Continue);
         };
@@ -346,7 +335,7 @@ impl Session {
         };
         let started = Instant::now();
         let mut outcome = self
-            .run_transfer(transfer::receive_file(data, file, stall))
+            .run_transfer(transfer::receive_file(data, body, stall))
             .await?;
         if let Outcome::Done(Ok(_)) = &outcome {
             if let Err(error) = blocking(move || upload.commit(replace)).await {
@@ -360,13 +349,13 @@ impl Session {
             .await
     }
 
-    /// Runs a file-system call on the session's root on a blocking thread.
+    /// Runs a storage call on the login's home on a blocking thread.
     pub(super) async fn fs<T: Send + 'static>(
         &self,
-        call: impl FnOnce(&Root) -> io::Result<T> + Send + 'static,
+        call: impl FnOnce(&dyn Home) -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
-        let root = self.root().clone();
-        blocking(move || call(&root)).await
+        let root = self.home()?;
+        blocking(move || call(&*root)).await
     }
 
     async fn open_listing(
@@ -399,7 +388,7 @@ impl Session {
         if kind == ListKind::Machine {
             let stated = target.clone();
             match self.fs(move |root| root.stat(&stated)).await {
-                Ok(stat) if file_kind(&stat) == FileKind::Dir => {}
+                Ok(stat) if stat.kind == FileKind::Dir => {}
                 Ok(_) => {
                     self.reply(501, "MLSD needs a directory.").await?;
                     return Ok(Flow::Continue);

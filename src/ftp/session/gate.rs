@@ -1,10 +1,11 @@
 //! What a command must pass before it runs, decided from the command and the session's login
 //! alone: logged in (but for the few commands allowed before), a path without control bytes or
-//! the reserved upload names, and the permission the command needs.
+//! the reserved upload names, the permission the command needs, and what the storage can do.
 
 use crate::ftp::access::{Permission, Permissions};
 use crate::ftp::command::Command;
 use crate::ftp::fs;
+use crate::ftp::storage::Capabilities;
 
 /// A command refused before it runs: the reply to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,48 @@ pub(super) fn permitted(command: &Command, permissions: Permissions) -> Result<(
                 "Permission denied: this login may not {}.",
                 permission.name()
             ),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The check against what the storage can do, after the permission check: what it cannot do is
+/// refused before anything is opened, never served as something else (an `APPE` that overwrites).
+/// 502 (not implemented) for a command the storage cannot serve at all, 504 (not implemented for
+/// that parameter) for a transfer it can serve only from the start.
+pub(super) fn supported(
+    command: &Command,
+    restart_offset: u64,
+    capabilities: Capabilities,
+) -> Result<(), Refusal> {
+    match command {
+        Command::Appe(_) if !capabilities.append => refuse(
+            502,
+            "APPE is not available: this server's storage cannot append to a file; upload the whole file with STOR.",
+        ),
+        Command::Rest(offset)
+            if *offset > 0 && !capabilities.resume_upload && !capabilities.resume_download =>
+        {
+            refuse(
+                502,
+                "REST is not available: this server's storage cannot restart transfers; transfer the whole file.",
+            )
+        }
+        Command::Stor(_) if restart_offset > 0 && !capabilities.resume_upload => refuse(
+            504,
+            "STOR after REST is not available: this server's storage cannot resume an upload; upload the whole file.",
+        ),
+        Command::Retr(_) if restart_offset > 0 && !capabilities.resume_download => refuse(
+            504,
+            "RETR after REST is not available: this server's storage cannot read from an offset; download the whole file.",
+        ),
+        Command::Mfmt(..) if !capabilities.set_mtime => refuse(
+            502,
+            "MFMT is not available: this server's storage cannot set modification times.",
+        ),
+        Command::SiteChmod(..) if !capabilities.chmod => refuse(
+            502,
+            "SITE CHMOD is not available: this server's storage has no permission bits.",
         ),
         _ => Ok(()),
     }
@@ -169,5 +212,45 @@ mod tests {
         assert_eq!(code(permitted(&parse("STOR a"), incoming)), None);
         assert_eq!(code(permitted(&parse("RETR a"), incoming)), Some(550));
         assert_eq!(code(permitted(&parse("PWD"), Permissions::NONE)), None);
+    }
+
+    #[test]
+    fn what_the_storage_cannot_do_is_refused_and_the_rest_passes() {
+        let none = Capabilities {
+            append: false,
+            resume_upload: false,
+            resume_download: false,
+            atomic_rename: false,
+            chmod: false,
+            set_mtime: false,
+            zero_copy: false,
+        };
+        let all = Capabilities::ALL;
+        for (line, offset, refused) in [
+            ("APPE a", 0, Some(502)),
+            ("REST 10", 0, Some(502)),
+            ("STOR a", 10, Some(504)),
+            ("RETR a", 10, Some(504)),
+            ("MFMT 20260101000000 a", 0, Some(502)),
+            ("SITE CHMOD 644 a", 0, Some(502)),
+            ("REST 0", 0, None),
+            ("STOR a", 0, None),
+            ("RETR a", 0, None),
+            ("STOU", 0, None),
+            ("RNFR a", 0, None),
+            ("DELE a", 0, None),
+        ] {
+            let command = parse(line);
+            assert_eq!(code(supported(&command, offset, none)), refused, "{line}");
+            assert_eq!(code(supported(&command, offset, all)), None, "{line}");
+        }
+        // Ranged reads alone: REST is accepted, for RETR, and refused at STOR.
+        let ranged = Capabilities {
+            resume_download: true,
+            ..none
+        };
+        assert_eq!(code(supported(&parse("REST 10"), 0, ranged)), None);
+        assert_eq!(code(supported(&parse("RETR a"), 10, ranged)), None);
+        assert_eq!(code(supported(&parse("STOR a"), 10, ranged)), Some(504));
     }
 }

@@ -9,7 +9,7 @@ use super::{Flow, LoggedIn, Login, Reply0, Session};
 use crate::ftp::access::{Access, Permissions};
 use crate::ftp::audit;
 use crate::ftp::auth::lockout::{Admission, Policy, Subject};
-use crate::ftp::fs::Root;
+use crate::ftp::storage::Home;
 
 impl Session {
     pub(super) async fn user(&mut self, name: String) -> Reply0 {
@@ -165,10 +165,10 @@ impl Session {
     }
 
     /// Opens (creating if missing) the login's home on a blocking thread.
-    async fn open_home(&self, access: &Access) -> io::Result<Root> {
-        let root = self.settings.root.clone();
+    async fn open_home(&self, access: &Access) -> io::Result<Arc<dyn Home>> {
+        let storage = Arc::clone(&self.settings.storage);
         let home = access.home.clone();
-        tokio::task::spawn_blocking(move || root.open_home(&home))
+        tokio::task::spawn_blocking(move || storage.open_home(&home))
             .await
             .map_err(io::Error::other)?
     }

@@ -12,15 +12,17 @@ use super::access::Permissions;
 use super::audit::{self, Actor};
 use super::command::{self, Command, TransferType};
 use super::control::{ControlConnection, Line};
-use super::fs::Root;
 use super::listing::ListKind;
 use super::passive::PassiveListener;
 use super::proxy;
 use super::reply::{Reply, quote_path};
 use super::server::Shared;
 use super::settings::Settings;
+use super::storage::{Capabilities, Home};
 use super::tls::SessionTls;
 
+#[cfg(test)]
+mod capability_tests;
 mod data;
 mod files;
 mod gate;
@@ -56,7 +58,7 @@ struct LoggedIn {
     name: String,
     permissions: Permissions,
     /// The session's root: the login's home beneath the server's root.
-    home: Root,
+    home: Arc<dyn Home>,
 }
 
 /// What ended a transfer.
@@ -135,10 +137,16 @@ impl Session {
     }
 
     /// What paths resolve beneath: the login's home (before login, no file command runs).
-    fn root(&self) -> &Root {
+    fn home(&self) -> io::Result<Arc<dyn Home>> {
         self.user
             .as_ref()
-            .map_or(&self.settings.root, |user| &user.home)
+            .map(|user| Arc::clone(&user.home))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::PermissionDenied, "not logged in"))
+    }
+
+    /// What the server's storage can do.
+    fn capabilities(&self) -> Capabilities {
+        self.settings.storage.capabilities()
     }
 
     async fn send(&mut self, reply: Reply) -> io::Result<()> {
@@ -281,6 +289,10 @@ impl Session {
             self.reply(refusal.code, refusal.text).await?;
             return Ok(Flow::Continue);
         }
+        if let Err(refusal) = gate::supported(&command, restart_offset, self.capabilities()) {
+            self.reply(refusal.code, refusal.text).await?;
+            return Ok(Flow::Continue);
+        }
         match command {
             Command::User(name) => return self.user(name).await,
             Command::Pass(password) => return self.pass(password).await,
@@ -411,19 +423,24 @@ impl Session {
         if self.settings.config.active_mode.enabled {
             lines.push(" EPRT".into());
         }
+        let capabilities = self.capabilities();
         lines.extend(
             [
-                " EPSV",
-                " HOST",
-                " MDTM",
-                " MFMT",
-                " MLST type*;size*;modify*;perm*;unique*;",
-                " REST STREAM",
-                " SIZE",
-                " TVFS",
-                " UTF8",
+                (" EPSV", true),
+                (" HOST", true),
+                (" MDTM", true),
+                (" MFMT", capabilities.set_mtime),
+                (" MLST type*;size*;modify*;perm*;unique*;", true),
+                // Offered only where a restarted download is served from the offset; a restarted
+                // upload without `resume_upload` is refused at STOR.
+                (" REST STREAM", capabilities.resume_download),
+                (" SIZE", true),
+                (" TVFS", true),
+                (" UTF8", true),
             ]
-            .map(String::from),
+            .into_iter()
+            .filter(|(_, offered)| *offered)
+            .map(|(line, _)| line.to_owned()),
         );
         self.send(Reply::multi(211, "Features:", lines, "End"))
             .await
