@@ -138,20 +138,20 @@ impl Served {
             .iter()
             .filter(|report| matches!(report.answer, Answer::Unreachable(_)))
             .collect();
-        let overdue: Vec<(&PodReport, Duration)> = silent
-            .iter()
-            .filter_map(|report| {
-                let since = report.ready_since.as_ref()?;
-                let ready_for = now.0.duration_since(since.0).unsigned_abs();
-                (ready_for >= UNREACHABLE_GRACE).then_some((*report, ready_for))
+        let overdue: Vec<&PodReport> = silent
+            .into_iter()
+            .filter(|report| {
+                report.ready_since.as_ref().is_some_and(|since| {
+                    now.0.duration_since(since.0).unsigned_abs() >= UNREACHABLE_GRACE
+                })
             })
             .collect();
-        if let Some((report, ready_for)) = overdue.first() {
+        if let Some(report) = overdue.first() {
             return Some(Hold {
                 reason: SERVER_UNREACHABLE,
                 message: format!(
                     "{}{}",
-                    unreachable_message(server, report, *ready_for),
+                    unreachable_message(server, report),
                     more(overdue.len())
                 ),
                 stalled: true,
@@ -262,7 +262,8 @@ fn rejected_message(
     }
 }
 
-fn unreachable_message(server: &FtpServer, report: &PodReport, ready_for: Duration) -> String {
+/// Stable while nothing changes (no elapsed time in it), so a quiet reconcile writes nothing.
+fn unreachable_message(server: &FtpServer, report: &PodReport) -> String {
     let why = match &report.answer {
         Answer::Unreachable(why) | Answer::Unanswered(why) => why.as_str(),
         Answer::Serves(_) => "",
@@ -270,7 +271,7 @@ fn unreachable_message(server: &FtpServer, report: &PodReport, ready_for: Durati
     let namespace = server.namespace().unwrap_or_default();
     format!(
         "the operator cannot reach pod {} on its metrics port {DEFAULT_METRICS_PORT} ({why}) \
-         although the pod has been Ready for {} s: a NetworkPolicy likely blocks the operator, \
+         although the pod has been Ready for over {} s: a NetworkPolicy likely blocks the operator, \
          either one in namespace {namespace} that selects the server's pods (allow ingress from \
          the operator's pods to TCP port {DEFAULT_METRICS_PORT}) or the operator's own (the \
          chart's networkPolicy.enabled: its policy must allow egress to TCP port \
@@ -278,7 +279,7 @@ fn unreachable_message(server: &FtpServer, report: &PodReport, ready_for: Durati
          then the operator cannot tell which configuration the pods serve, and the \
          reachability probe is likely blocked the same way",
         report.pod,
-        ready_for.as_secs()
+        UNREACHABLE_GRACE.as_secs()
     )
 }
 
@@ -660,7 +661,7 @@ mod tests {
         assert_eq!(held.recheck_after(), Duration::from_secs(10));
         for part in [
             "cannot reach pod contoso-1 on its metrics port 9100 (connecting to 10.0.0.6:9100 timed out",
-            "Ready for 600 s",
+            "Ready for over 60 s",
             "NetworkPolicy",
             "namespace ftp",
             "networkPolicy.enabled",
