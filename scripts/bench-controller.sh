@@ -13,17 +13,25 @@
 # It builds the controller (release), brings up its own local control plane
 # (scripts/local-cluster.sh, state in target/bench-cluster) and takes it down at the end.
 #
-# Knobs: N (200), NAMESPACES (4), SECRETS (2000), SECRET_KIB (512), QUIET (60 s), SETTLE (10 s after all Ready, before the
+# Knobs: N (200), NAMESPACES (4), PASSIVE_PORTS (5 per server; each LoadBalancer Service takes
+# 1 + PASSIVE_PORTS NodePorts of 2768, so N=500 needs PASSIVE_PORTS=3 or fewer),
+# PROBE_INTERVAL (60 s, the chart's probe.intervalSeconds; 0 turns the probe off), SECRETS (2000), SECRET_KIB (512), QUIET (60 s), SETTLE (10 s after all Ready, before the
 # quiet minute), READY_TIMEOUT (300 s), RECORD (1: add a row to docs/benchmarks.md),
 # MAX_LOAD (e.g. 2.0: wait up to LOAD_WAIT s, default 600, for the 1-min load to drop
 # below it before applying), FTPOP_KCM_API_QPS (passed to scripts/local-cluster.sh), KEEP_CLUSTER (1: leave the cluster up, to look at its logs).
-# Note: each LoadBalancer Service takes 6 NodePorts (of 2768), so N must stay below ~460.
+# Note: with 5 passive ports each LoadBalancer Service takes 6 NodePorts (of 2768), so N must stay
+# below ~460.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 N=${N:-200}
 NAMESPACES=${NAMESPACES:-4}
+PASSIVE_PORTS=${PASSIVE_PORTS:-5}
+# The chart's defaults: probe every 60 s, 5 s per step. The probe logs in through each server's
+# public address (here the stand-in balancer's 198.18.0.0/15 addresses, where nothing answers),
+# so it makes each server's probe account and tries a session per server every round.
+PROBE_INTERVAL=${PROBE_INTERVAL:-60}
 QUIET=${QUIET:-60}
 SECRETS=${SECRETS:-2000}
 SECRET_KIB=${SECRET_KIB:-512}
@@ -34,7 +42,7 @@ MAX_LOAD=${MAX_LOAD:-}
 LOAD_WAIT=${LOAD_WAIT:-600}
 TARGET_READY_S=30
 TARGET_RSS_MIB=64
-for knob in N NAMESPACES QUIET SETTLE READY_TIMEOUT SECRETS SECRET_KIB; do
+for knob in N NAMESPACES PASSIVE_PORTS PROBE_INTERVAL QUIET SETTLE READY_TIMEOUT SECRETS SECRET_KIB; do
   [[ ${!knob} =~ ^[0-9]+$ ]] || { echo "bench: $knob must be a number" >&2; exit 2; }
 done
 
@@ -103,7 +111,7 @@ if ((SECRETS > 0)); then
   log "created: $secrets_made"
 fi
 
-# N distinct servers, 5 passive ports each, spread over the namespaces.
+# N distinct servers, PASSIVE_PORTS passive ports each, spread over the namespaces.
 for ((i = 0; i < N; i++)); do
   cat <<EOF
 apiVersion: ftpoperator.dev/v1alpha1
@@ -113,7 +121,7 @@ metadata:
   namespace: bench-$((i % NAMESPACES))
   labels: {bench: controller}
 spec:
-  passivePorts: {min: 30000, max: 30004}
+  passivePorts: {min: 30000, max: $((30000 + PASSIVE_PORTS - 1))}
 ---
 EOF
 done >"$work/servers.yaml"
@@ -121,7 +129,7 @@ done >"$work/servers.yaml"
 secret_reads_before=$(secret_reads)
 target/release/ftp-operator controller \
   --metrics-listen 127.0.0.1:0 --leader-election-namespace default \
-  --identity bench --default-ftp-image ftp-operator:bench --verify-served-config=false --probe-interval-seconds=0 >"$work/controller.log" 2>&1 &
+  --identity bench --default-ftp-image ftp-operator:bench --verify-served-config=false --probe-interval-seconds="$PROBE_INTERVAL" >"$work/controller.log" 2>&1 &
 controller_pid=$!
 for _ in $(seq 100); do
   grep -q '"holding the lease' "$work/controller.log" && break
@@ -268,7 +276,7 @@ lb_max=$(jq -r .latency_max <<<"$lb")
 
 cat <<EOF
 
-Controller benchmark: N=$N FtpServers in $NAMESPACES namespaces, 5 passive ports each; kube-controller-manager QPS ${FTPOP_KCM_API_QPS:-20 (default)}
+Controller benchmark: N=$N FtpServers in $NAMESPACES namespaces, $PASSIVE_PORTS passive ports each; probe every ${PROBE_INTERVAL} s (0: off); kube-controller-manager QPS ${FTPOP_KCM_API_QPS:-20 (default)}
 machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/^Mem/ {print $2}') GiB; 1-min load: $load_before before, $load_ready at all Ready, $load_end at end
 | measure                                   | value                           | target   | verdict |
 | ----------------------------------------- | ------------------------------- | -------- | ------- |
@@ -303,7 +311,8 @@ marker = "<!-- controller runs: scripts/bench-controller.sh inserts a row above 
 row = ("| $(date -u +%Y-%m-%d\ %H:%M) | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) | "
        "$(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB | $load_before / $load_ready / $load_end | $N | ${FTPOP_KCM_API_QPS:-20 (default)} | $apply_s | "
        "**$ready_s** ($verdict_ready) | $lb_span ($lb_patch) | **$quiet_writes** / $objects_changed / $events_changed ($verdict_quiet) | "
-       "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet | $SECRETS x $SECRET_KIB KiB |")
+       "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet | $SECRETS x $SECRET_KIB KiB | "
+       "$( ((PROBE_INTERVAL > 0)) && echo "every $PROBE_INTERVAL s" || echo off) | $PASSIVE_PORTS |")
 section = f"""## Controller
 
 \`scripts/bench-controller.sh\` builds the controller in release mode, brings up
@@ -334,8 +343,8 @@ leader's heartbeat, not a write to any FtpServer or child). CPU: controller CPU 
 during the burst / during the quiet minute. kcm QPS: kube-controller-manager's client-side
 rate limit (\`FTPOP_KCM_API_QPS\`, default 20 QPS, burst 30, per controller).
 
-| date (UTC) | commit | machine | load | N | kcm QPS | apply s | all Ready s | LB s | quiet writes | lease | peak RSS MiB | CPU s | unrelated Secrets |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| date (UTC) | commit | machine | load | N | kcm QPS | apply s | all Ready s | LB s | quiet writes | lease | peak RSS MiB | CPU s | unrelated Secrets | probe | passive ports |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {marker}
 """
 try:

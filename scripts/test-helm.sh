@@ -188,7 +188,9 @@ t_template_dry_run() {
   k create namespace "$NS" --dry-run=client -o yaml | k apply --server-side -f - >/dev/null
   h template "$RELEASE" "$CHART" -n "$NS" | k apply --server-side --dry-run=server -f - || return 1
   h template "$RELEASE" "$CHART" -n "$NS" --set networkPolicy.enabled=true --set replicas=2 \
-    --set 'networkPolicy.apiServerCIDRs={127.0.0.1/32}' | k apply --server-side --dry-run=server -f -
+    --set 'networkPolicy.apiServerCIDRs={127.0.0.1/32}' --set 'networkPolicy.probeCIDRs={198.18.0.0/15}' \
+    --set-json 'networkPolicy.probePorts=[{"port":21},{"port":20000,"endPort":20019}]' |
+    k apply --server-side --dry-run=server -f -
 }
 
 lua_health() { "$ROOT/tests/argocd/health.sh" "$1" | cut -f1; }

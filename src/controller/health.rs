@@ -4,7 +4,7 @@
 //! kind-specific fields.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::ResourceExt;
 
 /// What a workload says about its rollout, whatever its kind.
@@ -96,22 +96,11 @@ pub struct Problem {
 }
 
 /// Container waiting reasons the kubelet keeps retrying without success, with the advice.
+/// Image pulls and exits get theirs from [`image_advice`] and [`exit_problem`].
 const WAITING: &[(&str, &str)] = &[
     (
-        "ImagePullBackOff",
-        "check spec.image, that the registry is reachable and the pull secret",
-    ),
-    (
-        "ErrImagePull",
-        "check spec.image, that the registry is reachable and the pull secret",
-    ),
-    (
-        "InvalidImageName",
-        "fix spec.image (or the operator's default image)",
-    ),
-    (
         "CrashLoopBackOff",
-        "the server keeps exiting: read its log (kubectl logs) for why",
+        "the server keeps exiting: read its log (kubectl logs --previous) for why",
     ),
     (
         "CreateContainerConfigError",
@@ -127,8 +116,83 @@ const WAITING: &[(&str, &str)] = &[
     ),
 ];
 
+/// Waiting reasons of an image that cannot be had.
+const IMAGE_WAITING: &[&str] = &["ImagePullBackOff", "ErrImagePull", "InvalidImageName"];
+
+/// Where the operator's default server image is set, for messages.
+const DEFAULT_IMAGE_SETTING: &str = "the operator's --default-ftp-image flag (chart value \
+     ftpServerImage; empty there: the operator's own image, image.repository and image.tag)";
+
+/// What to do about an image the kubelet cannot pull: which setting chose it, and where a pull
+/// Secret goes. `spec_image` is the FtpServer's `spec.image`.
+fn image_advice(reason: &str, image: &str, spec_image: Option<&str>) -> String {
+    let chosen_by = if spec_image == Some(image) {
+        format!(
+            "the image comes from the FtpServer's spec.image: correct it, or remove spec.image \
+             to use the operator's default ({DEFAULT_IMAGE_SETTING})"
+        )
+    } else {
+        format!(
+            "the image is the operator's default, set by {DEFAULT_IMAGE_SETTING}: correct that, \
+             or set the FtpServer's spec.image"
+        )
+    };
+    if reason == "InvalidImageName" {
+        return format!("image \"{image}\" is not a valid image name; {chosen_by}");
+    }
+    format!(
+        "cannot pull image \"{image}\"; {chosen_by}; if the registry needs credentials, name a \
+         kubernetes.io/dockerconfigjson Secret of the FtpServer's namespace in \
+         spec.imagePullSecrets; and check that the nodes reach the registry"
+    )
+}
+
+/// A container that keeps exiting, told by how it last ended: an OOM kill names the memory
+/// limit to raise instead of sending the user to a log that ends without a word.
+fn exit_problem(pod: &Pod, container: &ContainerStatus) -> Option<Problem> {
+    let terminated = container.last_state.as_ref()?.terminated.as_ref()?;
+    if terminated.reason.as_deref() != Some("OOMKilled") {
+        return None;
+    }
+    let limit = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.containers.iter().find(|c| c.name == container.name))
+        .and_then(|c| c.resources.as_ref()?.limits.as_ref()?.get("memory"))
+        .map(|quantity| quantity.0.clone());
+    let message = match limit {
+        Some(limit) => format!(
+            "pod {}: container {} was OOMKilled: it used all of its memory limit ({limit}) and \
+             keeps restarting ({} restarts); raise spec.resources.limits.memory (and \
+             spec.resources.requests.memory) of the FtpServer",
+            pod.name_any(),
+            container.name,
+            container.restart_count
+        ),
+        None => format!(
+            "pod {}: container {} was OOMKilled with no memory limit of its own (the node ran \
+             out of memory) and keeps restarting ({} restarts); set \
+             spec.resources.requests.memory and spec.resources.limits.memory of the FtpServer \
+             so it is placed where that much memory is free",
+            pod.name_any(),
+            container.name,
+            container.restart_count
+        ),
+    };
+    Some(Problem {
+        reason: "OOMKilled",
+        message,
+        stalled: true,
+    })
+}
+
 /// The first problem the workload or its pods report, or None while all looks like progress.
-pub fn workload_problem(workload: Option<&WorkloadSummary>, pods: &[&Pod]) -> Option<Problem> {
+/// `spec_image` is the FtpServer's `spec.image`, to tell which setting chose an image.
+pub fn workload_problem(
+    workload: Option<&WorkloadSummary>,
+    pods: &[&Pod],
+    spec_image: Option<&str>,
+) -> Option<Problem> {
     for pod in pods {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
@@ -144,14 +208,38 @@ pub fn workload_problem(workload: Option<&WorkloadSummary>, pods: &[&Pod]) -> Op
                 continue;
             };
             let reason = waiting.reason.as_deref().unwrap_or_default();
+            let kubelet_says = waiting.message.as_deref().unwrap_or("no message");
+            if let Some(reason) = IMAGE_WAITING.iter().find(|known| **known == reason) {
+                // The pod's spec names the image asked for; the status may hold a resolved one.
+                let image = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.containers.iter().find(|c| c.name == container.name))
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_else(|| container.image.clone());
+                return Some(Problem {
+                    reason,
+                    message: format!(
+                        "pod {}: container {} is waiting ({reason}: {kubelet_says}): {}",
+                        pod.name_any(),
+                        container.name,
+                        image_advice(reason, &image, spec_image)
+                    ),
+                    stalled: true,
+                });
+            }
+            if reason == "CrashLoopBackOff"
+                && let Some(problem) = exit_problem(pod, container)
+            {
+                return Some(problem);
+            }
             if let Some((reason, advice)) = WAITING.iter().find(|(known, _)| *known == reason) {
                 return Some(Problem {
                     reason,
                     message: format!(
-                        "pod {}: container {} is waiting ({reason}: {}): {advice}",
+                        "pod {}: container {} is waiting ({reason}: {kubelet_says}): {advice}",
                         pod.name_any(),
                         container.name,
-                        waiting.message.as_deref().unwrap_or("no message")
                     ),
                     stalled: true,
                 });
@@ -195,20 +283,142 @@ mod tests {
         serde_yaml::from_str(&format!("metadata: {{name: p-1}}\nstatus: {status}")).unwrap()
     }
 
+    /// A pod of the server's StatefulSet whose container runs `image` with a 128Mi limit.
+    fn pod_with_spec(image: &str, status: &str) -> Pod {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: contoso-0}}\n\
+             spec: {{containers: [{{name: ftp-server, image: '{image}', \
+             resources: {{limits: {{memory: 128Mi}}, requests: {{memory: 64Mi}}}}}}]}}\n\
+             status: {status}"
+        ))
+        .unwrap()
+    }
+
+    fn pull_failure(reason: &str, image: &str) -> Pod {
+        pod_with_spec(
+            image,
+            &format!(
+                "{{containerStatuses: [{{name: ftp-server, image: '{image}', imageID: '', ready: false, \
+                 restartCount: 0, state: {{waiting: {{reason: {reason}, \
+                 message: 'Back-off pulling image \"{image}\"'}}}}}}]}}"
+            ),
+        )
+    }
+
     #[test]
-    fn a_container_that_cannot_pull_its_image_stalls_with_the_kubelets_words() {
-        let pod = pod(
-            "{containerStatuses: [{name: ftp-server, image: nope:1, imageID: '', ready: false, restartCount: 0, \
-             state: {waiting: {reason: ImagePullBackOff, message: 'Back-off pulling image \"nope:1\"'}}}]}",
+    fn an_image_from_spec_image_that_cannot_be_pulled_names_it_and_the_pull_secret_field() {
+        for reason in ["ImagePullBackOff", "ErrImagePull"] {
+            let pod = pull_failure(reason, "registry.example/ftp:9");
+            let problem = workload_problem(None, &[&pod], Some("registry.example/ftp:9")).unwrap();
+            assert_eq!(problem.reason, reason);
+            assert!(problem.stalled);
+            for part in [
+                "Back-off pulling image \"registry.example/ftp:9\"",
+                "cannot pull image \"registry.example/ftp:9\"",
+                "comes from the FtpServer's spec.image",
+                "--default-ftp-image",
+                "spec.imagePullSecrets",
+            ] {
+                assert!(
+                    problem.message.contains(part),
+                    "{part}: {}",
+                    problem.message
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_operators_default_image_that_cannot_be_pulled_names_the_flag_and_chart_value() {
+        let pod = pull_failure(
+            "ImagePullBackOff",
+            "ghcr.io/ftp-operator/ftp-operator:0.1.0",
         );
-        let problem = workload_problem(None, &[&pod]).unwrap();
-        assert_eq!(problem.reason, "ImagePullBackOff");
-        assert!(problem.stalled);
+        // spec.image names another image (the rollout has not reached this pod) or none.
+        for spec_image in [None, Some("registry.example/ftp:9")] {
+            let problem = workload_problem(None, &[&pod], spec_image).unwrap();
+            assert!(
+                problem
+                    .message
+                    .contains("the image is the operator's default, set by the operator's --default-ftp-image flag (chart value ftpServerImage")
+                    && problem.message.contains("ghcr.io/ftp-operator/ftp-operator:0.1.0")
+                    && problem.message.contains("spec.imagePullSecrets")
+                    && !problem.message.contains("comes from the FtpServer's spec.image"),
+                "{}",
+                problem.message
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_image_name_says_so_and_where_it_was_set() {
+        let pod = pull_failure("InvalidImageName", "Bad Name");
+        let problem = workload_problem(None, &[&pod], Some("Bad Name")).unwrap();
+        assert_eq!(problem.reason, "InvalidImageName");
         assert!(
             problem
                 .message
-                .contains("Back-off pulling image \"nope:1\"")
-                && problem.message.contains("check spec.image"),
+                .contains("\"Bad Name\" is not a valid image name")
+                && problem.message.contains("spec.image"),
+            "{}",
+            problem.message
+        );
+    }
+
+    fn crash_looping(last_reason: &str, image: &str) -> Pod {
+        pod_with_spec(
+            image,
+            &format!(
+                "{{containerStatuses: [{{name: ftp-server, image: i, imageID: '', ready: false, restartCount: 4, \
+                 state: {{waiting: {{reason: CrashLoopBackOff, message: 'back-off 1m20s restarting failed container'}}}}, \
+                 lastState: {{terminated: {{reason: {last_reason}, exitCode: 137, \
+                 startedAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:01:00Z'}}}}}}]}}"
+            ),
+        )
+    }
+
+    #[test]
+    fn an_oom_killed_server_names_the_limit_and_the_field_to_raise() {
+        let pod = crash_looping("OOMKilled", "i");
+        let problem = workload_problem(None, &[&pod], None).unwrap();
+        assert_eq!(problem.reason, "OOMKilled");
+        assert!(problem.stalled);
+        for part in [
+            "pod contoso-0: container ftp-server was OOMKilled",
+            "memory limit (128Mi)",
+            "4 restarts",
+            "raise spec.resources.limits.memory",
+        ] {
+            assert!(
+                problem.message.contains(part),
+                "{part}: {}",
+                problem.message
+            );
+        }
+        assert!(!problem.message.contains("read its log"));
+    }
+
+    #[test]
+    fn an_oom_kill_without_a_limit_says_the_node_ran_out() {
+        let mut pod = crash_looping("OOMKilled", "i");
+        pod.spec.as_mut().unwrap().containers[0].resources = None;
+        let problem = workload_problem(None, &[&pod], None).unwrap();
+        assert_eq!(problem.reason, "OOMKilled");
+        assert!(
+            problem.message.contains("no memory limit of its own")
+                && problem.message.contains("spec.resources.limits.memory"),
+            "{}",
+            problem.message
+        );
+    }
+
+    #[test]
+    fn a_server_that_exits_on_its_own_is_sent_to_its_log() {
+        let pod = crash_looping("Error", "i");
+        let problem = workload_problem(None, &[&pod], None).unwrap();
+        assert_eq!(problem.reason, "CrashLoopBackOff");
+        assert!(
+            problem.message.contains("read its log"),
             "{}",
             problem.message
         );
@@ -220,7 +430,7 @@ mod tests {
             "{conditions: [{type: PodScheduled, status: 'False', reason: Unschedulable, \
              message: '0/2 nodes are available: 2 node(s) didn''t match Pod''s node affinity/selector.'}]}",
         );
-        let problem = workload_problem(None, &[&pod]).unwrap();
+        let problem = workload_problem(None, &[&pod], None).unwrap();
         assert_eq!(problem.reason, "Unschedulable");
         assert!(!problem.stalled);
         assert!(problem.message.contains("0/2 nodes are available"));
@@ -235,7 +445,7 @@ mod tests {
         )
         .unwrap();
         let summary = WorkloadSummary::from(&deployment);
-        let problem = workload_problem(Some(&summary), &[]).unwrap();
+        let problem = workload_problem(Some(&summary), &[], None).unwrap();
         assert_eq!(problem.reason, "ProgressDeadlineExceeded");
         assert!(problem.stalled && problem.message.contains("timed out progressing"));
     }
@@ -252,7 +462,7 @@ mod tests {
         )
         .unwrap();
         let summary = WorkloadSummary::from(&deployment);
-        assert_eq!(workload_problem(Some(&summary), &[&creating]), None);
+        assert_eq!(workload_problem(Some(&summary), &[&creating], None), None);
     }
 
     #[test]

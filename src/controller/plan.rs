@@ -158,8 +158,8 @@ pub struct Waits {
     pub balancer_waited: Option<Duration>,
     /// How long it may be before the server is Stalled saying so.
     pub balancer_timeout: Duration,
-    /// Ready is held until the pods serve the rendered configuration.
-    pub held_ready: bool,
+    /// Ready is held until the pods serve the rendered configuration: look again after this.
+    pub held_ready: Option<Duration>,
     /// Another server is rolling to the new default image.
     pub image_waiting: bool,
 }
@@ -183,9 +183,10 @@ pub fn next(outcome: &Outcome, waits: &Waits) -> Duration {
         // Nothing else wakes the server when the address never comes: look at the deadline.
         return waits.balancer_timeout - waited + Duration::from_secs(1);
     }
-    if waits.held_ready {
-        // The kubelet syncs a nudged pod within a second or two; the server polls every 2 s.
-        return Duration::from_secs(1);
+    if let Some(after) = waits.held_ready {
+        // As the hold says: soon for a nudged pod the kubelet syncs within a second or two,
+        // later for a pod the operator cannot reach.
+        return after;
     }
     if waits.image_waiting {
         // Another server is rolling to the new default image; look again shortly.
@@ -344,7 +345,7 @@ mod tests {
         };
         assert_eq!(secs(&stalled("InvalidSpec"), &overdue), 600);
         let held = Waits {
-            held_ready: true,
+            held_ready: Some(Duration::from_secs(1)),
             image_waiting: true,
             ..quiet.clone()
         };

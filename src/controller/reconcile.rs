@@ -155,7 +155,7 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     let balancer_waited = status::balancer_waiting(server, &observed, &now);
     let mut status = desired_status(server, &outcome, &observed, now.clone(), timeout);
     let previous = server.status.clone().unwrap_or_default();
-    let mut held_ready = false;
+    let mut held_ready = None;
     let desired_config_digest = if ctx.settings.verify_served_config
         && matches!(outcome, Outcome::Applied { .. })
         && served::is_ready(&status)
@@ -188,10 +188,10 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         }
         let [users, tls] = [versions[0].clone(), versions[1].clone()];
         let inputs = served::mounted_inputs(desired, &[("users", users), ("tls", tls)]);
-        let served = served::check(&ctx.client, server, desired, &inputs).await?;
-        if let Some(waiting) = served.waiting_for() {
-            served::hold_ready(&mut status, &previous, waiting, &now);
-            held_ready = true;
+        let served = served::check(&ctx.client, server, &inputs).await?;
+        if let Some(hold) = served.hold(server, desired, &now) {
+            served::hold_ready(&mut status, &previous, &hold, &now);
+            held_ready = Some(hold.recheck_after());
         }
     }
     if previous != status {

@@ -223,7 +223,7 @@ pub fn desired_status(
                 public_address.is_some(),
             );
             let pods: Vec<&Pod> = observed.pods.iter().map(AsRef::as_ref).collect();
-            let problem = workload_problem(workload.as_ref(), &pods);
+            let problem = workload_problem(workload.as_ref(), &pods, server.spec.image.as_deref());
             let not_stalled = (false, "AsExpected", String::new());
             match (problem, waiting) {
                 (Some(problem), _) if problem.stalled => (

@@ -114,6 +114,54 @@ pub struct ProbeUser {
     pub password_hash: String,
 }
 
+/// Where the server's metrics port answers which configuration it serves: the digest alone as
+/// text, or a [`ServedConfig`] to a request that accepts [`SERVED_CONFIG_MEDIA_TYPE`].
+pub const SERVED_CONFIG_PATH: &str = "/config-digest";
+pub const SERVED_CONFIG_MEDIA_TYPE: &str = "application/json";
+
+/// `sha256:<hex>` of a configuration file's contents: what the server reports as served, and
+/// what the controller computes from the ConfigMap to tell whether a pod serves it yet.
+pub fn config_digest(contents: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, contents);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// What the server serves, and what it could not load: a change to the users file or the TLS
+/// files that does not load leaves the previous settings in effect, so only this tells.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedConfig {
+    /// [`config_digest`] of the configuration file in effect; None without one.
+    pub digest: Option<String>,
+    /// The last reload's failure; None once the files load again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<RejectedInput>,
+}
+
+/// A file that changed and could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedInput {
+    pub file: InputFile,
+    /// The line at fault, when the error names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+/// The files the settings are made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputFile {
+    /// This configuration file, or the root directory it names.
+    Config,
+    Users,
+    /// The TLS certificate or key.
+    Tls,
+    /// A file a newer server names.
+    #[serde(other)]
+    Other,
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], DEFAULT_CONTROL_PORT))
 }

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 use super::auth::lockout::Lockout;
 use super::auth::verify::Verifier;
+use super::config::{RejectedInput, SERVED_CONFIG_MEDIA_TYPE, ServedConfig, config_digest};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -89,6 +90,8 @@ pub struct Metrics {
     ready: AtomicBool,
     /// `sha256:<hex>` of the configuration file in effect; None without one.
     served_config: std::sync::Mutex<Option<String>>,
+    /// The last reload's failure, reported beside the digest.
+    rejected_input: std::sync::Mutex<Option<RejectedInput>>,
 }
 
 impl Metrics {
@@ -225,6 +228,21 @@ impl Metrics {
             .and_then(|served| served.clone())
     }
 
+    /// Records the last reload's failure, or None when the files loaded.
+    pub fn set_rejected_input(&self, rejected: Option<RejectedInput>) {
+        if let Ok(mut slot) = self.rejected_input.lock() {
+            *slot = rejected;
+        }
+    }
+
+    /// What `/config-digest` answers a client that accepts JSON.
+    pub fn served_config_report(&self) -> ServedConfig {
+        ServedConfig {
+            digest: self.served_config(),
+            rejected: self.rejected_input.lock().ok().and_then(|r| r.clone()),
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
@@ -339,20 +357,23 @@ async fn metrics_text(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse 
     )
 }
 
-/// `sha256:<hex>` of a configuration file's contents: what `/config-digest` reports, and what the
-/// controller computes from the ConfigMap to tell whether a pod serves it yet.
-pub fn config_digest(contents: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, contents);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
 /// The digest of the configuration in effect, so the controller can hold Ready until a pod serves
 /// what the ConfigMap says (the kubelet refreshes a mounted ConfigMap up to a minute late).
-async fn served_config_digest(State(metrics): State<Arc<Metrics>>) -> (StatusCode, String) {
+async fn served_config_digest(
+    State(metrics): State<Arc<Metrics>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let wants_report = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains(SERVED_CONFIG_MEDIA_TYPE));
+    if wants_report {
+        let body = serde_json::to_string(&metrics.served_config_report()).unwrap_or_default();
+        return ([(header::CONTENT_TYPE, SERVED_CONFIG_MEDIA_TYPE)], body).into_response();
+    }
     match metrics.served_config() {
-        Some(digest) => (StatusCode::OK, format!("{digest}\n")),
-        None => (StatusCode::NOT_FOUND, "no configuration file\n".to_owned()),
+        Some(digest) => (StatusCode::OK, format!("{digest}\n")).into_response(),
+        None => (StatusCode::NOT_FOUND, "no configuration file\n").into_response(),
     }
 }
 
@@ -374,7 +395,7 @@ pub async fn serve(address: SocketAddr, metrics: Arc<Metrics>) -> std::io::Resul
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/config-digest", get(served_config_digest))
+        .route(super::config::SERVED_CONFIG_PATH, get(served_config_digest))
         .with_state(metrics);
     let listener = tokio::net::TcpListener::bind(address).await?;
     axum::serve(listener, router).await

@@ -1,7 +1,8 @@
 //! Re-reading the configuration while running. A mounted ConfigMap is swapped through a `..data`
 //! symlink, so the file is polled by content (following symlinks) rather than watched by inode.
 //! The users file and TLS certificate are polled too. New sessions get the new settings at once;
-//! running sessions keep theirs. A file that does not load is logged and the old settings stay.
+//! running sessions keep theirs. A file that does not load is logged and the old settings stay;
+//! the metrics port reports which file and why (`/config-digest`), so the operator can say so.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::auth::UsersError;
 use super::cli::ServerFlags;
-use super::config::{ConfigError, ServerConfig};
+use super::config::{ConfigError, InputFile, RejectedInput, ServerConfig};
 use super::metrics::Metrics;
 use super::settings::{Settings, SettingsError};
 
@@ -61,6 +63,24 @@ pub fn config_contents<'a>(flags: &ServerFlags, files: &'a Fingerprint) -> Optio
         .as_ref()
         .and_then(|_| files.first())
         .and_then(|contents| contents.as_deref())
+}
+
+/// What a reload that failed tells the operator: the file at fault, its line, and why.
+pub fn rejected_input(error: &SettingsError) -> RejectedInput {
+    let (file, line, reason) = match error {
+        SettingsError::Users(UsersError::Line { line, reason }) => {
+            (InputFile::Users, Some(*line), reason.clone())
+        }
+        SettingsError::Users(UsersError::Read { .. }) => {
+            (InputFile::Users, None, error.to_string())
+        }
+        SettingsError::Tls(_) => (InputFile::Tls, None, error.to_string()),
+        // The probe account is part of the configuration file.
+        SettingsError::Users(UsersError::Probe { .. })
+        | SettingsError::Config(_)
+        | SettingsError::Root { .. } => (InputFile::Config, None, error.to_string()),
+    };
+    RejectedInput { file, line, reason }
 }
 
 /// Polls forever, publishing new settings on `sender`. `last` is the fingerprint the current
@@ -115,9 +135,11 @@ pub async fn watch_files(
                 if let Some(contents) = &served {
                     metrics.set_served_config(contents);
                 }
+                metrics.set_rejected_input(None);
             }
             Err(error) => {
                 tracing::error!(%error, "new configuration not loaded; keeping the previous one");
+                metrics.set_rejected_input(Some(rejected_input(&error)));
                 metrics
                     .config_reloads
                     .get_or_create(&super::metrics::ResultLabel {
@@ -134,7 +156,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::ftp::metrics::config_digest;
+    use crate::ftp::config::config_digest;
 
     fn config_text(root: &Path, address: &str) -> String {
         format!(
@@ -193,5 +215,81 @@ mod tests {
             Some("198.18.0.1")
         );
         assert_eq!(config_contents(&flags, &files), Some(text.as_bytes()));
+    }
+
+    /// A users file edited into one that does not load keeps the old users and reports the
+    /// line and why; fixing it clears the report.
+    #[tokio::test]
+    async fn a_users_file_that_does_not_load_is_reported_until_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = dir.path().join("users");
+        let hash = crate::ftp::auth::hash_password("secret").unwrap();
+        std::fs::write(&users, format!("alice:{hash}:rw\n")).unwrap();
+        let path = dir.path().join("ftp-server.toml");
+        let text = format!(
+            "{}users_file = {:?}\n",
+            config_text(dir.path(), "198.18.0.1"),
+            users.display().to_string()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let flags = ServerFlags {
+            config: Some(path.clone()),
+            ..ServerFlags::default()
+        };
+        let (files, config) = read(&flags);
+        let settings = Settings::build(config.unwrap()).unwrap();
+        let (sender, mut receiver) = watch::channel(Arc::new(settings));
+        let metrics = Arc::new(Metrics::default());
+        metrics.set_served_config(text.as_bytes());
+        let watcher = tokio::spawn(watch_files(flags, sender, Arc::clone(&metrics), files));
+
+        std::fs::write(
+            &users,
+            format!("alice:{hash}:rw\nbob:$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$Jm+2QNw8yA4ZqS9o4ONIfQ\n"),
+        )
+        .unwrap();
+        let reported = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(rejected) = metrics.served_config_report().rejected {
+                    return rejected;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .expect("the bad users file was never reported");
+        assert_eq!((reported.file, reported.line), (InputFile::Users, Some(2)));
+        assert!(
+            reported.reason.contains("not argon2id"),
+            "{}",
+            reported.reason
+        );
+        // The digest still names the configuration in effect.
+        assert_eq!(
+            metrics.served_config_report().digest,
+            Some(config_digest(text.as_bytes()))
+        );
+        assert_eq!(receiver.borrow_and_update().users.len(), 1);
+
+        std::fs::write(&users, format!("alice:{hash}:rw\nbob:{hash}:ro\n")).unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(10), receiver.changed()).await;
+        watcher.abort();
+        assert!(seen.is_ok(), "the fixed users file was never loaded");
+        assert_eq!(receiver.borrow().users.len(), 2);
+        assert_eq!(metrics.served_config_report().rejected, None);
+    }
+
+    #[test]
+    fn a_bad_certificate_is_reported_as_the_tls_files() {
+        let error = SettingsError::Tls(crate::ftp::tls::TlsError::NoCertificate(
+            "/etc/ftp-tls/tls.crt".into(),
+        ));
+        let rejected = rejected_input(&error);
+        assert_eq!((rejected.file, rejected.line), (InputFile::Tls, None));
+        assert!(
+            rejected.reason.contains("/etc/ftp-tls/tls.crt"),
+            "{}",
+            rejected.reason
+        );
     }
 }

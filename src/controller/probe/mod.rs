@@ -48,6 +48,10 @@ use session::{SessionTarget, probe_session};
 pub const SESSIONS_PER_REPLICA: usize = 4;
 /// Servers probed at once.
 const CONCURRENT_SERVERS: usize = 4;
+/// Probe accounts hashed at once. Each hash is cheap now, but a first reconcile of hundreds of
+/// servers asks for all their accounts together, and each blocking thread that hashes keeps what
+/// it allocated: one at a time keeps that to one thread's worth.
+const CONCURRENT_HASHES: usize = 1;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeSettings {
@@ -136,6 +140,7 @@ pub struct Prober {
     metrics: ProbeMetrics,
     accounts: Mutex<HashMap<String, ProbeAccount>>,
     results: Mutex<HashMap<String, ServerProbe>>,
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Prober {
@@ -145,6 +150,7 @@ impl Prober {
             metrics,
             accounts: Mutex::default(),
             results: Mutex::default(),
+            hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
         }
     }
 
@@ -195,21 +201,24 @@ impl Prober {
         if let Some(invalid) = found.as_ref().and_then(|s| foreign_holder(server, s)) {
             return Ok(AccountState::Taken(invalid));
         }
-        let (account, written) = match found.as_ref().and_then(ProbeAccount::from_secret) {
-            Some(account) => (account, None),
-            None => {
-                let account = tokio::task::spawn_blocking(ProbeAccount::generate)
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|made| made)
-                    .map_err(|reason| {
-                        ApplyError::of::<Secret>(
-                            &name,
-                            kube::Error::Service(
-                                format!("cannot make the probe password: {reason}").into(),
-                            ),
-                        )
-                    })?;
+        let stored = found.as_ref().and_then(ProbeAccount::from_secret);
+        let (account, written) = match stored {
+            Some(account) if account.has_probe_hash() => (account, None),
+            stored => {
+                // An account of an earlier version keeps its name and password (the pods'
+                // lockout and any dashboard know that name); only its costly hash is replaced.
+                let make = move || match stored {
+                    Some(old) => ProbeAccount::with_password(old.user, old.password),
+                    None => ProbeAccount::generate(),
+                };
+                let account = self.hash(make).await.map_err(|reason| {
+                    ApplyError::of::<Secret>(
+                        &name,
+                        kube::Error::Service(
+                            format!("cannot make the probe password: {reason}").into(),
+                        ),
+                    )
+                })?;
                 let secret = desired_probe_secret(server, &account);
                 let applied = apply(&api, &secret, found.as_ref(), metrics).await?;
                 (account, Some(Box::new((secret.object_ref(&()), applied))))
@@ -220,6 +229,17 @@ impl Prober {
             .unwrap_or_else(|e| e.into_inner())
             .insert(uid, account.clone());
         Ok(AccountState::Ready(account, written))
+    }
+
+    /// Runs `make` (which hashes) on a blocking thread, [`CONCURRENT_HASHES`] at a time.
+    async fn hash(
+        &self,
+        make: impl FnOnce() -> Result<ProbeAccount, String> + Send + 'static,
+    ) -> Result<ProbeAccount, String> {
+        let _permit = self.hashing.acquire().await.map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(make)
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// Probes every server that has an address, a ready replica and an account, every interval,
