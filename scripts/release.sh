@@ -62,14 +62,8 @@ IMAGE=$IMAGE_REPO:$version
 CHART_REPO=oci://$registry/charts
 DIST=$ROOT/target/release/$version
 
-command -v buildah >/dev/null || die "buildah is missing (apt-get install buildah; scripts/install-deps.sh does it)"
-HELM=$("$ROOT/scripts/tools.sh" path helm) || die "building helm failed"
-SYFT=$("$ROOT/scripts/tools.sh" path syft) || die "building syft failed"
-ORAS=$("$ROOT/scripts/tools.sh" path oras) || die "building oras failed"
-
 work=$(mktemp -d -t ftp-operator-release.XXXXXX)
 trap 'buildah --storage-driver vfs --root "$work/storage" --runroot "$work/run" rmi -a -f >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-umask 077
 
 # ------------------------------------------------------------------------ credentials
 # One docker config file for all three clients (buildah --authfile, helm and oras
@@ -77,7 +71,7 @@ umask 077
 if [[ -n ${REGISTRY_USERNAME:-} || -n ${REGISTRY_PASSWORD:-} ]]; then
   [[ -n ${REGISTRY_USERNAME:-} && -n ${REGISTRY_PASSWORD:-} ]] ||
     die "set both REGISTRY_USERNAME and REGISTRY_PASSWORD, or neither (and use a docker config file)"
-  auth_file=$work/auth.json
+  auth_file=$work/auth.json # in a directory only we can read (mktemp -d)
   printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$host" \
     "$(printf '%s:%s' "$REGISTRY_USERNAME" "$REGISTRY_PASSWORD" | base64 -w0)" >"$auth_file"
 else
@@ -97,8 +91,11 @@ if [[ -n $ca_file ]]; then
 fi
 
 # ------------------------------------------------------------------------ build
+command -v buildah >/dev/null || die "buildah is missing (apt-get install buildah; scripts/install-deps.sh does it)"
+HELM=$("$ROOT/scripts/tools.sh" path helm) || die "building helm failed"
+SYFT=$("$ROOT/scripts/tools.sh" path syft) || die "building syft failed"
+ORAS=$("$ROOT/scripts/tools.sh" path oras) || die "building oras failed"
 rm -rf "$DIST"; mkdir -p "$DIST"
-umask 022
 if [[ -n ${FTPOP_OPERATOR_BIN:-} || -n ${FTPOP_SERVER_BIN:-} ]]; then
   operator=${FTPOP_OPERATOR_BIN:-} server=${FTPOP_SERVER_BIN:-}
 else
@@ -124,11 +121,12 @@ SYFT_CHECK_FOR_APP_UPDATE=false "$SYFT" scan "oci-archive:$ARCHIVE" --quiet \
   --source-name ftp-operator --source-version "$version" \
   -o "spdx-json=$DIST/ftp-operator-$version.spdx.json" || die "syft could not make the SBOM"
 
-sed -n 's/^\(  repository: \).*/&/p' "$CHART_DIR/values.yaml" | grep -q . ||
-  die "$CHART_DIR/values.yaml has no '  repository:' line under image: to point at $IMAGE_REPO"
 cp -r "$CHART_DIR" "$work/chart"
-# The packaged chart installs the image this release pushed, wherever it was pushed.
+# The packaged chart installs the image this release pushed, wherever it was pushed: the first
+# `  repository:` of values.yaml is image.repository.
 sed -i "0,/^  repository: .*/s||  repository: $IMAGE_REPO|" "$work/chart/values.yaml"
+grep -qx "  repository: $IMAGE_REPO" "$work/chart/values.yaml" ||
+  die "$CHART_DIR/values.yaml has no '  repository:' line (image.repository) to point at $IMAGE_REPO"
 "$HELM" package "$work/chart" --version "$version" --app-version "$version" -d "$DIST" >/dev/null ||
   die "helm package failed"
 CHART_TGZ=$DIST/ftp-operator-$version.tgz
