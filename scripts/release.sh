@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds a release and publishes it to an OCI registry:
-#   - the release binaries (cargo build --release), as a tarball with checksums;
+#   - the release binaries (cargo auditable build --release: the crates they hold are recorded
+#     in them), as a tarball with checksums;
 #   - the container image (scripts/image.sh: FROM scratch, the OCI labels) as
-#     <registry>/ftp-operator:<version>, and its SBOM (SPDX JSON, made by syft from the image),
+#     <registry>/ftp-operator:<version>, and its SBOM (SPDX JSON, made by syft from the image:
+#     the crates in the binaries, the files of the image),
 #     attached to the image as an OCI referrer (oras attach; `oras discover` lists it);
 #   - the Helm chart, packaged with that version and that image, as
 #     oci://<registry>/charts/ftp-operator:<version> (helm push).
@@ -22,7 +24,7 @@
 # `buildah login`, `helm registry login` all write that format). Nothing is pushed without one.
 #
 # Environment (for tests): FTPOP_OPERATOR_BIN / FTPOP_SERVER_BIN put these binaries in the image
-# instead of building release binaries.
+# instead of building release binaries (built with cargo-auditable, or the SBOM lists no crate).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CARGO_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
@@ -99,8 +101,11 @@ rm -rf "$DIST"; mkdir -p "$DIST"
 if [[ -n ${FTPOP_OPERATOR_BIN:-} || -n ${FTPOP_SERVER_BIN:-} ]]; then
   operator=${FTPOP_OPERATOR_BIN:-} server=${FTPOP_SERVER_BIN:-}
 else
-  log "cargo build --release --locked --bins"
-  (cd "$ROOT" && cargo build -q --release --locked --bins) || die "cargo build failed"
+  # cargo-auditable records the crates in each binary; syft reads them back for the SBOM.
+  AUDITABLE=$("$ROOT/scripts/tools.sh" path cargo-auditable) || die "building cargo-auditable failed"
+  log "cargo auditable build --release --locked --bins"
+  (cd "$ROOT" && PATH="$(dirname "$AUDITABLE"):$PATH" cargo auditable build -q --release --locked --bins) ||
+    die "cargo build failed"
   operator=$ROOT/target/release/ftp-operator server=$ROOT/target/release/ftp-server
 fi
 [[ -x $operator && -x $server ]] || die "set both FTPOP_OPERATOR_BIN and FTPOP_SERVER_BIN to executables"

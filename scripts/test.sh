@@ -86,10 +86,7 @@ tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
 # The debug binaries the unit tier built, in the image the real node runs.
 tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-node.sh
-# A release of the debug binaries: what is tested is the publishing and the pull, not the optimiser.
-tier "release: a private registry, helm install oci://, pulled on the real node" env \
-  FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" \
-  scripts/test-release.sh
+tier "release: a private registry, helm install oci://, pulled on the real node" scripts/test-release.sh
 tier "replicas on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-replicas.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
