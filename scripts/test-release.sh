@@ -52,17 +52,16 @@ ORAS=$(scripts/tools.sh path oras) || die "building oras failed"
 scripts/registry.sh down >/dev/null 2>&1 || true
 scripts/registry.sh up >/dev/null || die "the registry did not come up"
 eval "$(scripts/registry.sh env)"
-# A namespace in the registry, as on ghcr.io/<owner>.
-DEST=$REGISTRY/team
-IMAGE=$DEST/ftp-operator:$VERSION
-CHART=oci://$DEST/charts/ftp-operator
 
 # The login the way a user makes one: `helm registry login` writes a docker config file, which
 # oras reads too.
 AUTH=$WORK/auth.json
-echo "$REGISTRY_PASSWORD" | "$HELM" registry login "$REGISTRY" --registry-config "$AUTH" \
-  --ca-file "$REGISTRY_CA_FILE" --username "$REGISTRY_USERNAME" --password-stdin >/dev/null 2>&1 ||
-  die "helm registry login to $REGISTRY failed"
+login() {
+  rm -f "$AUTH"
+  echo "$REGISTRY_PASSWORD" | "$HELM" registry login "$REGISTRY" --registry-config "$AUTH" \
+    --ca-file "$REGISTRY_CA_FILE" --username "$REGISTRY_USERNAME" --password-stdin >/dev/null 2>&1 ||
+    die "helm registry login to $REGISTRY failed"
+}
 
 v2() { # <path> [curl args]: the registry's API with the login
   curl -fsS --cacert "$REGISTRY_CA_FILE" -u "$REGISTRY_USERNAME:$REGISTRY_PASSWORD" "https://$REGISTRY/v2/$1" "${@:2}"
@@ -72,6 +71,16 @@ release() { # [args]: scripts/release.sh with the binaries under test
 }
 
 # ------------------------------------------------------------------------ the release, no cluster
+
+# up; down; up: `down` stops the registry and leaves nothing of it, and it comes up again.
+t_registry_down_up() {
+  local port=${REGISTRY##*:}
+  scripts/registry.sh down >/dev/null 2>&1 || fail "registry.sh down failed"
+  [[ ! -e $FTPOP_REGISTRY_DIR ]] || fail "down left $FTPOP_REGISTRY_DIR"
+  [[ -z $(ss -Hltn "sport = :$port") ]] || fail "down left port $port listening"
+  pgrep -f -- "$FTPOP_REGISTRY_DIR/config.yml" && fail "down left the registry process running"
+  scripts/registry.sh up >/dev/null || fail "up after down failed"
+}
 
 t_registry_wants_login() {
   local code
@@ -162,6 +171,13 @@ t_chart_published() {
   grep -qx "  repository: $DEST/ftp-operator" <<<"$values" || fail "the chart's image.repository is not $DEST/ftp-operator"
 }
 
+check "registry.sh: up, down (nothing left), up again" t_registry_down_up
+eval "$(scripts/registry.sh env)" # a new password
+login
+# A namespace in the registry, as on ghcr.io/<owner>.
+DEST=$REGISTRY/team
+IMAGE=$DEST/ftp-operator:$VERSION
+CHART=oci://$DEST/charts/ftp-operator
 check "the registry refuses a client without a login" t_registry_wants_login
 check "release.sh refuses a --version other than Cargo.toml's" t_release_refuses_other_version
 check "release.sh without credentials fails and says so" t_release_needs_credentials
@@ -245,5 +261,15 @@ EOF
 check "without a pull secret the node cannot pull the image (the registry wants a login)" t_no_secret_no_pull
 check "helm install oci://…: the node pulls the operator's image with the pull secret; Ready" t_helm_install_oci
 check "an FtpServer with spec.imagePullSecrets: its image pulled, Ready" t_ftpserver_pulls
+
+# The node's registry settings live in its root, which `down` removes.
+t_down_forgets_registry() {
+  local hosts=/var/lib/ftp-operator/node/registry-hosts
+  [[ -f $hosts/$REGISTRY/hosts.toml ]] || fail "trust-registry wrote no $hosts/$REGISTRY/hosts.toml"
+  scripts/local-cluster.sh down >/dev/null || fail "local-cluster.sh down failed"
+  cluster_started=0
+  [[ ! -e $hosts ]] || fail "down left $hosts"
+}
+[[ ${FTPOP_KEEP_CLUSTER:-0} == 1 ]] || check "local-cluster.sh down removes the node's registry settings" t_down_forgets_registry
 
 summary
