@@ -156,11 +156,13 @@ log "pushing the chart to $CHART_REPO"
 "$HELM" push "$CHART_TGZ" "$CHART_REPO" --registry-config "$auth_file" "${tls_helm[@]}" >"$work/helm-push.log" 2>&1 ||
   { cat "$work/helm-push.log" >&2; die "helm push to $CHART_REPO failed"; }
 
+chart_digest=$(sed -n 's/^Digest: //p' "$work/helm-push.log")
 cat >"$DIST/published.env" <<EOF
 VERSION=$version
 IMAGE=$IMAGE
 IMAGE_DIGEST=$digest
 CHART=$CHART_REPO/ftp-operator
+CHART_DIGEST=$chart_digest
 EOF
 log "released $version:"
 log "  image  $IMAGE@$digest (SBOM attached: $SBOM_TYPE)"
