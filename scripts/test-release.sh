@@ -200,13 +200,14 @@ cluster_up() {
   local ns
   for ns in "$NS" "$APP"; do
     k create namespace "$ns" >/dev/null
+    # Pods are refused until the controller-manager has made the namespace's default account.
+    until_true 30 k -n "$ns" get serviceaccount default || die "no default ServiceAccount in $ns"
     k -n "$ns" create secret docker-registry "$PULL_SECRET" --docker-server="$REGISTRY" \
       --docker-username="$REGISTRY_USERNAME" --docker-password="$REGISTRY_PASSWORD" >/dev/null
   done
 }
 cluster_up
 
-pod_waiting_reason() { k -n "$APP" get pod "$1" -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}'; }
 t_no_secret_no_pull() {
   k -n "$APP" run no-login --image="$IMAGE" --restart=Never --command -- ftp-operator --version >/dev/null
   until_true 60 bash -c "[[ \$(kubectl -n $APP get pod no-login -o jsonpath='{.status.containerStatuses[0].state.waiting.reason}') =~ ErrImagePull|ImagePullBackOff ]]" ||
@@ -246,6 +247,9 @@ spec:
   storage: {emptyDir: {}}
   users: {secretRef: {name: ftp-users}}
   imagePullSecrets: [{name: $PULL_SECRET}]
+  # The operator's pod has put the image on the node: Always makes the kubelet pull again, with
+  # this server's pull secret.
+  imagePullPolicy: Always
 EOF
   until_true 60 k -n "$APP" get service "$SERVER" || fail "the operator made no Service"
   k -n "$APP" patch service "$SERVER" --subresource=status --type=merge \
@@ -256,6 +260,8 @@ EOF
   image_id=$(k -n "$APP" get pod "$pod" -o jsonpath='{.status.containerStatuses[0].imageID}')
   echo "server pod $pod runs $image_id"
   [[ $image_id == "$DEST/ftp-operator@$IMAGE_DIGEST" ]] || fail "the server runs $image_id, not $DEST/ftp-operator@$IMAGE_DIGEST"
+  k -n "$APP" get events --field-selector "involvedObject.name=$pod,reason=Pulled" -o jsonpath='{.items[*].message}' |
+    grep -q "Successfully pulled image \"$IMAGE\"" || fail "no 'Successfully pulled image' event for the server pod"
 }
 
 check "without a pull secret the node cannot pull the image (the registry wants a login)" t_no_secret_no_pull
@@ -267,7 +273,6 @@ t_down_forgets_registry() {
   local hosts=/var/lib/ftp-operator/node/registry-hosts
   [[ -f $hosts/$REGISTRY/hosts.toml ]] || fail "trust-registry wrote no $hosts/$REGISTRY/hosts.toml"
   scripts/local-cluster.sh down >/dev/null || fail "local-cluster.sh down failed"
-  cluster_started=0
   [[ ! -e $hosts ]] || fail "down left $hosts"
 }
 [[ ${FTPOP_KEEP_CLUSTER:-0} == 1 ]] || check "local-cluster.sh down removes the node's registry settings" t_down_forgets_registry
