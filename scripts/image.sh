@@ -57,14 +57,26 @@ printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonro
 printf 'root:x:0:\nnonroot:x:%d:\n' $UID_NONROOT >"$rootfs/etc/group"
 install -d -m 0755 -o $UID_NONROOT -g $UID_NONROOT "$rootfs/home/nonroot"
 
+# The commit the image is built from ("-dirty" when the work tree differs from it), and when.
+# SOURCE_DATE_EPOCH, where set, makes `created` reproducible.
+REVISION=$(git -C "$ROOT" rev-parse HEAD 2>/dev/null) || die "cannot read the git revision of $ROOT (the image's org.opencontainers.image.revision)"
+[[ -z $(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null) ]] || REVISION+=-dirty
+CREATED=$(date -u ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"} +%Y-%m-%dT%H:%M:%SZ)
+
 bah rmi -f "$IMAGE" >/dev/null 2>&1 || true
 ctr=$(bah from --name "ftp-operator-build-$$" scratch)
 bah copy "$ctr" "$rootfs/" / >/dev/null
 bah config --user "$UID_NONROOT:$UID_NONROOT" --workingdir /home/nonroot \
   --env PATH=/usr/local/bin:/usr/bin:/bin --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
   --cmd '["ftp-operator", "controller"]' \
+  --label org.opencontainers.image.title=ftp-operator \
+  --label org.opencontainers.image.description="Kubernetes operator for FTP servers behind cloud load balancers, and its FTP server" \
   --label org.opencontainers.image.source=https://github.com/ftp-operator/ftp-operator \
+  --label org.opencontainers.image.url=https://github.com/ftp-operator/ftp-operator \
+  --label org.opencontainers.image.documentation=https://github.com/ftp-operator/ftp-operator/tree/main/docs \
   --label org.opencontainers.image.licenses=Apache-2.0 \
+  --label org.opencontainers.image.revision="$REVISION" \
+  --label org.opencontainers.image.created="$CREATED" \
   --label org.opencontainers.image.version="$VERSION" "$ctr"
 bah commit --rm -q "$ctr" "$IMAGE" >/dev/null
 rm -f "$ARCHIVE"
@@ -103,6 +115,15 @@ check "image user is $UID_NONROOT:$UID_NONROOT (non-root)" t_user
 check "ftp-operator runs in the image and reports $VERSION" t_operator_runs
 check "ftp-operator crd in the image prints crds/ftpserver.yaml" t_operator_crd
 check "ftp-server runs in the image" t_server_runs
+t_labels() { # the annotations registries and scanners read, each set and the version right
+  local label value
+  for label in title description source url documentation licenses revision created version; do
+    value=$(bah inspect --type image --format "{{index .OCIv1.Config.Labels \"org.opencontainers.image.$label\"}}" "$IMAGE")
+    [[ -n $value ]] || { echo "no org.opencontainers.image.$label label"; return 1; }
+  done
+  [[ $(bah inspect --type image --format '{{index .OCIv1.Config.Labels "org.opencontainers.image.version"}}' "$IMAGE") == "$VERSION" ]]
+}
 check "the OCI archive is a valid OCI layout" t_archive
+check "the image carries the OCI labels (version $VERSION, revision, created, ...)" t_labels
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]

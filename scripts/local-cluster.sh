@@ -13,6 +13,8 @@
 #                                     # with the same flags, port and certificates (fault tests)
 #   scripts/local-cluster.sh load-image [ARCHIVE]  # import an OCI archive into the real node
 #                                     # (default: scripts/image.sh's target/image archive)
+#   scripts/local-cluster.sh trust-registry HOST:PORT CA  # the real node pulls from that registry
+#                                     # over TLS with that CA (credentials: image pull secrets)
 #   scripts/local-cluster.sh down     # stop what `up` started, undo its changes, delete the state
 #
 # Environment:
@@ -211,13 +213,18 @@ load-image)
   [[ $REAL_NODE == 1 ]] || die "load-image needs the real node (FTPOP_REAL_NODE=1)"
   images_load "${2:-$PROJECT_ARCHIVE}"
   ;;
+trust-registry)
+  [[ $REAL_NODE == 1 ]] || die "trust-registry needs the real node (FTPOP_REAL_NODE=1)"
+  [[ $# -eq 3 ]] || die "usage: $0 trust-registry HOST:PORT CA-FILE"
+  node_trust_registry "$2" "$3"
+  ;;
 up) cmd_up ;;
 down) cmd_down ;;
 env) cmd_env ;;
 status) cmd_status ;;
 restart-apiserver) cmd_restart_apiserver ;;
 *)
-  echo "usage: $0 build|up|down|env|status|restart-apiserver|load-image [ARCHIVE]" >&2
+  echo "usage: $0 build|up|down|env|status|restart-apiserver|load-image [ARCHIVE]|trust-registry HOST:PORT CA" >&2
   exit 2
   ;;
 esac

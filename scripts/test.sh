@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test tier, from a fresh machine to a verdict, in this order:
-#   1. lint: rustfmt and clippy (warnings are errors)
+#   1. lint: rustfmt and clippy (warnings are errors); the GitHub workflows (actionlint)
 #   2. `cargo test`: unit tests (the generated CRD and the chart's copy must match the code),
 #      and ftp-server against real clients (curl, lftp, Python's ftplib, suppaftp)
 #   3. the container image, assembled with buildah from scratch, and both binaries run in it
@@ -13,7 +13,10 @@
 #      repository, on a control plane of their own
 #   6b. (root) end to end on the local cluster's real node: the chart's operator pod, a server
 #      pod from the image built here, clients through a forgetful balancer and kube-proxy
-#   6c. (root) three replicas on the real node: concurrent sessions on each replica's passive slice,
+#   6c. (root) the release: scripts/release.sh pushes image, SBOM and chart to a registry on
+#      loopback that wants a login; `helm install oci://…` on the real node, whose containerd pulls
+#      the operator's and an FtpServer's image with image pull secrets
+#   6d. (root) three replicas on the real node: concurrent sessions on each replica's passive slice,
 #      kubectl scale, and a download that outlives a rollout of every replica
 #   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
@@ -60,6 +63,7 @@ cluster_up() {
 
 tier "install dependencies" scripts/install-deps.sh
 tier "lint" lint
+tier "github workflows (actionlint)" scripts/lint-workflows.sh
 tier "unit and real-client tests" cargo test --all-targets
 # The image is assembled from the debug binaries just built: the test is about its layout (non-root
 # user, both binaries, their libraries), not about optimised code.
@@ -82,6 +86,7 @@ tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
 # The debug binaries the unit tier built, in the image the real node runs.
 tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-node.sh
+tier "release: a private registry, helm install oci://, pulled on the real node" scripts/test-release.sh
 tier "replicas on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-replicas.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner

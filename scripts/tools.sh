@@ -7,7 +7,10 @@
 #   scripts/tools.sh path  TOOL         # print a tool's cached path (building it first)
 #
 # Tools: helm, kstatus, kubeconform, kube-score, argocd-health, flux-apicheck, source-controller,
-# kustomize-controller (the last two are one build of hack/flux).
+# kustomize-controller (the last two are one build of hack/flux); for releases: syft (SBOMs),
+# oras (attaches the SBOM to the image), registry (distribution's, the release tier's registry),
+# actionlint (the GitHub workflows), cargo-auditable (from crates.io: records the crates a binary
+# is built from inside it, where syft reads them).
 #
 # Environment: FTPOP_CACHE (default $HOME/.cache/ftp-operator).
 set -euo pipefail
@@ -26,6 +29,17 @@ KUBECONFORM_MODULE=github.com/yannh/kubeconform
 KUBECONFORM_VERSION=v0.8.0
 KUBE_SCORE_MODULE=github.com/zegl/kube-score
 KUBE_SCORE_VERSION=v1.20.0
+# Release tooling, plain `go install`s too. distribution's registry is built without CGO, so
+# its storage drivers need nothing but Go.
+SYFT_MODULE=github.com/anchore/syft
+SYFT_VERSION=v1.57.2
+ORAS_MODULE=oras.land/oras
+ORAS_VERSION=v1.3.6
+REGISTRY_MODULE=github.com/distribution/distribution/v3
+REGISTRY_VERSION=v3.1.2
+ACTIONLINT_MODULE=github.com/rhysd/actionlint
+ACTIONLINT_VERSION=v1.7.12
+CARGO_AUDITABLE_VERSION=0.7.7
 # tests/argocd/engine pins Argo CD's health code; hack/flux pins Flux's controllers.
 ARGOCD_HEALTH_DIR="$REPO_ROOT/tests/argocd/engine"
 FLUX_DIR="$REPO_ROOT/hack/flux"
@@ -110,6 +124,22 @@ build_gomod() { # <name> <module dir> <package...>
   rm -rf "$out"; mv "$out.tmp" "$out"
 }
 
+# cargo install of a pinned crate into the cache, under <name>-<version>/bin.
+cargo_install_path() { echo "$TOOLS_DIR/$1-$2/bin/$1"; } # <name> <version>
+build_cargo_install() { # <name> <version>
+  local name=$1 version=$2 out
+  out=$(cargo_install_path "$name" "$version")
+  [[ -x $out ]] && return 0
+  command -v cargo >/dev/null || die "cargo is required to build $name"
+  with_lock
+  [[ -x $out ]] && return 0
+  log "building $name $version from crates.io"
+  local tmp="$TOOLS_DIR/$name-$version.tmp"
+  rm -rf "$tmp"
+  nice cargo install -q --locked --version "=$version" --root "$tmp" "$name" || die "building $name failed"
+  rm -rf "$(dirname "$(dirname "$out")")"; mv "$tmp" "$(dirname "$(dirname "$out")")"
+}
+
 build_tool() {
   case $1 in
     helm) build_helm ;;
@@ -118,6 +148,16 @@ build_tool() {
     kube-score)
       build_goinstall kube-score "$KUBE_SCORE_MODULE" "$KUBE_SCORE_VERSION" cmd/kube-score \
         "-s -w -X main.version=$KUBE_SCORE_VERSION" ;;
+    # Their version strings, as their own release builds stamp them.
+    syft) build_goinstall syft "$SYFT_MODULE" "$SYFT_VERSION" cmd/syft \
+      "-s -w -X main.version=${SYFT_VERSION#v}" ;;
+    oras) build_goinstall oras "$ORAS_MODULE" "$ORAS_VERSION" cmd/oras \
+      "-s -w -X oras.land/oras/internal/version.Version=${ORAS_VERSION#v} -X oras.land/oras/internal/version.BuildMetadata=" ;;
+    registry) build_goinstall registry "$REGISTRY_MODULE" "$REGISTRY_VERSION" cmd/registry \
+      "-s -w -X github.com/distribution/distribution/v3/version.version=$REGISTRY_VERSION" ;;
+    actionlint) build_goinstall actionlint "$ACTIONLINT_MODULE" "$ACTIONLINT_VERSION" cmd/actionlint \
+      "-s -w -X github.com/rhysd/actionlint.version=$ACTIONLINT_VERSION" ;;
+    cargo-auditable) build_cargo_install cargo-auditable "$CARGO_AUDITABLE_VERSION" ;;
     argocd-health) build_gomod argocd-health "$ARGOCD_HEALTH_DIR" . ;;
     flux-apicheck) build_gomod flux-apicheck "$FLUX_APICHECK_DIR" . ;;
     source-controller | kustomize-controller | flux)
@@ -131,13 +171,18 @@ tool_path() {
     kstatus) kstatus_path ;;
     kubeconform) goinstall_path kubeconform "$KUBECONFORM_VERSION" ;;
     kube-score) goinstall_path kube-score "$KUBE_SCORE_VERSION" ;;
+    syft) goinstall_path syft "$SYFT_VERSION" ;;
+    oras) goinstall_path oras "$ORAS_VERSION" ;;
+    registry) goinstall_path registry "$REGISTRY_VERSION" ;;
+    actionlint) goinstall_path actionlint "$ACTIONLINT_VERSION" ;;
+    cargo-auditable) cargo_install_path cargo-auditable "$CARGO_AUDITABLE_VERSION" ;;
     argocd-health) echo "$(gomod_dir argocd-health "$ARGOCD_HEALTH_DIR")/argocd-health" ;;
     flux-apicheck) echo "$(gomod_dir flux-apicheck "$FLUX_APICHECK_DIR")/flux-apicheck" ;;
     source-controller | kustomize-controller) echo "$(gomod_dir flux "$FLUX_DIR")/$1" ;;
     *) die "unknown tool '$1' ($ALL_TOOLS)" ;;
   esac
 }
-ALL_TOOLS="helm kstatus kubeconform kube-score argocd-health flux-apicheck source-controller kustomize-controller"
+ALL_TOOLS="helm kstatus kubeconform kube-score argocd-health flux-apicheck source-controller kustomize-controller syft oras registry actionlint cargo-auditable"
 
 cmd=${1:-build}; shift || true
 case $cmd in

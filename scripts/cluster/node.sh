@@ -21,6 +21,9 @@ NODE_RUN=/run/ftp-operator/node
 NODE_LOCK=/run/lock/ftp-operator-node.lock
 NODE_OWNER=/run/ftp-operator-node.owner
 CONTAINERD_SOCK=$NODE_RUN/containerd/containerd.sock
+# containerd's per-registry settings (<host:port>/hosts.toml, read at each pull): empty until
+# node_trust_registry adds a registry; inside NODE_ROOT, so node_down removes it with the rest.
+NODE_REGISTRY_HOSTS=$NODE_ROOT/registry-hosts
 CNI_BRIDGE=ftpop0
 # Pods of the real node; kwok hands out fake pod IPs from the lower half of POD_CIDR.
 NODE_POD_CIDR=10.244.128.0/24
@@ -135,6 +138,8 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
   snapshotter = "overlayfs"
   [plugins.'io.containerd.cri.v1.images'.pinned_images]
     sandbox = "$PAUSE_IMAGE"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "$NODE_REGISTRY_HOSTS"
 
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
@@ -394,6 +399,27 @@ node_cleanup_host() {
   fi
   rm -f "$NODE_OWNER"
   rm -rf "$NODE_STATE"
+}
+
+# Lets the node pull from a registry whose certificate a private CA signed (a test registry):
+# containerd verifies it with that CA, for that host only. Credentials come from the pods'
+# image pull secrets, as on any cluster.
+node_trust_registry() { # <host:port> <CA file>
+  local host=$1 ca=$2 dir
+  [[ $host =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ ]] || die "trust-registry: '$host' is not host[:port]"
+  [[ -s $ca ]] || die "trust-registry: no CA certificate at $ca"
+  [[ -d $NODE_ROOT ]] || die "trust-registry: the real node is not up"
+  dir=$NODE_REGISTRY_HOSTS/$host
+  mkdir -p "$dir"
+  cp "$ca" "$dir/ca.crt"
+  cat >"$dir/hosts.toml" <<EOF
+server = "https://$host"
+
+[host."https://$host"]
+  capabilities = ["pull", "resolve"]
+  ca = "$dir/ca.crt"
+EOF
+  log "the real node trusts $host with the CA $ca"
 }
 
 node_status() { components_status containerd kubelet kube-proxy; }
