@@ -215,8 +215,9 @@ t_address_masqueraded() {
   BACKEND=node scripts/netns-lb.sh masquerade "$LAB" off || return 1
   return "$verdict"
 }
-# The proxying balancer at FRONT sends a PROXY header on every connection, control and data; the
-# server reads headers from the balancer's address only, and advertises FRONT in its PASV replies.
+# A proxy run in front (provider generic) at FRONT sends a PROXY header on every connection,
+# control and data; the server reads headers from the balancer's address only, and advertises FRONT
+# in its PASV replies.
 # HAProxy (Debian's, as tests/proxy.rs uses it) plays that balancer; it runs inside the balancer's
 # namespace, so netns-lb.sh down ends it.
 haproxy_config() {
@@ -249,7 +250,7 @@ t_address_proxy_protocol() {
   scripts/netns-lb.sh exec "$LAB" balancer haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
   until_true 10 front_accepts || { echo "HAProxy does not listen on $FRONT:21"; cat "$WORK/haproxy.log"; return 1; }
   start=$(now)
-  ftpserver "{\"publicAddress\": \"$FRONT\", \"loadBalancer\": {\"provider\": \"azure\", \"idleTimeoutSeconds\": 1800, \"sourceRanges\": [\"0.0.0.0/0\"], \"proxyProtocol\": {\"trustedSources\": [\"$BALANCER_ADDRESS/32\"]}}}" ||
+  ftpserver "{\"publicAddress\": \"$FRONT\", \"loadBalancer\": {\"provider\": \"generic\", \"idleTimeoutSeconds\": 1800, \"sourceRanges\": [\"0.0.0.0/0\"], \"proxyProtocol\": {\"trustedSources\": [\"$BALANCER_ADDRESS/32\"]}}}" ||
     return 1
   until_true 180 ready_at "$FRONT" || { k -n "$APP" get ftpserver "$SERVER" -o yaml | tail -30; return 1; }
   echo "Ready at $FRONT with PROXY protocol $(since "$start") s after the change"
