@@ -8,6 +8,8 @@
 #   scripts/netns-lb.sh down NAME                    kill what runs inside them and delete exactly those namespaces
 #   scripts/netns-lb.sh exec NAME ROLE CMD [ARG...]  run CMD in ROLE's namespace (ROLE: client | balancer | server)
 #   scripts/netns-lb.sh status NAME                  addresses, rules, conntrack entries and sysctls
+#   BACKEND=node scripts/netns-lb.sh masquerade NAME on|off
+#                                                    whether the balancer rewrites client addresses
 #   scripts/netns-lb.sh env                          print the addresses and ports in shell syntax
 #
 # Topology (the addresses exist only inside these namespaces; nothing in the root namespace is touched,
@@ -48,10 +50,18 @@
 # unchanged to the node over a veth pair whose root-namespace end (ftplb<hash>, 198.19.255.2/30) is
 # the only thing this script adds to the root namespace. kube-proxy on the node picks up traffic for
 # a Service's load-balancer IP and forwards it to the pod, as behind a cloud's pass-through balancer.
-# The balancer masquerades what it forwards (source 198.19.255.1), so the node answers a directly
-# connected address and needs no route. Forgetting idle flows works as above. The client is
-# 198.51.100.2, and the demo writes a VIP into the Service's status, as a cloud controller would.
+# By default the balancer masquerades what it forwards (source 198.19.255.1), as a balancer that
+# proxies or SNATs does: every client then reaches the node from that one address. With
+# LB_MASQUERADE=0 (or `masquerade NAME off`) it forwards client addresses unchanged, as a cloud's
+# pass-through balancer does, and the node answers them through the route to the client range
+# (198.51.100.0/24) that `up` puts on the link's root-namespace end (it goes with the link).
+# A balancer that proxies (HAProxy sending PROXY protocol, scripts/test-load.sh) listens on addresses
+# of its own, NODE_FRONTS (198.18.1.0/24), which the node reaches over the same link, as a pod
+# reaches a cloud balancer's public address.
+# Forgetting idle flows works as above. The client is 198.51.100.2, and the demo writes a VIP into
+# the Service's status, as a cloud controller would.
 #   NODE_VIP=198.18.0.10    the VIP `env` prints (any address of NODE_VIPS is forwarded)
+#   LB_MASQUERADE=1         0: client addresses reach the node unchanged
 #
 # Needs root, iproute2 and nftables (scripts/deps/netns.apt). Namespaces of parallel runs do not collide
 # as long as their NAMEs differ; the subnets are reused, each run has its own private copy.
@@ -64,6 +74,7 @@ PASV_MIN=${PASV_MIN:-30000}
 PASV_MAX=${PASV_MAX:-30009}
 LINK_RATE=${LINK_RATE:-}
 BACKEND=${BACKEND:-netns}
+LB_MASQUERADE=${LB_MASQUERADE:-1}
 
 CLIENT_IP=10.203.0.2
 LB_CLIENT_SIDE_IP=10.203.0.1
@@ -73,8 +84,10 @@ SERVER_IP=10.203.1.2
 
 # BACKEND=node
 NODE_VIPS=198.18.0.0/24
+NODE_FRONTS=198.18.1.0/24
 NODE_VIP=${NODE_VIP:-198.18.0.10}
 NODE_CLIENT_IP=198.51.100.2
+NODE_CLIENT_NET=198.51.100.0/24
 NODE_LB_CLIENT_SIDE_IP=198.51.100.1
 NODE_LB_NODE_SIDE_IP=198.19.255.1
 NODE_HOST_SIDE_IP=198.19.255.2
@@ -105,6 +118,7 @@ BACKEND=node
 LB_TIMEOUT=$LB_TIMEOUT
 VIP=$NODE_VIP
 VIP_RANGE=$NODE_VIPS
+FRONT_RANGE=$NODE_FRONTS
 CLIENT_IP=$NODE_CLIENT_IP
 NODE_SIDE_IP=$NODE_HOST_SIDE_IP
 ENV
@@ -150,6 +164,9 @@ up_node() {
   ip -n "$b" route add "$NODE_VIPS" via "$NODE_HOST_SIDE_IP"
   ip addr add "$NODE_HOST_SIDE_IP/30" dev "$h"
   ip link set "$h" up
+  # Replies to unmasqueraded clients go back over the link, never out of the machine.
+  ip route add "$NODE_CLIENT_NET" via "$NODE_LB_NODE_SIDE_IP" dev "$h"
+  ip route add "$NODE_FRONTS" via "$NODE_LB_NODE_SIDE_IP" dev "$h"
 
   ip netns exec "$b" sysctl -qw net.ipv4.ip_forward=1
   if [ -n "$LINK_RATE" ]; then
@@ -167,10 +184,10 @@ table inet ftpop_lb {
   }
   chain lb_snat {
     type nat hook postrouting priority srcnat; policy accept;
-    oif node0 masquerade
   }
 }
 NFT
+  [ "$LB_MASQUERADE" = 0 ] || masquerade "$name" on
   ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_timeout_established="$LB_TIMEOUT"
   ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_loose=0
   ip netns exec "$b" sysctl -qw net.netfilter.nf_conntrack_tcp_be_liberal=0
@@ -291,6 +308,18 @@ down() {
     die "cannot delete the host link $h"
 }
 
+# Masquerading applies to flows that start after the change; running ones keep their addresses.
+masquerade() {
+  local name=$1 b="$1-balancer"
+  ns_exists "$b" || die "namespace $b does not exist (run: BACKEND=node $0 up $name)"
+  case "${2:-}" in
+    on) ip netns exec "$b" nft flush chain inet ftpop_lb lb_snat
+      ip netns exec "$b" nft add rule inet ftpop_lb lb_snat oif node0 masquerade ;;
+    off) ip netns exec "$b" nft flush chain inet ftpop_lb lb_snat ;;
+    *) die "usage: BACKEND=node $0 masquerade NAME on|off" ;;
+  esac
+}
+
 role_ns() {
   case "$2" in
     client|balancer|server) echo "$1-$2" ;;
@@ -330,6 +359,8 @@ case "$cmd" in
     ns_exists "$ns" || die "namespace $ns does not exist (run: $0 up NAME)"
     exec ip netns exec "$ns" "$@" ;;
   status) [ $# -ge 1 ] || die "usage: $0 status NAME"; status "$1" ;;
+  masquerade) [ $# -ge 2 ] || die "usage: BACKEND=node $0 masquerade NAME on|off"
+    check_name "$1"; check_tools; masquerade "$1" "$2" ;;
   env) print_env ;;
-  *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

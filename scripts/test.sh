@@ -18,6 +18,9 @@
 #      the operator's and an FtpServer's image with image pull secrets
 #   6d. (root) three replicas on the real node: concurrent sessions on each replica's passive slice,
 #      kubectl scale, and a download that outlives a rollout of every replica
+#   6d. (root) the example's FtpServer on the real node under real logins (default-cost hashes,
+#      its 128Mi limit): sequential and concurrent sessions, plain and FTPS, no restart; the client
+#      address the server sees through pass-through, masquerading and PROXY protocol balancers
 #   7. (root) long transfers through a namespace load balancer that forgets idle flows, and the
 #      node tuner inside a namespace
 # Each tier installs what it needs; a missing part is a failure that says what is missing.
@@ -89,6 +92,8 @@ tier "end to end on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ft
 tier "release: a private registry, helm install oci://, pulled on the real node" scripts/test-release.sh
 tier "replicas on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
   FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-replicas.sh
+tier "load and client addresses on the real node" env FTPOP_OPERATOR_BIN="$repo/target/debug/ftp-operator" \
+  FTPOP_SERVER_BIN="$repo/target/debug/ftp-server" scripts/test-load.sh
 tier "network namespaces: forgetful load balancer, node tuner" cargo test --features netns-tests --test netns --test node_tuner
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
