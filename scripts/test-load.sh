@@ -138,7 +138,7 @@ t_no_restart() {
 import json, sys
 s = json.loads(sys.argv[1])
 last = (s.get("lastState") or {}).get("terminated") or {}
-print(f"restarts {s.get(\"restartCount\")}, last termination: {last.get(\"reason\", \"none\")}")
+print("restarts", s.get("restartCount"), "last termination:", last.get("reason", "none"))
 sys.exit(s.get("restartCount") != 0 or bool(last))' "$status" || return 1
   pid=$(server_pid "$(pod_uid)") || { echo "no ftp-server process for the pod"; return 1; }
   hwm=$(awk '/^VmHWM/ {print int($2 / 1024)}' "/proc/$pid/status")
