@@ -92,9 +92,18 @@ const MMAP_THRESHOLD: i32 = 128 * 1024;
 /// otherwise each get one (8 per CPU), and each keeps what it once held.
 const ARENAS: i32 = 4;
 
-/// Sets glibc's malloc to give memory back (see [`MMAP_THRESHOLD`], [`ARENAS`]); measured in
-/// `docs/memory.md`. Call first thing, before threads start.
+/// Set to `1`, leaves glibc's malloc at its own defaults: for telling an allocator problem from
+/// another one, never for production (see `docs/ftp-server.md`).
+pub const MALLOC_DEFAULTS_ENV: &str = "FTP_SERVER_MALLOC_DEFAULTS";
+
+/// Sets glibc's malloc to give memory back (see [`MMAP_THRESHOLD`], [`ARENAS`]) unless
+/// [`MALLOC_DEFAULTS_ENV`] says not to; measured in `docs/memory.md`. Call first thing, before
+/// threads start.
 pub fn tune_allocator() {
+    if std::env::var_os(MALLOC_DEFAULTS_ENV).is_some_and(|value| value == "1") {
+        tracing::warn!("{MALLOC_DEFAULTS_ENV}=1: malloc left at glibc's defaults");
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {
