@@ -77,23 +77,7 @@ pub(super) async fn cleanup(server: &FtpServer, ctx: &Context) -> Result<(), Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node_tuner::demand::NODE_KEEPALIVE_FINALIZER;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    fn server(name: &str, spec: &str) -> FtpServer {
-        serde_yaml::from_str(&format!(
-            "metadata: {{name: {name}, namespace: ftp}}\nspec: {{passivePorts: {{min: 20000, max: 20001}}{spec}}}"
-        ))
-        .unwrap()
-    }
-
-    fn deleting(mut server: FtpServer, finalizer: bool) -> FtpServer {
-        server.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
-        if finalizer {
-            server.metadata.finalizers = Some(vec![NODE_KEEPALIVE_FINALIZER.to_owned()]);
-        }
-        server
-    }
+    use crate::node_tuner::demand::fixtures::{deleting, server};
 
     #[test]
     fn node_sysctls_without_node_tuning_stall_saying_how_to_turn_it_on() {

@@ -39,25 +39,36 @@ pub fn tuner_needed<'a>(
         .any(keeps_tuner)
 }
 
+/// FtpServers for the tests of both sides of node keepalive: the tuner's demand here and the
+/// FtpServer's finalizer in `controller::node_keepalive`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use super::NODE_KEEPALIVE_FINALIZER;
+    use crate::api::FtpServer;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn server(name: &str, spec: &str) -> FtpServer {
+    /// A server in namespace `ftp`; `spec` is appended to the spec's flow mapping.
+    pub fn server(name: &str, spec: &str) -> FtpServer {
         serde_yaml::from_str(&format!(
             "metadata: {{name: {name}, namespace: ftp}}\nspec: {{passivePorts: {{min: 20000, max: 20001}}{spec}}}"
         ))
         .unwrap()
     }
 
-    fn deleting(mut server: FtpServer, finalizer: bool) -> FtpServer {
+    /// The server being deleted, with or without the node-keepalive finalizer still on it.
+    pub fn deleting(mut server: FtpServer, finalizer: bool) -> FtpServer {
         server.metadata.deletion_timestamp = Some(Time("2026-01-01T00:00:00Z".parse().unwrap()));
         if finalizer {
             server.metadata.finalizers = Some(vec![NODE_KEEPALIVE_FINALIZER.to_owned()]);
         }
         server
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{deleting, server};
+    use super::*;
 
     #[test]
     fn the_daemon_set_lives_while_a_server_needs_node_sysctls() {
