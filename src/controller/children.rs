@@ -4,7 +4,7 @@
 //! control stalls before any child is applied.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
@@ -73,18 +73,14 @@ async fn apply_plan(
         progress.probe_image = Some(image.image.clone());
         AccountState::Off
     } else {
-        ctx.prober
-            .account(server, &ctx.client, &ctx.metrics.api_writes)
-            .await?
+        ctx.prober.account(server, &ctx.client).await?
     };
-    let probe_user = match account {
-        AccountState::Off => None,
+    let (probe_account, probe_secret) = match account {
+        AccountState::Off => (None, None),
         AccountState::Taken(invalid) => return Ok(Outcome::Stalled(invalid)),
-        AccountState::Ready(account, written) => {
-            changes.extend(written.map(|written| *written));
-            Some(account.probe_user())
-        }
+        AccountState::Ready(account, unwritten) => (Some(account), unwritten),
     };
+    let probe_user = probe_account.as_ref().map(|account| account.probe_user());
     let Plan {
         children,
         replace_stateful_set,
@@ -161,6 +157,20 @@ async fn apply_plan(
         }
     }
 
+    // The probe Secret before the ConfigMap that carries its hash: should the ConfigMap's write
+    // fail, the next reconcile renders the same account again instead of making a new one.
+    if let (Some(account), Some(unwritten)) = (&probe_account, probe_secret) {
+        let secret_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+        let applied = apply(
+            &secret_api,
+            &unwritten.desired,
+            unwritten.live.as_ref(),
+            writes,
+        )
+        .await?;
+        changes.push((unwritten.desired.object_ref(&()), applied));
+        ctx.prober.remember(server, account);
+    }
     let config_map = &children.config_map;
     let applied_config_map = apply(
         &config_map_api,

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,8 +36,6 @@ use crate::api::FtpServer;
 use super::build::{INSTANCE_LABEL, POD_INDEX_LABEL, is_ready};
 use super::ownership::foreign_holder;
 use super::validate::validate_spec;
-use crate::process::api_writes::ApiWrites;
-use crate::process::apply::{Applied, apply};
 use crate::process::errors::ApplyError;
 use crate::process::errors::Invalid;
 use account::{ProbeAccount, desired_probe_secret, probe_secret_name};
@@ -127,10 +125,18 @@ impl ProbeMetrics {
 pub enum AccountState {
     /// The probe is off: the server gets no probe account.
     Off,
-    /// The account, and whether its Secret was written now.
-    Ready(ProbeAccount, Option<Box<(ObjectReference, Applied)>>),
+    /// The account, and its Secret when that must be written: the reconcile writes it with the
+    /// other children, after their ownership checks, and then [`Prober::remember`]s the account.
+    Ready(ProbeAccount, Option<Box<UnwrittenSecret>>),
     /// `<name>-probe` is held by an object this server does not control.
     Taken(Invalid),
+}
+
+/// A probe Secret to create or update, and the live one it replaces.
+#[derive(Debug)]
+pub struct UnwrittenSecret {
+    pub desired: Secret,
+    pub live: Option<Secret>,
 }
 
 /// The probe's shared state: accounts and results per FtpServer (by uid, so a server deleted and
@@ -171,13 +177,12 @@ impl Prober {
             .map_or(ProbeObservation::NotProbedYet, ProbeObservation::Probed)
     }
 
-    /// The server's probe account: from memory, else from its Secret, else made now and its
-    /// Secret created (server-side apply, never over an object this server does not control).
+    /// The server's probe account: from memory, else from its Secret, else made now with its
+    /// Secret still to be written (never over an object this server does not control). Reads only.
     pub async fn account(
         &self,
         server: &FtpServer,
         client: &Client,
-        metrics: &ApiWrites,
     ) -> Result<AccountState, ApplyError> {
         if !self.enabled() {
             return Ok(AccountState::Off);
@@ -202,33 +207,36 @@ impl Prober {
             return Ok(AccountState::Taken(invalid));
         }
         let stored = found.as_ref().and_then(ProbeAccount::from_secret);
-        let (account, written) = match stored {
-            Some(account) if account.has_probe_hash() => (account, None),
-            stored => {
-                // An account of an earlier version keeps its name and password (the pods'
-                // lockout and any dashboard know that name); only its costly hash is replaced.
-                let make = move || match stored {
-                    Some(old) => ProbeAccount::with_password(old.user, old.password),
-                    None => ProbeAccount::generate(),
-                };
-                let account = self.hash(make).await.map_err(|reason| {
-                    ApplyError::of::<Secret>(
-                        &name,
-                        kube::Error::Service(
-                            format!("cannot make the probe password: {reason}").into(),
-                        ),
-                    )
-                })?;
-                let secret = desired_probe_secret(server, &account);
-                let applied = apply(&api, &secret, found.as_ref(), metrics).await?;
-                (account, Some(Box::new((secret.object_ref(&()), applied))))
-            }
+        if let Some(account) = stored.as_ref().filter(|account| account.has_probe_hash()) {
+            self.remember(server, account);
+            return Ok(AccountState::Ready(account.clone(), None));
+        }
+        // An account of an earlier version keeps its name and password (the pods' lockout and
+        // any dashboard know that name); only its costly hash is replaced.
+        let make = move || match stored {
+            Some(old) => ProbeAccount::with_password(old.user, old.password),
+            None => ProbeAccount::generate(),
         };
+        let account = self.hash(make).await.map_err(|reason| {
+            ApplyError::of::<Secret>(
+                &name,
+                kube::Error::Service(format!("cannot make the probe password: {reason}").into()),
+            )
+        })?;
+        let desired = desired_probe_secret(server, &account);
+        let unwritten = UnwrittenSecret {
+            desired,
+            live: found,
+        };
+        Ok(AccountState::Ready(account, Some(Box::new(unwritten))))
+    }
+
+    /// Keeps `account` as the server's for the next reconciles, once its Secret holds it.
+    pub fn remember(&self, server: &FtpServer, account: &ProbeAccount) {
         self.accounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(uid, account.clone());
-        Ok(AccountState::Ready(account, written))
+            .insert(server.uid().unwrap_or_default(), account.clone());
     }
 
     /// Runs `make` (which hashes) on a blocking thread, [`CONCURRENT_HASHES`] at a time.
