@@ -188,7 +188,14 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         }
         let [users, tls] = [versions[0].clone(), versions[1].clone()];
         let inputs = served::mounted_inputs(desired, &[("users", users), ("tls", tls)]);
-        let served = served::check(&ctx.client, server, &inputs).await?;
+        let served = served::check(
+            &ctx.client,
+            server,
+            &observed.pods,
+            &inputs,
+            &ctx.metrics.api_writes,
+        )
+        .await?;
         if let Some(hold) = served.hold(server, desired, &now) {
             served::hold_ready(&mut status, &previous, &hold, &now);
             held_ready = Some(hold.recheck_after());

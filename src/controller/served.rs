@@ -17,13 +17,14 @@
 //! Pods are found by their labels, not through the workload that owns them. Turn the check off
 //! (`--verify-served-config=false`) only where no server really runs, as on kwok's fake nodes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -35,9 +36,10 @@ use crate::ftp::config::{
     SERVED_CONFIG_PATH, ServedConfig, config_digest,
 };
 
-use super::build::{USERS_KEY, config_map_name, selector_labels};
+use super::build::{USERS_KEY, config_map_name};
 use super::status::condition;
 use crate::api::conditions::{READY, RECONCILING, STALLED};
+use crate::process::api_writes::ApiWrites;
 
 /// What a pod's mounted files should hold: `<config digest>[ users=<rv>][ tls=<rv>]`.
 pub const MOUNTED_INPUTS_ANNOTATION: &str = "ftpoperator.dev/mounted-inputs";
@@ -337,29 +339,25 @@ pub fn mounted_inputs(desired: &str, secret_versions: &[(&str, Option<String>)])
     inputs
 }
 
-/// Asks every running server pod of `server` which configuration it serves, and nudges the
-/// kubelet for each pod whose mounted inputs changed.
+/// Asks every running pod of the server (`pods`, from the cache) which configuration it serves,
+/// and nudges the kubelet for each pod whose mounted inputs changed (a counted write).
 pub async fn check(
     client: &Client,
     server: &FtpServer,
+    pods: &[Arc<Pod>],
     inputs: &str,
+    writes: &ApiWrites,
 ) -> Result<Served, kube::Error> {
-    let namespace = server.namespace().unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-    let selector = selector_labels(server)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let api: Api<Pod> = Api::namespaced(client.clone(), &server.namespace().unwrap_or_default());
     let mut served = Served::default();
-    for pod in list.items.iter().filter(|pod| is_running(pod)) {
+    for pod in pods.iter().filter(|pod| is_running(pod)) {
         let name = pod.name_any();
         let annotated = pod.annotations().get(MOUNTED_INPUTS_ANNOTATION);
         if annotated.map(String::as_str) != Some(inputs) {
             let patch = json!({"metadata": {"annotations": {MOUNTED_INPUTS_ANNOTATION: inputs}}});
-            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
+            writes.record("Pod");
         }
         let address = serving_address(pod);
         let answer = match &address {
