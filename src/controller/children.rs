@@ -238,6 +238,10 @@ async fn apply_plan(
             }
         }
     }
+    if probe_account.is_some() {
+        // Only now: until this generation's children are applied, the probe leaves it alone.
+        ctx.prober.decided(server, valid);
+    }
     Ok(Outcome::Applied {
         public_address: observed.public_address(server),
         passive_ports: valid.passive.to_string(),

@@ -35,7 +35,7 @@ use crate::api::FtpServer;
 
 use super::build::{INSTANCE_LABEL, POD_INDEX_LABEL, is_ready};
 use super::ownership::foreign_holder;
-use super::validate::validate_spec;
+use super::validate::Validated;
 use crate::process::errors::ApplyError;
 use crate::process::errors::Invalid;
 use account::{ProbeAccount, desired_probe_secret, probe_secret_name};
@@ -132,6 +132,17 @@ pub enum AccountState {
     Taken(Invalid),
 }
 
+/// What the reconcile decided of a server that a probe session needs, for the generation it
+/// applied: the probe follows the reconcile's decisions instead of validating the spec again, and
+/// a spec changed since (not yet applied, or invalid) is not probed.
+#[derive(Debug, Clone, Copy)]
+struct Decided {
+    generation: Option<i64>,
+    control_port: u16,
+    slices: Slices,
+    tls: bool,
+}
+
 /// A probe Secret to create or update, and the live one it replaces.
 #[derive(Debug)]
 pub struct UnwrittenSecret {
@@ -145,6 +156,7 @@ pub struct Prober {
     settings: ProbeSettings,
     metrics: ProbeMetrics,
     accounts: Mutex<HashMap<String, ProbeAccount>>,
+    decided: Mutex<HashMap<String, Decided>>,
     results: Mutex<HashMap<String, ServerProbe>>,
     hashing: tokio::sync::Semaphore,
 }
@@ -155,6 +167,7 @@ impl Prober {
             settings,
             metrics,
             accounts: Mutex::default(),
+            decided: Mutex::default(),
             results: Mutex::default(),
             hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
         }
@@ -229,6 +242,23 @@ impl Prober {
             live: found,
         };
         Ok(AccountState::Ready(account, Some(Box::new(unwritten))))
+    }
+
+    /// Records what the reconcile applied for `server`: the settings its next rounds use.
+    pub fn decided(&self, server: &FtpServer, valid: &Validated) {
+        let decided = Decided {
+            generation: server.metadata.generation,
+            control_port: valid.control_port,
+            slices: Slices {
+                passive: valid.passive,
+                per_replica: valid.per_replica,
+            },
+            tls: server.spec.tls.is_some(),
+        };
+        self.decided
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(server.uid().unwrap_or_default(), decided);
     }
 
     /// Keeps `account` as the server's for the next reconciles, once its Secret holds it.
@@ -307,6 +337,10 @@ impl Prober {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|uid, _| live.contains(uid));
+        self.decided
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|uid, _| live.contains(uid));
         self.results
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -324,7 +358,13 @@ impl Prober {
             .cloned()?;
         let status = server.status.as_ref()?;
         let host = status.public_address.clone()?;
-        let valid = validate_spec(&server.spec).ok()?;
+        let decided = self
+            .decided
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .copied()
+            .filter(|decided| decided.generation == server.metadata.generation)?;
         let server_pods: Vec<&Pod> = pods
             .iter()
             .map(AsRef::as_ref)
@@ -354,16 +394,13 @@ impl Prober {
         }
         let target = SessionTarget {
             host,
-            control_port: valid.control_port,
+            control_port: decided.control_port,
             user: account.user.clone(),
             password: account.password.clone(),
-            tls: server.spec.tls.is_some(),
+            tls: decided.tls,
             step_timeout: self.settings.step_timeout,
         };
-        let slices = Slices {
-            passive: valid.passive,
-            per_replica: valid.per_replica,
-        };
+        let slices = decided.slices;
         let started = Instant::now();
         let sessions = round(&target, slices, &ready, &self.metrics).await;
         self.metrics
