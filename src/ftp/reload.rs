@@ -71,6 +71,9 @@ pub fn rejected_input(error: &SettingsError) -> RejectedInput {
         SettingsError::Users(UsersError::Line { line, reason }) => {
             (InputFile::Users, Some(*line), reason.clone())
         }
+        SettingsError::Users(UsersError::Toml { line, .. }) => {
+            (InputFile::Users, *line, error.to_string())
+        }
         SettingsError::Users(UsersError::Read { .. }) => {
             (InputFile::Users, None, error.to_string())
         }
