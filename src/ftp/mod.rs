@@ -19,6 +19,7 @@ pub mod memory;
 pub mod metrics;
 pub mod passive;
 pub mod proxy;
+pub mod quota;
 pub mod reload;
 pub mod reply;
 pub mod server;

@@ -4,12 +4,12 @@ use std::io;
 use std::time::Instant;
 
 use super::data::Direction;
-use super::quota::{self, UploadQuota};
 use super::{Flow, Outcome, Reply0, Session, StoreKind};
 use crate::ftp::access::Permission;
 use crate::ftp::fs;
 use crate::ftp::listing::{self, ListKind, Listing, Writable};
 use crate::ftp::live_users::UserSession;
+use crate::ftp::quota::{self, UploadQuota};
 use crate::ftp::reply::{Reply, quote_path};
 use crate::ftp::storage::{FileKind, Home, Keep};
 use crate::ftp::transfer;
@@ -389,39 +389,21 @@ impl Session {
             return Ok(None);
         }
         let ledger = account.ledger();
-        // Marked before the walk: a commit in between is counted twice at worst, never missed.
-        let mark = ledger.mark();
         let target = target.to_owned();
-        let walked = self
-            .fs(move |root| {
-                let existing = match root.lstat(&target) {
-                    Ok(stat) => Some(stat),
-                    Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-                    Err(error) => return Err(error),
-                };
-                Ok((quota::usage(root)?, existing))
-            })
+        let begun = self
+            .fs(move |root| quota::begin_upload(root, limit, ledger, &target, keep))
             .await;
-        let (usage, existing) = walked.map_err(|error| {
-            tracing::warn!(%error, "cannot read the home's usage for its quota");
-            "Cannot check the quota: the home's usage cannot be read.".to_owned()
-        })?;
-        let target = quota::Target {
-            existing: existing
-                .as_ref()
-                .filter(|stat| stat.kind == FileKind::File)
-                .map_or(0, |stat| stat.size),
-            new_file: existing.is_none(),
-            keep,
-        };
-        UploadQuota::begin(limit, ledger, mark, usage, target)
-            .map(Some)
-            .map_err(|exceeded| {
-                format!(
-                    "Quota exceeded: this login may store at most {} files.",
-                    exceeded.quota_files
-                )
-            })
+        match begun {
+            Ok(Ok(quota)) => Ok(Some(quota)),
+            Ok(Err(exceeded)) => Err(format!(
+                "Quota exceeded: this login may store at most {} files.",
+                exceeded.quota_files
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the home's usage for its quota");
+                Err("Cannot check the quota: the home's usage cannot be read.".to_owned())
+            }
+        }
     }
 
     /// Runs a storage call on the login's home on a blocking thread.

@@ -28,7 +28,6 @@ mod data;
 mod files;
 mod gate;
 mod login;
-mod quota;
 mod tls;
 
 /// Which listener a session came in on.

@@ -3,6 +3,7 @@
 //! deletes, renames, other replicas), plus what this process knows the walk cannot see yet (the
 //! user's uploads in flight, commits since the walk began). The upload's body refuses the write
 //! that would cross the byte quota; the session then discards the upload and answers `552`.
+//! Front ends (FTP, SFTP) call [`begin_upload`] before an upload's body is written.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -12,16 +13,44 @@ use crate::ftp::auth::policy::Quota;
 use crate::ftp::live_users::{LedgerMark, UploadLedger};
 use crate::ftp::storage::{FileKind, Home, Keep, UploadBody};
 
+/// Starts the quota check of an upload to `path` keeping `keep` (blocking: it walks the home).
+/// `Ok(Err(_))`: the upload would add a file past `quota_files`, refuse it before any byte.
+pub fn begin_upload(
+    home: &dyn Home,
+    quota: Quota,
+    ledger: UploadLedger,
+    path: &str,
+    keep: Keep,
+) -> io::Result<Result<UploadQuota, FilesExceeded>> {
+    // Marked before the walk: a commit in between is counted twice at worst, never missed.
+    let mark = ledger.mark();
+    let existing = match home.lstat(path) {
+        Ok(stat) => Some(stat),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error),
+    };
+    let usage = usage(home)?;
+    let target = Target {
+        existing: existing
+            .as_ref()
+            .filter(|stat| stat.kind == FileKind::File)
+            .map_or(0, |stat| stat.size),
+        new_file: existing.is_none(),
+        keep,
+    };
+    Ok(UploadQuota::begin(quota, ledger, mark, usage, target))
+}
+
 /// What a home holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Usage {
+pub struct Usage {
     pub bytes: u64,
     pub files: u64,
 }
 
 /// Walks the whole home (blocking): regular files count, links and directories do not; uploads
 /// in progress are invisible to listings and so not counted here.
-pub(super) fn usage(home: &dyn Home) -> io::Result<Usage> {
+pub fn usage(home: &dyn Home) -> io::Result<Usage> {
     let mut usage = Usage::default();
     let mut directories = vec!["/".to_owned()];
     while let Some(directory) = directories.pop() {
@@ -47,7 +76,7 @@ pub(super) fn usage(home: &dyn Home) -> io::Result<Usage> {
 
 /// What an upload to a path starts from: the file there now and what of it the upload keeps.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Target {
+pub struct Target {
     /// Size of the regular file there now (0: none).
     pub existing: u64,
     /// Whether the upload adds a file (nothing of that name yet).
@@ -68,12 +97,12 @@ impl Target {
 
 /// Refused before any byte moves: the upload would add a file past `quota_files`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct FilesExceeded {
+pub struct FilesExceeded {
     pub quota_files: u64,
 }
 
 /// One upload's check against the user's quota.
-pub(super) struct UploadQuota {
+pub struct UploadQuota {
     ledger: UploadLedger,
     mark: LedgerMark,
     target: Target,
