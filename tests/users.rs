@@ -453,3 +453,96 @@ fn users_of_the_toml_form_have_metrics_of_their_own() {
         assert!(after.contains(series), "{series} missing from\n{after}");
     }
 }
+
+#[test]
+fn a_reloaded_users_file_changes_new_logins_and_a_bad_one_keeps_the_old_users() {
+    let hash = common::hash_password(PASSWORD);
+    let (server, users_dir) = server_with(&user("acme", &hash, ""), false, None);
+    let path = users_dir.path().join("users.toml");
+    let mut running = server.raw();
+    running.login("acme", PASSWORD);
+    let pass_reply = |name: &str| {
+        let mut raw = server.raw();
+        let reply = raw.cmd(&format!("USER {name}"));
+        if !reply.starts_with("331") {
+            return first_line(&reply).to_owned();
+        }
+        first_line(&raw.cmd(&format!("PASS {PASSWORD}"))).to_owned()
+    };
+    let eventually = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: never happened; log:\n{}",
+                server.log()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // An unknown key for bob: the load fails naming bob and the line, acme stays.
+    std::fs::write(
+        &path,
+        [user("acme", &hash, ""), user("bob", &hash, "quota = 5")].concat(),
+    )
+    .unwrap();
+    eventually("the bad file reported", &|| {
+        server.log().lines().any(|line| {
+            line.contains("not loaded") && line.contains("bob") && line.contains("line 8")
+        })
+    });
+    assert_eq!(pass_reply("acme"), "230 Login successful.");
+    assert_eq!(pass_reply("bob"), "530 Login incorrect.");
+    // Fixed, with acme disabled: bob logs in, acme's new logins are refused, its running session
+    // goes on.
+    std::fs::write(
+        &path,
+        [
+            user("acme", &hash, "enabled = false"),
+            user("bob", &hash, ""),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    eventually("bob's login", &|| {
+        pass_reply("bob") == "230 Login successful."
+    });
+    assert_eq!(pass_reply("acme"), "530 Login incorrect.");
+    running.expect("PWD", "257");
+}
+
+#[test]
+fn the_allow_list_checks_the_address_a_trusted_proxy_header_gives() {
+    let hash = common::hash_password(PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users.toml");
+    std::fs::write(
+        &path,
+        user("partner", &hash, "allowed_cidrs = [\"198.51.100.0/24\"]"),
+    )
+    .unwrap();
+    let server = Server::start(Options {
+        args: vec![
+            "--users".into(),
+            path.display().to_string(),
+            "--proxy-protocol-from".into(),
+            "127.0.0.1/32".into(),
+        ],
+        ..Default::default()
+    });
+    let user_reply = |client: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        write!(stream, "PROXY TCP4 {client} 127.0.0.1 40000 21\r\n").unwrap();
+        let mut raw = Raw::from_stream(stream);
+        assert!(raw.greeting.starts_with("220"), "{}", raw.greeting);
+        first_line(&raw.cmd("USER partner")).to_owned()
+    };
+    assert_eq!(
+        user_reply("198.51.100.7"),
+        "331 Please specify the password."
+    );
+    assert_eq!(
+        user_reply("203.0.113.9"),
+        "530 Login refused from your address."
+    );
+}
