@@ -150,11 +150,7 @@ fn declared_user(table: UserTable, line: usize) -> Result<Declared, String> {
     let allowed_cidrs = table
         .allowed_cidrs
         .iter()
-        .map(|text| {
-            text.trim().parse::<ipnet::IpNet>().map_err(|_| {
-                format!("allowed_cidrs entry {text:?} is not a network such as 198.51.100.0/24")
-            })
-        })
+        .map(|text| network(text.trim()))
         .collect::<Result<Vec<_>, _>>()?;
     if table.max_sessions == Some(0) {
         return Err(
@@ -202,6 +198,15 @@ fn declared_user(table: UserTable, line: usize) -> Result<Declared, String> {
         },
         line,
     })
+}
+
+/// A CIDR, or a single address (as its /32 or /128).
+fn network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| {
+            format!("allowed_cidrs entry {text:?} is not a network such as 198.51.100.0/24")
+        })
 }
 
 fn timestamp(value: &toml::Value) -> Result<jiff::Timestamp, String> {
@@ -297,6 +302,21 @@ mod tests {
             (None, None, 0)
         );
         assert!(!policy.quota.is_limited());
+    }
+
+    #[test]
+    fn a_single_address_is_its_own_network() {
+        let users = parse(&one(
+            "allowed_cidrs = [\"198.51.100.7\", \"2001:db8::1\"]\n",
+        ))
+        .unwrap();
+        let nets: Vec<String> = users[0]
+            .policy
+            .allowed_cidrs
+            .iter()
+            .map(|net| net.to_string())
+            .collect();
+        assert_eq!(nets, ["198.51.100.7/32", "2001:db8::1/128"]);
     }
 
     #[test]
