@@ -408,6 +408,21 @@ fn the_quota_refuses_the_byte_that_crosses_it_and_keeps_the_old_file() {
     ]);
     assert!(!output.status.success(), "curl stored past the quota");
     assert_eq!(std::fs::read(home.join("a")).unwrap(), original);
+    // And lftp: it hears the 552 and does not retry into a partial file.
+    common::require("lftp");
+    let script = format!(
+        "set net:max-retries 1; set net:timeout 10; \
+         open -u acme,{PASSWORD} ftp://127.0.0.1:{port}; put {bigger} -o a; bye",
+        port = server.port,
+        bigger = bigger.display()
+    );
+    let output = Command::new("lftp").args(["-c", &script]).output().unwrap();
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && said.contains("552"),
+        "lftp: {said}"
+    );
+    assert_eq!(std::fs::read(home.join("a")).unwrap(), original);
     // Nothing partial anywhere: only the two committed files.
     let mut names: Vec<String> = std::fs::read_dir(&home)
         .unwrap()
