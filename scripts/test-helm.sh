@@ -635,12 +635,16 @@ PY
   # A fresh server, scraped before any session: every series the dashboard and the alert rules
   # query must already be there (at 0), or their panels read "no data" on a healthy server.
   echo hello >"$dir/root/hello.txt"
+  # One user of the TOML form, whose per-user series the dashboard's user panels query.
+  printf '[[user]]\nname = "acme"\npassword_hash = "%s"\n' \
+    "$(printf dashboard | "$FTP_SERVER" hash-password)" >"$dir/users.toml"
   cat >"$dir/ftp-server.toml" <<EOF
 root = "$dir/root"
 listen = "127.0.0.1:$FTP_PORT"
 passive_ports = {min = $((FTP_PORT + 2)), max = $((FTP_PORT + 3))}
 public_address = "127.0.0.1"
 metrics_listen = "127.0.0.1:$((FTP_PORT + 1))"
+users_file = "$dir/users.toml"
 EOF
   "$FTP_SERVER" --config "$dir/ftp-server.toml" >"$dir/ftp-server.log" 2>&1 &
   pid=$!

@@ -26,7 +26,7 @@ pub struct ServerFlags {
     /// Allow read-only anonymous login to the root.
     #[arg(long)]
     pub anonymous: bool,
-    /// Users file: lines name:PHC-hash[:ro|rw].
+    /// Users file: lines name:PHC-hash[:ACCESS[:HOME]], or [[user]] TOML tables with limits.
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
     #[arg(long, value_name = "SECS")]

@@ -63,7 +63,8 @@ pub struct ServerConfig {
     #[serde(default)]
     pub keepalive: Keepalive,
     /// Users file: lines `name:PHC-hash[:ACCESS[:HOME]]` (ACCESS `ro`, `rw`, `incoming` or a list
-    /// such as `list,download,upload`; HOME relative to `root`, created at first login).
+    /// such as `list,download,upload`; HOME relative to `root`, created at first login), or
+    /// `[[user]]` tables with per-user limits (see `auth::users_toml`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub users_file: Option<PathBuf>,
     #[serde(default)]

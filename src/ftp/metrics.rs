@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use super::auth::lockout::Lockout;
 use super::auth::verify::Verifier;
 use super::config::{RejectedInput, SERVED_CONFIG_MEDIA_TYPE, ServedConfig, config_digest};
+use super::live_users::LiveUsers;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -45,6 +46,23 @@ pub struct DirectionLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserLabel {
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserDirectionLabel {
+    pub user: String,
+    pub direction: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UserResultLabel {
+    pub user: String,
+    pub result: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransferLabel {
     pub direction: String,
     pub result: String,
@@ -57,8 +75,22 @@ pub struct FileChangeLabel {
 }
 
 /// Results of `ftp_logins_total`: `ok`, `failed` (a wrong password or unknown user), `locked`
-/// (refused: the client's network is locked out), `busy` (no verification slot in time).
-pub const LOGIN_RESULTS: [&str; 4] = ["ok", "failed", "locked", "busy"];
+/// (refused: the client's network is locked out), `busy` (no verification slot in time);
+/// refusals by the user's own policy: `address` (not in its `allowed_cidrs`), `disabled`,
+/// `expired`, `max_sessions`.
+pub const LOGIN_RESULTS: [&str; 8] = [
+    "ok",
+    "failed",
+    "locked",
+    "busy",
+    "address",
+    "disabled",
+    "expired",
+    "max_sessions",
+];
+
+/// Directions of `ftp_user_bytes_total`.
+pub const USER_DIRECTIONS: [&str; 2] = ["download", "upload"];
 
 /// Every metric the server exports.
 #[derive(Debug, Default)]
@@ -84,6 +116,12 @@ pub struct Metrics {
     login_verifications_queued: Gauge,
     login_verification_slots: Gauge,
     verifier: OnceLock<Arc<Verifier>>,
+    /// Per-user series, for the users of the TOML form only (their number is the file's).
+    pub user_bytes: Family<UserDirectionLabel, Counter>,
+    pub user_logins: Family<UserResultLabel, Counter>,
+    /// Sessions of each metered user, read from the live users at each scrape.
+    user_sessions: Family<UserLabel, Gauge>,
+    live_users: OnceLock<Arc<LiveUsers>>,
     /// The memory limit the server keeps to (0: none known) and its resident memory at scrape.
     pub memory_limit_bytes: Gauge,
     resident_memory_bytes: Gauge,
@@ -134,6 +172,56 @@ impl Metrics {
     /// The lockout table whose current lockouts `ftp_lockouts_active` reports.
     pub fn watch_lockout(&self, lockout: Arc<Lockout>) {
         let _ = self.lockout.set(lockout);
+    }
+
+    /// The live users whose sessions `ftp_user_sessions` reports, and whose metered users get
+    /// their series at 0.
+    pub fn watch_live_users(&self, live: Arc<LiveUsers>) {
+        let _ = self.live_users.set(live);
+    }
+
+    /// A metered user's login result.
+    pub fn user_login(&self, user: &str, result: &str) {
+        self.user_logins
+            .get_or_create(&UserResultLabel {
+                user: user.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Bytes a metered user moved (`download` or `upload`).
+    pub fn user_bytes(&self, user: &str, direction: &str, bytes: u64) {
+        self.user_bytes
+            .get_or_create(&UserDirectionLabel {
+                user: user.into(),
+                direction: direction.into(),
+            })
+            .inc_by(bytes);
+    }
+
+    fn refresh_users(&self) {
+        let Some(live) = self.live_users.get() else {
+            return;
+        };
+        for user in live.metered() {
+            for direction in USER_DIRECTIONS {
+                let _ = self.user_bytes.get_or_create(&UserDirectionLabel {
+                    user: user.clone(),
+                    direction: direction.into(),
+                });
+            }
+            for result in LOGIN_RESULTS {
+                let _ = self.user_logins.get_or_create(&UserResultLabel {
+                    user: user.clone(),
+                    result: result.into(),
+                });
+            }
+            let sessions = live.sessions(&user);
+            self.user_sessions
+                .get_or_create(&UserLabel { user })
+                .set(i64::from(sessions));
+        }
     }
 
     /// The verifier whose slots and queue `ftp_login_verification_*` report.
@@ -194,6 +282,7 @@ impl Metrics {
                 .set(i64::try_from(resident).unwrap_or(i64::MAX));
         }
         self.refresh_lockouts_active();
+        self.refresh_users();
     }
 
     fn refresh_lockouts_active(&self) {
@@ -326,6 +415,21 @@ impl Metrics {
             self.login_verification_slots.clone(),
         );
         registry.register(
+            "user_sessions",
+            "Sessions open now, per user of the TOML form of the users file",
+            self.user_sessions.clone(),
+        );
+        registry.register(
+            "user_bytes",
+            "File bytes transferred by direction, per user of the TOML form of the users file",
+            self.user_bytes.clone(),
+        );
+        registry.register(
+            "user_logins",
+            "Login attempts by result, per user of the TOML form of the users file",
+            self.user_logins.clone(),
+        );
+        registry.register(
             "memory_limit_bytes",
             "Memory limit the server keeps to: limits.memory_limit_bytes or its cgroup's (0: none)",
             self.memory_limit_bytes.clone(),
@@ -406,6 +510,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metered_users_have_their_series_at_zero() {
+        let metrics = Metrics::default();
+        let live = Arc::new(LiveUsers::default());
+        live.set_metered(["acme".to_owned()]);
+        metrics.watch_live_users(Arc::clone(&live));
+        let session = live
+            .open_session("acme", &crate::ftp::auth::policy::UserPolicy::default())
+            .unwrap();
+        metrics.user_bytes("acme", "upload", 7);
+        let text = metrics.encode();
+        for series in [
+            "ftp_user_sessions{user=\"acme\"} 1",
+            "ftp_user_bytes_total{user=\"acme\",direction=\"upload\"} 7",
+            "ftp_user_bytes_total{user=\"acme\",direction=\"download\"} 0",
+            "ftp_user_logins_total{user=\"acme\",result=\"expired\"} 0",
+        ] {
+            assert!(text.contains(series), "{series} missing from\n{text}");
+        }
+        drop(session);
+        assert!(
+            metrics
+                .encode()
+                .contains("ftp_user_sessions{user=\"acme\"} 0")
+        );
+    }
+
+    #[test]
     fn encodes_counters() {
         let metrics = Metrics::default();
         metrics.login("ok");
@@ -439,6 +570,7 @@ mod tests {
             "ftp_file_changes_total{operation=\"rename\",result=\"failed\"} 0",
             "ftp_config_reloads_total{result=\"failed\"} 0",
             "ftp_lockouts_total{subject=\"user\"} 0",
+            "ftp_logins_total{result=\"max_sessions\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -71,6 +71,9 @@ pub fn rejected_input(error: &SettingsError) -> RejectedInput {
         SettingsError::Users(UsersError::Line { line, reason }) => {
             (InputFile::Users, Some(*line), reason.clone())
         }
+        SettingsError::Users(UsersError::Toml { line, .. }) => {
+            (InputFile::Users, *line, error.to_string())
+        }
         SettingsError::Users(UsersError::Read { .. }) => {
             (InputFile::Users, None, error.to_string())
         }
@@ -156,6 +159,22 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn a_toml_users_file_error_is_reported_with_its_line() {
+        let error = SettingsError::Users(UsersError::Toml {
+            user: Some("acme".into()),
+            line: Some(4),
+            reason: "unknown field `quota`".into(),
+        });
+        let rejected = rejected_input(&error);
+        assert_eq!((rejected.file, rejected.line), (InputFile::Users, Some(4)));
+        assert!(
+            rejected.reason.contains("user \"acme\"") && rejected.reason.contains("quota"),
+            "{}",
+            rejected.reason
+        );
+    }
     use crate::ftp::config::config_digest;
 
     fn config_text(root: &Path, address: &str) -> String {

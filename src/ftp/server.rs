@@ -20,6 +20,7 @@ use super::auth::lockout::{DEFAULT_CAPACITY as DEFAULT_LOCKOUT_CAPACITY, Lockout
 use super::auth::verify::Verifier;
 use super::cli::ServerFlags;
 use super::keepalive;
+use super::live_users::LiveUsers;
 use super::memory::{self, MemoryLimit};
 use super::metrics::{self, Metrics, ResultLabel};
 use super::passive::PortPool;
@@ -36,6 +37,8 @@ pub struct Shared {
     pub lockout: Arc<Lockout>,
     /// Password verification in a fixed number of slots of memory allocated once.
     pub verifier: Arc<Verifier>,
+    /// Each user's sessions, shared buckets and uploads on this process.
+    pub live_users: Arc<LiveUsers>,
     /// What memory admits: see [`MemoryBudget`].
     pub memory: MemoryBudget,
     pub shutdown: watch::Receiver<bool>,
@@ -213,12 +216,16 @@ pub async fn serve(
         sessions_the_memory_holds = ?budget.sessions,
         "memory budget"
     );
+    let live_users = Arc::new(LiveUsers::default());
+    live_users.set_metered(settings_rx.borrow().users.metered_names());
+    metrics.watch_live_users(Arc::clone(&live_users));
     let shared = Arc::new(Shared {
         settings: settings_rx.clone(),
         metrics: Arc::clone(&metrics),
         ports: PortPool::new(Arc::clone(&metrics)),
         lockout,
         verifier,
+        live_users: Arc::clone(&live_users),
         memory: budget,
         shutdown: shutdown_rx,
     });
@@ -249,6 +256,7 @@ pub async fn serve(
         Arc::clone(&metrics),
         files,
     ));
+    tokio::spawn(meter_reloaded_users(settings_rx.clone(), live_users));
 
     tokio::spawn(sweep_upload_leftovers(settings_rx.clone()));
 
@@ -399,6 +407,14 @@ fn start_session(
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Gives the users of each reloaded users file their metrics series.
+async fn meter_reloaded_users(mut settings: watch::Receiver<Arc<Settings>>, live: Arc<LiveUsers>) {
+    while settings.changed().await.is_ok() {
+        let names = settings.borrow_and_update().users.metered_names();
+        live.set_metered(names);
     }
 }
 

@@ -1,5 +1,7 @@
 //! Moving file bytes over a data connection: `sendfile(2)` on plain connections, large buffers
-//! through TLS, listings as they are read, and uploads written as they arrive.
+//! through TLS, listings as they are read, and uploads written as they arrive. A file's bytes
+//! pass the session's [`Throttle`] in pieces; a limited plain download still uses `sendfile(2)`,
+//! a piece at a time.
 
 use std::fs::File;
 use std::future::Future;
@@ -13,6 +15,7 @@ use tokio::net::TcpStream;
 use super::listing::Listing;
 use super::storage::{Download, UploadBody};
 use super::stream::MaybeTls;
+use super::throttle::Throttle;
 
 const BUFFER: usize = 256 * 1024;
 const SENDFILE_CHUNK: usize = 16 * 1024 * 1024;
@@ -24,10 +27,17 @@ const LISTING_CHUNK: usize = super::listing::CHUNK;
 /// on blocking threads too, as a stream is read. No storage call runs on the runtime's workers,
 /// where a slow disk would stall every session. `stall` bounds how long a connection may make no
 /// progress.
-pub async fn send_file(stream: MaybeTls, download: Download, stall: Duration) -> io::Result<u64> {
+pub async fn send_file(
+    stream: MaybeTls,
+    download: Download,
+    stall: Duration,
+    throttle: Throttle,
+) -> io::Result<u64> {
     match download {
-        Download::File { file, offset } => send_disk_file(stream, file, offset, stall).await,
-        Download::Stream(reader) => send_stream(stream, reader, stall).await,
+        Download::File { file, offset } => {
+            send_disk_file(stream, file, offset, stall, throttle).await
+        }
+        Download::Stream(reader) => send_stream(stream, reader, stall, throttle).await,
     }
 }
 
@@ -36,8 +46,9 @@ async fn send_stream(
     mut stream: MaybeTls,
     mut reader: Box<dyn Read + Send>,
     stall: Duration,
+    throttle: Throttle,
 ) -> io::Result<u64> {
-    let mut buffer = vec![0u8; BUFFER];
+    let mut buffer = vec![0u8; throttle.piece(BUFFER)];
     let mut total = 0u64;
     loop {
         let (back, read, filled) = tokio::task::spawn_blocking(move || {
@@ -54,6 +65,7 @@ async fn send_stream(
         }
         within(stall, stream.write_all(&buffer[..read])).await?;
         total += read as u64;
+        throttle.pace(read).await;
     }
     within(stall, stream.shutdown()).await?;
     delivered(&stream, stall).await?;
@@ -75,13 +87,14 @@ async fn send_disk_file(
     file: File,
     offset: u64,
     stall: Duration,
+    throttle: Throttle,
 ) -> io::Result<u64> {
     match stream {
-        MaybeTls::Plain(tcp) => sendfile_blocking(tcp, file, offset, stall).await,
+        MaybeTls::Plain(tcp) => sendfile_blocking(tcp, file, offset, stall, throttle).await,
         mut stream @ MaybeTls::Tls(_) => {
             let mut file = tokio::fs::File::from_std(file);
             file.seek(io::SeekFrom::Start(offset)).await?;
-            let mut buffer = vec![0u8; BUFFER];
+            let mut buffer = vec![0u8; throttle.piece(BUFFER)];
             let mut total = 0u64;
             loop {
                 let read = file.read(&mut buffer).await?;
@@ -90,6 +103,7 @@ async fn send_disk_file(
                 }
                 within(stall, stream.write_all(&buffer[..read])).await?;
                 total += read as u64;
+                throttle.pace(read).await;
             }
             within(stall, stream.shutdown()).await?;
             delivered(&stream, stall).await?;
@@ -229,7 +243,9 @@ async fn sendfile_blocking(
     file: File,
     mut offset: u64,
     stall: Duration,
+    throttle: Throttle,
 ) -> io::Result<u64> {
+    let chunk = throttle.piece(SENDFILE_CHUNK);
     let socket = tcp.into_std()?;
     socket.set_nonblocking(false)?;
     socket.set_write_timeout(Some(stall))?;
@@ -237,14 +253,9 @@ async fn sendfile_blocking(
     let start = offset;
     let result = tokio::task::spawn_blocking(move || {
         loop {
-            match rustix::fs::sendfile(
-                socket.as_fd(),
-                file.as_fd(),
-                Some(&mut offset),
-                SENDFILE_CHUNK,
-            ) {
+            match rustix::fs::sendfile(socket.as_fd(), file.as_fd(), Some(&mut offset), chunk) {
                 Ok(0) => break,
-                Ok(_) => {}
+                Ok(sent) => throttle.pace_blocking(sent),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(error) => return Err(io::Error::from(error)),
             }
@@ -261,15 +272,24 @@ async fn sendfile_blocking(
 }
 
 /// Writes everything the client sends into the upload's body until it closes the connection.
-pub async fn receive_file(stream: MaybeTls, body: UploadBody, stall: Duration) -> io::Result<u64> {
+pub async fn receive_file(
+    stream: MaybeTls,
+    body: UploadBody,
+    stall: Duration,
+    throttle: Throttle,
+) -> io::Result<u64> {
     match (stream, body) {
-        (MaybeTls::Plain(tcp), UploadBody::File(file)) => receive_blocking(tcp, file, stall).await,
-        (MaybeTls::Plain(tcp), UploadBody::Stream(writer)) => {
-            receive_blocking(tcp, writer, stall).await
+        (MaybeTls::Plain(tcp), UploadBody::File(file)) => {
+            receive_blocking(tcp, file, stall, throttle).await
         }
-        (tls @ MaybeTls::Tls(_), UploadBody::File(file)) => receive_tls(tls, file, stall).await,
+        (MaybeTls::Plain(tcp), UploadBody::Stream(writer)) => {
+            receive_blocking(tcp, writer, stall, throttle).await
+        }
+        (tls @ MaybeTls::Tls(_), UploadBody::File(file)) => {
+            receive_tls(tls, file, stall, throttle).await
+        }
         (tls @ MaybeTls::Tls(_), UploadBody::Stream(writer)) => {
-            receive_tls_stream(tls, writer, stall).await
+            receive_tls_stream(tls, writer, stall, throttle).await
         }
     }
 }
@@ -290,8 +310,9 @@ async fn receive_tls_stream(
     mut stream: MaybeTls,
     mut writer: Box<dyn Write + Send>,
     stall: Duration,
+    throttle: Throttle,
 ) -> io::Result<u64> {
-    let mut buffer = vec![0u8; BUFFER];
+    let mut buffer = vec![0u8; throttle.piece(BUFFER)];
     let mut total = 0u64;
     loop {
         let read = read_tls(&mut stream, &mut buffer, stall).await?;
@@ -307,6 +328,7 @@ async fn receive_tls_stream(
         (writer, buffer) = (back, used);
         written?;
         total += read as u64;
+        throttle.pace(read).await;
     }
     tokio::task::spawn_blocking(move || writer.flush())
         .await
@@ -315,10 +337,15 @@ async fn receive_tls_stream(
     Ok(total)
 }
 
-async fn receive_tls(mut stream: MaybeTls, file: File, stall: Duration) -> io::Result<u64> {
+async fn receive_tls(
+    mut stream: MaybeTls,
+    file: File,
+    stall: Duration,
+    throttle: Throttle,
+) -> io::Result<u64> {
     // Writes go to blocking threads (tokio's File); flush waits for the last one.
     let mut file = tokio::fs::File::from_std(file);
-    let mut buffer = vec![0u8; BUFFER];
+    let mut buffer = vec![0u8; throttle.piece(BUFFER)];
     let mut total = 0u64;
     loop {
         let read = read_tls(&mut stream, &mut buffer, stall).await?;
@@ -327,6 +354,7 @@ async fn receive_tls(mut stream: MaybeTls, file: File, stall: Duration) -> io::R
         }
         file.write_all(&buffer[..read]).await?;
         total += read as u64;
+        throttle.pace(read).await;
     }
     file.flush().await?;
     // Answer the client's close_notify with ours: ftplib waits for it (SSL unwrap).
@@ -340,13 +368,14 @@ async fn receive_blocking(
     tcp: TcpStream,
     mut file: impl Write + Send + 'static,
     stall: Duration,
+    throttle: Throttle,
 ) -> io::Result<u64> {
     let mut socket = tcp.into_std()?;
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(stall))?;
     let mut abort = ShutdownOnDrop(Some(socket.try_clone()?));
     let result = tokio::task::spawn_blocking(move || {
-        let mut buffer = vec![0u8; BUFFER];
+        let mut buffer = vec![0u8; throttle.piece(BUFFER)];
         let mut total = 0u64;
         loop {
             let read = match socket.read(&mut buffer) {
@@ -357,6 +386,7 @@ async fn receive_blocking(
             };
             file.write_all(&buffer[..read])?;
             total += read as u64;
+            throttle.pace_blocking(read);
         }
         file.flush()?;
         Ok(total)

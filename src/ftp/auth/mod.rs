@@ -1,8 +1,11 @@
-//! Logins: the users file (`name:PHC-hash[:ACCESS[:HOME]]`), argon2id verification in bounded
-//! memory ([`verify`]), and the failed-login bookkeeping ([`lockout`]). Replies never say whether a
-//! user exists.
+//! Logins: the users file (lines `name:PHC-hash[:ACCESS[:HOME]]`, or `[[user]]` tables with
+//! limits, [`users_toml`]), what an account allows beyond its password ([`policy`]), argon2id
+//! verification in bounded memory ([`verify`]), and the failed-login bookkeeping ([`lockout`]).
+//! Replies never say whether a user exists.
 
 pub mod lockout;
+pub mod policy;
+pub mod users_toml;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -16,6 +19,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 use super::access::{self, Access, Permissions};
 use super::config::{PROBE_HOME, ProbeUser};
+use super::live_users::{LiveUsers, TooManySessions, UserSession};
+use policy::{AccountRefusal, UserPolicy};
 use verify::{Busy, Verifier};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +37,39 @@ pub enum UsersError {
     Line { line: usize, reason: String },
     #[error("probe_user {name}: {reason}")]
     Probe { name: String, reason: String },
+    #[error("users file{}{}: {reason}", .user.as_ref().map(|user| format!(", user {user:?}")).unwrap_or_default(), .line.map(|line| format!(" (line {line})")).unwrap_or_default())]
+    Toml {
+        user: Option<String>,
+        line: Option<usize>,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct UserEntry {
     hash: String,
     access: Access,
+    policy: Arc<UserPolicy>,
+}
+
+/// Why a login whose password was right is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LoginRefusal {
+    /// Disabled or expired: the client hears only "Login incorrect".
+    #[error("account {}", .0.as_str())]
+    Account(AccountRefusal),
+    #[error(transparent)]
+    TooManySessions(#[from] TooManySessions),
+}
+
+impl LoginRefusal {
+    /// The `result` of the audit line and of `ftp_logins_total`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LoginRefusal::Account(refusal) => refusal.as_str(),
+            LoginRefusal::TooManySessions(_) => "max_sessions",
+        }
+    }
 }
 
 /// The accounts of the users file.
@@ -94,7 +126,12 @@ impl Users {
         Users::parse(&text)
     }
 
+    /// Parses either form of the users file: `[[user]]` tables when that is the first line that
+    /// is neither blank nor a comment, else `name:PHC-hash[:ACCESS[:HOME]]` lines.
     pub fn parse(text: &str) -> Result<Users, UsersError> {
+        if users_toml::is_toml_form(text) {
+            return Users::parse_toml(text);
+        }
         let mut users = HashMap::new();
         let mut strongest: Option<Cost> = None;
         for (index, line) in text.lines().enumerate() {
@@ -127,6 +164,7 @@ impl Users {
                 UserEntry {
                     hash: hash.to_owned(),
                     access: Access { permissions, home },
+                    policy: Arc::default(),
                 },
             );
         }
@@ -135,6 +173,81 @@ impl Users {
             dummy_hash(cost);
         }
         Ok(Users { users, strongest })
+    }
+
+    fn parse_toml(text: &str) -> Result<Users, UsersError> {
+        let toml_error = |error: users_toml::TomlError| UsersError::Toml {
+            user: error.user,
+            line: error.line,
+            reason: error.reason,
+        };
+        let mut users = HashMap::new();
+        let mut strongest: Option<Cost> = None;
+        for declared in users_toml::parse(text).map_err(toml_error)? {
+            let cost = argon2id_cost(&declared.hash).map_err(|reason| UsersError::Toml {
+                user: Some(declared.name.clone()),
+                line: Some(declared.line),
+                reason: format!("password_hash: {reason}"),
+            })?;
+            strongest = Some(strongest.map_or(cost, |s| s.max(cost)));
+            users.insert(
+                declared.name,
+                UserEntry {
+                    hash: declared.hash,
+                    access: declared.access,
+                    policy: Arc::new(declared.policy),
+                },
+            );
+        }
+        if let Some(cost) = strongest {
+            dummy_hash(cost);
+        }
+        Ok(Users { users, strongest })
+    }
+
+    /// The account's policy; the default one (no limits) for line-format and unknown users.
+    pub fn policy(&self, name: &str) -> Arc<UserPolicy> {
+        self.users
+            .get(name)
+            .map(|entry| Arc::clone(&entry.policy))
+            .unwrap_or_default()
+    }
+
+    /// Whether `client` may log in as `name`: false only for a known user whose `allowed_cidrs`
+    /// leave the address out. Asked before any password (at `USER`), so a disallowed address
+    /// cannot guess.
+    pub fn address_allowed(&self, name: &str, client: std::net::IpAddr) -> bool {
+        self.users
+            .get(name)
+            .is_none_or(|entry| entry.policy.address_allowed(client))
+    }
+
+    /// After the password of `name` was found right: refuses a disabled or expired account and
+    /// one at its `max_sessions` in `live`, else takes the session's share of its user (hold it
+    /// for as long as the session lasts).
+    pub fn admit_session(
+        &self,
+        name: &str,
+        live: &LiveUsers,
+        now: jiff::Timestamp,
+    ) -> Result<UserSession, LoginRefusal> {
+        let policy = self.policy(name);
+        if let Some(refusal) = policy.refusal(now) {
+            return Err(LoginRefusal::Account(refusal));
+        }
+        Ok(live.open_session(name, &policy)?)
+    }
+
+    /// The users with series of their own in the metrics: those of the TOML form.
+    pub fn metered_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .users
+            .iter()
+            .filter(|(_, entry)| entry.policy.metered)
+            .map(|(name, _)| name.clone())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Adds the operator's probe account: list only, in its own home. A user of the same name in
@@ -162,6 +275,7 @@ impl Users {
                     permissions: Permissions::of(&[access::Permission::List]),
                     home: PROBE_HOME.to_owned(),
                 },
+                policy: Arc::default(),
             },
         );
         Ok(())
@@ -348,6 +462,67 @@ mod tests {
         assert!(error.contains("not argon2id"), "{error}");
         let scrypt = "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E";
         assert!(Users::parse(&format!("bob:{scrypt}\n")).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_toml_form_verifies_and_refuses_by_its_policy() {
+        let hash = hash_password("s3cret").unwrap();
+        let users = Users::parse(&format!(
+            "# partners\n[[user]]\nname = \"acme\"\npassword_hash = \"{hash}\"\n\
+             access = \"ro\"\nhome = \"homes/acme\"\nmax_sessions = 1\n\
+             allowed_cidrs = [\"198.51.100.0/24\"]\n\n\
+             [[user]]\nname = \"gone\"\npassword_hash = \"{hash}\"\nenabled = false\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            verify(&users, "acme", "s3cret").await,
+            Some(Access {
+                permissions: Permissions::read_only(),
+                home: "homes/acme".into(),
+            })
+        );
+        assert!(users.address_allowed("acme", "198.51.100.9".parse().unwrap()));
+        assert!(!users.address_allowed("acme", "127.0.0.1".parse().unwrap()));
+        // Unknown users are refused by their password, as before: nothing says who exists.
+        assert!(users.address_allowed("nobody", "127.0.0.1".parse().unwrap()));
+        let live = LiveUsers::default();
+        let now = jiff::Timestamp::now();
+        let session = users.admit_session("acme", &live, now).unwrap();
+        assert_eq!(
+            users
+                .admit_session("acme", &live, now)
+                .unwrap_err()
+                .as_str(),
+            "max_sessions"
+        );
+        drop(session);
+        assert!(users.admit_session("acme", &live, now).is_ok());
+        assert_eq!(
+            users
+                .admit_session("gone", &live, now)
+                .unwrap_err()
+                .as_str(),
+            "disabled"
+        );
+        assert_eq!(users.metered_names(), ["acme", "gone"]);
+        let lines = Users::parse(&format!("alice:{hash}\n")).unwrap();
+        assert!(lines.metered_names().is_empty());
+    }
+
+    #[test]
+    fn a_bad_hash_in_the_toml_form_names_the_user_and_line() {
+        let error = Users::parse(
+            "[[user]]\nname = \"a\"\npassword_hash = \"$argon2id$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$Jm+2QNw8yA4ZqS9o4ONIfQ\"\n\
+             [[user]]\nname = \"b\"\npassword_hash = \"plain\"\n",
+        )
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("user \"b\"")
+                && text.contains("line 4")
+                && text.contains("password_hash"),
+            "{text}"
+        );
     }
 
     #[test]

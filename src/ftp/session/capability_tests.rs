@@ -155,6 +155,7 @@ impl Client {
             ports: PortPool::new(metrics),
             lockout: Arc::new(Lockout::with_capacity(16)),
             verifier: Verifier::new(1),
+            live_users: Default::default(),
             memory: MemoryBudget {
                 limit: None,
                 sessions: None,

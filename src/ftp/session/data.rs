@@ -322,6 +322,11 @@ impl Session {
             Outcome::Aborted | Outcome::ControlClosed => (TransferResult::Aborted, 0),
         };
         let metrics = Arc::clone(&self.shared.metrics);
+        if let Some(account) = self.account().filter(|account| account.metered())
+            && direction != "listing"
+        {
+            metrics.user_bytes(account.name(), direction, bytes);
+        }
         audit::transfer(
             &metrics,
             self.actor(),
@@ -335,6 +340,13 @@ impl Session {
         );
         match outcome {
             Outcome::Done(Ok(_)) => self.reply(226, "Transfer complete.").await?,
+            Outcome::Done(Err(error)) if error.kind() == io::ErrorKind::QuotaExceeded => {
+                self.reply(
+                    552,
+                    format!("Quota exceeded: {error}; nothing of the upload was kept."),
+                )
+                .await?
+            }
             Outcome::Done(Err(_)) => {
                 self.reply(426, "Connection closed; transfer aborted.")
                     .await?

@@ -8,6 +8,8 @@ use super::{Flow, Outcome, Reply0, Session, StoreKind};
 use crate::ftp::access::Permission;
 use crate::ftp::fs;
 use crate::ftp::listing::{self, ListKind, Listing, Writable};
+use crate::ftp::live_users::UserSession;
+use crate::ftp::quota::{self, UploadQuota};
 use crate::ftp::reply::{Reply, quote_path};
 use crate::ftp::storage::{FileKind, Home, Keep};
 use crate::ftp::transfer;
@@ -272,8 +274,12 @@ impl Session {
             return Ok(Flow::Continue);
         };
         let started = Instant::now();
+        let throttle = self
+            .account()
+            .map(UserSession::download_throttle)
+            .unwrap_or_default();
         let outcome = self
-            .run_transfer(transfer::send_file(data, download, stall))
+            .run_transfer(transfer::send_file(data, download, stall, throttle))
             .await?;
         self.finish_transfer("download", &shown, started, &outcome)
             .await
@@ -301,6 +307,13 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         }
+        let quota = match self.upload_quota(&target, keep).await {
+            Ok(quota) => quota,
+            Err(refusal) => {
+                self.reply(552, refusal).await?;
+                return Ok(Flow::Continue);
+            }
+        };
         if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
@@ -324,6 +337,10 @@ impl Session {
             self.reply(451, "Could not create file.").await?;
             return Ok(Flow::Continue);
         };
+        let body = match &quota {
+            Some(quota) => quota.guard(body),
+            None => body,
+        };
         let what = if unique {
             format!("FILE: {}", target.rsplit('/').next().unwrap_or_default())
         } else {
@@ -334,8 +351,12 @@ impl Session {
             return Ok(Flow::Continue);
         };
         let started = Instant::now();
+        let throttle = self
+            .account()
+            .map(UserSession::upload_throttle)
+            .unwrap_or_default();
         let mut outcome = self
-            .run_transfer(transfer::receive_file(data, body, stall))
+            .run_transfer(transfer::receive_file(data, body, stall, throttle))
             .await?;
         if let Outcome::Done(Ok(_)) = &outcome {
             if let Err(error) = blocking(move || upload.commit(replace)).await {
@@ -345,8 +366,44 @@ impl Session {
             // Gone before the client hears the transfer ended.
             let _ = blocking(move || upload.discard()).await;
         }
+        if let Some(quota) = quota {
+            quota.finish(matches!(outcome, Outcome::Done(Ok(_))));
+        }
         self.finish_transfer("upload", &target, started, &outcome)
             .await
+    }
+
+    /// The logged-in user's share of its account; none for anonymous logins.
+    pub(super) fn account(&self) -> Option<&UserSession> {
+        self.user.as_ref().and_then(|user| user.account.as_ref())
+    }
+
+    /// The quota check of an upload to `target`, when the user has a quota; the `552` text when
+    /// the upload would add a file past `quota_files`, or usage cannot be read.
+    async fn upload_quota(&self, target: &str, keep: Keep) -> Result<Option<UploadQuota>, String> {
+        let Some(account) = self.account() else {
+            return Ok(None);
+        };
+        let limit = self.settings.users.policy(account.name()).quota;
+        if !limit.is_limited() {
+            return Ok(None);
+        }
+        let ledger = account.ledger();
+        let target = target.to_owned();
+        let begun = self
+            .fs(move |root| quota::begin_upload(root, limit, ledger, &target, keep))
+            .await;
+        match begun {
+            Ok(Ok(quota)) => Ok(Some(quota)),
+            Ok(Err(exceeded)) => Err(format!(
+                "Quota exceeded: this login may store at most {} files.",
+                exceeded.quota_files
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the home's usage for its quota");
+                Err("Cannot check the quota: the home's usage cannot be read.".to_owned())
+            }
+        }
     }
 
     /// Runs a storage call on the login's home on a blocking thread.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Flow, LoggedIn, Login, Reply0, Session};
 use crate::ftp::access::{Access, Permissions};
 use crate::ftp::audit;
+use crate::ftp::auth::LoginRefusal;
 use crate::ftp::auth::lockout::{Admission, Policy, Subject};
 use crate::ftp::storage::Home;
 
@@ -25,6 +26,9 @@ impl Session {
         }
         if self.login_locked(&name) {
             return self.refuse_locked(&name).await;
+        }
+        if !self.settings.users.address_allowed(&name, self.peer.ip()) {
+            return self.refuse_address(&name).await;
         }
         let anonymous = matches!(name.as_str(), "anonymous" | "ftp");
         if anonymous && self.settings.config.anonymous.enabled {
@@ -58,6 +62,12 @@ impl Session {
         };
         if self.login_locked(&name) {
             return self.refuse_locked(&name).await;
+        }
+        // Asked again: the users file may have changed since USER.
+        if matches!(login, Login::User(_))
+            && !self.settings.users.address_allowed(&name, self.peer.ip())
+        {
+            return self.refuse_address(&name).await;
         }
         let mut attempt = None;
         let logged_in = match login {
@@ -100,12 +110,33 @@ impl Session {
                 }
             }
         };
+        // The password was right (or the login is anonymous): the account's own rules now.
+        let account = match (&logged_in, attempt.is_some()) {
+            (Some((name, _)), true) => {
+                match self.settings.users.admit_session(
+                    name,
+                    &self.shared.live_users,
+                    jiff::Timestamp::now(),
+                ) {
+                    Ok(account) => Some(account),
+                    Err(refusal) => {
+                        if let Some(attempt) = attempt {
+                            // Not a failed guess: the password was right.
+                            attempt.finish(false);
+                        }
+                        return self.refuse_account(name.clone(), refusal, started).await;
+                    }
+                }
+            }
+            _ => None,
+        };
         let logged_in = match logged_in {
             Some((name, access)) => match self.open_home(&access).await {
                 Ok(home) => Some(LoggedIn {
                     name,
                     permissions: access.permissions,
                     home,
+                    account,
                 }),
                 Err(error) => {
                     tracing::error!(user = %name, home = %access.home, %error, "cannot open the login's home");
@@ -126,11 +157,13 @@ impl Session {
             Some(user) => {
                 tracing::info!(user = %user.name, permissions = %user.permissions, "login");
                 audit::login(&self.shared.metrics, self.actor_named(&user.name), "ok");
+                self.meter_login(&user.name, "ok");
                 self.user = Some(user);
                 self.reply(230, "Login successful.").await?;
             }
             None => {
                 audit::login(&self.shared.metrics, self.actor_named(&name), "failed");
+                self.meter_login(&name, "failed");
                 let limits = self.settings.config.limits;
                 // Every failure is answered at the same time after PASS, however long the
                 // verification took (unknown users, known ones with cheaper parameters).
@@ -149,6 +182,61 @@ impl Session {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// A login of a metered user (one of the TOML form) in its own series.
+    fn meter_login(&self, name: &str, result: &str) {
+        if self.settings.users.policy(name).metered {
+            self.shared.metrics.user_login(name, result);
+        }
+    }
+
+    /// The client's address is not in the user's `allowed_cidrs`: refused before any password is
+    /// asked, so the address cannot guess. Nothing was guessed, so nothing counts toward a
+    /// lockout: a disallowed address must not be able to throttle the user's right password.
+    async fn refuse_address(&mut self, name: &str) -> Reply0 {
+        self.pending_login = None;
+        audit::login(&self.shared.metrics, self.actor_named(name), "address");
+        self.meter_login(name, "address");
+        self.reply(530, "Login refused from your address.").await?;
+        Ok(Flow::Continue)
+    }
+
+    /// The password was right but the account may not log in now. Disabled and expired accounts
+    /// hear what a wrong password hears, at the same time after `PASS` (the audit log says
+    /// which); a user at its `max_sessions` is told so, as a full server says it is full.
+    async fn refuse_account(
+        &mut self,
+        name: String,
+        refusal: LoginRefusal,
+        started: tokio::time::Instant,
+    ) -> Reply0 {
+        audit::login(
+            &self.shared.metrics,
+            self.actor_named(&name),
+            refusal.as_str(),
+        );
+        self.meter_login(&name, refusal.as_str());
+        tracing::warn!(user = %name, %refusal, "login refused by the account's policy");
+        match refusal {
+            LoginRefusal::Account(_) => {
+                let delay = self.settings.config.limits.login_failure_delay_millis;
+                tokio::time::sleep_until(started + Duration::from_millis(delay.into())).await;
+                self.reply(530, "Login incorrect.").await?;
+                Ok(Flow::Continue)
+            }
+            LoginRefusal::TooManySessions(limit) => {
+                self.reply(
+                    421,
+                    format!(
+                        "Too many sessions of this user (at most {}); try again later.",
+                        limit.max_sessions
+                    ),
+                )
+                .await?;
+                Ok(Flow::Quit)
+            }
+        }
     }
 
     fn anonymous_access(&self) -> (String, Access) {

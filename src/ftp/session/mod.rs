@@ -13,6 +13,7 @@ use super::audit::{self, Actor};
 use super::command::{self, Command, TransferType};
 use super::control::{ControlConnection, Line};
 use super::listing::ListKind;
+use super::live_users::UserSession;
 use super::passive::PassiveListener;
 use super::proxy;
 use super::reply::{Reply, quote_path};
@@ -59,6 +60,8 @@ struct LoggedIn {
     permissions: Permissions,
     /// The session's root: the login's home beneath the server's root.
     home: Arc<dyn Home>,
+    /// Its share of the user's sessions, bandwidth and uploads; none for anonymous logins.
+    account: Option<UserSession>,
 }
 
 /// What ended a transfer.
