@@ -78,8 +78,13 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "building the controller (release)"
-cargo build --release --quiet --bin ftp-operator
+# FTPOP_OPERATOR_BIN: a release controller already built (COMMIT_LABEL then says what it was
+# built from, for the row); else it is built here.
+controller_bin=${FTPOP_OPERATOR_BIN:-target/release/ftp-operator}
+if [[ -z ${FTPOP_OPERATOR_BIN:-} ]]; then
+  log "building the controller (release)"
+  cargo build --release --quiet --bin ftp-operator
+fi
 scripts/local-cluster.sh build
 cluster_up=1
 scripts/local-cluster.sh up
@@ -127,7 +132,7 @@ EOF
 done >"$work/servers.yaml"
 
 secret_reads_before=$(secret_reads)
-target/release/ftp-operator controller \
+"$controller_bin" controller \
   --metrics-listen 127.0.0.1:0 --leader-election-namespace default \
   --identity bench --default-ftp-image ftp-operator:bench --verify-served-config=false --probe-interval-seconds="$PROBE_INTERVAL" >"$work/controller.log" 2>&1 &
 controller_pid=$!
@@ -308,7 +313,7 @@ if [[ $RECORD = 1 ]]; then
 import sys
 path = sys.argv[1]
 marker = "<!-- controller runs: scripts/bench-controller.sh inserts a row above this line -->"
-row = ("| $(date -u +%Y-%m-%d\ %H:%M) | $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) | "
+row = ("| $(date -u +%Y-%m-%d\ %H:%M) | ${COMMIT_LABEL:-$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty)} | "
        "$(nproc) cores, $(free -g | awk '/^Mem/ {print $2}') GiB | $load_before / $load_ready / $load_end | $N | ${FTPOP_KCM_API_QPS:-20 (default)} | $apply_s | "
        "**$ready_s** ($verdict_ready) | $lb_span ($lb_patch) | **$quiet_writes** / $objects_changed / $events_changed ($verdict_quiet) | "
        "$lease_renewals | **$rss** ($verdict_rss) | $cpu_burst / $cpu_quiet | $SECRETS x $SECRET_KIB KiB | "
