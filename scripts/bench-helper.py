@@ -231,24 +231,30 @@ def cmd_stages(t0):
 
     managed_sel = "app.kubernetes.io/managed-by=ftp-operator"
     servers = {key(o): o for o in get("/apis/ftpoperator.dev/v1alpha1/ftpservers", "bench=controller")}
-    deployments = {owner(o): o for o in get("/apis/apps/v1/deployments", managed_sel)}
+    # Each server runs as a StatefulSet of its name, whose pods kube-controller-manager makes.
+    sets = {owner(o): o for o in get("/apis/apps/v1/statefulsets", managed_sel)}
     services = {owner(o): o for o in get("/api/v1/services", managed_sel)}
-    replicasets = {owner(o): o for o in get("/apis/apps/v1/replicasets", managed_sel)}
-    rs_to_server = {key(rs): srv for srv, rs in replicasets.items()}
+    set_to_server = {key(s): srv for srv, s in sets.items()}
     pods = {}
     for pod in get("/api/v1/pods", managed_sel):
-        pods.setdefault(rs_to_server.get(owner(pod)), []).append(pod)
+        pods.setdefault(set_to_server.get(owner(pod)), []).append(pod)
+
+    def set_ready(k):
+        status = sets[k].get("status") or {}
+        wanted = (sets[k].get("spec") or {}).get("replicas", 1)
+        if status.get("readyReplicas", 0) < wanted:
+            return None
+        return managed(sets[k], "kube-controller-manager", "status")
+
     stages = {
         "FtpServer created (apply)": lambda k: ts(servers[k]["metadata"]["creationTimestamp"]),
         "Service created (controller)": lambda k: ts(services[k]["metadata"]["creationTimestamp"]),
         "LB address written (stand-in LB)": lambda k: managed(services[k], "bench-stand-in-lb", "status"),
-        "Deployment created (controller)": lambda k: ts(deployments[k]["metadata"]["creationTimestamp"]),
-        "ReplicaSet created (kcm deployment)": lambda k: ts(replicasets[k]["metadata"]["creationTimestamp"]),
-        "Pod created (kcm replicaset)": lambda k: max(ts(p["metadata"]["creationTimestamp"]) for p in pods[k]),
+        "StatefulSet created (controller)": lambda k: ts(sets[k]["metadata"]["creationTimestamp"]),
+        "Pod created (kcm statefulset)": lambda k: max(ts(p["metadata"]["creationTimestamp"]) for p in pods[k]),
         "Pod scheduled (scheduler)": lambda k: max(condition(p, "PodScheduled") for p in pods[k]),
         "Pod Ready (kwok)": lambda k: max(condition(p, "Ready") for p in pods[k]),
-        "Deployment Available (kcm deployment)": lambda k: condition(deployments[k], "Available"),
-        "Deployment status last written (kcm)": lambda k: managed(deployments[k], "kube-controller-manager", "status"),
+        "StatefulSet status last written, all ready (kcm)": set_ready,
         "FtpServer Ready (controller)": lambda k: condition(servers[k], "Ready"),
     }
     rows = []
