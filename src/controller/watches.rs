@@ -383,10 +383,10 @@ async fn run_scope(
                 warn!(%error, "reconcile failed");
             }
         });
-    // The probe and the orphaned users' loop live as long as the reconciles; they end with them.
-    let probe_task = async move {
+    // The orphaned users' loop, and the probe, live as long as the reconciles; they end with them.
+    let reconciles = async move {
         futures::pin_mut!(orphans);
-        futures::future::select(probe_task.boxed(), orphans).await;
+        futures::future::select(reconciles.boxed(), orphans).await;
     };
     futures::pin_mut!(reconciles, probe_task);
     if let futures::future::Either::Right(((), reconciles)) =

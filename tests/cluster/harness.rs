@@ -159,7 +159,7 @@ impl TestNamespace {
     pub async fn create_users_secret(&self, name: &str) {
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
-            "stringData": {"users": "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA:rw\n"},
+            "stringData": {"users": "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo:rw\n"},
         }))
         .unwrap();
         self.api::<Secret>()
