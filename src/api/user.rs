@@ -320,6 +320,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_is_valid() {
+        let user: FtpUser =
+            serde_yaml::from_str(include_str!("../../examples/ftpuser.yaml")).unwrap();
+        user.validate_cel().unwrap();
+        assert_eq!(user.login_name(), "partner");
+    }
+
+    #[test]
     fn committed_crd_matches_the_code() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/ftpuser.yaml");
         let committed = std::fs::read_to_string(path).unwrap_or_default();

@@ -23,17 +23,18 @@ use crate::keepalive::needs_node_sysctls;
 use crate::node_tuner::demand::{NODE_KEEPALIVE_FINALIZER, has_finalizer};
 use crate::process::MANAGER;
 use crate::process::backoff::backoff_delay;
-use crate::process::errors::Invalid;
+use crate::process::errors::{ApplyError, Invalid};
 
 use super::children::{Progress, Users, apply_children};
 use super::context::{Context, Error};
 use super::events;
-use super::observe::{observe, observe_children};
+use super::observe::{Observed, observe, observe_children};
 use super::plan::{Waits, next};
 use super::probe::results::ProbeObservation;
 use super::status::{self, Outcome, desired_status};
 use super::users::observe::observe_users;
 use super::users::{self, Gathered};
+use super::validate::Validated;
 use super::{build, node_keepalive, served, validate};
 
 pub async fn reconcile(
@@ -134,45 +135,13 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
-    let mut gathered = None;
-    let (result, progress) = match read {
-        Err(error) => (Err(error), Progress::default()),
+    let (result, progress, gathered) = match read {
+        Err(error) => (Err(error), Progress::default(), None),
         Ok(()) => match node_keepalive::opt_in(server, ctx.settings.node_tuning)
             .map_or_else(|| validate::validate(server, &observed), Err)
         {
-            Err(invalid) => (Ok(Outcome::Stalled(invalid)), Progress::default()),
-            Ok(valid) => {
-                match observe_users(
-                    server,
-                    &ctx.stores.ftp_users,
-                    &ctx.client,
-                    &ctx.password_hashes,
-                )
-                .await
-                {
-                    Err(error) => (Err(error), Progress::default()),
-                    Ok(users) => {
-                        match users::gather(server, &users.bound, users.users_secret.as_deref()) {
-                            Err(invalid) => (Ok(Outcome::Stalled(invalid)), Progress::default()),
-                            Ok(users_file) => {
-                                let applied = apply_children(
-                                    server,
-                                    &valid,
-                                    &observed,
-                                    &Users {
-                                        gathered: &users_file,
-                                        live: users.generated.as_ref(),
-                                    },
-                                    ctx,
-                                )
-                                .await;
-                                gathered = Some(users_file);
-                                applied
-                            }
-                        }
-                    }
-                }
-            }
+            Err(invalid) => (Ok(Outcome::Stalled(invalid)), Progress::default(), None),
+            Ok(valid) => apply_with_users(server, &valid, &observed, ctx).await,
         },
     };
     observed.probe = match &progress.probe_image {
@@ -268,6 +237,32 @@ async fn report_stalled(server: &FtpServer, invalid: Invalid, ctx: &Context) -> 
     )
     .await;
     Ok(())
+}
+
+/// Gathers the server's users (reading their Secrets, hashing clear passwords) and applies the
+/// children with that users file; the file is returned for the users' statuses.
+async fn apply_with_users(
+    server: &FtpServer,
+    valid: &Validated,
+    observed: &Observed,
+    ctx: &Context,
+) -> (Result<Outcome, ApplyError>, Progress, Option<Gathered>) {
+    let stores = &ctx.stores;
+    let users =
+        match observe_users(server, &stores.ftp_users, &ctx.client, &ctx.password_hashes).await {
+            Ok(users) => users,
+            Err(error) => return (Err(error), Progress::default(), None),
+        };
+    let gathered = match users::gather(server, &users.bound, users.users_secret.as_deref()) {
+        Ok(gathered) => gathered,
+        Err(invalid) => return (Ok(Outcome::Stalled(invalid)), Progress::default(), None),
+    };
+    let with = Users {
+        gathered: &gathered,
+        live: users.generated.as_ref(),
+    };
+    let (result, progress) = apply_children(server, valid, observed, &with, ctx).await;
+    (result, progress, Some(gathered))
 }
 
 /// Each FtpUser's verdict, written where it changed. A user that cannot be written to is logged:
