@@ -477,7 +477,7 @@ kind: Secret
 metadata: {name: ftp-users, namespace: $APP_NS}
 stringData:
   users: |
-    alice:\$argon2id\$v=19\$m=19456,t=2,p=1\$c2FsdHNhbHRzYWx0\$k7N7r0d2H1n5c3q4l8y6g5m2h1j0k9l8m7n6b5v4c3x:rw
+    alice:\$argon2id\$v=19\$m=19456,t=2,p=1\$c2FsdHNhbHRzYWx0\$k7N7r0d2H1n5c3q4l8y6g5m2h1j0k9l8m7n6b5v4c3w:rw
 ---
 apiVersion: ftpoperator.dev/v1alpha1
 kind: FtpServer

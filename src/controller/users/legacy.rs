@@ -94,5 +94,9 @@ mod tests {
         assert!(why.contains("access \"write\""), "{why}");
         let (_, why) = parse(&format!(":{HASH}\n")).unwrap_err();
         assert_eq!(why, "empty user name");
+        // Base64 whose unused bits are not zero: the server's parser refuses it too.
+        let loose = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$k7N7r0d2H1n5c3q4l8y6g5m2h1j0k9l8m7n6b5v4c3x";
+        assert!(parse(&format!("alice:{loose}\n")).is_err());
+        assert!(crate::ftp::auth::Users::parse(&format!("alice:{loose}\n")).is_err());
     }
 }
