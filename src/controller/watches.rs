@@ -351,7 +351,14 @@ async fn run_scope(
             let namespace = secret.namespace();
             let name = secret.name_any();
             // The servers of the FtpUsers whose password it holds.
-            let users = secret_users.state();
+            let users_servers: std::collections::BTreeSet<String> = secret_users
+                .state()
+                .iter()
+                .filter(|user| {
+                    user.namespace() == namespace && user.spec.password_secret_ref.name == name
+                })
+                .map(|user| user.spec.server_ref.name.clone())
+                .collect();
             servers
                 .state()
                 .into_iter()
@@ -359,11 +366,7 @@ async fn run_scope(
                     Ok(server) => {
                         server.namespace() == namespace
                             && (references_secret(server, &name)
-                                || users.iter().any(|user| {
-                                    user.namespace() == namespace
-                                        && user.spec.server_ref.name == server.name_any()
-                                        && user.spec.password_secret_ref.name == name
-                                }))
+                                || users_servers.contains(&server.name_any()))
                     }
                     Err(_) => false,
                 })
