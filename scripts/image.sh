@@ -104,7 +104,7 @@ t_user() {
   [[ $(bah inspect --type image --format '{{.OCIv1.Config.User}}' "$IMAGE") == "$UID_NONROOT:$UID_NONROOT" ]]
 }
 t_operator_runs() { in_image ftp-operator --version | grep -q "ftp-operator $VERSION"; }
-t_operator_crd() { in_image ftp-operator crd | cmp - "$ROOT/crds/ftpserver.yaml"; }
+t_operator_crd() { in_image ftp-operator crd | cmp - "$ROOT/crds/ftpserver.yaml" && in_image ftp-operator crd ftpuser | cmp - "$ROOT/crds/ftpuser.yaml"; }
 t_server_runs() { in_image ftp-server --help | grep -qi "usage"; }
 t_archive() { # the listing first: grep -q quitting early would fail the pipe under pipefail
   local listing
@@ -113,7 +113,7 @@ t_archive() { # the listing first: grep -q quitting early would fail the pipe un
 }
 check "image user is $UID_NONROOT:$UID_NONROOT (non-root)" t_user
 check "ftp-operator runs in the image and reports $VERSION" t_operator_runs
-check "ftp-operator crd in the image prints crds/ftpserver.yaml" t_operator_crd
+check "ftp-operator crd in the image prints crds/ftpserver.yaml and crds/ftpuser.yaml" t_operator_crd
 check "ftp-server runs in the image" t_server_runs
 t_labels() { # the annotations registries and scanners read, each set and the version right
   local label value

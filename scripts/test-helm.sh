@@ -139,6 +139,9 @@ if got != want:
     sys.exit(1)
 PY
   grep -q 'helm.sh/resource-policy: keep' "$WORK/crd.rendered" || fail "rendered CRD lacks helm.sh/resource-policy: keep"
+  h template "$RELEASE" "$CHART" -n "$NS" --show-only templates/crd-ftpuser.yaml >"$WORK/crd-ftpuser.rendered" || return 1
+  grep -q 'helm.sh/resource-policy: keep' "$WORK/crd-ftpuser.rendered" || fail "rendered FtpUser CRD lacks helm.sh/resource-policy: keep"
+  grep -q '^  name: ftpusers.ftpoperator.dev$' "$WORK/crd-ftpuser.rendered" || fail "the chart renders no FtpUser CRD"
 }
 
 t_lint() {
@@ -307,6 +310,9 @@ t_rbac() {
 yes list ftpservers.ftpoperator.dev -
 yes watch ftpservers.ftpoperator.dev -
 yes patch ftpservers.ftpoperator.dev $APP_NS status
+yes watch ftpusers.ftpoperator.dev -
+yes patch ftpusers.ftpoperator.dev $APP_NS status
+no patch ftpusers.ftpoperator.dev $APP_NS
 yes update ftpservers.ftpoperator.dev $APP_NS finalizers
 yes create deployments.apps $APP_NS
 yes create statefulsets.apps $APP_NS
@@ -471,7 +477,7 @@ kind: Secret
 metadata: {name: ftp-users, namespace: $APP_NS}
 stringData:
   users: |
-    alice:\$argon2id\$v=19\$m=19456,t=2,p=1\$c2FsdHNhbHRzYWx0\$k7N7r0d2H1n5c3q4l8y6g5m2h1j0k9l8m7n6b5v4c3x:rw
+    alice:\$argon2id\$v=19\$m=19456,t=2,p=1\$c2FsdHNhbHRzYWx0\$k7N7r0d2H1n5c3q4l8y6g5m2h1j0k9l8m7n6b5v4c3w:rw
 ---
 apiVersion: ftpoperator.dev/v1alpha1
 kind: FtpServer
@@ -571,10 +577,12 @@ t_health_live() {
   return $rc
 }
 
-# docs/api.md names every field and every CEL message of the CRD the API server serves.
+# docs/api.md names every field and every CEL message of the CRDs the API server serves.
 t_api_doc() {
-  k get crd ftpservers.ftpoperator.dev -o json >"$WORK/crd.json" || return 1
-  python3 - "$ROOT/docs/api.md" "$WORK/crd.json" <<'PY'
+  local crd
+  for crd in ftpservers ftpusers; do
+  k get crd $crd.ftpoperator.dev -o json >"$WORK/crd.json" || return 1
+  python3 - "$ROOT/docs/api.md" "$WORK/crd.json" <<'PY' || return 1
 import json, sys
 crd = json.load(open(sys.argv[2]))
 doc = open(sys.argv[1]).read()
@@ -596,8 +604,9 @@ walk({"x-kubernetes-validations": schema.get("x-kubernetes-validations", [])}, "
 walk(schema["properties"]["spec"], "spec")
 walk(schema["properties"]["status"], "status")
 if missing:
-    print("docs/api.md lacks:"); print("\n".join(missing)); sys.exit(1)
+    print(f"docs/api.md lacks ({crd['spec']['names']['kind']}):"); print("\n".join(missing)); sys.exit(1)
 PY
+  done
 }
 
 # docs/metrics.md names only operator metrics the running controller exports.

@@ -50,7 +50,16 @@ fn code_spans(text: &str) -> Vec<String> {
 }
 
 fn crd_schema() -> Value {
-    let crd: Value = serde_yaml::from_str(&read(&root().join("crds/ftpserver.yaml"))).unwrap();
+    schema_of("crds/ftpserver.yaml")
+}
+
+/// The FtpUser CRD's schema: the docs cite its fields with the same `spec.` prefix.
+fn user_crd_schema() -> Value {
+    schema_of("crds/ftpuser.yaml")
+}
+
+fn schema_of(path: &str) -> Value {
+    let crd: Value = serde_yaml::from_str(&read(&root().join(path))).unwrap();
     crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }
 
@@ -123,6 +132,7 @@ fn api_field_name(span: &str) -> Option<String> {
 #[test]
 fn every_ftpserver_field_the_docs_cite_exists() {
     let schema = crd_schema();
+    let user_schema = user_crd_schema();
     let spec = &schema["properties"]["spec"];
     let values = values();
     // `loadBalancer.idleTimeoutSeconds`, `keepalive.nodeSysctls`: spec fields without `spec.`.
@@ -138,7 +148,7 @@ fn every_ftpserver_field_the_docs_cite_exists() {
         for span in code_spans(&text) {
             if let Some(name) = api_field_name(&span) {
                 let foreign = FOREIGN_FIELDS.iter().any(|f| name.starts_with(f));
-                if !foreign && !resolves(&schema, &name) {
+                if !foreign && !resolves(&schema, &name) && !resolves(&user_schema, &name) {
                     missing.push(format!("{file}: `{name}`"));
                 }
             } else if let Some(c) = relative.captures(&span).filter(|_| !file_like(&span)) {
@@ -147,6 +157,7 @@ fn every_ftpserver_field_the_docs_cite_exists() {
                 // A chart value that shares a spec field's first name (`image.tag`) is the chart's.
                 if spec_fields.contains(first)
                     && !resolves(spec, name)
+                    && !resolves(&user_schema["properties"]["spec"], name)
                     && !value_resolves(&values, name)
                 {
                     missing.push(format!("{file}: `{name}`"));
@@ -205,6 +216,25 @@ fn every_ftpserver_field_has_a_row_in_docs_api_md() {
     assert!(
         missing.is_empty(),
         "docs/api.md has no row for these fields of crds/ftpserver.yaml:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
+fn every_ftpuser_field_has_a_row_in_docs_api_md() {
+    let schema = user_crd_schema();
+    let rows = api_md_rows();
+    let mut missing = Vec::new();
+    undocumented(&schema["properties"]["spec"], "spec", &rows, &mut missing);
+    undocumented(
+        &schema["properties"]["status"],
+        "status",
+        &rows,
+        &mut missing,
+    );
+    assert!(
+        missing.is_empty(),
+        "docs/api.md has no row for these fields of crds/ftpuser.yaml:\n{}",
         missing.join("\n")
     );
 }

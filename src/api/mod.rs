@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 mod limits;
 pub use limits::LimitsSpec;
 
+pub mod user;
+pub use user::{FtpUser, FtpUserSpec, FtpUserStatus};
+
 /// In-pod ports the server itself uses; the passive range must stay clear of them.
 pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_IMPLICIT_TLS_PORT};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ftp_operator::api::FtpServer;
+use ftp_operator::api::{FtpServer, FtpUser};
 use ftp_operator::controller::budgets::{self, ClusterBudgets, NodePortRange};
 use ftp_operator::controller::probe::ProbeMetrics;
 use ftp_operator::controller::{self, Settings, metrics::Metrics};
@@ -31,8 +31,11 @@ struct Cli {
 enum Command {
     /// Watch FtpServers and keep their ConfigMaps, StatefulSets and Services in step.
     Controller(ControllerArgs),
-    /// Print the FtpServer CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: FtpServer's, or with `ftpuser` FtpUser's.
+    Crd {
+        #[arg(value_enum, default_value = "ftpserver")]
+        kind: CrdKind,
+    },
     /// Set the node's TCP keepalive sysctls for the FtpServers that need them.
     #[command(subcommand)]
     NodeTuner(NodeTunerCommand),
@@ -168,11 +171,24 @@ struct ControllerArgs {
     cluster_budgets: bool,
 }
 
+/// The resources whose CRDs `crd` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CrdKind {
+    Ftpserver,
+    Ftpuser,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => {
-            print!("{}", FtpServer::crd_yaml());
+        Command::Crd { kind } => {
+            print!(
+                "{}",
+                match kind {
+                    CrdKind::Ftpserver => FtpServer::crd_yaml(),
+                    CrdKind::Ftpuser => FtpUser::crd_yaml(),
+                }
+            );
             Ok(())
         }
         Command::Controller(args) => {

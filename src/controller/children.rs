@@ -1,7 +1,7 @@
-//! Carrying out a [`Plan`]: the children's names are claimed, then the ConfigMap, the Services,
-//! the StatefulSet, the EndpointSlices and the PodDisruptionBudget are applied, and the
-//! children the plan no longer wants are deleted. A name held by an object this server does not
-//! control stalls before any child is applied.
+//! Carrying out a [`Plan`]: the children's names are claimed, then the users Secret, the
+//! ConfigMap, the Services, the StatefulSet, the EndpointSlices and the PodDisruptionBudget are
+//! applied, and the children the plan no longer wants are deleted. A name held by an object
+//! this server does not control stalls before any child is applied.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
@@ -22,6 +22,7 @@ use super::observe::Observed;
 use super::plan::{Deletion, Plan, plan};
 use super::probe::AccountState;
 use super::status::Outcome;
+use super::users::Gathered;
 use super::validate::Validated;
 use super::{budgets, ownership};
 
@@ -42,17 +43,25 @@ pub async fn apply_children(
     server: &FtpServer,
     valid: &Validated,
     observed: &Observed,
+    users: &Users<'_>,
     ctx: &Context,
 ) -> (Result<Outcome, ApplyError>, Progress) {
     let mut progress = Progress::default();
-    let result = apply_plan(server, valid, observed, ctx, &mut progress).await;
+    let result = apply_plan(server, valid, observed, users, ctx, &mut progress).await;
     (result, progress)
+}
+
+/// The users file to apply, and the generated Secret as the API has it.
+pub struct Users<'a> {
+    pub gathered: &'a Gathered,
+    pub live: Option<&'a Secret>,
 }
 
 async fn apply_plan(
     server: &FtpServer,
     valid: &Validated,
     observed: &Observed,
+    users: &Users<'_>,
     ctx: &Context,
     progress: &mut Progress,
 ) -> Result<Outcome, ApplyError> {
@@ -85,11 +94,19 @@ async fn apply_plan(
         children,
         replace_stateful_set,
         deletions,
-    } = plan(server, valid, observed, &image.image, probe_user.as_ref());
+    } = plan(
+        server,
+        valid,
+        observed,
+        &image.image,
+        probe_user.as_ref(),
+        users.gathered,
+    );
 
     let client = &ctx.client;
     let writes = &ctx.metrics.api_writes;
     let config_map_api: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let secret_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let service_api: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let set_api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
     let slice_api: Api<EndpointSlice> = Api::namespaced(client.clone(), &namespace);
@@ -110,6 +127,13 @@ async fn apply_plan(
     };
 
     let mut taken = vec![
+        ownership::check_name(
+            server,
+            &secret_api,
+            &children.users_secret.name_any(),
+            users.live,
+        )
+        .await?,
         ownership::check_name(
             server,
             &config_map_api,
@@ -160,7 +184,6 @@ async fn apply_plan(
     // The probe Secret before the ConfigMap that carries its hash: should the ConfigMap's write
     // fail, the next reconcile renders the same account again instead of making a new one.
     if let (Some(account), Some(unwritten)) = (&probe_account, probe_secret) {
-        let secret_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let applied = apply(
             &secret_api,
             &unwritten.desired,
@@ -171,6 +194,10 @@ async fn apply_plan(
         changes.push((unwritten.desired.object_ref(&()), applied));
         ctx.prober.remember(server, account);
     }
+    // Before the StatefulSet: a new pod cannot start without the Secret it mounts.
+    let users_secret = &children.users_secret;
+    let applied_users = apply(&secret_api, users_secret, users.live, writes).await?;
+    changes.push((users_secret.object_ref(&()), applied_users));
     let config_map = &children.config_map;
     let applied_config_map = apply(
         &config_map_api,

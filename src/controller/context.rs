@@ -18,6 +18,7 @@ use super::image_rollout::ImageRolloutGate;
 use super::metrics::Metrics;
 use super::observe::Stores;
 use super::probe::Prober;
+use super::users::passwords::PasswordHashes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -50,4 +51,6 @@ pub struct Context {
     pub stateful_sets: Arc<Vec<(Option<String>, reflector::Store<StatefulSet>)>>,
     /// The probe's accounts and results, shared with its background task.
     pub prober: Arc<Prober>,
+    /// The hashes made for FtpUsers' clear passwords, so each is hashed once.
+    pub password_hashes: Arc<PasswordHashes>,
 }

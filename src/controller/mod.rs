@@ -5,6 +5,7 @@
 //! - [`watches`]: the wiring: one controller per watched scope, its watches and caches.
 //! - [`reconcile`]: one server's reconcile, the thin async shell around the pure decisions;
 //!   [`context`]: what its passes share, and its error.
+//! - [`users`]: FtpUsers, gathered into each server's generated users Secret, and their status.
 //! - [`node_keepalive`]: the finalizer and status of servers that need node sysctls.
 //! - [`probe`], [`served`], [`health`], [`image_rollout`], [`budgets`], [`ownership`]: what
 //!   the status and the plan are computed from.
@@ -25,6 +26,7 @@ pub mod probe;
 pub mod reconcile;
 pub mod served;
 pub mod status;
+pub mod users;
 pub mod validate;
 pub mod watches;
 

@@ -39,6 +39,8 @@ pub struct Stores {
     pub claims: Store<PersistentVolumeClaim>,
     /// Nodes' labels, taints and the node tuner's reports (see [`node_for_selection`]).
     pub nodes: Store<Node>,
+    /// FtpUsers, gathered into their servers' users files.
+    pub ftp_users: Store<crate::api::FtpUser>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,11 +20,14 @@ use super::build;
 use super::observe::Observed;
 use super::ownership::NAME_TAKEN;
 use super::status::Outcome;
+use super::users::Gathered;
 use super::validate::Validated;
 
 /// The objects a server should have, as built from its spec and what was observed.
 #[derive(Debug, Clone)]
 pub struct Children {
+    /// The users file: FtpUsers and `spec.users` together.
+    pub users_secret: Secret,
     pub config_map: ConfigMap,
     pub stateful_set: StatefulSet,
     /// The control Service, then one per replica where the routing needs them.
@@ -65,11 +68,13 @@ pub fn plan(
     observed: &Observed,
     image: &str,
     probe_user: Option<&ProbeUser>,
+    users: &Gathered,
 ) -> Plan {
     let public_address = observed.public_address(server);
     let pods: Vec<&Pod> = observed.pods.iter().map(|p| &**p).collect();
     let slices = build::slices_in_use(server, &pods);
     let children = Children {
+        users_secret: build::desired_users_secret(server, users),
         config_map: build::desired_config_map(server, valid, public_address.as_deref(), probe_user),
         stateful_set: build::desired_stateful_set(server, valid, image),
         services: build::desired_services(
@@ -213,7 +218,15 @@ mod tests {
     }
 
     fn planned(server: &FtpServer, observed: &Observed) -> Plan {
-        plan(server, &validated(server), observed, "ftp-server:1", None)
+        let users = crate::controller::users::gather(server, &[], None).unwrap();
+        plan(
+            server,
+            &validated(server),
+            observed,
+            "ftp-server:1",
+            None,
+            &users,
+        )
     }
 
     #[test]
@@ -221,6 +234,10 @@ mod tests {
         let server = server(fixtures::MINIMAL);
         let plan = planned(&server, &Observed::default());
         assert_eq!(plan.children.config_map.name_any(), "minimal-config");
+        assert_eq!(
+            plan.children.users_secret.name_any(),
+            "minimal-generated-users"
+        );
         assert_eq!(plan.children.stateful_set.name_any(), "minimal");
         let services: Vec<_> = plan
             .children

@@ -18,20 +18,23 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::warn;
 
-use crate::api::FtpServer;
+use crate::api::{FtpServer, FtpUser};
 use crate::keepalive::needs_node_sysctls;
 use crate::node_tuner::demand::{NODE_KEEPALIVE_FINALIZER, has_finalizer};
 use crate::process::MANAGER;
 use crate::process::backoff::backoff_delay;
-use crate::process::errors::Invalid;
+use crate::process::errors::{ApplyError, Invalid};
 
-use super::children::{Progress, apply_children};
+use super::children::{Progress, Users, apply_children};
 use super::context::{Context, Error};
 use super::events;
-use super::observe::{observe, observe_children};
+use super::observe::{Observed, observe, observe_children};
 use super::plan::{Waits, next};
 use super::probe::results::ProbeObservation;
 use super::status::{self, Outcome, desired_status};
+use super::users::observe::observe_users;
+use super::users::{self, Gathered};
+use super::validate::Validated;
 use super::{build, node_keepalive, served, validate};
 
 pub async fn reconcile(
@@ -64,6 +67,8 @@ pub async fn reconcile(
             .now_or_never(),
         ctx.stores.claims.wait_until_ready().now_or_never(),
         ctx.stores.pods.wait_until_ready().now_or_never(),
+        // Without every FtpUser, a server's users file would lose some for a moment.
+        ctx.stores.ftp_users.wait_until_ready().now_or_never(),
     ]
     .iter()
     .all(|ready| matches!(ready, Some(Ok(()))))
@@ -130,13 +135,13 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         Ok(observed) => (observed, Ok(())),
         Err(error) => (observe_children(server, &ctx.stores), Err(error)),
     };
-    let (result, progress) = match read {
-        Err(error) => (Err(error), Progress::default()),
+    let (result, progress, gathered) = match read {
+        Err(error) => (Err(error), Progress::default(), None),
         Ok(()) => match node_keepalive::opt_in(server, ctx.settings.node_tuning)
             .map_or_else(|| validate::validate(server, &observed), Err)
         {
-            Err(invalid) => (Ok(Outcome::Stalled(invalid)), Progress::default()),
-            Ok(valid) => apply_children(server, &valid, &observed, ctx).await,
+            Err(invalid) => (Ok(Outcome::Stalled(invalid)), Progress::default(), None),
+            Ok(valid) => apply_with_users(server, &valid, &observed, ctx).await,
         },
     };
     observed.probe = match &progress.probe_image {
@@ -171,22 +176,19 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
         None
     };
     if let Some(desired) = &desired_config_digest {
-        // The referenced Secrets' versions (metadata only), for the pods' mounted-inputs annotation.
+        // What the mounted users file holds (the generated Secret's content) and the TLS
+        // Secret's version (metadata only), for the pods' mounted-inputs annotation.
+        let users = gathered
+            .as_ref()
+            .map(|users| build::users_digest(&build::desired_users_secret(server, users)));
         let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        let mut versions = Vec::new();
-        for name in [
-            server.spec.users.as_ref().map(|u| &u.secret_ref.name),
-            server.spec.tls.as_ref().map(|t| &t.secret_ref.name),
-        ] {
-            versions.push(match name {
-                Some(name) => secrets
-                    .get_metadata_opt(name)
-                    .await?
-                    .and_then(|secret| secret.resource_version()),
-                None => None,
-            });
-        }
-        let [users, tls] = [versions[0].clone(), versions[1].clone()];
+        let tls = match server.spec.tls.as_ref().map(|t| &t.secret_ref.name) {
+            Some(name) => secrets
+                .get_metadata_opt(name)
+                .await?
+                .and_then(|secret| secret.resource_version()),
+            None => None,
+        };
         let inputs = served::mounted_inputs(desired, &[("users", users), ("tls", tls)]);
         let served = served::check(
             &ctx.client,
@@ -203,6 +205,9 @@ async fn apply_server(server: &FtpServer, ctx: &Context) -> Result<Action, Error
     }
     if previous != status {
         patch_status(server, &status, ctx).await?;
+    }
+    if let Some(users) = &gathered {
+        write_user_statuses(users, ctx).await;
     }
     let events = events::events(&progress.changes, &previous, &status, &outcome);
     events::publish(server, ctx, events, &progress.changes).await;
@@ -239,6 +244,48 @@ async fn report_stalled(server: &FtpServer, invalid: Invalid, ctx: &Context) -> 
     )
     .await;
     Ok(())
+}
+
+/// Gathers the server's users (reading their Secrets, hashing clear passwords) and applies the
+/// children with that users file; the file is returned for the users' statuses.
+async fn apply_with_users(
+    server: &FtpServer,
+    valid: &Validated,
+    observed: &Observed,
+    ctx: &Context,
+) -> (Result<Outcome, ApplyError>, Progress, Option<Gathered>) {
+    let stores = &ctx.stores;
+    let users =
+        match observe_users(server, &stores.ftp_users, &ctx.client, &ctx.password_hashes).await {
+            Ok(users) => users,
+            Err(error) => return (Err(error), Progress::default(), None),
+        };
+    let gathered = match users::gather(server, &users.bound, users.users_secret.as_deref()) {
+        Ok(gathered) => gathered,
+        Err(invalid) => return (Ok(Outcome::Stalled(invalid)), Progress::default(), None),
+    };
+    let with = Users {
+        gathered: &gathered,
+        live: users.generated.as_ref(),
+    };
+    let (result, progress) = apply_children(server, valid, observed, &with, ctx).await;
+    (result, progress, Some(gathered))
+}
+
+/// Each FtpUser's verdict, written where it changed. A user that cannot be written to is logged:
+/// its server, and the other users, are not held up by it.
+async fn write_user_statuses(users: &Gathered, ctx: &Context) {
+    let now = users::status::now();
+    for (user, verdict) in &users.verdicts {
+        let status = users::status::desired_status(user, verdict, &now);
+        let api: Api<FtpUser> =
+            Api::namespaced(ctx.client.clone(), &user.namespace().unwrap_or_default());
+        if let Err(error) =
+            users::status::write_if_changed(&api, user, &status, &ctx.metrics.api_writes).await
+        {
+            warn!(%error, user = %user.name_any(), "cannot write the FtpUser's status");
+        }
+    }
 }
 
 async fn patch_status(

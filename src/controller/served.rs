@@ -5,9 +5,10 @@
 //! PASV advertises the old address, so the FtpServer must not be Ready. Each server reports the
 //! digest of the configuration file it serves (`/config-digest` on its metrics port); the
 //! controller compares it with the ConfigMap's. Every pod carries, as an annotation, what its
-//! mounted files should be made of (the config digest and the users and TLS Secrets'
-//! resourceVersions): updating that annotation makes the kubelet sync the pod, and its volumes, at
-//! once, so a changed address, user or certificate reaches the server in seconds, not a minute.
+//! mounted files should be made of (the config digest, the generated users Secret's digest and
+//! the TLS Secret's resourceVersion): updating that annotation makes the kubelet sync the pod,
+//! and its volumes, at once, so a changed address, user or certificate reaches the server in
+//! seconds, not a minute.
 //!
 //! The same answer says which file a server could not load (a users or TLS Secret edited into
 //! one that does not load leaves the old settings in effect), and a pod that is Ready but does
@@ -36,12 +37,12 @@ use crate::ftp::config::{
     SERVED_CONFIG_PATH, ServedConfig, config_digest,
 };
 
-use super::build::{USERS_KEY, config_map_name};
+use super::build::{USERS_KEY, config_map_name, users_secret_name};
 use super::status::condition;
 use crate::api::conditions::{READY, RECONCILING, STALLED};
 use crate::process::api_writes::ApiWrites;
 
-/// What a pod's mounted files should hold: `<config digest>[ users=<rv>][ tls=<rv>]`.
+/// What a pod's mounted files should hold: `<config digest>[ users=<digest of the users Secret>][ tls=<rv>]`.
 pub const MOUNTED_INPUTS_ANNOTATION: &str = "ftpoperator.dev/mounted-inputs";
 /// How long one pod may take to answer.
 const ASK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -223,18 +224,19 @@ fn rejected_message(
     let reason = &input.reason;
     match input.file {
         InputFile::Users => {
-            let secret = server
-                .spec
-                .users
-                .as_ref()
-                .map_or("(none)", |u| u.secret_ref.name.as_str());
+            // The operator checked every line and password before rendering the file: a server
+            // that refuses it reads an older form of it.
+            let from = server.spec.users.as_ref().map_or(String::new(), |u| {
+                format!(" and the users Secret {}", u.secret_ref.name)
+            });
             (
                 USERS_SECRET_INVALID,
                 format!(
-                    "pod {pod} cannot load the users Secret {secret} (key {USERS_KEY}){at_line}: \
-                     {reason}; it keeps serving the users it had before the Secret changed. Fix \
-                     the Secret (each line name:PHC-hash[:ACCESS[:HOME]], the hash argon2id, as \
-                     `ftp-server hash-password` makes it)"
+                    "pod {pod} cannot load its users file, Secret {} (key {USERS_KEY}){at_line}: \
+                     {reason}; it keeps serving the users it had before the file changed. The \
+                     operator renders that file from the FtpUsers{from}: check that the server \
+                     image (spec.image) is as new as the operator",
+                    users_secret_name(server)
                 ),
             )
         }
@@ -591,8 +593,9 @@ mod tests {
         assert_eq!(held.reason, USERS_SECRET_INVALID);
         assert!(held.stalled);
         for part in [
-            "pod contoso-0 cannot load the users Secret ftp-users (key users), line 2: hash scheme argon2i is not argon2id",
+            "pod contoso-0 cannot load its users file, Secret contoso-generated-users (key users), line 2: hash scheme argon2i is not argon2id",
             "keeps serving the users it had",
+            "from the FtpUsers and the users Secret ftp-users",
             "(and 1 more pod(s))",
         ] {
             assert!(held.message.contains(part), "{part}: {}", held.message);

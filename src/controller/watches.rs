@@ -19,7 +19,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-use crate::api::FtpServer;
+use crate::api::{FtpServer, FtpUser};
 use crate::node_tuner::demand::keeps_tuner;
 use crate::process::MANAGER;
 use crate::process::watch_refusals::{self, WatchRefusals};
@@ -32,6 +32,7 @@ use super::metrics::Metrics;
 use super::observe::{Stores, node_for_selection, secret_name_only};
 use super::probe::{ProbeMetrics, Prober};
 use super::reconcile::{error_policy, reconcile};
+use super::users;
 
 /// The watches of one scope: a namespace, or the cluster (None). Each records its refusals.
 struct Scope {
@@ -243,6 +244,15 @@ async fn run_scope(
         futures::stream::empty().boxed()
     };
 
+    // FtpUsers: cached (their servers gather them), and each change wakes the servers of its
+    // namespace: the one it names now, and one it named before (nothing remembers which).
+    let (ftp_users, writer) = reflector::store();
+    let user_events = scope.cached(
+        "ftpusers.ftpoperator.dev",
+        everything(),
+        writer,
+        without_managed_fields,
+    );
     let stores = Stores {
         config_maps,
         deployments,
@@ -253,6 +263,7 @@ async fn run_scope(
         disruption_budgets,
         claims,
         nodes,
+        ftp_users: ftp_users.clone(),
     };
     let reporter = Reporter {
         controller: MANAGER.to_owned(),
@@ -282,7 +293,14 @@ async fn run_scope(
         image_gate: shared.image_gate,
         stateful_sets: shared.stateful_sets,
         prober,
+        password_hashes: Arc::default(),
     });
+    let orphans = users::orphans::run(
+        ftp_users.clone(),
+        servers.clone(),
+        client.clone(),
+        context.metrics.api_writes.clone(),
+    );
     let tuned_servers = {
         let servers = servers.clone();
         move || {
@@ -295,6 +313,8 @@ async fn run_scope(
         }
     };
     let claim_servers = servers.clone();
+    let user_servers = servers.clone();
+    let secret_users = ftp_users.clone();
     let reconciles = controller
         .reconcile_on(probe_woken)
         .owns_stream(config_map_events)
@@ -318,15 +338,35 @@ async fn run_scope(
                 .map(|guard| ObjectRef::from_obj(&*guard))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(user_events, move |user: FtpUser| {
+            let namespace = user.namespace();
+            user_servers
+                .state()
+                .into_iter()
+                .filter(|guard| guard.namespace() == namespace)
+                .map(|guard| ObjectRef::from_obj(&*guard))
+                .collect::<Vec<_>>()
+        })
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace();
             let name = secret.name_any();
+            // The servers of the FtpUsers whose password it holds.
+            let users_servers: std::collections::BTreeSet<String> = secret_users
+                .state()
+                .iter()
+                .filter(|user| {
+                    user.namespace() == namespace && user.spec.password_secret_ref.name == name
+                })
+                .map(|user| user.spec.server_ref.name.clone())
+                .collect();
             servers
                 .state()
                 .into_iter()
                 .filter(|guard| match &guard.0 {
                     Ok(server) => {
-                        server.namespace() == namespace && references_secret(server, &name)
+                        server.namespace() == namespace
+                            && (references_secret(server, &name)
+                                || users_servers.contains(&server.name_any()))
                     }
                     Err(_) => false,
                 })
@@ -346,7 +386,11 @@ async fn run_scope(
                 warn!(%error, "reconcile failed");
             }
         });
-    // The probe lives as long as the reconciles; it ends with them.
+    // The orphaned users' loop, and the probe, live as long as the reconciles; they end with them.
+    let reconciles = async move {
+        futures::pin_mut!(orphans);
+        futures::future::select(reconciles.boxed(), orphans).await;
+    };
     futures::pin_mut!(reconciles, probe_task);
     if let futures::future::Either::Right(((), reconciles)) =
         futures::future::select(reconciles, probe_task).await

@@ -16,6 +16,9 @@ use super::errors::Invalid;
 /// The Stalled reason for a refused watch.
 pub const PERMISSION_DENIED: &str = "PermissionDenied";
 
+/// The Stalled reason for a watch of a resource the apiserver does not serve (its CRD missing).
+pub const CRD_NOT_INSTALLED: &str = "CrdNotInstalled";
+
 /// The resource name of the FtpServer watch, whose refusal no FtpServer can report.
 pub const FTP_SERVERS: &str = "ftpservers.ftpoperator.dev";
 
@@ -26,10 +29,20 @@ pub struct Refusal {
     /// None: cluster-wide.
     pub namespace: Option<String>,
     pub message: String,
+    /// The apiserver does not serve the resource at all (404): its CRD is not installed.
+    pub not_installed: bool,
 }
 
 impl Refusal {
     pub fn describe(&self) -> String {
+        if self.not_installed {
+            return format!(
+                "the apiserver does not serve {} ({}): install its CRD with the operator's \
+                 version (the chart installs it; with crds.install=false, kubectl apply \
+                 --server-side -f crds/), then the watch resumes by itself",
+                self.resource, self.message
+            );
+        }
         let scope = self.namespace.as_deref().map_or_else(
             || "cluster-wide".to_owned(),
             |ns| format!("in namespace {ns}"),
@@ -73,12 +86,13 @@ impl WatchRefusals {
             let key = (resource, namespace.clone());
             let mut map = refusals.0.lock().unwrap_or_else(|e| e.into_inner());
             match event.as_ref().err().and_then(forbidden) {
-                Some((verb, message)) => {
+                Some((verb, code, message)) => {
                     let refusal = Refusal {
                         resource,
                         verb,
                         namespace: namespace.clone(),
                         message,
+                        not_installed: code == 404,
                     };
                     if map.get(&key) != Some(&refusal) {
                         error!(problem = %refusal.describe(), "watch refused");
@@ -99,7 +113,11 @@ impl WatchRefusals {
         map.values()
             .find(|r| r.namespace.as_deref().is_none_or(|ns| ns == namespace))
             .map(|refusal| Invalid {
-                reason: PERMISSION_DENIED,
+                reason: if refusal.not_installed {
+                    CRD_NOT_INSTALLED
+                } else {
+                    PERMISSION_DENIED
+                },
                 message: refusal.describe(),
             })
     }
@@ -112,8 +130,9 @@ impl WatchRefusals {
     }
 }
 
-/// The verb and the apiserver's words, when `error` is a 403.
-fn forbidden(error: &watcher::Error) -> Option<(&'static str, String)> {
+/// The verb, the code and the apiserver's words, when `error` is a 403 or (a resource whose CRD
+/// is not installed, such as an FtpUser CRD older installs lack) a 404.
+fn forbidden(error: &watcher::Error) -> Option<(&'static str, u16, String)> {
     let (verb, status) = match error {
         watcher::Error::InitialListFailed(kube::Error::Api(status)) => ("list", status),
         watcher::Error::WatchStartFailed(kube::Error::Api(status))
@@ -121,7 +140,9 @@ fn forbidden(error: &watcher::Error) -> Option<(&'static str, String)> {
         watcher::Error::WatchError(status) => ("watch", status),
         _ => return None,
     };
-    (status.code == 403).then(|| (verb, status.message.clone()))
+    [403, 404]
+        .contains(&status.code)
+        .then(|| (verb, status.code, status.message.clone()))
 }
 
 #[cfg(test)]
@@ -189,5 +210,25 @@ mod tests {
         assert!(refusals.servers_refused());
         // Cluster-wide: every namespace's servers are blocked.
         assert!(refusals.blocking("x").is_some());
+    }
+
+    #[tokio::test]
+    async fn a_resource_without_its_crd_stalls_the_servers_saying_to_install_it() {
+        let refusals = WatchRefusals::default();
+        let events: Vec<Result<watcher::Event<Service>, watcher::Error>> = vec![Err(refused(404))];
+        refusals
+            .track("ftpusers.ftpoperator.dev", None, stream::iter(events))
+            .collect::<Vec<_>>()
+            .await;
+        let invalid = refusals.blocking("x").unwrap();
+        assert_eq!(invalid.reason, "CrdNotInstalled");
+        assert!(
+            invalid
+                .message
+                .starts_with("the apiserver does not serve ftpusers.ftpoperator.dev")
+                && invalid.message.contains("install its CRD"),
+            "{}",
+            invalid.message
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ftp_operator::api::FtpServer;
+use ftp_operator::api::{FtpServer, FtpUser};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -73,30 +73,36 @@ pub async fn client() -> Client {
     client
 }
 
-/// Installs (server-side applies) the CRD and waits until it is Established.
+/// Installs (server-side applies) the CRDs, FtpServer's and FtpUser's, and waits until they are
+/// Established.
 pub async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    crds.patch(
-        "ftpservers.ftpoperator.dev",
-        &PatchParams::apply("ftp-operator-tests").force(),
-        &Patch::Apply(FtpServer::crd()),
-    )
-    .await
-    .expect("CRD applies");
-    wait_for(
-        "the CRD to be Established",
-        Duration::from_secs(30),
-        || async {
-            let crd = crds.get("ftpservers.ftpoperator.dev").await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .into_iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        },
-    )
-    .await;
+    for (name, crd) in [
+        ("ftpservers.ftpoperator.dev", FtpServer::crd()),
+        ("ftpusers.ftpoperator.dev", FtpUser::crd()),
+    ] {
+        crds.patch(
+            name,
+            &PatchParams::apply("ftp-operator-tests").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .expect("CRD applies");
+        wait_for(
+            "the CRD to be Established",
+            Duration::from_secs(30),
+            || async {
+                let crd = crds.get(name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 /// A fresh namespace, deleted when the test ends.
@@ -153,7 +159,7 @@ impl TestNamespace {
     pub async fn create_users_secret(&self, name: &str) {
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
-            "stringData": {"users": "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA:rw\n"},
+            "stringData": {"users": "alice:$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo:rw\n"},
         }))
         .unwrap();
         self.api::<Secret>()

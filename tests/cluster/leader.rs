@@ -115,7 +115,7 @@ async fn a_leader_that_cannot_renew_stops_before_another_takes_over() {
     let ns = super::harness::TestNamespace::new(&client, "norenew").await;
     let everything = |leases: &[&str]| {
         json!([
-            {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status"], "verbs": ["*"]},
+            {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpusers", "ftpusers/status"], "verbs": ["*"]},
             {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "persistentvolumeclaims"], "verbs": ["*"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["*"]},
             {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["*"]},

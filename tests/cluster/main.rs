@@ -14,6 +14,7 @@ mod node_tuner;
 mod permissions;
 mod replicas;
 mod status;
+mod users;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

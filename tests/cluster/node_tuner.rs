@@ -273,7 +273,7 @@ async fn a_daemon_set_that_cannot_be_written_fails_no_ftpserver() {
         &ns,
         "no-daemonsets",
         json!([
-            {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpservers/finalizers"], "verbs": ["*"]},
+            {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpservers/finalizers", "ftpusers", "ftpusers/status"], "verbs": ["*"]},
             {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "persistentvolumeclaims"], "verbs": ["*"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["*"]},
             {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["*"]},

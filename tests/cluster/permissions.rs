@@ -16,7 +16,7 @@ use super::{SMALL, TIMEOUT, wait_condition};
 /// PodDisruptionBudgets.
 fn rules(budgets: bool) -> serde_json::Value {
     let mut rules = vec![
-        json!({"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpservers/finalizers"], "verbs": ["*"]}),
+        json!({"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpservers/finalizers", "ftpusers", "ftpusers/status"], "verbs": ["*"]}),
         json!({"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "persistentvolumeclaims"], "verbs": ["*"]}),
         json!({"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["*"]}),
         json!({"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["*"]}),

@@ -120,7 +120,7 @@ async fn a_write_the_apiserver_forbids_stalls_with_the_missing_permission() {
         &ns,
         "restricted",
         json!([
-            {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status"], "verbs": ["*"]},
+            {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpusers", "ftpusers/status"], "verbs": ["*"]},
             {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "persistentvolumeclaims"], "verbs": ["*"]},
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["*"]},
             {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["*"]},
@@ -146,7 +146,7 @@ async fn a_write_the_apiserver_forbids_stalls_with_the_missing_permission() {
 
     // Granted, the retry with backoff gets through without anyone touching the FtpServer.
     let grant = json!({"rules": [
-        {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status"], "verbs": ["*"]},
+        {"apiGroups": ["ftpoperator.dev"], "resources": ["ftpservers", "ftpservers/status", "ftpusers", "ftpusers/status"], "verbs": ["*"]},
         {"apiGroups": [""], "resources": ["configmaps", "secrets", "pods", "services", "persistentvolumeclaims"], "verbs": ["*"]},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["*"]},
         {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": ["*"]},

@@ -120,18 +120,25 @@ rules in a cluster-wide install, a Role's in each watched namespace otherwise. *
 - apiGroups: [""]
   resources: ["pods", "persistentvolumeclaims"]
   verbs: ["get", "list", "watch"]
-# Users and TLS Secrets are read by name, to report a missing one as Stalled; the watch is
-# metadata-only (names, to know which FtpServer to look at again).
+# Users, password and TLS Secrets are read by name (a missing one is reported; users' lines
+# and passwords go into the generated users file); the watch is metadata-only (names, to know
+# which FtpServer to look at again).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-{{- if gt (int .Values.probe.intervalSeconds) 0 }}
-# The probe account of each FtpServer: a Secret <name>-probe the operator creates once (server-
-# side apply) and owns; it never writes a Secret it does not control (docs/probe.md).
+# Secrets the operator creates (server-side apply) and owns, and never one it does not control:
+# each FtpServer's generated users file <name>-users (docs/users.md) and, with the probe on, its
+# probe account <name>-probe (docs/probe.md).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "patch"]
-{{- end }}
+# FtpUsers are gathered into their server's users file, and each gets a status.
+- apiGroups: ["ftpoperator.dev"]
+  resources: ["ftpusers"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["ftpoperator.dev"]
+  resources: ["ftpusers/status"]
+  verbs: ["get", "update", "patch"]
 # The servers' pods, read for why a rollout does not finish (image pulls, scheduling).
 - apiGroups: [""]
   resources: ["pods"]

@@ -38,10 +38,8 @@ pub fn desired_server_config(
     if let Some(limits) = &spec.limits {
         apply_limits(&mut config.limits, limits);
     }
-    config.users_file = spec
-        .users
-        .as_ref()
-        .map(|_| Path::new(USERS_DIR).join(USERS_KEY));
+    // The generated users Secret (FtpUsers and spec.users together) is always mounted.
+    config.users_file = Some(Path::new(USERS_DIR).join(USERS_KEY));
     config.anonymous = Anonymous {
         enabled: spec.anonymous.enabled,
         writable: spec.anonymous.writable,
@@ -223,7 +221,11 @@ mod tests {
             None,
         ));
         assert_eq!(config.public_address, None);
-        assert_eq!(config.users_file, None);
+        // The generated users Secret is mounted even before the first user.
+        assert_eq!(
+            config.users_file.as_deref(),
+            Some(Path::new("/etc/ftp-users/users"))
+        );
         assert_eq!(config.tls, None);
         assert_eq!(config.keepalive.idle_seconds, 450);
         assert!(config.proxy_protocol_from.is_empty());

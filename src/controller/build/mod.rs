@@ -5,6 +5,7 @@ mod config_map;
 mod disruption_budget;
 mod endpoint_slices;
 mod service;
+mod users_secret;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ pub use endpoint_slices::{ENDPOINT_SLICE_MANAGER, desired_endpoint_slices, is_re
 pub use service::{
     control_service_name, desired_services, passive_port_name, replica_service_name,
 };
+pub use users_secret::{desired_users_secret, users_digest, users_secret_name};
 pub use workload::{
     DATA_VOLUME, POD_INDEX_LABEL, POD_NAME_LABEL, REPLICA_INDEX_ENV, RESTART_HASH_ANNOTATION,
     desired_stateful_set, replica_pod_name, slices_in_use, updatable_in_place, workload_name,

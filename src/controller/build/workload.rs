@@ -36,7 +36,7 @@ use crate::ftp::config::{CONFIG_FILE_NAME, DEFAULT_CONTROL_PORT, DEFAULT_METRICS
 
 use super::{
     CONFIG_DIR, DATA_DIR, TLS_DIR, USERS_DIR, config_map_name, desired_server_config, labels,
-    owned_metadata, selector_labels,
+    owned_metadata, selector_labels, users_secret_name,
 };
 use crate::controller::validate::Validated;
 
@@ -319,10 +319,10 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
     }];
     let mut mounts = vec![mount("config", CONFIG_DIR, true)];
 
-    if let Some(users) = &spec.users {
-        volumes.push(secret_volume("users", &users.secret_ref.name));
-        mounts.push(mount("users", USERS_DIR, true));
-    }
+    // Always mounted, also with no users yet: the first FtpUser then needs no pod template
+    // change, hence no restart.
+    volumes.push(secret_volume("users", &users_secret_name(server)));
+    mounts.push(mount("users", USERS_DIR, true));
     if let Some(tls) = &spec.tls {
         volumes.push(secret_volume("tls", &tls.secret_ref.name));
         mounts.push(mount("tls", TLS_DIR, true));
@@ -795,7 +795,7 @@ spec:
         );
         assert_eq!(
             volumes[1].secret.as_ref().unwrap().secret_name.as_deref(),
-            Some("ftp-users")
+            Some("contoso-generated-users")
         );
         assert_eq!(
             volumes[2].secret.as_ref().unwrap().secret_name.as_deref(),
