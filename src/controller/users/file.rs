@@ -225,6 +225,64 @@ mod tests {
         assert_eq!(hashes(&text).len(), 2);
     }
 
+    /// What the controller renders is what the server loads: every field of the contract reaches
+    /// the server's policy, in the TOML form and in the line form.
+    #[test]
+    fn the_server_loads_what_the_controller_renders() {
+        use crate::ftp::auth::Users;
+        let hash = crate::ftp::auth::hash_password("acme-pw").unwrap();
+        let acme = FileUser {
+            name: "acme".into(),
+            password_hash: hash.clone(),
+            access: Some("list,download,upload".into()),
+            home: Some("homes/acme".into()),
+            enabled: Some(false),
+            expires: Some("2027-01-31T00:00:00Z".into()),
+            max_sessions: Some(4),
+            allowed_cidrs: vec!["198.51.100.0/24".into()],
+            upload_bytes_per_second: Some(1048576),
+            download_bytes_per_second: Some(2097152),
+            session_upload_bytes_per_second: Some(524288),
+            session_download_bytes_per_second: Some(262144),
+            quota_bytes: Some(1073741824),
+            quota_files: Some(10000),
+        };
+        let bob = FileUser {
+            name: "bob".into(),
+            password_hash: hash.clone(),
+            access: Some("ro".into()),
+            ..FileUser::default()
+        };
+        let users = Users::parse(&render("Generated.", &[acme, bob.clone()])).unwrap();
+        assert_eq!(users.len(), 2);
+        let policy = users.policy("acme");
+        assert!(!policy.enabled);
+        assert_eq!(
+            policy.expires,
+            Some("2027-01-31T00:00:00Z".parse().unwrap())
+        );
+        assert_eq!(policy.max_sessions, Some(4));
+        assert!(policy.address_allowed("198.51.100.9".parse().unwrap()));
+        assert!(!policy.address_allowed("192.0.2.1".parse().unwrap()));
+        assert_eq!(policy.bandwidth.upload_bytes_per_second, Some(1048576));
+        assert_eq!(policy.bandwidth.download_bytes_per_second, Some(2097152));
+        assert_eq!(
+            policy.bandwidth.session_upload_bytes_per_second,
+            Some(524288)
+        );
+        assert_eq!(
+            policy.bandwidth.session_download_bytes_per_second,
+            Some(262144)
+        );
+        assert_eq!(policy.quota.bytes, Some(1073741824));
+        assert_eq!(policy.quota.files, Some(10000));
+        assert!(policy.metered);
+        // The line form, when every user fits it, loads as well.
+        let users = Users::parse(&render("Generated.", &[bob])).unwrap();
+        assert_eq!(users.len(), 1);
+        assert!(users.policy("bob").enabled);
+    }
+
     #[test]
     fn no_users_is_the_header_alone() {
         assert_eq!(render("a\nb", &[]), "# a\n# b\n");
