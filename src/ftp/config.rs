@@ -147,6 +147,10 @@ pub struct S3Storage {
     pub part_size_bytes: u64,
 }
 
+/// How the server's error begins when it cannot use the configured bucket, at startup (the
+/// container's last words) or on a reload (the rejected input): the controller looks for it.
+pub const OBJECT_STORAGE_ERROR: &str = "cannot use S3 bucket";
+
 /// S3's smallest part (but the last): 5 MiB.
 pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's largest part: 5 GiB.
@@ -241,6 +245,8 @@ pub enum InputFile {
     Users,
     /// The TLS certificate or key.
     Tls,
+    /// The object storage the configuration names (`storage.s3`): its bucket could not be used.
+    ObjectStorage,
     /// A file a newer server names.
     #[serde(other)]
     Other,

@@ -78,8 +78,8 @@ pub fn rejected_input(error: &SettingsError) -> RejectedInput {
         // The probe account is part of the configuration file.
         SettingsError::Users(UsersError::Probe { .. })
         | SettingsError::Config(_)
-        | SettingsError::Root { .. }
-        | SettingsError::ObjectStorage(_) => (InputFile::Config, None, error.to_string()),
+        | SettingsError::Root { .. } => (InputFile::Config, None, error.to_string()),
+        SettingsError::ObjectStorage(_) => (InputFile::ObjectStorage, None, error.to_string()),
     };
     RejectedInput { file, line, reason }
 }

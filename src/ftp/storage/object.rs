@@ -19,7 +19,7 @@ use super::{
     Capabilities, Download, Entries, Entry, FileKind, Home, Keep, Metadata, Storage, Upload,
     UploadBody,
 };
-use crate::ftp::config::S3Storage;
+use crate::ftp::config::{OBJECT_STORAGE_ERROR, S3Storage};
 
 /// What an object store can do: read from an offset, nothing else beyond the basics.
 pub const OBJECT_CAPABILITIES: Capabilities = Capabilities {
@@ -77,13 +77,24 @@ fn io_error(error: opendal::Error) -> io::Error {
 }
 
 /// Why the object storage could not be opened, naming the bucket.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot use S3 bucket {bucket:?}{at}: {reason}", at = endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default())]
+#[derive(Debug)]
 pub struct OpenError {
     pub bucket: String,
     pub endpoint: Option<String>,
     pub reason: String,
 }
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{OBJECT_STORAGE_ERROR} {:?}", self.bucket)?;
+        if let Some(endpoint) = &self.endpoint {
+            write!(f, " at {endpoint}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for OpenError {}
 
 /// A bucket (beneath a prefix) holding every login's home.
 #[derive(Clone)]
