@@ -496,8 +496,175 @@ fn a_missing_bucket_stops_the_server_naming_it() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("cannot use S3 bucket \"no-such-bucket\"")
+        stderr.contains("cannot use object storage: S3 bucket \"no-such-bucket\"")
             && stderr.contains("NoSuchBucket"),
         "{stderr}"
     );
+}
+
+/// Azurite's well-known development account.
+const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+const CONTAINER: &str = "ftp-files";
+
+/// Azurite's Blob server on a free loopback port, its data in a directory of its own, stopped
+/// when dropped.
+struct AzureServer {
+    child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl AzureServer {
+    fn start() -> AzureServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/azurite.sh");
+        let ensured = run_ok("bash", &[script, "ensure"]);
+        let binary = String::from_utf8(ensured.stdout).unwrap().trim().to_owned();
+        let data = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(data.path())
+            .args(["--silent", "--skipApiVersionCheck"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
+        let mut server = AzureServer {
+            child,
+            port,
+            _data: data,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "Azurite did not listen on port {port}"
+            );
+            assert!(server.child.try_wait().unwrap().is_none(), "Azurite exited");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server.blob("create");
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    fn blob(&self, command: &str) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/azure_blob.py");
+        let endpoint = self.endpoint();
+        let output = run_ok(
+            "python3",
+            &[
+                script,
+                &endpoint,
+                AZURITE_ACCOUNT,
+                AZURITE_KEY,
+                command,
+                CONTAINER,
+            ],
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// The names of the container's committed blobs.
+    fn blobs(&self) -> Vec<String> {
+        self.blob("list").lines().map(str::to_owned).collect()
+    }
+}
+
+impl Drop for AzureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn clients_and_refusals_on_azure_blob() {
+    let azure = AzureServer::start();
+    let server = Server::start(Options {
+        users: vec![("alice", "wonderland", true)],
+        args: vec!["--public-address".into(), "127.0.0.1".into()],
+        config_toml: Some(format!(
+            "[storage.azure_blob]\naccount = {AZURITE_ACCOUNT:?}\ncontainer = {CONTAINER:?}\nprefix = {PREFIX:?}\nendpoint = {:?}\nblock_size_bytes = 5242880\n",
+            azure.endpoint()
+        )),
+        env: vec![("AZURE_STORAGE_ACCOUNT_KEY".into(), AZURITE_KEY.into())],
+        ..Default::default()
+    });
+    let local = server.state.path().join("upload.bin");
+    // Over two 5 MiB blocks: staged, then committed as a block list.
+    let payload: Vec<u8> = (0..12_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&local, &payload).unwrap();
+    let login = ["-sS", "--user", "alice:wonderland"];
+    let upload_url = format!("{}/dir/upload.bin", server.url());
+    run_ok(
+        "curl",
+        &[
+            &login[..],
+            &[
+                "--ftp-create-dirs",
+                "-T",
+                local.to_str().unwrap(),
+                &upload_url,
+            ],
+        ]
+        .concat(),
+    );
+    let blobs = azure.blobs();
+    assert!(
+        blobs.contains(&format!("{PREFIX}/dir/upload.bin")),
+        "{blobs:?}"
+    );
+    let output = run_ok("curl", &[&login[..], &[upload_url.as_str()]].concat());
+    assert!(output.stdout == payload, "RETR returned other bytes");
+    let output = run_ok(
+        "curl",
+        &[&login[..], &["-r", "7000000-", upload_url.as_str()]].concat(),
+    );
+    assert!(output.stdout == payload[7_000_000..], "REST + RETR");
+
+    let mut raw = server.raw();
+    raw.login("alice", "wonderland");
+    let (listing, end) = raw.transfer_in("MLSD /dir");
+    assert!(end.starts_with("226"), "{end}");
+    let listing = String::from_utf8(listing).unwrap();
+    assert!(
+        listing.contains("type=file;") && listing.contains("size=12000000;"),
+        "{listing}"
+    );
+    raw.expect("APPE /dir/upload.bin", "502");
+    raw.expect("REST 10", "350");
+    raw.expect("STOR /dir/upload.bin", "504");
+    raw.expect("RMD /dir", "550");
+    raw.expect("RNFR /dir/upload.bin", "350");
+    raw.expect("RNTO /dir/moved.bin", "250");
+    assert_eq!(
+        raw.expect("SIZE /dir/moved.bin", "213").trim(),
+        "213 12000000"
+    );
+
+    // An upload reset mid-way commits nothing.
+    let address = raw.epsv();
+    let data = TcpStream::connect(address).unwrap();
+    raw.expect("STOR /dir/cut.bin", "150");
+    (&data).write_all(&vec![b'z'; 12_000_000]).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    socket2::SockRef::from(&data)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(data);
+    let reply = raw.read_reply();
+    assert!(reply.starts_with("426"), "{reply:?}");
+    let blobs = azure.blobs();
+    assert!(!blobs.iter().any(|b| b.ends_with("cut.bin")), "{blobs:?}");
+
+    raw.expect("DELE /dir/moved.bin", "250");
+    raw.expect("RMD /dir", "250");
+    assert_eq!(azure.blobs(), Vec::<String>::new());
 }

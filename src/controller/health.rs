@@ -413,14 +413,14 @@ mod tests {
             "{containerStatuses: [{name: ftp-server, image: i, imageID: '', ready: false, restartCount: 3, \
              state: {waiting: {reason: CrashLoopBackOff, message: 'back-off 40s restarting failed container'}}, \
              lastState: {terminated: {reason: Error, exitCode: 1, \
-             message: \"Error: cannot use S3 bucket \\\"contoso-ftp\\\": NotFound (permanent) at list => NoSuchBucket\\n\", \
+             message: \"Error: cannot use object storage: S3 bucket \\\"contoso-ftp\\\": NotFound (permanent) at list => NoSuchBucket\\n\", \
              startedAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:01:00Z'}}}]}",
         );
         let problem = workload_problem(None, &[&pod], None).unwrap();
         assert_eq!(problem.reason, OBJECT_STORAGE_UNAVAILABLE);
         assert!(problem.stalled);
         for part in [
-            "pod contoso-0: the server cannot use S3 bucket \"contoso-ftp\": NotFound",
+            "pod contoso-0: the server cannot use object storage: S3 bucket \"contoso-ftp\": NotFound",
             "NoSuchBucket",
             "3 restarts",
             "spec.storage.s3",

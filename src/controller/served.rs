@@ -637,14 +637,14 @@ mod tests {
         let rejected = RejectedInput {
             file: InputFile::ObjectStorage,
             line: None,
-            reason: "cannot use S3 bucket \"contoso-ftp\": PermissionDenied (permanent) at list"
+            reason: "cannot use object storage: S3 bucket \"contoso-ftp\": PermissionDenied (permanent) at list"
                 .into(),
         };
         let held = hold(vec![serving("contoso-0", DESIRED, Some(rejected))]).unwrap();
         assert_eq!(held.reason, OBJECT_STORAGE_UNAVAILABLE);
         assert!(held.stalled);
         for part in [
-            "pod contoso-0 cannot use S3 bucket \"contoso-ftp\": PermissionDenied",
+            "pod contoso-0 cannot use object storage: S3 bucket \"contoso-ftp\": PermissionDenied",
             "spec.storage.s3",
             "spec.serviceAccountName",
         ] {

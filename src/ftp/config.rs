@@ -111,11 +111,91 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Storage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_blob: Option<AzureBlobStorage>,
 }
 
 impl StorageConfig {
     pub fn is_local(&self) -> bool {
-        self.s3.is_none()
+        self.s3.is_none() && self.azure_blob.is_none()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.s3.is_some() && self.azure_blob.is_some() {
+            return Err(ConfigError::Invalid(
+                "storage.s3 and storage.azure_blob are both set: keep the one the files live in"
+                    .into(),
+            ));
+        }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
+        }
+        if let Some(azure) = &self.azure_blob {
+            azure.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// An Azure Blob Storage container. Credentials are never in this file: they come from the
+/// environment (`AZURE_STORAGE_ACCOUNT_KEY` or `AZURE_STORAGE_SAS_TOKEN`, or, with neither,
+/// Azure workload identity: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+/// `AZURE_FEDERATED_TOKEN_FILE`, as AKS injects them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobStorage {
+    /// The storage account.
+    pub account: String,
+    pub container: String,
+    /// Name prefix every home lives beneath; empty: the container's top.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The Blob endpoint URL; absent: `https://<account>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Size of each staged block, in bytes: what one upload holds in memory (at most two
+    /// blocks). Azure allows 50,000 blocks per blob, so the default 8 MiB allows about 390 GiB.
+    #[serde(default = "default_part_size_bytes")]
+    pub block_size_bytes: u64,
+}
+
+/// Azure's largest staged block: 4000 MiB.
+pub const AZURE_MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+
+impl AzureBlobStorage {
+    pub fn new(account: impl Into<String>, container: impl Into<String>) -> AzureBlobStorage {
+        AzureBlobStorage {
+            account: account.into(),
+            container: container.into(),
+            prefix: String::new(),
+            endpoint: None,
+            block_size_bytes: default_part_size_bytes(),
+        }
+    }
+
+    /// Where the Blob service answers.
+    pub fn endpoint(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", self.account))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.account.trim().is_empty() || self.container.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.azure_blob needs account and container: name the storage account and \
+                 the container the files live in"
+                    .into(),
+            ));
+        }
+        if !(1..=AZURE_MAX_BLOCK_SIZE).contains(&self.block_size_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "storage.azure_blob.block_size_bytes = {} is outside what Azure accepts for a \
+                 block: give 1 to {AZURE_MAX_BLOCK_SIZE} (4000 MiB)",
+                self.block_size_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -147,9 +227,10 @@ pub struct S3Storage {
     pub part_size_bytes: u64,
 }
 
-/// How the server's error begins when it cannot use the configured bucket, at startup (the
-/// container's last words) or on a reload (the rejected input): the controller looks for it.
-pub const OBJECT_STORAGE_ERROR: &str = "cannot use S3 bucket";
+/// How the server's error begins when it cannot use the configured bucket or container, at
+/// startup (the container's last words) or on a reload (the rejected input): the controller
+/// looks for it.
+pub const OBJECT_STORAGE_ERROR: &str = "cannot use object storage";
 
 /// S3's smallest part (but the last): 5 MiB.
 pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -549,9 +630,7 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.passive_ports.validate()?;
-        if let Some(s3) = &self.storage.s3 {
-            s3.validate()?;
-        }
+        self.storage.validate()?;
         self.own_passive_ports()?;
         if self.passive_ports.contains(self.listen.port()) {
             return Err(ConfigError::Invalid(format!(

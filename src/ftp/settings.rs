@@ -61,9 +61,10 @@ impl Settings {
             Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,
         };
-        let storage: Arc<dyn Storage> = match &config.storage.s3 {
-            Some(s3) => Arc::new(ObjectStorage::s3(s3)?),
-            None => Arc::new(LocalStorage::open(&config.root).map_err(|source| {
+        let storage: Arc<dyn Storage> = match (&config.storage.s3, &config.storage.azure_blob) {
+            (Some(s3), _) => Arc::new(ObjectStorage::s3(s3)?),
+            (None, Some(azure)) => Arc::new(ObjectStorage::azure_blob(azure)?),
+            (None, None) => Arc::new(LocalStorage::open(&config.root).map_err(|source| {
                 SettingsError::Root {
                     path: config.root.display().to_string(),
                     source,

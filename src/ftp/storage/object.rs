@@ -1,6 +1,7 @@
-//! Object storage (S3) behind the storage interface, through opendal: directories are key
-//! prefixes, uploads are multipart uploads completed on commit and aborted otherwise, downloads
-//! are ranged reads, listings are delimiter listings read a page at a time.
+//! Object storage (S3, Azure Blob) behind the storage interface, through opendal: directories
+//! are key prefixes, uploads are multipart uploads (Azure: staged blocks) completed on commit and
+//! aborted otherwise, downloads are ranged reads, listings are delimiter listings read a page at a
+//! time.
 //!
 //! The interface is blocking; opendal is async. Every call runs to completion on a small runtime
 //! of its own ([`runtime`]), reached from the session's blocking thread with `block_on`, so the
@@ -19,7 +20,7 @@ use super::{
     Capabilities, Download, Entries, Entry, FileKind, Home, Keep, Metadata, Storage, Upload,
     UploadBody,
 };
-use crate::ftp::config::{OBJECT_STORAGE_ERROR, S3Storage};
+use crate::ftp::config::{AzureBlobStorage, OBJECT_STORAGE_ERROR, S3Storage};
 
 /// What an object store can do: read from an offset, nothing else beyond the basics.
 pub const OBJECT_CAPABILITIES: Capabilities = Capabilities {
@@ -76,17 +77,18 @@ fn io_error(error: opendal::Error) -> io::Error {
     io::Error::new(kind, error)
 }
 
-/// Why the object storage could not be opened, naming the bucket.
+/// Why the object storage could not be opened, naming the bucket or container.
 #[derive(Debug)]
 pub struct OpenError {
-    pub bucket: String,
+    /// `S3 bucket "name"`, `Azure Blob container "name" in account "account"`.
+    pub store: String,
     pub endpoint: Option<String>,
     pub reason: String,
 }
 
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{OBJECT_STORAGE_ERROR} {:?}", self.bucket)?;
+        write!(f, "{OBJECT_STORAGE_ERROR}: {}", self.store)?;
         if let Some(endpoint) = &self.endpoint {
             write!(f, " at {endpoint}")?;
         }
@@ -121,21 +123,9 @@ impl ObjectStorage {
     /// Connects to the bucket and checks that it can be listed, so a missing bucket or
     /// credentials that do not work stop the server at startup (or a reload), not a client.
     pub fn s3(config: &S3Storage) -> Result<ObjectStorage, OpenError> {
-        let failed = |reason: String| OpenError {
-            bucket: config.bucket.clone(),
-            endpoint: config.endpoint.clone(),
-            reason,
-        };
-        // The HTTP client takes the process's TLS provider: ring, as everywhere in the server.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        opendal::HttpTransporter::install_default(
-            opendal_http_transport_reqwest::ReqwestTransport::default(),
-        );
-        let handle = runtime().map_err(|error| failed(error.to_string()))?;
-        let root = format!("/{}", config.prefix.trim_matches('/'));
         let mut builder = opendal::services::S3::default()
             .bucket(&config.bucket)
-            .root(&root);
+            .root(&root_of(&config.prefix));
         if let Some(endpoint) = &config.endpoint {
             builder = builder.endpoint(endpoint);
         }
@@ -149,23 +139,86 @@ impl ObjectStorage {
         if !config.path_style {
             builder = builder.enable_virtual_host_style();
         }
+        ObjectStorage::open(
+            builder,
+            config.part_size_bytes,
+            OpenError {
+                store: format!("S3 bucket {:?}", config.bucket),
+                endpoint: config.endpoint.clone(),
+                reason: String::new(),
+            },
+        )
+    }
+
+    /// Connects to the container and checks that it can be listed, like [`ObjectStorage::s3`].
+    pub fn azure_blob(config: &AzureBlobStorage) -> Result<ObjectStorage, OpenError> {
+        let mut builder = opendal::services::Azblob::default()
+            .container(&config.container)
+            .account_name(&config.account)
+            .endpoint(&config.endpoint())
+            .root(&root_of(&config.prefix));
+        // A key or SAS token from the environment signs every request; with neither, the
+        // credential chain finds the workload identity.
+        if let Ok(key) = std::env::var("AZURE_STORAGE_ACCOUNT_KEY") {
+            builder = builder.account_key(&key);
+        } else if let Ok(token) = std::env::var("AZURE_STORAGE_SAS_TOKEN") {
+            builder = builder.sas_token(&token);
+        }
+        ObjectStorage::open(
+            builder,
+            config.block_size_bytes,
+            OpenError {
+                store: format!(
+                    "Azure Blob container {:?} in account {:?}",
+                    config.container, config.account
+                ),
+                endpoint: Some(config.endpoint()),
+                reason: String::new(),
+            },
+        )
+    }
+
+    /// The operator for `builder`, once listing its root has worked; `failure` names the store
+    /// in the error.
+    fn open(
+        builder: impl opendal::Builder,
+        part_size: u64,
+        failure: OpenError,
+    ) -> Result<ObjectStorage, OpenError> {
+        let failed = |reason: String| OpenError { reason, ..failure };
+        // The HTTP client takes the process's TLS provider: ring, as everywhere in the server.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal::HttpTransporter::install_default(
+            opendal_http_transport_reqwest::ReqwestTransport::default(),
+        );
+        let handle = match runtime() {
+            Ok(handle) => handle,
+            Err(error) => return Err(failed(error.to_string())),
+        };
         // The operator is built inside the runtime: its HTTP client binds to it.
-        let operator = handle
-            .block_on(async { Operator::new(builder) })
-            .map_err(|error| failed(error.to_string()))?;
+        let operator = match handle.block_on(async { Operator::new(builder) }) {
+            Ok(operator) => operator,
+            Err(error) => return Err(failed(error.to_string())),
+        };
         let store = Store {
             operator,
             handle,
-            part_size: usize::try_from(config.part_size_bytes).unwrap_or(usize::MAX),
+            part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
         };
-        store
-            .block_on(async {
-                let mut lister = store.operator.lister_with("/").limit(1).await?;
-                lister.next().await.transpose().map(drop)
-            })
-            .map_err(|error| failed(error.to_string()))?;
-        Ok(ObjectStorage { store })
+        let listed = store.block_on(async {
+            let mut lister = store.operator.lister_with("/").limit(1).await?;
+            lister.next().await.transpose().map(drop)
+        });
+        match listed {
+            Ok(()) => Ok(ObjectStorage { store }),
+            Err(error) => Err(failed(error.to_string())),
+        }
     }
+}
+
+/// opendal's root for a configured prefix: absolute, the prefix's slashes trimmed.
+fn root_of(prefix: &str) -> String {
+    format!("/{}", prefix.trim_matches('/'))
 }
 
 impl Storage for ObjectStorage {
