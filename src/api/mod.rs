@@ -421,8 +421,8 @@ pub struct ProxyProtocolSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     cel,
-    validation = Rule::new("[has(self.persistentVolumeClaim), has(self.emptyDir), has(self.claimPerReplica), has(self.s3)].filter(x, x).size() == 1")
-        .message("storage must set exactly one of persistentVolumeClaim, emptyDir, claimPerReplica or s3"),
+    validation = Rule::new("[has(self.persistentVolumeClaim), has(self.emptyDir), has(self.claimPerReplica), has(self.s3), has(self.azureBlob)].filter(x, x).size() == 1")
+        .message("storage must set exactly one of persistentVolumeClaim, emptyDir, claimPerReplica, s3 or azureBlob"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
@@ -442,6 +442,47 @@ pub struct StorageSpec {
     /// is in docs/storage.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3StorageSpec>,
+    /// An Azure Blob Storage container, shared by every replica like `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_blob: Option<AzureBlobStorageSpec>,
+}
+
+impl StorageSpec {
+    /// Files live in an object store: no volume holds them.
+    pub fn is_object_storage(&self) -> bool {
+        self.s3.is_some() || self.azure_blob.is_some()
+    }
+}
+
+/// Where in Azure Blob Storage the files live, and how the server signs in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureBlobStorageSpec {
+    /// The storage account.
+    #[schemars(length(min = 3, max = 24))]
+    pub account: String,
+    /// The container; the server checks at startup that it can list it.
+    #[schemars(length(min = 3, max = 63))]
+    pub container: String,
+    /// Name prefix every home lives beneath, e.g. `ftp/`; absent: the container's top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub prefix: Option<String>,
+    /// Blob endpoint URL; absent: `https://<account>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+    /// Secret with key `AZURE_STORAGE_ACCOUNT_KEY` (or `AZURE_STORAGE_SAS_TOKEN`), given to the
+    /// server as that environment variable. Absent: Azure workload identity (a service account
+    /// federated with a managed identity, spec.serviceAccountName, and the pod label
+    /// `azure.workload.identity/use: "true"` in spec.podLabels), with no Secret at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+impl AzureBlobStorageSpec {
+    /// The keys `credentialsSecretRef` may hold; one of them is used.
+    pub const CREDENTIAL_KEYS: [&str; 2] = ["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"];
 }
 
 /// Where in S3 the files live, and how the server signs in.

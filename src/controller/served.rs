@@ -273,9 +273,10 @@ fn rejected_message(
 
 /// What to check when the server cannot use its bucket.
 pub const OBJECT_STORAGE_ADVICE: &str = "Check spec.storage.s3 (bucket, region, endpoint, \
-     forcePathStyle) and the credentials: the Secret named by credentialsSecretRef, or the role \
-     of the pods' service account (spec.serviceAccountName), which must allow listing the bucket \
-     and reading, writing and deleting objects in it";
+     forcePathStyle) or spec.storage.azureBlob (account, container, endpoint) and the \
+     credentials: the Secret named by credentialsSecretRef, or the identity of the pods' service \
+     account (spec.serviceAccountName), which must allow listing the bucket or container and \
+     reading, writing and deleting objects in it";
 
 /// Stable while nothing changes (no elapsed time in it), so a quiet reconcile writes nothing.
 fn unreachable_message(server: &FtpServer, report: &PodReport) -> String {

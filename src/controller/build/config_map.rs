@@ -9,8 +9,8 @@ use kube::ResourceExt;
 
 use crate::api::{FtpServer, LimitsSpec};
 use crate::ftp::config::{
-    Anonymous, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, ProbeUser, S3Storage, ServerConfig,
-    Tls,
+    Anonymous, AzureBlobStorage, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, ProbeUser,
+    S3Storage, ServerConfig, Tls,
 };
 
 use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
@@ -76,6 +76,15 @@ pub fn desired_server_config(
             region: s3.region.clone(),
             path_style: s3.force_path_style.unwrap_or(false),
             ..S3Storage::new(&s3.bucket)
+        });
+    config.storage.azure_blob = spec
+        .storage
+        .as_ref()
+        .and_then(|storage| storage.azure_blob.as_ref())
+        .map(|azure| AzureBlobStorage {
+            prefix: azure.prefix.clone().unwrap_or_default(),
+            endpoint: azure.endpoint.clone(),
+            ..AzureBlobStorage::new(&azure.account, &azure.container)
         });
     config
 }
@@ -266,6 +275,28 @@ mod tests {
             .data
             .unwrap()[CONFIG_FILE_NAME];
         assert!(!text.contains("storage"), "{text}");
+    }
+
+    #[test]
+    fn azure_blob_storage_reaches_the_file() {
+        let on_azure = server(fixtures::AZURE_BLOB);
+        let config = rendered(&desired_config_map(
+            &on_azure,
+            &validated(&on_azure),
+            None,
+            None,
+        ));
+        assert_eq!(config.storage.s3, None);
+        let azure = config
+            .storage
+            .azure_blob
+            .expect("storage.azure_blob rendered");
+        assert_eq!(
+            (azure.account.as_str(), azure.container.as_str()),
+            ("contosoftp", "files")
+        );
+        assert_eq!(azure.prefix, "ftp");
+        assert_eq!(azure.endpoint(), "https://contosoftp.blob.core.windows.net");
     }
 
     #[test]

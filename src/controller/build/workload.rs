@@ -113,10 +113,10 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
     );
 
     let (volumes, volume_mounts) = volumes(server);
-    let s3 = spec
+    let object_storage = spec
         .storage
         .as_ref()
-        .and_then(|storage| storage.s3.as_ref());
+        .is_some_and(crate::api::StorageSpec::is_object_storage);
 
     let container = Container {
         name: "ftp-server".to_owned(),
@@ -144,13 +144,13 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
                 ..EnvVar::default()
             }]
             .into_iter()
-            .chain(object_storage_credentials(s3))
+            .chain(object_storage_credentials(spec.storage.as_ref()))
             .collect(),
         ),
         // A server that cannot use its bucket exits naming it; its log's tail becomes the
         // container's termination message, which the status reports. Only there, so existing
         // servers' pods do not change.
-        termination_message_policy: s3.map(|_| "FallbackToLogsOnError".to_owned()),
+        termination_message_policy: object_storage.then(|| "FallbackToLogsOnError".to_owned()),
         ports: Some(ports),
         resources: spec.resources.clone(),
         readiness_probe: Some(http_probe("/readyz", 5)),
@@ -345,7 +345,7 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
         // The StatefulSet adds the volume from its claim template.
         Some(storage) if storage.claim_per_replica.is_some() => None,
         // Files live in the bucket; nothing on disk.
-        Some(storage) if storage.s3.is_some() => None,
+        Some(storage) if storage.is_object_storage() => None,
         Some(storage) if storage.persistent_volume_claim.is_some() => Some(Volume {
             name: DATA_VOLUME.to_owned(),
             persistent_volume_claim: storage.persistent_volume_claim.as_ref().map(|pvc| {
@@ -366,7 +366,10 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
             ..Volume::default()
         }),
     };
-    let on_disk = spec.storage.as_ref().is_none_or(|s| s.s3.is_none());
+    let on_disk = !spec
+        .storage
+        .as_ref()
+        .is_some_and(crate::api::StorageSpec::is_object_storage);
     volumes.extend(data);
     if on_disk {
         mounts.push(mount(DATA_VOLUME, DATA_DIR, false));
@@ -402,21 +405,36 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// With `storage.s3.credentialsSecretRef`: the Secret's keys as the standard AWS variables.
-/// Without, none: the AWS SDKs' chain then finds the pod's workload identity.
-fn object_storage_credentials(s3: Option<&crate::api::S3StorageSpec>) -> Vec<EnvVar> {
-    let Some(secret) = s3.and_then(|s3| s3.credentials_secret_ref.as_ref()) else {
+/// With `credentialsSecretRef` on `storage.s3` or `storage.azureBlob`: the Secret's keys as the
+/// standard variables (Azure's two optional: a Secret holds one of them). Without, none: the
+/// SDKs' credential chains then find the pod's workload identity.
+fn object_storage_credentials(storage: Option<&crate::api::StorageSpec>) -> Vec<EnvVar> {
+    let s3 = storage.and_then(|s| s.s3.as_ref());
+    let azure = storage.and_then(|s| s.azure_blob.as_ref());
+    let (secret, keys, optional) = match (s3, azure) {
+        (Some(s3), _) => (
+            s3.credentials_secret_ref.as_ref(),
+            &crate::api::S3StorageSpec::CREDENTIAL_KEYS,
+            false,
+        ),
+        (None, Some(azure)) => (
+            azure.credentials_secret_ref.as_ref(),
+            &crate::api::AzureBlobStorageSpec::CREDENTIAL_KEYS,
+            true,
+        ),
+        (None, None) => return Vec::new(),
+    };
+    let Some(secret) = secret else {
         return Vec::new();
     };
-    crate::api::S3StorageSpec::CREDENTIAL_KEYS
-        .iter()
+    keys.iter()
         .map(|key| EnvVar {
             name: (*key).to_owned(),
             value_from: Some(EnvVarSource {
                 secret_key_ref: Some(SecretKeySelector {
                     name: secret.name.clone(),
                     key: (*key).to_owned(),
-                    optional: Some(false),
+                    optional: Some(optional),
                 }),
                 ..EnvVarSource::default()
             }),
@@ -712,6 +730,7 @@ spec:
                 storage_class_name: None,
             }),
             s3: None,
+            azure_blob: None,
         });
         assert!(!updatable_in_place(&desired, &self::desired(&with_claims)));
         let mut ordered = desired.clone();
@@ -771,6 +790,7 @@ spec:
                 storage_class_name: Some("fast".into()),
             }),
             s3: None,
+            azure_blob: None,
         });
         let set = desired(&server);
         let pod = pod(&set);
@@ -953,6 +973,52 @@ spec:
                 .iter()
                 .flatten()
                 .any(|m| m.mount_path == DATA_DIR)
+        );
+    }
+
+    #[test]
+    fn azure_blob_storage_takes_whichever_credential_the_secret_holds() {
+        let set = build(fixtures::AZURE_BLOB);
+        let spec = pod(&set);
+        let container = &spec.containers[0];
+        assert!(
+            !spec.volumes.iter().flatten().any(|v| v.name == DATA_VOLUME),
+            "no data volume on object storage"
+        );
+        let from_secret: Vec<(String, bool)> = container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|env| {
+                let key = env.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                assert_eq!(key.name, "ftp-blob");
+                Some((env.name.clone(), key.optional == Some(true)))
+            })
+            .collect();
+        assert_eq!(
+            from_secret,
+            [
+                ("AZURE_STORAGE_ACCOUNT_KEY".into(), true),
+                ("AZURE_STORAGE_SAS_TOKEN".into(), true)
+            ]
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("ftp-files"));
+        let labels = set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone();
+        assert_eq!(
+            labels
+                .unwrap_or_default()
+                .get("azure.workload.identity/use")
+                .map(String::as_str),
+            Some("true")
         );
     }
 }
