@@ -668,3 +668,50 @@ fn clients_and_refusals_on_azure_blob() {
     raw.expect("RMD /dir", "250");
     assert_eq!(azure.blobs(), Vec::<String>::new());
 }
+
+/// What the server reports on `/config-digest` as JSON (the controller's view).
+fn served_report(server: &Server) -> serde_json::Value {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.metrics_port)).unwrap();
+    write!(
+        stream,
+        "GET /config-digest HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+#[test]
+fn a_reload_naming_a_bucket_that_does_not_work_keeps_the_old_one_and_says_why() {
+    let s3 = S3Server::start();
+    let server = s3_ftp_server(&s3);
+    let mut ftp = server.raw();
+    ftp.login("alice", "wonderland");
+    assert!(
+        ftp.transfer_out("STOR kept.txt", b"kept")
+            .starts_with("226")
+    );
+    let config = server.state.path().join("ftp-server.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let broken = text.replace(&format!("bucket = {BUCKET:?}"), "bucket = \"gone-bucket\"");
+    assert_ne!(broken, text, "the config names no bucket: update this test");
+    std::fs::write(&config, broken).unwrap();
+    let mut report = serde_json::Value::Null;
+    eventually("the rejected bucket was never reported", || {
+        report = served_report(&server);
+        !report["rejected"].is_null()
+    });
+    assert_eq!(report["rejected"]["file"], "object_storage", "{report}");
+    let reason = report["rejected"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("cannot use object storage: S3 bucket \"gone-bucket\"")
+            && reason.contains("NoSuchBucket"),
+        "{reason}"
+    );
+    // Sessions go on with the bucket that works.
+    let (bytes, end) = ftp.transfer_in("RETR kept.txt");
+    assert!(end.starts_with("226"), "{end}");
+    assert_eq!(bytes, b"kept");
+}
