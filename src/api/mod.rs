@@ -424,8 +424,8 @@ pub struct ProxyProtocolSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(
     cel,
-    validation = Rule::new("[has(self.persistentVolumeClaim), has(self.emptyDir), has(self.claimPerReplica)].filter(x, x).size() == 1")
-        .message("storage must set exactly one of persistentVolumeClaim, emptyDir or claimPerReplica"),
+    validation = Rule::new("[has(self.persistentVolumeClaim), has(self.emptyDir), has(self.claimPerReplica), has(self.s3), has(self.azureBlob)].filter(x, x).size() == 1")
+        .message("storage must set exactly one of persistentVolumeClaim, emptyDir, claimPerReplica, s3 or azureBlob"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
@@ -440,6 +440,87 @@ pub struct StorageSpec {
     /// and scale-downs; each replica has its own files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_per_replica: Option<ClaimTemplate>,
+    /// An S3 bucket (or S3-compatible store): every replica serves the same files with no
+    /// volume at all. What each FTP command does there, and what is refused (APPE, REST + STOR),
+    /// is in docs/storage.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3StorageSpec>,
+    /// An Azure Blob Storage container, shared by every replica like `s3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_blob: Option<AzureBlobStorageSpec>,
+}
+
+impl StorageSpec {
+    /// Files live in an object store: no volume holds them.
+    pub fn is_object_storage(&self) -> bool {
+        self.s3.is_some() || self.azure_blob.is_some()
+    }
+}
+
+/// Where in Azure Blob Storage the files live, and how the server signs in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureBlobStorageSpec {
+    /// The storage account.
+    #[schemars(length(min = 3, max = 24))]
+    pub account: String,
+    /// The container; the server checks at startup that it can list it.
+    #[schemars(length(min = 3, max = 63))]
+    pub container: String,
+    /// Name prefix every home lives beneath, e.g. `ftp/`; absent: the container's top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub prefix: Option<String>,
+    /// Blob endpoint URL; absent: `https://<account>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+    /// Secret with key `AZURE_STORAGE_ACCOUNT_KEY` (or `AZURE_STORAGE_SAS_TOKEN`), given to the
+    /// server as that environment variable. Absent: Azure workload identity (a service account
+    /// federated with a managed identity, spec.serviceAccountName, and the pod label
+    /// `azure.workload.identity/use: "true"` in spec.podLabels), with no Secret at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+impl AzureBlobStorageSpec {
+    /// The keys `credentialsSecretRef` may hold; one of them is used.
+    pub const CREDENTIAL_KEYS: [&str; 2] = ["AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_SAS_TOKEN"];
+}
+
+/// Where in S3 the files live, and how the server signs in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3StorageSpec {
+    /// The bucket; the server checks at startup that it can list it.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Key prefix every home lives beneath, e.g. `ftp/`; absent: the bucket's top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    pub prefix: Option<String>,
+    /// Endpoint URL of an S3-compatible store; absent: AWS's for the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint: Option<String>,
+    /// The bucket's region; absent: us-east-1 (or AWS_REGION where the cloud injects it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub region: Option<String>,
+    /// Address the bucket in the URL's path (`endpoint/bucket/key`), as most S3-compatible
+    /// stores need; absent or false: as a host name (`bucket.endpoint/key`), AWS's way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_path_style: Option<bool>,
+    /// Secret with keys `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, given to the server
+    /// as environment variables. Absent: the pod's workload identity (on EKS, IRSA through
+    /// spec.serviceAccountName, or EKS Pod Identity), with no Secret at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+impl S3StorageSpec {
+    /// The keys `credentialsSecretRef` must hold.
+    pub const CREDENTIAL_KEYS: [&str; 2] = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
 }
 
 /// The claim made for each replica.

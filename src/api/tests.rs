@@ -90,6 +90,8 @@ fn storage_takes_exactly_one_kind() {
             size: "1Gi".into(),
             storage_class_name: None,
         }),
+        s3: None,
+        azure_blob: None,
     });
     assert_eq!(broken_rules(&server), "");
     if let Some(storage) = &mut server.spec.storage {
@@ -216,12 +218,54 @@ fn public_address_must_be_an_ip_or_dns_name() {
 }
 
 #[test]
+fn s3_storage_is_one_kind_of_its_own() {
+    let mut server = valid();
+    server.spec.storage = Some(StorageSpec {
+        persistent_volume_claim: None,
+        empty_dir: None,
+        claim_per_replica: None,
+        s3: Some(S3StorageSpec {
+            bucket: "contoso-ftp".into(),
+            prefix: None,
+            endpoint: None,
+            region: Some("eu-west-1".into()),
+            force_path_style: None,
+            credentials_secret_ref: None,
+        }),
+        azure_blob: None,
+    });
+    assert_eq!(broken_rules(&server), "");
+    if let Some(storage) = &mut server.spec.storage {
+        storage.empty_dir = Some(EmptyDirVolumeSource::default());
+    }
+    assert_rejected(server.clone(), "storage must set exactly one of");
+    // Azure Blob alone is one kind; beside S3 it is refused.
+    if let Some(storage) = &mut server.spec.storage {
+        storage.empty_dir = None;
+        storage.azure_blob = Some(AzureBlobStorageSpec {
+            account: "contosoftp".into(),
+            container: "files".into(),
+            prefix: None,
+            endpoint: None,
+            credentials_secret_ref: None,
+        });
+    }
+    assert_rejected(server.clone(), "storage must set exactly one of");
+    if let Some(storage) = &mut server.spec.storage {
+        storage.s3 = None;
+    }
+    assert_eq!(broken_rules(&server), "");
+}
+
+#[test]
 fn storage_needs_exactly_one_source() {
     let mut server = valid();
     server.spec.storage = Some(StorageSpec {
         persistent_volume_claim: None,
         empty_dir: None,
         claim_per_replica: None,
+        s3: None,
+        azure_blob: None,
     });
     assert_rejected(server, "storage must set exactly one of");
 }

@@ -7,6 +7,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::ResourceExt;
 
+use super::served::{OBJECT_STORAGE_ADVICE, OBJECT_STORAGE_UNAVAILABLE};
+use crate::ftp::config::OBJECT_STORAGE_ERROR;
+
 /// What a workload says about its rollout, whatever its kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkloadSummary {
@@ -186,6 +189,27 @@ fn exit_problem(pod: &Pod, container: &ContainerStatus) -> Option<Problem> {
     })
 }
 
+/// A server that exits at startup because it cannot use its bucket: its last words (the
+/// container's termination message, taken from the log) name the bucket and S3's error.
+fn storage_problem(pod: &Pod, container: &ContainerStatus) -> Option<Problem> {
+    let terminated = container.last_state.as_ref()?.terminated.as_ref()?;
+    let words = terminated.message.as_deref()?;
+    let line = words
+        .lines()
+        .rev()
+        .find_map(|line| Some(&line[line.find(OBJECT_STORAGE_ERROR)?..]))?;
+    Some(Problem {
+        reason: OBJECT_STORAGE_UNAVAILABLE,
+        message: format!(
+            "pod {}: the server {} and keeps restarting ({} restarts). {OBJECT_STORAGE_ADVICE}",
+            pod.name_any(),
+            line.trim_end(),
+            container.restart_count
+        ),
+        stalled: true,
+    })
+}
+
 /// The first problem the workload or its pods report, or None while all looks like progress.
 /// `spec_image` is the FtpServer's `spec.image`, to tell which setting chose an image.
 pub fn workload_problem(
@@ -230,6 +254,11 @@ pub fn workload_problem(
             }
             if reason == "CrashLoopBackOff"
                 && let Some(problem) = exit_problem(pod, container)
+            {
+                return Some(problem);
+            }
+            if reason == "CrashLoopBackOff"
+                && let Some(problem) = storage_problem(pod, container)
             {
                 return Some(problem);
             }
@@ -375,6 +404,38 @@ mod tests {
                  startedAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:01:00Z'}}}}}}]}}"
             ),
         )
+    }
+
+    #[test]
+    fn a_server_that_cannot_use_its_bucket_names_it_and_what_to_check() {
+        let pod = pod_with_spec(
+            "i",
+            "{containerStatuses: [{name: ftp-server, image: i, imageID: '', ready: false, restartCount: 3, \
+             state: {waiting: {reason: CrashLoopBackOff, message: 'back-off 40s restarting failed container'}}, \
+             lastState: {terminated: {reason: Error, exitCode: 1, \
+             message: \"Error: cannot use object storage: S3 bucket \\\"contoso-ftp\\\": NotFound (permanent) at list => NoSuchBucket\\n\", \
+             startedAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:01:00Z'}}}]}",
+        );
+        let problem = workload_problem(None, &[&pod], None).unwrap();
+        assert_eq!(problem.reason, OBJECT_STORAGE_UNAVAILABLE);
+        assert!(problem.stalled);
+        for part in [
+            "pod contoso-0: the server cannot use object storage: S3 bucket \"contoso-ftp\": NotFound",
+            "NoSuchBucket",
+            "3 restarts",
+            "spec.storage.s3",
+            "credentialsSecretRef",
+        ] {
+            assert!(
+                problem.message.contains(part),
+                "{part}: {}",
+                problem.message
+            );
+        }
+        // Any other exit keeps the generic advice.
+        let other = crash_looping("Error", "i");
+        let problem = workload_problem(None, &[&other], None).unwrap();
+        assert_eq!(problem.reason, "CrashLoopBackOff");
     }
 
     #[test]

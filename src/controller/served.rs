@@ -54,6 +54,7 @@ pub const USERS_SECRET_INVALID: &str = "UsersSecretInvalid";
 pub const TLS_SECRET_INVALID: &str = "TlsSecretInvalid";
 pub const CONFIG_REJECTED: &str = "ConfigRejected";
 pub const SERVER_UNREACHABLE: &str = "ServerUnreachableFromOperator";
+pub const OBJECT_STORAGE_UNAVAILABLE: &str = "ObjectStorageUnavailable";
 
 /// The digest of the configuration file the ConfigMap holds.
 pub fn desired_digest(config_map: &ConfigMap) -> Option<String> {
@@ -255,6 +256,13 @@ fn rejected_message(
                 ),
             )
         }
+        InputFile::ObjectStorage => (
+            OBJECT_STORAGE_UNAVAILABLE,
+            format!(
+                "pod {pod} {reason}; it keeps serving with the storage it had before. \
+                 {OBJECT_STORAGE_ADVICE}"
+            ),
+        ),
         InputFile::Config | InputFile::Other => (
             CONFIG_REJECTED,
             format!(
@@ -266,6 +274,13 @@ fn rejected_message(
         ),
     }
 }
+
+/// What to check when the server cannot use its bucket.
+pub const OBJECT_STORAGE_ADVICE: &str = "Check spec.storage.s3 (bucket, region, endpoint, \
+     forcePathStyle) or spec.storage.azureBlob (account, container, endpoint) and the \
+     credentials: the Secret named by credentialsSecretRef, or the identity of the pods' service \
+     account (spec.serviceAccountName), which must allow listing the bucket or container and \
+     reading, writing and deleting objects in it";
 
 /// Stable while nothing changes (no elapsed time in it), so a quiet reconcile writes nothing.
 fn unreachable_message(server: &FtpServer, report: &PodReport) -> String {
@@ -617,6 +632,26 @@ mod tests {
             "{}",
             held.message
         );
+    }
+
+    #[test]
+    fn a_bucket_the_server_cannot_use_on_reload_is_named_with_what_to_check() {
+        let rejected = RejectedInput {
+            file: InputFile::ObjectStorage,
+            line: None,
+            reason: "cannot use object storage: S3 bucket \"contoso-ftp\": PermissionDenied (permanent) at list"
+                .into(),
+        };
+        let held = hold(vec![serving("contoso-0", DESIRED, Some(rejected))]).unwrap();
+        assert_eq!(held.reason, OBJECT_STORAGE_UNAVAILABLE);
+        assert!(held.stalled);
+        for part in [
+            "pod contoso-0 cannot use object storage: S3 bucket \"contoso-ftp\": PermissionDenied",
+            "spec.storage.s3",
+            "spec.serviceAccountName",
+        ] {
+            assert!(held.message.contains(part), "{part}: {}", held.message);
+        }
     }
 
     #[test]

@@ -100,6 +100,175 @@ pub struct ServerConfig {
     /// only list, confined to an empty home of its own ([`PROBE_HOME`]). Absent: no probe login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_user: Option<ProbeUser>,
+    /// Where the files live when not beneath `root` on the local disk: an object store. Absent:
+    /// `root`.
+    #[serde(default, skip_serializing_if = "StorageConfig::is_local")]
+    pub storage: StorageConfig,
+}
+
+/// The storage back-end: at most one kind set; none is the local disk at `root`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_blob: Option<AzureBlobStorage>,
+}
+
+impl StorageConfig {
+    pub fn is_local(&self) -> bool {
+        self.s3.is_none() && self.azure_blob.is_none()
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.s3.is_some() && self.azure_blob.is_some() {
+            return Err(ConfigError::Invalid(
+                "storage.s3 and storage.azure_blob are both set: keep the one the files live in"
+                    .into(),
+            ));
+        }
+        if let Some(s3) = &self.s3 {
+            s3.validate()?;
+        }
+        if let Some(azure) = &self.azure_blob {
+            azure.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// An Azure Blob Storage container. Credentials are never in this file: they come from the
+/// environment (`AZURE_STORAGE_ACCOUNT_KEY` or `AZURE_STORAGE_SAS_TOKEN`, or, with neither,
+/// Azure workload identity: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+/// `AZURE_FEDERATED_TOKEN_FILE`, as AKS injects them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureBlobStorage {
+    /// The storage account.
+    pub account: String,
+    pub container: String,
+    /// Name prefix every home lives beneath; empty: the container's top.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The Blob endpoint URL; absent: `https://<account>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Size of each staged block, in bytes: what one upload holds in memory (at most two
+    /// blocks). Azure allows 50,000 blocks per blob, so the default 8 MiB allows about 390 GiB.
+    #[serde(default = "default_part_size_bytes")]
+    pub block_size_bytes: u64,
+}
+
+/// Azure's largest staged block: 4000 MiB.
+pub const AZURE_MAX_BLOCK_SIZE: u64 = 4000 * 1024 * 1024;
+
+impl AzureBlobStorage {
+    pub fn new(account: impl Into<String>, container: impl Into<String>) -> AzureBlobStorage {
+        AzureBlobStorage {
+            account: account.into(),
+            container: container.into(),
+            prefix: String::new(),
+            endpoint: None,
+            block_size_bytes: default_part_size_bytes(),
+        }
+    }
+
+    /// Where the Blob service answers.
+    pub fn endpoint(&self) -> String {
+        self.endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", self.account))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.account.trim().is_empty() || self.container.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.azure_blob needs account and container: name the storage account and \
+                 the container the files live in"
+                    .into(),
+            ));
+        }
+        if !(1..=AZURE_MAX_BLOCK_SIZE).contains(&self.block_size_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "storage.azure_blob.block_size_bytes = {} is outside what Azure accepts for a \
+                 block: give 1 to {AZURE_MAX_BLOCK_SIZE} (4000 MiB)",
+                self.block_size_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// An S3 bucket (or an S3-compatible server). Credentials are never in this file: they come
+/// from the standard AWS environment (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, or
+/// `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE` as EKS injects for a service account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Storage {
+    pub bucket: String,
+    /// Key prefix every home lives beneath (`ftp/` or `tenants/contoso`); empty: the bucket's
+    /// top.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub prefix: String,
+    /// The S3 endpoint URL; absent: AWS's for the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Absent: `AWS_REGION` from the environment, else `us-east-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Address the bucket in the URL's path (`endpoint/bucket/key`), as most S3-compatible
+    /// servers need, rather than as a host name (`bucket.endpoint/key`).
+    #[serde(default)]
+    pub path_style: bool,
+    /// Size of each multipart-upload part, in bytes: what one upload holds in memory (at most
+    /// two parts: one being sent, one filling). S3 allows 5 MiB to 5 GiB, and 10,000 parts per
+    /// object, so the default 8 MiB allows objects up to about 78 GiB.
+    #[serde(default = "default_part_size_bytes")]
+    pub part_size_bytes: u64,
+}
+
+/// How the server's error begins when it cannot use the configured bucket or container, at
+/// startup (the container's last words) or on a reload (the rejected input): the controller
+/// looks for it.
+pub const OBJECT_STORAGE_ERROR: &str = "cannot use object storage";
+
+/// S3's smallest part (but the last): 5 MiB.
+pub const S3_MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest part: 5 GiB.
+pub const S3_MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+
+fn default_part_size_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+impl S3Storage {
+    pub fn new(bucket: impl Into<String>) -> S3Storage {
+        S3Storage {
+            bucket: bucket.into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            part_size_bytes: default_part_size_bytes(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.bucket.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "storage.s3.bucket is empty: name the bucket the files live in".into(),
+            ));
+        }
+        if !(S3_MIN_PART_SIZE..=S3_MAX_PART_SIZE).contains(&self.part_size_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "storage.s3.part_size_bytes = {} is outside what S3 accepts for a part: give \
+                 {S3_MIN_PART_SIZE} (5 MiB) to {S3_MAX_PART_SIZE} (5 GiB)",
+                self.part_size_bytes
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Home of the probe account, beneath `root`: a directory of its own, so its listings show
@@ -158,6 +327,8 @@ pub enum InputFile {
     Users,
     /// The TLS certificate or key.
     Tls,
+    /// The object storage the configuration names (`storage.s3`): its bucket could not be used.
+    ObjectStorage,
     /// A file a newer server names.
     #[serde(other)]
     Other,
@@ -401,6 +572,7 @@ impl ServerConfig {
             proxy_protocol_from: Vec::new(),
             site_chmod: false,
             probe_user: None,
+            storage: StorageConfig::default(),
         }
     }
 
@@ -459,6 +631,7 @@ impl ServerConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.passive_ports.validate()?;
+        self.storage.validate()?;
         self.own_passive_ports()?;
         if self.passive_ports.contains(self.listen.port()) {
             return Err(ConfigError::Invalid(format!(

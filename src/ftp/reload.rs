@@ -82,6 +82,7 @@ pub fn rejected_input(error: &SettingsError) -> RejectedInput {
         SettingsError::Users(UsersError::Probe { .. })
         | SettingsError::Config(_)
         | SettingsError::Root { .. } => (InputFile::Config, None, error.to_string()),
+        SettingsError::ObjectStorage(_) => (InputFile::ObjectStorage, None, error.to_string()),
     };
     RejectedInput { file, line, reason }
 }

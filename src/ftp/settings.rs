@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::storage::Storage;
 use super::storage::local::LocalStorage;
+use super::storage::object::{ObjectStorage, OpenError};
 use super::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,8 @@ pub enum SettingsError {
     Users(#[from] UsersError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    ObjectStorage(#[from] OpenError),
     #[error("cannot open root directory {path}: {source}")]
     Root {
         path: String,
@@ -58,15 +61,21 @@ impl Settings {
             Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,
         };
-        let root = LocalStorage::open(&config.root).map_err(|source| SettingsError::Root {
-            path: config.root.display().to_string(),
-            source,
-        })?;
+        let storage: Arc<dyn Storage> = match (&config.storage.s3, &config.storage.azure_blob) {
+            (Some(s3), _) => Arc::new(ObjectStorage::s3(s3)?),
+            (None, Some(azure)) => Arc::new(ObjectStorage::azure_blob(azure)?),
+            (None, None) => Arc::new(LocalStorage::open(&config.root).map_err(|source| {
+                SettingsError::Root {
+                    path: config.root.display().to_string(),
+                    source,
+                }
+            })?),
+        };
         Ok(Settings {
             config,
             users,
             tls,
-            storage: Arc::new(root),
+            storage,
         })
     }
 

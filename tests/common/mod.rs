@@ -83,6 +83,8 @@ pub struct Options {
     /// `(name, password, rw)` accounts for a users file.
     pub users: Vec<(&'static str, &'static str, bool)>,
     pub tls: bool,
+    /// Environment variables for the server process (beside the test's own).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Server {
@@ -185,7 +187,7 @@ impl Server {
             ]);
         }
         args.extend(options.args.iter().cloned());
-        Server::try_spawn(args, root, state, port, metrics_port, passive)
+        Server::try_spawn(args, &options.env, root, state, port, metrics_port, passive)
     }
 
     /// Runs the binary with exactly `args` and waits until it listens on `port`.
@@ -197,7 +199,7 @@ impl Server {
         metrics_port: u16,
         passive: (u16, u16),
     ) -> Server {
-        match Server::try_spawn(args, root, state, port, metrics_port, passive) {
+        match Server::try_spawn(args, &[], root, state, port, metrics_port, passive) {
             Ok(server) => server,
             Err((log, _, _)) => panic!("ftp-server did not start; log:\n{log}"),
         }
@@ -205,6 +207,7 @@ impl Server {
 
     fn try_spawn(
         args: Vec<String>,
+        env: &[(String, String)],
         root: tempfile::TempDir,
         state: tempfile::TempDir,
         port: u16,
@@ -214,6 +217,7 @@ impl Server {
         let log = std::fs::File::create(state.path().join("server.log")).unwrap();
         let child = Command::new(BIN)
             .args(&args)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("RUST_LOG", "debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

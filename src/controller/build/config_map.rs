@@ -9,7 +9,8 @@ use kube::ResourceExt;
 
 use crate::api::{FtpServer, LimitsSpec};
 use crate::ftp::config::{
-    Anonymous, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, ProbeUser, ServerConfig, Tls,
+    Anonymous, AzureBlobStorage, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, ProbeUser,
+    S3Storage, ServerConfig, Tls,
 };
 
 use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
@@ -63,6 +64,26 @@ pub fn desired_server_config(
             Path::new(TLS_DIR).join("tls.key"),
         )
     });
+    config.storage.s3 = spec
+        .storage
+        .as_ref()
+        .and_then(|storage| storage.s3.as_ref())
+        .map(|s3| S3Storage {
+            prefix: s3.prefix.clone().unwrap_or_default(),
+            endpoint: s3.endpoint.clone(),
+            region: s3.region.clone(),
+            path_style: s3.force_path_style.unwrap_or(false),
+            ..S3Storage::new(&s3.bucket)
+        });
+    config.storage.azure_blob = spec
+        .storage
+        .as_ref()
+        .and_then(|storage| storage.azure_blob.as_ref())
+        .map(|azure| AzureBlobStorage {
+            prefix: azure.prefix.clone().unwrap_or_default(),
+            endpoint: azure.endpoint.clone(),
+            ..AzureBlobStorage::new(&azure.account, &azure.container)
+        });
     config
 }
 
@@ -229,6 +250,55 @@ mod tests {
         assert_eq!(config.tls, None);
         assert_eq!(config.keepalive.idle_seconds, 450);
         assert!(config.proxy_protocol_from.is_empty());
+    }
+
+    #[test]
+    fn s3_storage_reaches_the_file_and_local_storage_writes_no_table() {
+        let on_s3 = server(fixtures::S3);
+        let config = rendered(&desired_config_map(&on_s3, &validated(&on_s3), None, None));
+        let s3 = config.storage.s3.expect("storage.s3 rendered");
+        assert_eq!(s3.bucket, "contoso-ftp");
+        assert_eq!(s3.prefix, "tenants/contoso");
+        assert_eq!(s3.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            s3.endpoint.as_deref(),
+            Some("https://s3.eu-west-1.amazonaws.com")
+        );
+        assert!(s3.path_style);
+        assert_eq!(s3.part_size_bytes, S3Storage::new("x").part_size_bytes);
+        // Credentials never go into the ConfigMap.
+        let text = &desired_config_map(&on_s3, &validated(&on_s3), None, None)
+            .data
+            .unwrap()[CONFIG_FILE_NAME];
+        assert!(!text.contains("ftp-s3") && !text.contains("AWS_"), "{text}");
+
+        let local = server(fixtures::MINIMAL);
+        let text = &desired_config_map(&local, &validated(&local), None, None)
+            .data
+            .unwrap()[CONFIG_FILE_NAME];
+        assert!(!text.contains("storage"), "{text}");
+    }
+
+    #[test]
+    fn azure_blob_storage_reaches_the_file() {
+        let on_azure = server(fixtures::AZURE_BLOB);
+        let config = rendered(&desired_config_map(
+            &on_azure,
+            &validated(&on_azure),
+            None,
+            None,
+        ));
+        assert_eq!(config.storage.s3, None);
+        let azure = config
+            .storage
+            .azure_blob
+            .expect("storage.azure_blob rendered");
+        assert_eq!(
+            (azure.account.as_str(), azure.container.as_str()),
+            ("contosoftp", "files")
+        );
+        assert_eq!(azure.prefix, "ftp");
+        assert_eq!(azure.endpoint(), "https://contosoftp.blob.core.windows.net");
     }
 
     #[test]

@@ -91,4 +91,6 @@ pub(crate) mod fixtures {
     pub const FULL: &str = include_str!("fixtures/full.yaml");
     pub const AWS: &str = include_str!("fixtures/aws.yaml");
     pub const HOST_NETWORK: &str = include_str!("fixtures/host-network.yaml");
+    pub const S3: &str = include_str!("fixtures/s3.yaml");
+    pub const AZURE_BLOB: &str = include_str!("fixtures/azure-blob.yaml");
 }

@@ -23,8 +23,8 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Sysctl,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Sysctl, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -113,6 +113,10 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
     );
 
     let (volumes, volume_mounts) = volumes(server);
+    let object_storage = spec
+        .storage
+        .as_ref()
+        .is_some_and(crate::api::StorageSpec::is_object_storage);
 
     let container = Container {
         name: "ftp-server".to_owned(),
@@ -127,17 +131,26 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
             format!("$({REPLICA_INDEX_ENV})"),
         ]),
         // The ordinal, from the label the StatefulSet controller sets, through the downward API.
-        env: Some(vec![EnvVar {
-            name: REPLICA_INDEX_ENV.to_owned(),
-            value_from: Some(EnvVarSource {
-                field_ref: Some(ObjectFieldSelector {
-                    field_path: format!("metadata.labels['{POD_INDEX_LABEL}']"),
-                    ..ObjectFieldSelector::default()
+        env: Some(
+            [EnvVar {
+                name: REPLICA_INDEX_ENV.to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: format!("metadata.labels['{POD_INDEX_LABEL}']"),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
                 }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]),
+                ..EnvVar::default()
+            }]
+            .into_iter()
+            .chain(object_storage_credentials(spec.storage.as_ref()))
+            .collect(),
+        ),
+        // A server that cannot use its bucket exits naming it; its log's tail becomes the
+        // container's termination message, which the status reports. Only there, so existing
+        // servers' pods do not change.
+        termination_message_policy: object_storage.then(|| "FallbackToLogsOnError".to_owned()),
         ports: Some(ports),
         resources: spec.resources.clone(),
         readiness_probe: Some(http_probe("/readyz", 5)),
@@ -331,6 +344,8 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
     let data = match spec.storage.as_ref() {
         // The StatefulSet adds the volume from its claim template.
         Some(storage) if storage.claim_per_replica.is_some() => None,
+        // Files live in the bucket; nothing on disk.
+        Some(storage) if storage.is_object_storage() => None,
         Some(storage) if storage.persistent_volume_claim.is_some() => Some(Volume {
             name: DATA_VOLUME.to_owned(),
             persistent_volume_claim: storage.persistent_volume_claim.as_ref().map(|pvc| {
@@ -351,8 +366,14 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
             ..Volume::default()
         }),
     };
+    let on_disk = !spec
+        .storage
+        .as_ref()
+        .is_some_and(crate::api::StorageSpec::is_object_storage);
     volumes.extend(data);
-    mounts.push(mount(DATA_VOLUME, DATA_DIR, false));
+    if on_disk {
+        mounts.push(mount(DATA_VOLUME, DATA_DIR, false));
+    }
 
     // The root filesystem is read-only; the server may still need scratch space.
     volumes.push(Volume {
@@ -382,6 +403,44 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
         read_only: Some(true).filter(|_| read_only),
         ..VolumeMount::default()
     }
+}
+
+/// With `credentialsSecretRef` on `storage.s3` or `storage.azureBlob`: the Secret's keys as the
+/// standard variables (Azure's two optional: a Secret holds one of them). Without, none: the
+/// SDKs' credential chains then find the pod's workload identity.
+fn object_storage_credentials(storage: Option<&crate::api::StorageSpec>) -> Vec<EnvVar> {
+    let s3 = storage.and_then(|s| s.s3.as_ref());
+    let azure = storage.and_then(|s| s.azure_blob.as_ref());
+    let (secret, keys, optional) = match (s3, azure) {
+        (Some(s3), _) => (
+            s3.credentials_secret_ref.as_ref(),
+            &crate::api::S3StorageSpec::CREDENTIAL_KEYS,
+            false,
+        ),
+        (None, Some(azure)) => (
+            azure.credentials_secret_ref.as_ref(),
+            &crate::api::AzureBlobStorageSpec::CREDENTIAL_KEYS,
+            true,
+        ),
+        (None, None) => return Vec::new(),
+    };
+    let Some(secret) = secret else {
+        return Vec::new();
+    };
+    keys.iter()
+        .map(|key| EnvVar {
+            name: (*key).to_owned(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: (*key).to_owned(),
+                    optional: Some(optional),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        })
+        .collect()
 }
 
 fn container_port(name: &str, port: u16) -> ContainerPort {
@@ -670,6 +729,8 @@ spec:
                 size: "1Gi".into(),
                 storage_class_name: None,
             }),
+            s3: None,
+            azure_blob: None,
         });
         assert!(!updatable_in_place(&desired, &self::desired(&with_claims)));
         let mut ordered = desired.clone();
@@ -728,6 +789,8 @@ spec:
                 size: "5Gi".into(),
                 storage_class_name: Some("fast".into()),
             }),
+            s3: None,
+            azure_blob: None,
         });
         let set = desired(&server);
         let pod = pod(&set);
@@ -841,5 +904,121 @@ spec:
         let mut sliced = before.clone();
         sliced.spec.passive_ports.per_replica = Some(1);
         assert_ne!(hash(&before), hash(&sliced));
+    }
+
+    #[test]
+    fn s3_storage_has_no_data_volume_and_takes_credentials_from_the_secret() {
+        let set = build(fixtures::S3);
+        let spec = pod(&set);
+        let container = &spec.containers[0];
+        let volumes: Vec<_> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(!volumes.contains(&DATA_VOLUME), "{volumes:?}");
+        let mounts: Vec<_> = container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert!(!mounts.contains(&DATA_DIR), "{mounts:?}");
+        assert!(set.spec.as_ref().unwrap().volume_claim_templates.is_none());
+        let from_secret: Vec<(String, String, String)> = container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|env| {
+                let key = env.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                Some((env.name.clone(), key.name.clone(), key.key.clone()))
+            })
+            .collect();
+        assert_eq!(
+            from_secret,
+            [
+                (
+                    "AWS_ACCESS_KEY_ID".into(),
+                    "ftp-s3".into(),
+                    "AWS_ACCESS_KEY_ID".into()
+                ),
+                (
+                    "AWS_SECRET_ACCESS_KEY".into(),
+                    "ftp-s3".into(),
+                    "AWS_SECRET_ACCESS_KEY".into()
+                ),
+            ]
+        );
+        assert_eq!(
+            container.termination_message_policy.as_deref(),
+            Some("FallbackToLogsOnError")
+        );
+        assert_eq!(set.spec.as_ref().unwrap().replicas, Some(3));
+
+        // Without a Secret: no AWS variables, so the pod's workload identity is used.
+        let identity = fixtures::S3.replace("      credentialsSecretRef: {name: ftp-s3}\n", "");
+        assert_ne!(identity, fixtures::S3, "fixture changed: update this test");
+        let set = build(&identity);
+        let env = pod(&set).containers[0].env.clone().unwrap_or_default();
+        assert!(env.iter().all(|e| !e.name.starts_with("AWS_")), "{env:?}");
+
+        // On disk, nothing changes: the data volume, no termination-message policy.
+        let set = build(fixtures::MINIMAL);
+        let container = &pod(&set).containers[0];
+        assert!(container.termination_message_policy.is_none());
+        assert!(
+            container
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == DATA_DIR)
+        );
+    }
+
+    #[test]
+    fn azure_blob_storage_takes_whichever_credential_the_secret_holds() {
+        let set = build(fixtures::AZURE_BLOB);
+        let spec = pod(&set);
+        let container = &spec.containers[0];
+        assert!(
+            !spec.volumes.iter().flatten().any(|v| v.name == DATA_VOLUME),
+            "no data volume on object storage"
+        );
+        let from_secret: Vec<(String, bool)> = container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|env| {
+                let key = env.value_from.as_ref()?.secret_key_ref.as_ref()?;
+                assert_eq!(key.name, "ftp-blob");
+                Some((env.name.clone(), key.optional == Some(true)))
+            })
+            .collect();
+        assert_eq!(
+            from_secret,
+            [
+                ("AZURE_STORAGE_ACCOUNT_KEY".into(), true),
+                ("AZURE_STORAGE_SAS_TOKEN".into(), true)
+            ]
+        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("ftp-files"));
+        let labels = set
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .clone();
+        assert_eq!(
+            labels
+                .unwrap_or_default()
+                .get("azure.workload.identity/use")
+                .map(String::as_str),
+            Some("true")
+        );
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 pub use super::fs::{FileKind, Keep};
 
 pub mod local;
+pub mod object;
 
 /// Where the server's files live: opens each login's home.
 pub trait Storage: Send + Sync + 'static {
