@@ -10,6 +10,9 @@ missing=()
 for pkg in "${wanted[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# npm: NodeSource's nodejs package carries it and conflicts with Debian's npm package, Debian's
+# nodejs does not; so Debian's npm is wanted only where no npm command exists.
+command -v npm >/dev/null 2>&1 || { dpkg-query -W -f='${Status}' npm 2>/dev/null | grep -q "install ok installed" || missing+=(npm); }
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
