@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::storage::Storage;
 use super::storage::local::LocalStorage;
 use super::tls::{self, TlsError};
+use crate::sftp::host_keys::{HostKeyError, HostKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -18,6 +19,8 @@ pub enum SettingsError {
     Users(#[from] UsersError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    HostKeys(#[from] HostKeyError),
     #[error("cannot open root directory {path}: {source}")]
     Root {
         path: String,
@@ -32,6 +35,8 @@ pub struct Settings {
     pub tls: Option<tls::TlsAcceptors>,
     /// Where the files live; every login's home is opened from it.
     pub storage: Arc<dyn Storage>,
+    /// The SFTP host keys (none when SFTP is off).
+    pub sftp_host_keys: HostKeys,
 }
 
 impl std::fmt::Debug for Settings {
@@ -58,6 +63,10 @@ impl Settings {
             Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,
         };
+        let sftp_host_keys = match config.sftp.as_ref().filter(|sftp| sftp.enabled) {
+            Some(sftp) => HostKeys::load(&sftp.host_key_files)?,
+            None => HostKeys::default(),
+        };
         let root = LocalStorage::open(&config.root).map_err(|source| SettingsError::Root {
             path: config.root.display().to_string(),
             source,
@@ -67,6 +76,7 @@ impl Settings {
             users,
             tls,
             storage: Arc::new(root),
+            sftp_host_keys,
         })
     }
 
