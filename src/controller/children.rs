@@ -21,6 +21,7 @@ use super::node_keepalive;
 use super::observe::Observed;
 use super::plan::{Deletion, Plan, plan};
 use super::probe::AccountState;
+use super::sftp_host_keys::{self, HostKeysState};
 use super::status::Outcome;
 use super::validate::Validated;
 use super::{budgets, ownership};
@@ -85,6 +86,11 @@ async fn apply_plan(
             Some(account.probe_user())
         }
     };
+    // Before the StatefulSet that mounts them: a pod would wait for a missing Secret.
+    match sftp_host_keys::ensure(server, &ctx.client, &ctx.metrics.api_writes).await? {
+        HostKeysState::Ready(written) => changes.extend(written),
+        HostKeysState::Incomplete(invalid) => return Ok(Outcome::Stalled(invalid)),
+    }
     let Plan {
         children,
         replace_stateful_set,

@@ -125,6 +125,11 @@ rules in a cluster-wide install, a Role's in each watched namespace otherwise. *
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
+# The SFTP host keys of each FtpServer that enables SFTP: a Secret <name>-sftp-host-keys created
+# once, never patched, so every replica keeps presenting the same keys (docs/sftp.md).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 {{- if gt (int .Values.probe.intervalSeconds) 0 }}
 # The probe account of each FtpServer: a Secret <name>-probe the operator creates once (server-
 # side apply) and owns; it never writes a Secret it does not control (docs/probe.md).
