@@ -137,8 +137,24 @@ impl SftpServer {
 
     /// Runs the paramiko client; its JSON answer.
     fn paramiko(&self, user: &str, auth: (&str, &str), mode: &[&str], input: &str) -> Value {
+        self.paramiko_via(None, user, auth, mode, input)
+    }
+
+    /// The same, sending `proxy_header` (a PROXY protocol v1 line) first when given.
+    fn paramiko_via(
+        &self,
+        proxy_header: Option<&str>,
+        user: &str,
+        auth: (&str, &str),
+        mode: &[&str],
+        input: &str,
+    ) -> Value {
         require_paramiko();
-        let mut child = Command::new(PYTHON)
+        let mut command = Command::new(PYTHON);
+        if let Some(header) = proxy_header {
+            command.env("PROXY_HEADER", header);
+        }
+        let mut child = command
             .arg(paramiko_script())
             .args(["127.0.0.1", &self.port.to_string(), user, auth.0, auth.1])
             .args(mode)
@@ -548,6 +564,35 @@ fn the_host_key_is_the_same_after_a_restart_with_the_same_key_files() {
         "{}",
         text(&output)
     );
+}
+
+#[test]
+fn behind_a_proxy_protocol_balancer_the_client_address_is_the_headers() {
+    let keys = Keys::new();
+    let server = start(&keys, "proxy_protocol_from = [\"127.0.0.0/8\"]\n");
+    let key = keys.path("client");
+    let auth = ("key", key.to_str().unwrap());
+    let header = format!("PROXY TCP4 203.0.113.9 127.0.0.1 40000 {}", server.port);
+    let answer = server.paramiko_via(Some(&header), "alice", auth, &["ops"], "[]");
+    assert_eq!(
+        answer,
+        serde_json::json!([]),
+        "{answer}\n{}",
+        server.server.log()
+    );
+    let log = server.server.log();
+    assert!(
+        log.lines().any(|line| line.contains("\"event\":\"login\"")
+            && line.contains("\"client\":\"203.0.113.9\"")),
+        "{log}"
+    );
+    // From a trusted source, a connection without a header is dropped (the harness's start-up
+    // probe of the FTP port was one already).
+    let refused = "ftp_sessions_refused_total{result=\"proxy_header\"}";
+    let before = server.metric(refused);
+    let answer = server.paramiko("alice", auth, &["ops"], "[]");
+    assert!(answer["connect_error"].is_string(), "{answer}");
+    assert_eq!(server.metric(refused), before + 1);
 }
 
 #[test]

@@ -9,7 +9,8 @@ MODE:
               ended the session
   oversized   after INIT, announce a packet larger than any limit; same report
   hostkey     print the server's host key fingerprint
-Connection failures print {"connect_error": "..."}.
+Connection failures print {"connect_error": "..."}. With PROXY_HEADER in the environment, that
+line is sent before SSH starts, as a balancer speaking PROXY protocol v1 would.
 """
 
 import json
@@ -25,6 +26,8 @@ import paramiko
 
 def connect(host, port, user, method, secret):
     sock = socket.create_connection((host, port), timeout=20)
+    if os.environ.get("PROXY_HEADER"):
+        sock.sendall(os.environ["PROXY_HEADER"].encode() + b"\r\n")
     transport = paramiko.Transport(sock)
     transport.banner_timeout = 20
     transport.start_client(timeout=20)
