@@ -596,6 +596,65 @@ fn behind_a_proxy_protocol_balancer_the_client_address_is_the_headers() {
 }
 
 #[test]
+fn at_shutdown_a_download_in_flight_completes_and_idle_sessions_are_closed() {
+    use std::io::{BufRead, BufReader};
+    let keys = Keys::new();
+    let mut server = start(&keys, "");
+    std::fs::create_dir_all(server.home("")).unwrap();
+    let size = 8 * 1024 * 1024;
+    write_random(&server.home("big.bin"), size);
+    require_paramiko();
+    let mut download = Command::new(PYTHON)
+        .arg(paramiko_script())
+        .args(["127.0.0.1", &server.port.to_string(), "alice"])
+        .arg("key")
+        .arg(keys.path("client"))
+        .args(["slow_get", "big.bin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(download.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    // An idle session: OpenSSH's sftp waiting for a command that never comes.
+    let mut idle = Command::new("sftp")
+        .args(["-b", "-", "-P", &server.port.to_string(), "-i"])
+        .arg(keys.path("client"))
+        .args(openssh_options(&keys, false))
+        .arg("alice@127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut idle_stdin = idle.stdin.take().unwrap();
+    writeln!(idle_stdin, "pwd").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    server.server.terminate();
+    let closed = "closing the idle SFTP session";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.server.log().contains(closed) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        server.server.log().matches(closed).count(),
+        1,
+        "the idle session, and only it, is closed at shutdown\n{}",
+        server.server.log()
+    );
+    // The idle client finds out at its next request.
+    writeln!(idle_stdin, "ls").unwrap();
+    drop(idle_stdin);
+    assert!(!idle.wait().unwrap().success());
+    // The download, stopped before, goes on and completes.
+    writeln!(download.stdin.take().unwrap()).unwrap();
+    let report: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(report["bytes"], size, "{report}");
+    assert!(download.wait().unwrap().success());
+    assert!(server.server.wait_exit(Duration::from_secs(10)));
+}
+
+#[test]
 fn no_shell_no_commands_no_forwarding() {
     let keys = Keys::new();
     let server = start(&keys, "");

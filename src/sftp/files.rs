@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use russh_sftp::protocol::{
@@ -193,17 +194,46 @@ pub struct Files {
     metrics: Arc<Metrics>,
     handles: HashMap<String, Open>,
     next_handle: u64,
+    /// Files open for a transfer on every channel of the connection: a server shutting down
+    /// ends the connection once it is 0, as FTP closes a session between transfers.
+    transfers: Arc<AtomicUsize>,
+    /// This channel's share of `transfers`.
+    counted: usize,
 }
 
 impl Files {
-    pub fn new(login: Login, rules: Rules, metrics: Arc<Metrics>) -> Files {
+    pub fn new(
+        login: Login,
+        rules: Rules,
+        metrics: Arc<Metrics>,
+        transfers: Arc<AtomicUsize>,
+    ) -> Files {
         Files {
             login,
             rules,
             metrics,
             handles: HashMap::new(),
             next_handle: 0,
+            transfers,
+            counted: 0,
         }
+    }
+
+    /// Brings the connection's count of open transfers up to date with this channel's handles.
+    fn count_transfers(&mut self) {
+        let open = self
+            .handles
+            .values()
+            .filter(|open| !matches!(open, Open::Dir { .. }))
+            .count();
+        if open > self.counted {
+            self.transfers
+                .fetch_add(open - self.counted, Ordering::SeqCst);
+        } else {
+            self.transfers
+                .fetch_sub(self.counted - open, Ordering::SeqCst);
+        }
+        self.counted = open;
     }
 
     fn actor(&self) -> Actor<'_> {
@@ -260,6 +290,7 @@ impl Files {
             )),
             _ => Err(status(id, StatusCode::BadMessage, "Not a request")),
         };
+        self.count_transfers();
         answer.unwrap_or_else(Packet::Status)
     }
 
@@ -851,6 +882,7 @@ impl Drop for Files {
     /// A channel that ends with files open: downloads stopped, uploads discarded (their bytes
     /// never appear under the name).
     fn drop(&mut self) {
+        self.transfers.fetch_sub(self.counted, Ordering::SeqCst);
         for (_, open) in self.handles.drain() {
             let (path, direction, bytes, started) = match open {
                 Open::Read {

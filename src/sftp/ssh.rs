@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub struct Connection {
     channels: HashMap<ChannelId, Channel<Msg>>,
     open_channels: u32,
     authenticated: Arc<AtomicBool>,
+    /// Files open for transfers on all channels (see [`Files`]).
+    transfers: Arc<AtomicUsize>,
     /// The session's handle, to end it from outside a callback (a lockout, a protocol error).
     handle: Arc<OnceLock<russh::server::Handle>>,
 }
@@ -315,7 +317,12 @@ impl russh::server::Handler for Connection {
             max_packet_bytes: sftp.max_packet_bytes,
             max_outstanding_requests: sftp.max_outstanding_requests,
         };
-        let files = Files::new(login, rules, Arc::clone(&self.shared.metrics));
+        let files = Files::new(
+            login,
+            rules,
+            Arc::clone(&self.shared.metrics),
+            Arc::clone(&self.transfers),
+        );
         session.channel_success(channel_id)?;
         let handle = session.handle();
         let metrics = Arc::clone(&self.shared.metrics);
@@ -407,6 +414,31 @@ impl Connection {
     }
 }
 
+/// Once the server shuts down, ends the session as soon as no file is open for a transfer:
+/// transfers finish within the grace period, idle sessions do not hold the pod.
+async fn end_when_idle_at_shutdown(
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    transfers: Arc<AtomicUsize>,
+    handle: russh::server::Handle,
+) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
+    while transfers.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::info!("server shutting down: closing the idle SFTP session");
+    let _ = handle
+        .disconnect(
+            Disconnect::ByApplication,
+            "Server shutting down; reconnect.".into(),
+            "en".into(),
+        )
+        .await;
+}
+
 /// Serves one accepted (and admitted) connection until it ends.
 pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let settings = shared.settings.borrow().clone();
@@ -415,6 +447,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
     };
     let config = Arc::new(ssh_config(&settings, &sftp));
     let authenticated = Arc::new(AtomicBool::new(false));
+    let transfers = Arc::new(AtomicUsize::new(0));
     let handle = Arc::new(OnceLock::new());
     let connection = Connection {
         shared: Arc::clone(&shared),
@@ -424,6 +457,7 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
         channels: HashMap::new(),
         open_channels: 0,
         authenticated: Arc::clone(&authenticated),
+        transfers: Arc::clone(&transfers),
         handle: Arc::clone(&handle),
     };
     let login_timeout = Duration::from_secs(sftp.login_timeout_seconds.into());
@@ -452,10 +486,16 @@ pub async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<S
                         .await;
                 }
             });
+            let drain = tokio::spawn(end_when_idle_at_shutdown(
+                shared.shutdown.clone(),
+                transfers,
+                running.handle(),
+            ));
             if let Err(error) = running.await {
                 tracing::info!(%error, "SFTP session ended with an error");
             }
             watchdog.abort();
+            drain.abort();
         }
         Ok(Err(error)) => tracing::info!(%error, "SSH handshake failed"),
         Err(_) => tracing::info!("SSH handshake not done within the login timeout"),

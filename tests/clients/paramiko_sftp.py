@@ -9,6 +9,8 @@ MODE:
               ended the session
   oversized   after INIT, announce a packet larger than any limit; same report
   hostkey     print the server's host key fingerprint
+  slow_get F  read 64 KiB of F, print "started", wait for a line on stdin, read the rest; prints
+              how many bytes came
 Connection failures print {"connect_error": "..."}. With PROXY_HEADER in the environment, that
 line is sent before SSH starts, as a balancer speaking PROXY protocol v1 would.
 """
@@ -179,6 +181,18 @@ def main():
         return
     if mode == "ops":
         ops(transport)
+    elif mode == "slow_get":
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        with sftp.open(sys.argv[7], "rb") as f:
+            got = len(f.read(65536))
+            print("started", flush=True)
+            sys.stdin.readline()
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                got += len(chunk)
+        print(json.dumps({"bytes": got}))
     elif mode == "hostkey":
         print(json.dumps({"hostkey": transport.get_remote_server_key().get_base64()}))
     elif mode == "malformed":
