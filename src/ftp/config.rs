@@ -390,7 +390,7 @@ pub struct Sftp {
     pub authorized_keys_dir: Option<PathBuf>,
     /// SSH channels one connection may have open at once.
     pub max_channels_per_session: u32,
-    /// SFTP requests read ahead of the one being served, per channel.
+    /// SFTP requests read ahead of the one being served, per channel (and at most 2 MiB of them).
     pub max_outstanding_requests: u32,
     /// The largest SFTP packet a client may send (a write's data and its header); a larger
     /// one ends the session. Reads are answered with at most this much less 1 KiB.

@@ -51,11 +51,9 @@ pub fn ssh_config(settings: &Settings, sftp: &Sftp) -> russh::server::Config {
         inactivity_timeout: seconds(sftp.idle_timeout_seconds),
         keepalive_interval: seconds(sftp.keepalive_interval_seconds),
         keepalive_max: 3,
-        // A full-size SFTP request per outstanding request fits in one channel's window.
-        window_size: sftp
-            .max_packet_bytes
-            .saturating_mul(sftp.max_outstanding_requests)
-            .clamp(2 * 1024 * 1024, 64 * 1024 * 1024),
+        // What a channel may have in flight towards the server, as OpenSSH's sshd grants
+        // (2 MiB): with the read-ahead of `requests`, a channel's memory stays a few MiB.
+        window_size: requests::QUEUED_BYTES,
         nodelay: true,
         ..Default::default()
     }
