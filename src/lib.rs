@@ -11,3 +11,4 @@ pub mod lb;
 
 pub mod node_tuner;
 pub mod process;
+pub mod sftp;

@@ -403,7 +403,7 @@ fn every_chart_value_the_docs_set_exists() {
 fn own_flags() -> BTreeSet<String> {
     let operator = env!("CARGO_BIN_EXE_ftp-operator");
     let server = env!("CARGO_BIN_EXE_ftp-server");
-    let runs: [(&str, &[&str]); 10] = [
+    let runs: [(&str, &[&str]); 11] = [
         (operator, &[]),
         (operator, &["controller"]),
         (operator, &["crd"]),
@@ -414,6 +414,7 @@ fn own_flags() -> BTreeSet<String> {
         (operator, &["node-tuner", "uninstall"]),
         (server, &[]),
         (server, &["hash-password"]),
+        (server, &["generate-host-key"]),
     ];
     let flag = Regex::new(r"--[a-z0-9][a-z0-9-]*").unwrap();
     let mut flags = BTreeSet::new();

@@ -23,7 +23,9 @@ pub mod user;
 pub use user::{FtpUser, FtpUserSpec, FtpUserStatus};
 
 /// In-pod ports the server itself uses; the passive range must stay clear of them.
-pub use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_IMPLICIT_TLS_PORT};
+pub use crate::ftp::config::{
+    DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_IMPLICIT_TLS_PORT, POD_SFTP_PORT,
+};
 
 /// Longest `metadata.name`: the Service takes it as a DNS label (63), and a StatefulSet's pods
 /// carry `controller-revision-hash: <name>-<10 hex>` in a label (63 - 11).
@@ -105,8 +107,14 @@ pub const MAX_PASSIVE_PORTS: i32 = 1000;
     validation = Rule::new("!has(self.tls) || !self.tls.implicit || self.passivePorts.min > 9990 || self.passivePorts.max < 9990")
         .message("passivePorts must not include 9990 when tls.implicit is set: the server pod listens there for implicit FTPS")
         .field_path(".passivePorts"),
-    validation = Rule::new("!has(self.loadBalancer) || !has(self.loadBalancer.provider) || self.loadBalancer.provider != 'aws' || self.passivePorts.max - self.passivePorts.min < 49 - (has(self.tls) && self.tls.implicit ? 1 : 0)")
-        .message("passivePorts may span at most 49 ports with loadBalancer.provider aws, 48 with tls.implicit: an AWS NLB has at most 50 listeners and the control port (and the implicit FTPS port) takes one each; narrow the range")
+    validation = Rule::new("!has(self.loadBalancer) || !has(self.loadBalancer.provider) || self.loadBalancer.provider != 'aws' || self.passivePorts.max - self.passivePorts.min < 49 - (has(self.tls) && self.tls.implicit ? 1 : 0) - (has(self.sftp) && self.sftp.enabled ? 1 : 0)")
+        .message("passivePorts may span at most 49 ports with loadBalancer.provider aws, one fewer with tls.implicit and one fewer with sftp: an AWS NLB has at most 50 listeners and the control port (and the implicit FTPS and SFTP ports) takes one each; narrow the range")
+        .field_path(".passivePorts"),
+    validation = Rule::new("!has(self.sftp) || !self.sftp.enabled || (self.sftp.port != self.controlPort && (self.sftp.port < self.passivePorts.min || self.sftp.port > self.passivePorts.max) && (!has(self.tls) || !self.tls.implicit || self.sftp.port != self.tls.implicitPort))")
+        .message("sftp.port must differ from controlPort and tls.implicitPort and lie outside passivePorts: move one of them (22 is the usual SFTP port)")
+        .field_path(".sftp.port"),
+    validation = Rule::new("!has(self.sftp) || !self.sftp.enabled || self.passivePorts.min > 2222 || self.passivePorts.max < 2222")
+        .message("passivePorts must not include 2222 when sftp is enabled: the server pod listens there for SFTP")
         .field_path(".passivePorts"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -155,6 +163,10 @@ pub struct FtpServerSpec {
     /// Explicit FTPS (`AUTH TLS`) from a `kubernetes.io/tls` Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// SFTP beside FTP: the same users, homes and files on one more port of the same address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<SftpSpec>,
 
     /// Session limits, timeouts and the login lockout; absent fields take the server's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -593,6 +605,24 @@ pub struct TlsSpec {
 
 fn default_implicit_port() -> i32 {
     990
+}
+
+/// SFTP on the same server: the users of `users` log in by password, or by the keys of the
+/// users Secret's `NAME.authorized_keys` entries. The host keys are made once, in the Secret
+/// `<name>-sftp-host-keys` the FtpServer owns, and every replica presents them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SftpSpec {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The load balancer's port for SFTP (the pod listens on 2222).
+    #[serde(default = "default_sftp_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn default_sftp_port() -> i32 {
+    22
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -449,10 +449,53 @@ fn aws_implicit_tls_takes_one_more_listener() {
         require_session_reuse: true,
     });
     // 49 passive + control + implicit FTPS = 51 listeners: refused at admission.
-    assert_rejected(aws.clone(), "48 with tls.implicit");
+    assert_rejected(aws.clone(), "one fewer with tls.implicit");
     aws.spec.passive_ports.max = 20047;
     assert_eq!(broken_rules(&aws), "");
     crate::lb::check_limits(&aws.spec).unwrap();
+    // SFTP is one more listener: 48 passive + control + implicit FTPS + SFTP = 51.
+    aws.spec.sftp = Some(SftpSpec {
+        enabled: true,
+        port: 22,
+    });
+    assert_rejected(aws.clone(), "one fewer with sftp");
+    assert!(crate::lb::check_limits(&aws.spec).is_err());
+    aws.spec.passive_ports.max = 20046;
+    assert_eq!(broken_rules(&aws), "");
+    crate::lb::check_limits(&aws.spec).unwrap();
+}
+
+#[test]
+fn the_sftp_port_must_stand_apart() {
+    let mut server = valid();
+    let sftp: SftpSpec = serde_yaml::from_str("{}").unwrap();
+    assert_eq!(
+        sftp,
+        SftpSpec {
+            enabled: true,
+            port: 22
+        },
+        "spec.sftp: {{}} turns SFTP on at port 22"
+    );
+    server.spec.sftp = Some(sftp);
+    assert_eq!(broken_rules(&server), "");
+    for clash in [21, 20005] {
+        server.spec.sftp.as_mut().unwrap().port = clash;
+        assert_rejected(
+            server.clone(),
+            "sftp.port must differ from controlPort and tls.implicitPort",
+        );
+    }
+    server.spec.sftp.as_mut().unwrap().port = 22;
+    server.spec.passive_ports = PassivePorts {
+        min: 2200,
+        max: 2229,
+        per_replica: None,
+    };
+    assert_rejected(server.clone(), "must not include 2222 when sftp is enabled");
+    assert_eq!(POD_SFTP_PORT, 2222, "the rule's literal is the pod's port");
+    server.spec.sftp.as_mut().unwrap().enabled = false;
+    assert_eq!(broken_rules(&server), "");
 }
 
 #[test]

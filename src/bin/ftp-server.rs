@@ -4,6 +4,7 @@ use std::io::Read;
 
 use clap::{Parser, Subcommand};
 use ftp_operator::ftp::{auth, cli::ServerFlags, memory, reload, server, settings::Settings};
+use ftp_operator::sftp::host_keys::{self, KeyType};
 
 #[derive(Parser)]
 #[command(
@@ -22,10 +23,29 @@ struct Cli {
 enum Tool {
     /// Read a password from stdin and print its argon2id PHC hash for the users file.
     HashPassword,
+    /// Make an SFTP host key (an OpenSSH private key, mode 0600) and print its fingerprint; an
+    /// existing file is never replaced.
+    GenerateHostKey {
+        #[arg(long = "type", value_enum, default_value = "ed25519")]
+        kind: KeyType,
+        /// Where to write the key; without it, the key is printed to stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Tool::GenerateHostKey { kind, out }) = &cli.command {
+        match out {
+            Some(path) => println!("{}", host_keys::generate_file(*kind, path)?),
+            None => print!(
+                "{}",
+                host_keys::generate(*kind).map_err(|e| anyhow::anyhow!("{e}"))?
+            ),
+        }
+        return Ok(());
+    }
     if let Some(Tool::HashPassword) = cli.command {
         let mut password = String::new();
         std::io::stdin().read_to_string(&mut password)?;

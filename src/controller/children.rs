@@ -21,6 +21,7 @@ use super::node_keepalive;
 use super::observe::Observed;
 use super::plan::{Deletion, Plan, plan};
 use super::probe::AccountState;
+use super::sftp_host_keys::{self, HostKeysState};
 use super::status::Outcome;
 use super::users::Gathered;
 use super::validate::Validated;
@@ -181,6 +182,12 @@ async fn apply_plan(
         }
     }
 
+    // The SFTP host keys before the StatefulSet that mounts them: a pod would wait for a missing
+    // Secret. Made once, never patched; a Secret of that name without both keys stalls.
+    match sftp_host_keys::ensure(server, &ctx.client, &ctx.metrics.api_writes).await? {
+        HostKeysState::Ready(written) => changes.extend(written),
+        HostKeysState::Incomplete(invalid) => return Ok(Outcome::Stalled(invalid)),
+    }
     // The probe Secret before the ConfigMap that carries its hash: should the ConfigMap's write
     // fail, the next reconcile renders the same account again instead of making a new one.
     if let (Some(account), Some(unwritten)) = (&probe_account, probe_secret) {

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod probe;
 pub mod reconcile;
 pub mod served;
+pub mod sftp_host_keys;
 pub mod status;
 pub mod users;
 pub mod validate;

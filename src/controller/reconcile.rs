@@ -260,10 +260,17 @@ async fn apply_with_users(
             Ok(users) => users,
             Err(error) => return (Err(error), Progress::default(), None),
         };
-    let gathered = match users::gather(server, &users.bound, users.users_secret.as_deref()) {
+    let mut gathered = match users::gather(server, &users.bound, users.users_secret.as_deref()) {
         Ok(gathered) => gathered,
         Err(invalid) => return (Ok(Outcome::Stalled(invalid)), Progress::default(), None),
     };
+    // Keys in the users Secret beside its lines; an FtpUser's own keys take its login's place.
+    for (key, text) in &users.users_secret_keys {
+        gathered
+            .authorized_keys
+            .entry(key.clone())
+            .or_insert_with(|| text.clone());
+    }
     let with = Users {
         gathered: &gathered,
         live: users.generated.as_ref(),

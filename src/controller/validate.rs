@@ -5,7 +5,9 @@
 use kube::ResourceExt;
 
 use crate::api::{FtpServer, FtpServerSpec};
-use crate::ftp::config::{DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, PassiveRange};
+use crate::ftp::config::{
+    DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, Keepalive, POD_SFTP_PORT, PassiveRange,
+};
 use crate::keepalive::{self, KeepaliveInForce};
 use crate::lb::{self, AddressSharing, ReplicaRouting};
 
@@ -154,6 +156,26 @@ pub fn validate_spec(spec: &FtpServerSpec) -> Result<Validated, Invalid> {
         return Err(Invalid::spec(format!(
             "controlPort {control_port} lies inside passivePorts {ports}: move one of them"
         )));
+    }
+    if let Some(sftp) = spec.sftp.as_ref().filter(|sftp| sftp.enabled) {
+        let implicit = spec.tls.as_ref().filter(|tls| tls.implicit);
+        if sftp.port == spec.control_port
+            || implicit.is_some_and(|tls| tls.implicit_port == sftp.port)
+            || spec.passive_ports.ports().contains(&sftp.port)
+            || !(1..=65535).contains(&sftp.port)
+        {
+            return Err(Invalid::spec(format!(
+                "sftp.port {} must be 1-65535, differ from controlPort and tls.implicitPort and \
+                 lie outside passivePorts {ports}: move one of them (22 is the usual SFTP port)",
+                sftp.port
+            )));
+        }
+        if passive.contains(POD_SFTP_PORT) {
+            return Err(Invalid::spec(format!(
+                "passivePorts {ports} includes {POD_SFTP_PORT}, where the server pod listens for \
+                 SFTP: move the range"
+            )));
+        }
     }
     // The server's config takes only what parses, so an entry that does not would silently
     // leave that balancer's connections without their client address.
@@ -364,6 +386,18 @@ mod tests {
             ("passivePorts: {min: 20000, max: 21000}", "has 1001 ports"),
             ("passivePorts: {min: 2100, max: 2200}", "includes 2121"),
             ("passivePorts: {min: 9000, max: 9100}", "includes 9100"),
+            (
+                "passivePorts: {min: 2200, max: 2300}\nsftp: {}",
+                "includes 2222, where the server pod listens for SFTP",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nsftp: {port: 21}",
+                "sftp.port 21 must be 1-65535, differ from controlPort",
+            ),
+            (
+                "passivePorts: {min: 20000, max: 20001}\nsftp: {port: 20001}",
+                "lie outside passivePorts",
+            ),
             (
                 "controlPort: 0\npassivePorts: {min: 20000, max: 20001}",
                 "controlPort 0",

@@ -66,6 +66,15 @@ pub struct ServerFlags {
     /// it advertises only its own slice of the passive range.
     #[arg(long, value_name = "N")]
     pub replica_index: Option<u32>,
+    /// Also serve SFTP, on port 2222 unless --sftp-listen says otherwise (needs host keys).
+    #[arg(long)]
+    pub sftp: bool,
+    /// Address of the SFTP listener (implies --sftp).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub sftp_listen: Option<SocketAddr>,
+    /// OpenSSH private host key for SFTP; repeat for each key type (implies --sftp).
+    #[arg(long, value_name = "FILE")]
+    pub sftp_host_key: Vec<PathBuf>,
     /// Config file (TOML), re-read when it changes.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -172,6 +181,16 @@ impl ServerFlags {
         if let Some(index) = self.replica_index {
             config.replica_index = Some(index);
         }
+        if self.sftp || self.sftp_listen.is_some() || !self.sftp_host_key.is_empty() {
+            let sftp = config.sftp.get_or_insert_with(Default::default);
+            sftp.enabled = true;
+            if let Some(listen) = self.sftp_listen {
+                sftp.listen = listen;
+            }
+            if !self.sftp_host_key.is_empty() {
+                sftp.host_key_files = self.sftp_host_key.clone();
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -219,6 +238,33 @@ mod tests {
             config.passive_ports,
             PassiveRange::new(30000, 30009).unwrap()
         );
+    }
+
+    #[test]
+    fn sftp_flags_turn_sftp_on_and_need_a_host_key() {
+        let flags = ServerFlags {
+            sftp: true,
+            ..Default::default()
+        };
+        let error = flags.merge(Some(file_config())).unwrap_err().to_string();
+        assert!(error.contains("generate-host-key"), "{error}");
+        let flags = ServerFlags {
+            sftp_listen: Some("127.0.0.1:2022".parse().unwrap()),
+            sftp_host_key: vec!["/keys/ed25519".into(), "/keys/ecdsa".into()],
+            ..Default::default()
+        };
+        let sftp = flags.merge(Some(file_config())).unwrap().sftp.unwrap();
+        assert_eq!(
+            sftp.enabled_listen(),
+            Some("127.0.0.1:2022".parse().unwrap())
+        );
+        assert_eq!(sftp.host_key_files.len(), 2);
+        let clash = ServerFlags {
+            sftp_listen: Some("0.0.0.0:2121".parse().unwrap()),
+            ..flags
+        };
+        let error = clash.merge(Some(file_config())).unwrap_err().to_string();
+        assert!(error.contains("port of its own"), "{error}");
     }
 
     #[test]

@@ -104,6 +104,9 @@ pub struct ServerConfig {
     /// `root`.
     #[serde(default, skip_serializing_if = "StorageConfig::is_local")]
     pub storage: StorageConfig,
+    /// SFTP beside FTP, on a listener of its own, over the same users, homes and storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sftp: Option<Sftp>,
 }
 
 /// The storage back-end: at most one kind set; none is the local disk at `root`.
@@ -543,6 +546,104 @@ impl Default for Limits {
     }
 }
 
+/// The SFTP listener (`[sftp]`): SSH with the `sftp` subsystem only (no shell, no exec, no
+/// forwarding). Logins are the users file's, by password or by the keys of
+/// `<authorized_keys_dir>/<name>.authorized_keys`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sftp {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// OpenSSH private keys (unencrypted) the server proves itself with; every replica must
+    /// have the same ones, or clients see "host key changed".
+    pub host_key_files: Vec<PathBuf>,
+    /// Where `<name>.authorized_keys` files are; absent: the users file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorized_keys_dir: Option<PathBuf>,
+    /// SSH channels one connection may have open at once.
+    pub max_channels_per_session: u32,
+    /// SFTP requests read ahead of the one being served, per channel (and at most 2 MiB of them).
+    pub max_outstanding_requests: u32,
+    /// The largest SFTP packet a client may send (a write's data and its header); a larger
+    /// one ends the session. Reads are answered with at most this much less 1 KiB.
+    pub max_packet_bytes: u32,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout_seconds: u32,
+    /// A connection not logged in this long after it connected is closed.
+    pub login_timeout_seconds: u32,
+    /// SSH keepalive: after this long without a word from the client the server asks for one;
+    /// three unanswered end the session. 0: off (TCP keepalive still runs).
+    pub keepalive_interval_seconds: u32,
+}
+
+impl Default for Sftp {
+    fn default() -> Self {
+        Sftp {
+            enabled: false,
+            listen: SocketAddr::from(([0, 0, 0, 0], POD_SFTP_PORT)),
+            host_key_files: Vec::new(),
+            authorized_keys_dir: None,
+            max_channels_per_session: 4,
+            max_outstanding_requests: 64,
+            max_packet_bytes: 256 * 1024,
+            idle_timeout_seconds: 900,
+            login_timeout_seconds: 60,
+            keepalive_interval_seconds: 30,
+        }
+    }
+}
+
+/// The SFTP listener's port inside the pod (unprivileged; the balancer maps 22 to it).
+pub const POD_SFTP_PORT: u16 = 2222;
+
+impl Sftp {
+    /// The listener's address, when SFTP is on.
+    pub fn enabled_listen(&self) -> Option<SocketAddr> {
+        self.enabled.then_some(self.listen)
+    }
+
+    fn validate(&self, config: &ServerConfig) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let port = self.listen.port();
+        if config.passive_ports.contains(port) {
+            return Err(ConfigError::Invalid(format!(
+                "sftp.listen port {port} lies inside the passive range {}: move one of them",
+                config.passive_ports
+            )));
+        }
+        let implicit = config.tls.as_ref().and_then(Tls::implicit_listen);
+        if port == config.listen.port() || implicit.is_some_and(|i| i.port() == port) {
+            return Err(ConfigError::Invalid(format!(
+                "sftp.listen port {port} is an FTP listener's too: give SFTP a port of its own \
+                 ({POD_SFTP_PORT} is the usual one inside a pod)"
+            )));
+        }
+        if self.host_key_files.is_empty() {
+            return Err(ConfigError::Invalid(
+                "sftp.host_key_files is empty: make keys with `ftp-server generate-host-key \
+                 --type ed25519 --out FILE` and list them"
+                    .into(),
+            ));
+        }
+        if self.max_channels_per_session == 0 || self.max_outstanding_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "sftp.max_channels_per_session and sftp.max_outstanding_requests must be at least 1"
+                    .into(),
+            ));
+        }
+        if !(34 * 1024..=16 * 1024 * 1024).contains(&self.max_packet_bytes) {
+            return Err(ConfigError::Invalid(format!(
+                "sftp.max_packet_bytes {} is outside 34816..=16777216 (clients write 32 KiB at a \
+                 time, plus the header)",
+                self.max_packet_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Active mode (PORT/EPRT): off by default; even when on, only to the client's own address
 /// unless `allow_foreign_address` (FXP) is set too.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -573,6 +674,7 @@ impl ServerConfig {
             site_chmod: false,
             probe_user: None,
             storage: StorageConfig::default(),
+            sftp: None,
         }
     }
 
@@ -675,6 +777,9 @@ impl ServerConfig {
             super::access::home_path(home)
                 .map_err(|reason| ConfigError::Invalid(format!("anonymous.home: {reason}")))?;
         }
+        if let Some(sftp) = &self.sftp {
+            sftp.validate(self)?;
+        }
         if self.limits.max_command_line < 64 {
             return Err(ConfigError::Invalid(
                 "limits.max_command_line must be at least 64 bytes".into(),
@@ -718,6 +823,42 @@ mod tests {
         let text = config.render();
         let back: ServerConfig = toml::from_str(&text).unwrap();
         assert_eq!(back, config);
+    }
+
+    #[test]
+    fn the_sftp_table_renders_reads_back_and_is_checked() {
+        let mut config = ServerConfig::new("/srv/ftp", PassiveRange::new(20000, 20019).unwrap());
+        config.sftp = Some(Sftp {
+            enabled: true,
+            host_key_files: vec!["/keys/ssh_host_ed25519_key".into()],
+            authorized_keys_dir: Some("/etc/ftp-server/users".into()),
+            ..Sftp::default()
+        });
+        let text = config.render();
+        assert!(text.contains("[sftp]"), "{text}");
+        let back: ServerConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, config);
+        back.validate().unwrap();
+        let minimal: ServerConfig = toml::from_str(
+            "root = \"/srv\"\npassive_ports = { min = 30000, max = 30009 }\n\
+             [sftp]\nenabled = true\nhost_key_files = [\"/k\"]\n",
+        )
+        .unwrap();
+        let sftp = minimal.sftp.clone().unwrap();
+        assert_eq!(sftp.listen.port(), POD_SFTP_PORT);
+        assert_eq!(sftp.max_packet_bytes, 256 * 1024);
+        let mut clash = minimal.clone();
+        if let Some(sftp) = &mut clash.sftp {
+            sftp.listen = "0.0.0.0:30005".parse().unwrap();
+        }
+        let error = clash.validate().unwrap_err().to_string();
+        assert!(error.contains("passive range"), "{error}");
+        let mut keyless = minimal;
+        if let Some(sftp) = &mut keyless.sftp {
+            sftp.host_key_files.clear();
+        }
+        let error = keyless.validate().unwrap_err().to_string();
+        assert!(error.contains("generate-host-key"), "{error}");
     }
 
     #[test]

@@ -74,6 +74,15 @@ pub struct FileChangeLabel {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginMethodLabel {
+    pub method: String,
+    pub result: String,
+}
+
+/// Methods of `ftp_sftp_logins_total`.
+pub const SFTP_LOGIN_METHODS: [&str; 2] = ["password", "publickey"];
+
 /// Results of `ftp_logins_total`: `ok`, `failed` (a wrong password or unknown user), `locked`
 /// (refused: the client's network is locked out), `busy` (no verification slot in time);
 /// refusals by the user's own policy: `address` (not in its `allowed_cidrs`), `disabled`,
@@ -122,6 +131,13 @@ pub struct Metrics {
     /// Sessions of each metered user, read from the live users at each scrape.
     user_sessions: Family<UserLabel, Gauge>,
     live_users: OnceLock<Arc<LiveUsers>>,
+    /// SFTP connections accepted and open now; `sessions` and `sessions_active` count them too.
+    pub sftp_sessions_total: Counter,
+    pub sftp_sessions_active: Gauge,
+    /// SFTP logins by method and result; `logins` counts them too.
+    pub sftp_logins: Family<LoginMethodLabel, Counter>,
+    /// SFTP sessions ended because the client sent a malformed or oversized packet.
+    pub sftp_protocol_errors: Counter,
     /// The memory limit the server keeps to (0: none known) and its resident memory at scrape.
     pub memory_limit_bytes: Gauge,
     resident_memory_bytes: Gauge,
@@ -268,6 +284,23 @@ impl Metrics {
         for kind in ["network", "user"] {
             let _ = self.lockouts.get_or_create(&SubjectLabel::new(kind));
         }
+        for method in SFTP_LOGIN_METHODS {
+            for login in LOGIN_RESULTS {
+                let _ = self.sftp_logins.get_or_create(&LoginMethodLabel {
+                    method: method.into(),
+                    result: login.into(),
+                });
+            }
+        }
+    }
+
+    pub fn sftp_login(&self, method: &str, result: &str) {
+        self.sftp_logins
+            .get_or_create(&LoginMethodLabel {
+                method: method.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     fn refresh_gauges(&self) {
@@ -430,6 +463,26 @@ impl Metrics {
             self.user_logins.clone(),
         );
         registry.register(
+            "sftp_sessions",
+            "SFTP connections accepted (also in ftp_sessions_total)",
+            self.sftp_sessions_total.clone(),
+        );
+        registry.register(
+            "sftp_sessions_active",
+            "SFTP connections open now (also in ftp_sessions_active)",
+            self.sftp_sessions_active.clone(),
+        );
+        registry.register(
+            "sftp_logins",
+            "SFTP login attempts by method and result (also in ftp_logins_total)",
+            self.sftp_logins.clone(),
+        );
+        registry.register(
+            "sftp_protocol_errors",
+            "SFTP sessions ended because the client sent a malformed or oversized packet",
+            self.sftp_protocol_errors.clone(),
+        );
+        registry.register(
             "memory_limit_bytes",
             "Memory limit the server keeps to: limits.memory_limit_bytes or its cgroup's (0: none)",
             self.memory_limit_bytes.clone(),
@@ -571,6 +624,9 @@ mod tests {
             "ftp_config_reloads_total{result=\"failed\"} 0",
             "ftp_lockouts_total{subject=\"user\"} 0",
             "ftp_logins_total{result=\"max_sessions\"} 0",
+            "ftp_sftp_logins_total{method=\"publickey\",result=\"failed\"} 0",
+            "ftp_sftp_sessions_total 0",
+            "ftp_sftp_protocol_errors_total 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -51,6 +51,9 @@ pub fn read(flags: &ServerFlags) -> (Fingerprint, Result<ServerConfig, SettingsE
         if let Some(tls) = &config.tls {
             named.extend([&tls.cert_file, &tls.key_file]);
         }
+        if let Some(sftp) = config.sftp.as_ref().filter(|sftp| sftp.enabled) {
+            named.extend(&sftp.host_key_files);
+        }
         files.extend(named.into_iter().map(|path| std::fs::read(path).ok()));
     }
     (files, config.map_err(SettingsError::from))
@@ -81,6 +84,8 @@ pub fn rejected_input(error: &SettingsError) -> RejectedInput {
         // The probe account is part of the configuration file.
         SettingsError::Users(UsersError::Probe { .. })
         | SettingsError::Config(_)
+        // The configuration names the host key files.
+        | SettingsError::HostKeys(_)
         | SettingsError::Root { .. } => (InputFile::Config, None, error.to_string()),
         SettingsError::ObjectStorage(_) => (InputFile::ObjectStorage, None, error.to_string()),
     };

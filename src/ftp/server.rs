@@ -166,8 +166,15 @@ fn bind_control(address: SocketAddr) -> std::io::Result<TcpListener> {
     super::passive::listen(address, CONTROL_BACKLOG)
 }
 
-/// Accepts on the implicit FTPS listener, or never when there is none.
-async fn accept_implicit(
+/// Which protocol an accepted connection speaks.
+#[derive(Debug, Clone, Copy)]
+enum Front {
+    Ftp(Entry),
+    Sftp,
+}
+
+/// Accepts on an optional listener (implicit FTPS, SFTP), or never when there is none.
+async fn accept_optional(
     listener: &Option<TcpListener>,
 ) -> std::io::Result<(TcpStream, SocketAddr)> {
     match listener {
@@ -239,6 +246,22 @@ pub async fn serve(
             })?),
             None => None,
         };
+    let sftp_listen = settings_rx
+        .borrow()
+        .config
+        .sftp
+        .as_ref()
+        .and_then(|sftp| sftp.enabled_listen());
+    let sftp_listener = match sftp_listen {
+        Some(address) => Some(
+            bind_control(address)
+                .map_err(|e| anyhow::anyhow!("cannot listen on {address} for SFTP: {e}"))?,
+        ),
+        None => None,
+    };
+    for key in settings_rx.borrow().sftp_host_keys.keys.iter() {
+        tracing::info!(key = %crate::sftp::host_keys::fingerprint(key), "SFTP host key");
+    }
     let metrics_listener_check = std::net::TcpListener::bind(metrics_listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {metrics_listen} for metrics: {e}"))?;
     drop(metrics_listener_check);
@@ -266,7 +289,7 @@ pub async fn serve(
     let mut sessions = JoinSet::new();
     let mut next_id: u64 = 0;
     metrics.set_ready(true);
-    tracing::info!(%listen, implicit_tls_listen = ?implicit_listen, %metrics_listen, %passive, ?replica, "ftp-server listening");
+    tracing::info!(%listen, implicit_tls_listen = ?implicit_listen, ?sftp_listen, %metrics_listen, %passive, ?replica, "ftp-server listening");
 
     loop {
         tokio::select! {
@@ -276,18 +299,24 @@ pub async fn serve(
             accepted = listener.accept() => {
                 let Some((stream, from)) = accepted_or_pause(accepted).await else { continue };
                 next_id += 1;
-                sessions.spawn(start_session(next_id, stream, from, Entry::Plain, &shared, &counts));
+                sessions.spawn(start_session(next_id, stream, from, Front::Ftp(Entry::Plain), &shared, &counts));
             }
-            accepted = accept_implicit(&implicit_listener) => {
+            accepted = accept_optional(&implicit_listener) => {
                 let Some((stream, from)) = accepted_or_pause(accepted).await else { continue };
                 next_id += 1;
-                sessions.spawn(start_session(next_id, stream, from, Entry::ImplicitTls, &shared, &counts));
+                sessions.spawn(start_session(next_id, stream, from, Front::Ftp(Entry::ImplicitTls), &shared, &counts));
+            }
+            accepted = accept_optional(&sftp_listener) => {
+                let Some((stream, from)) = accepted_or_pause(accepted).await else { continue };
+                next_id += 1;
+                sessions.spawn(start_session(next_id, stream, from, Front::Sftp, &shared, &counts));
             }
         }
     }
 
     drop(listener);
     drop(implicit_listener);
+    drop(sftp_listener);
     metrics.set_ready(false);
     let grace = Duration::from_secs(
         settings_rx
@@ -340,7 +369,7 @@ fn start_session(
     id: u64,
     mut stream: TcpStream,
     from: SocketAddr,
-    entry: Entry,
+    front: Front,
     shared: &Arc<Shared>,
     counts: &Arc<SessionCounts>,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
@@ -382,7 +411,9 @@ fn start_session(
                     })
                     .inc();
                 tracing::warn!(%peer, limit, "session refused by limit");
-                refuse(stream, limit).await;
+                if matches!(front, Front::Ftp(_)) {
+                    refuse(stream, limit).await;
+                }
                 return;
             }
         };
@@ -394,6 +425,20 @@ fn start_session(
             tracing::info_span!("session", id, %peer)
         } else {
             tracing::info_span!("session", id, %peer, via = %from)
+        };
+        let entry = match front {
+            Front::Ftp(entry) => entry,
+            Front::Sftp => {
+                let span = tracing::info_span!("sftp_session", id, %peer);
+                return async move {
+                    tracing::info!("session started");
+                    crate::sftp::ssh::serve_connection(stream, peer, Arc::clone(&shared)).await;
+                    tracing::info!("session ended");
+                    drop(slot);
+                }
+                .instrument(span)
+                .await;
+            }
         };
         let session = Session::new(id, stream, peer, local, entry, Arc::clone(&shared));
         async move {

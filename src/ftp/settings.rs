@@ -10,6 +10,7 @@ use super::storage::Storage;
 use super::storage::local::LocalStorage;
 use super::storage::object::{ObjectStorage, OpenError};
 use super::tls::{self, TlsError};
+use crate::sftp::host_keys::{HostKeyError, HostKeys};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
@@ -21,6 +22,8 @@ pub enum SettingsError {
     Tls(#[from] TlsError),
     #[error(transparent)]
     ObjectStorage(#[from] OpenError),
+    #[error(transparent)]
+    HostKeys(#[from] HostKeyError),
     #[error("cannot open root directory {path}: {source}")]
     Root {
         path: String,
@@ -35,6 +38,8 @@ pub struct Settings {
     pub tls: Option<tls::TlsAcceptors>,
     /// Where the files live; every login's home is opened from it.
     pub storage: Arc<dyn Storage>,
+    /// The SFTP host keys (none when SFTP is off).
+    pub sftp_host_keys: HostKeys,
 }
 
 impl std::fmt::Debug for Settings {
@@ -61,6 +66,10 @@ impl Settings {
             Some(tls) => Some(tls::acceptors(&tls.cert_file, &tls.key_file)?),
             None => None,
         };
+        let sftp_host_keys = match config.sftp.as_ref().filter(|sftp| sftp.enabled) {
+            Some(sftp) => HostKeys::load(&sftp.host_key_files)?,
+            None => HostKeys::default(),
+        };
         let storage: Arc<dyn Storage> = match (&config.storage.s3, &config.storage.azure_blob) {
             (Some(s3), _) => Arc::new(ObjectStorage::s3(s3)?),
             (None, Some(azure)) => Arc::new(ObjectStorage::azure_blob(azure)?),
@@ -76,6 +85,7 @@ impl Settings {
             users,
             tls,
             storage,
+            sftp_host_keys,
         })
     }
 

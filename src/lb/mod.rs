@@ -90,13 +90,17 @@ pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
             }
         }
         Provider::Aws => {
-            let (max_passive, others) = if implicit_tls_port(spec).is_some() {
-                (
+            let (max_passive, others) = match (implicit_tls_port(spec), sftp_port(spec)) {
+                (None, None) => (AWS_MAX_LISTENERS - 1, "one is the control port"),
+                (Some(_), None) => (
                     AWS_MAX_LISTENERS - 2,
                     "two are the control and implicit FTPS ports",
-                )
-            } else {
-                (AWS_MAX_LISTENERS - 1, "one is the control port")
+                ),
+                (None, Some(_)) => (AWS_MAX_LISTENERS - 2, "two are the control and SFTP ports"),
+                (Some(_), Some(_)) => (
+                    AWS_MAX_LISTENERS - 3,
+                    "three are the control, implicit FTPS and SFTP ports",
+                ),
             };
             if passive.len() > max_passive {
                 return Err(LimitError(format!(
@@ -121,6 +125,29 @@ pub fn check_limits(spec: &FtpServerSpec) -> Result<(), LimitError> {
             // With slices, the control Service (control and implicit FTPS ports: two) and each
             // slice's Service are forwarding rules of their own (`replicas::replica_routing`).
             let sliced = passive.per_replica.is_some();
+            if sftp_port(spec).is_some() && !sliced {
+                let mut ports: Vec<i32> = listener_ports(spec).collect();
+                ports.sort_unstable();
+                let contiguous = ports.windows(2).all(|pair| pair[1] == pair[0] + 1);
+                let fronts = ports.len() as i32 - passive.len();
+                if ports.len() > GCP_MAX_SEPARATE_PORTS as usize && !contiguous {
+                    return Err(LimitError(format!(
+                        "controlPort {}, sftp.port{} and passivePorts {passive} make {} ports \
+                         that are not one contiguous range; GCP forwarding rules take at most \
+                         {GCP_MAX_SEPARATE_PORTS} separate ports: put those ports right beside \
+                         the range, or use at most {} passive ports",
+                        spec.control_port,
+                        if implicit_tls_port(spec).is_some() {
+                            ", tls.implicitPort"
+                        } else {
+                            ""
+                        },
+                        ports.len(),
+                        GCP_MAX_SEPARATE_PORTS - fronts
+                    )));
+                }
+                return Ok(());
+            }
             if let Some(implicit) = implicit_tls_port(spec).filter(|_| !sliced) {
                 let mut ports: Vec<i32> = listener_ports(spec).collect();
                 ports.sort_unstable();
@@ -225,10 +252,19 @@ fn implicit_tls_port(spec: &FtpServerSpec) -> Option<i32> {
         .map(|tls| tls.implicit_port)
 }
 
-/// Every port the balancer forwards: control, implicit FTPS (when on), passive.
+/// The public SFTP port, when it is on.
+fn sftp_port(spec: &FtpServerSpec) -> Option<i32> {
+    spec.sftp
+        .as_ref()
+        .filter(|sftp| sftp.enabled)
+        .map(|sftp| sftp.port)
+}
+
+/// Every port the balancer forwards: control, implicit FTPS and SFTP (when on), passive.
 fn listener_ports(spec: &FtpServerSpec) -> impl Iterator<Item = i32> {
     std::iter::once(spec.control_port)
         .chain(implicit_tls_port(spec))
+        .chain(sftp_port(spec))
         .chain(spec.passive_ports.ports())
 }
 

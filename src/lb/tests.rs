@@ -150,6 +150,41 @@ fn implicit_ftps_on_gcp_needs_few_ports_or_one_contiguous_range() {
 }
 
 #[test]
+fn sftp_is_one_more_listener_on_aws_and_one_more_port_on_gcp() {
+    let aws = |max: i32| {
+        spec(&format!(
+            "passivePorts: {{min: 20000, max: {max}}}\nloadBalancer: {{provider: aws, idleTimeoutSeconds: 600}}\nsftp: {{port: 22}}"
+        ))
+    };
+    let err = check_limits(&aws(20048)).unwrap_err().to_string();
+    assert!(err.contains("at most 48") && err.contains("SFTP"), "{err}");
+    check_limits(&aws(20047)).unwrap();
+    // Its listener gets the idle timeout like every other.
+    assert!(service_annotations(&aws(20047)).contains_key(&format!(
+        "{AWS_LISTENER_ATTRIBUTES_ANNOTATION_PREFIX}TCP-22"
+    )));
+    let gcp = |control: i32, sftp: i32, max: i32| {
+        spec(&format!(
+            "controlPort: {control}\npassivePorts: {{min: 20000, max: {max}}}\nloadBalancer: {{provider: gcp}}\nsftp: {{port: {sftp}}}"
+        ))
+    };
+    check_limits(&gcp(21, 22, 20002)).unwrap();
+    let err = check_limits(&gcp(21, 22, 20003)).unwrap_err().to_string();
+    assert!(
+        err.contains("sftp.port") && err.contains("at most 3 passive"),
+        "{err}"
+    );
+    check_limits(&gcp(19999, 20020, 20019)).unwrap();
+    let off = spec(
+        "controlPort: 21\npassivePorts: {min: 20000, max: 20003}\nloadBalancer: {provider: gcp}\nsftp: {enabled: false}",
+    );
+    assert!(
+        check_limits(&off).is_ok(),
+        "without SFTP, control and four passive ports are five"
+    );
+}
+
+#[test]
 fn proxy_protocol_sets_the_aws_annotation_and_nothing_elsewhere() {
     let proxy = "proxyProtocol: {trustedSources: [10.0.0.0/16]}";
     let aws = spec(&format!(

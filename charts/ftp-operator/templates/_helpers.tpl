@@ -127,8 +127,10 @@ rules in a cluster-wide install, a Role's in each watched namespace otherwise. *
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
 # Secrets the operator creates (server-side apply) and owns, and never one it does not control:
-# each FtpServer's generated users file <name>-users (docs/users.md) and, with the probe on, its
-# probe account <name>-probe (docs/probe.md).
+# each FtpServer's generated users file <name>-generated-users (docs/users.md), with the probe on
+# its probe account <name>-probe (docs/probe.md), and with SFTP its host keys
+# <name>-sftp-host-keys, created once and never patched, so every replica keeps presenting the
+# same keys (docs/sftp.md).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["create", "patch"]

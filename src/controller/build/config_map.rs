@@ -9,11 +9,12 @@ use kube::ResourceExt;
 
 use crate::api::{FtpServer, LimitsSpec};
 use crate::ftp::config::{
-    Anonymous, AzureBlobStorage, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, ProbeUser,
-    S3Storage, ServerConfig, Tls,
+    Anonymous, AzureBlobStorage, CONFIG_FILE_NAME, Limits, POD_IMPLICIT_TLS_PORT, POD_SFTP_PORT,
+    ProbeUser, S3Storage, ServerConfig, Sftp, Tls,
 };
 
-use super::{DATA_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
+use super::{DATA_DIR, SFTP_HOST_KEYS_DIR, TLS_DIR, USERS_DIR, USERS_KEY, owned_metadata};
+use crate::controller::sftp_host_keys::{HOST_KEYS, sftp_enabled};
 use crate::controller::validate::Validated;
 
 pub fn config_map_name(server: &FtpServer) -> String {
@@ -84,6 +85,20 @@ pub fn desired_server_config(
             endpoint: azure.endpoint.clone(),
             ..AzureBlobStorage::new(&azure.account, &azure.container)
         });
+    // Keys users log in with are `NAME.authorized_keys` entries of the users Secret, mounted
+    // beside the users file, where the server looks by default.
+    config.sftp = sftp_enabled(server).then(|| Sftp {
+        enabled: true,
+        listen: SocketAddr::from(([0, 0, 0, 0], POD_SFTP_PORT)),
+        host_key_files: HOST_KEYS
+            .iter()
+            .map(|key| Path::new(SFTP_HOST_KEYS_DIR).join(key))
+            .collect(),
+        // spec.limits' timeouts hold for SFTP sessions as for FTP's.
+        idle_timeout_seconds: config.limits.idle_timeout_seconds,
+        login_timeout_seconds: config.limits.login_timeout_seconds,
+        ..Sftp::default()
+    });
     config
 }
 
@@ -154,6 +169,36 @@ mod tests {
         in_pod.replica_index = Some(0);
         in_pod.validate().unwrap();
         config
+    }
+
+    #[test]
+    fn sftp_renders_the_listener_and_the_mounted_host_keys() {
+        let mut server = server(fixtures::FULL);
+        server.spec.limits = Some(serde_yaml::from_str("{idleTimeoutSeconds: 120}").unwrap());
+        let valid = fixtures::validated(&server);
+        assert_eq!(
+            rendered(&desired_config_map(&server, &valid, None, None)).sftp,
+            None
+        );
+        server.spec.sftp = Some(serde_yaml::from_str("{}").unwrap());
+        let config = rendered(&desired_config_map(&server, &valid, None, None));
+        let sftp = config.sftp.unwrap();
+        assert_eq!(sftp.enabled_listen(), Some("0.0.0.0:2222".parse().unwrap()));
+        assert_eq!(
+            sftp.host_key_files,
+            [
+                "/etc/ftp-sftp-host-keys/ssh_host_ed25519_key",
+                "/etc/ftp-sftp-host-keys/ssh_host_ecdsa_key"
+            ]
+            .map(std::path::PathBuf::from)
+        );
+        // The users' authorized keys are read beside the users file, in the users Secret.
+        assert_eq!(sftp.authorized_keys_dir, None);
+        assert_eq!(
+            config.users_file.as_deref(),
+            Some(Path::new("/etc/ftp-users/users"))
+        );
+        assert_eq!(sftp.idle_timeout_seconds, 120);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT};
+use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT, POD_SFTP_PORT};
 
 use super::owned_metadata;
 use super::service::{control_service_name, passive_port_name};
@@ -44,9 +44,17 @@ pub fn desired_endpoint_slices(
         .as_ref()
         .filter(|tls| tls.implicit)
         .map(|_| tcp_port("ftps-implicit".to_owned(), i32::from(POD_IMPLICIT_TLS_PORT)));
+    // So is SFTP's: it needs no passive port, any replica serves it.
+    let sftp = server
+        .spec
+        .sftp
+        .as_ref()
+        .filter(|sftp| sftp.enabled)
+        .map(|_| tcp_port("sftp".to_owned(), i32::from(POD_SFTP_PORT)));
     let control_ports: Vec<EndpointPort> =
         std::iter::once(tcp_port("ftp".to_owned(), i32::from(DEFAULT_CONTROL_PORT)))
             .chain(implicit)
+            .chain(sftp)
             .collect();
     // Only ready pods take new sessions; a draining pod has turned its readiness off.
     let control_endpoints = pods
@@ -214,6 +222,27 @@ mod tests {
                 (s.name_any(), ports, endpoints)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_sftp_port_goes_to_every_ready_pod_with_the_control_port() {
+        let mut server = aws(2);
+        server.spec.sftp = Some(serde_yaml::from_str("{}").unwrap());
+        let a = pod("aws-0", "10.0.0.10", true, false);
+        let b = pod("aws-1", "10.0.0.11", true, false);
+        let slices = desired_endpoint_slices(&server, &validated(&server), &[&a, &b], 2);
+        let control = &summary(&slices)[0];
+        assert_eq!(
+            control.1,
+            vec!["ftp:2121".to_owned(), "sftp:2222".to_owned()]
+        );
+        assert_eq!(control.2.len(), 2, "{control:?}");
+        // Passive slices carry no SFTP port.
+        assert!(
+            summary(&slices)[1..]
+                .iter()
+                .all(|s| !s.1.iter().any(|p| p.starts_with("sftp")))
+        );
     }
 
     #[test]

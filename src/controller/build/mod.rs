@@ -33,6 +33,7 @@ pub const CONFIG_DIR: &str = "/etc/ftp-server";
 pub const USERS_DIR: &str = "/etc/ftp-users";
 pub use super::validate::USERS_KEY;
 pub const TLS_DIR: &str = "/etc/ftp-tls";
+pub const SFTP_HOST_KEYS_DIR: &str = "/etc/ftp-sftp-host-keys";
 pub const DATA_DIR: &str = "/srv/ftp";
 
 /// Labels every owned object carries; the first two select the server's pods.

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::FtpServer;
-use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT};
+use crate::ftp::config::{DEFAULT_CONTROL_PORT, POD_IMPLICIT_TLS_PORT, POD_SFTP_PORT};
 use crate::lb::{self, AddressSharing};
 
 use super::workload::{POD_NAME_LABEL, replica_pod_name};
@@ -61,6 +61,12 @@ pub fn desired_services(
             i32::from(POD_IMPLICIT_TLS_PORT),
         )
     });
+    // SFTP needs no passive ports: any replica serves any session, as for the control port.
+    let sftp = spec
+        .sftp
+        .as_ref()
+        .filter(|sftp| sftp.enabled)
+        .map(|sftp| tcp_port("sftp".to_owned(), sftp.port, i32::from(POD_SFTP_PORT)));
     // Kubernetes has no port ranges: one ServicePort per passive port, forwarded unchanged.
     let passive_ports = |ports: std::ops::RangeInclusive<i32>| {
         ports
@@ -68,7 +74,10 @@ pub fn desired_services(
             .collect::<Vec<_>>()
     };
     let all_passive = passive_ports(spec.passive_ports.ports());
-    let control: Vec<ServicePort> = std::iter::once(control).chain(implicit).collect();
+    let control: Vec<ServicePort> = std::iter::once(control)
+        .chain(implicit)
+        .chain(sftp)
+        .collect();
     match valid.routing {
         Routing::Single => vec![load_balancer(
             server,
@@ -263,6 +272,40 @@ mod tests {
             service.spec.unwrap().load_balancer_source_ranges.unwrap(),
             vec!["203.0.113.0/24".to_owned()]
         );
+    }
+
+    #[test]
+    fn sftp_is_one_more_port_of_the_control_service_on_the_same_address() {
+        let mut single = server(fixtures::MINIMAL);
+        single.spec.sftp = Some(serde_yaml::from_str("{}").unwrap());
+        let service = only(&single);
+        assert!(
+            ports(&service).contains(&("sftp".into(), 22, IntOrString::Int(2222))),
+            "{:?}",
+            ports(&service)
+        );
+        let mut sliced = server(fixtures::FULL);
+        sliced.spec.sftp = Some(serde_yaml::from_str("{port: 2022}").unwrap());
+        let services = desired_services(&sliced, &validated(&sliced), Some("20.50.1.7"), 2);
+        assert_eq!(
+            ports(&services[0]),
+            vec![
+                ("ftp".into(), 21, IntOrString::Int(2121)),
+                ("ftps-implicit".into(), 990, IntOrString::Int(9990)),
+                ("sftp".into(), 2022, IntOrString::Int(2222)),
+            ]
+        );
+        // Every replica serves SFTP: the per-replica Services hold only their passive slice.
+        for service in &services[1..] {
+            assert!(
+                ports(service)
+                    .iter()
+                    .all(|(name, ..)| name.starts_with("pasv-"))
+            );
+        }
+        sliced.spec.sftp = Some(serde_yaml::from_str("{enabled: false}").unwrap());
+        let services = desired_services(&sliced, &validated(&sliced), Some("20.50.1.7"), 2);
+        assert_eq!(ports(&services[0]).len(), 2);
     }
 
     #[test]

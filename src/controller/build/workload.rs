@@ -32,11 +32,14 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{FtpServer, RESERVED_POD_LABELS};
-use crate::ftp::config::{CONFIG_FILE_NAME, DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT};
+use crate::controller::sftp_host_keys::{host_keys_secret_name, sftp_enabled};
+use crate::ftp::config::{
+    CONFIG_FILE_NAME, DEFAULT_CONTROL_PORT, DEFAULT_METRICS_PORT, POD_SFTP_PORT,
+};
 
 use super::{
-    CONFIG_DIR, DATA_DIR, TLS_DIR, USERS_DIR, config_map_name, desired_server_config, labels,
-    owned_metadata, selector_labels, users_secret_name,
+    CONFIG_DIR, DATA_DIR, SFTP_HOST_KEYS_DIR, TLS_DIR, USERS_DIR, config_map_name,
+    desired_server_config, labels, owned_metadata, selector_labels, users_secret_name,
 };
 use crate::controller::validate::Validated;
 
@@ -111,6 +114,9 @@ pub fn desired_stateful_set(server: &FtpServer, valid: &Validated, image: &str) 
             .ports()
             .map(|port| container_port(&format!("pasv-{port}"), port)),
     );
+    if sftp_enabled(server) {
+        ports.push(container_port("sftp", POD_SFTP_PORT));
+    }
 
     let (volumes, volume_mounts) = volumes(server);
     let object_storage = spec
@@ -339,6 +345,15 @@ fn volumes(server: &FtpServer) -> (Vec<Volume>, Vec<VolumeMount>) {
     if let Some(tls) = &spec.tls {
         volumes.push(secret_volume("tls", &tls.secret_ref.name));
         mounts.push(mount("tls", TLS_DIR, true));
+    }
+    if sftp_enabled(server) {
+        // Private keys: readable by the server's group (the pod's fsGroup) and no one else.
+        let mut keys = secret_volume("sftp-host-keys", &host_keys_secret_name(server));
+        if let Some(secret) = keys.secret.as_mut() {
+            secret.default_mode = Some(0o440);
+        }
+        volumes.push(keys);
+        mounts.push(mount("sftp-host-keys", SFTP_HOST_KEYS_DIR, true));
     }
 
     let data = match spec.storage.as_ref() {
@@ -585,6 +600,54 @@ mod tests {
             .unwrap();
         assert_eq!(liveness.path.as_deref(), Some("/healthz"));
         assert_eq!(set.spec.as_ref().unwrap().replicas, Some(1));
+    }
+
+    #[test]
+    fn sftp_adds_its_port_and_mounts_the_host_keys_for_the_servers_group_only() {
+        let without = build(fixtures::FULL);
+        assert!(
+            !pod(&without)
+                .volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|v| v.name == "sftp-host-keys")
+        );
+        let mut server = server(fixtures::FULL);
+        server.spec.sftp = Some(serde_yaml::from_str("{}").unwrap());
+        let set = desired(&server);
+        let pod = pod(&set);
+        let container = &pod.containers[0];
+        assert!(
+            container
+                .ports
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|p| p.name.as_deref() == Some("sftp") && p.container_port == 2222)
+        );
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "sftp-host-keys")
+            .unwrap();
+        let secret = volume.secret.as_ref().unwrap();
+        assert_eq!(
+            secret.secret_name.as_deref(),
+            Some("contoso-sftp-host-keys")
+        );
+        assert_eq!(secret.default_mode, Some(0o440));
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "sftp-host-keys")
+            .unwrap();
+        assert_eq!(mount.mount_path, SFTP_HOST_KEYS_DIR);
+        assert_eq!(mount.read_only, Some(true));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct ObservedUsers {
     /// The `users` key of `spec.users.secretRef` (None without `spec.users`, or while the Secret
     /// or its key is missing, which validation reports).
     pub users_secret: Option<String>,
+    /// The `<login>.authorized_keys` keys of that Secret (SFTP key logins), copied beside the
+    /// users file as the server reads them beside its own.
+    pub users_secret_keys: BTreeMap<String, String>,
     /// The generated Secret as the API has it.
     pub generated: Option<Secret>,
 }
@@ -66,12 +69,17 @@ pub async fn observe_users(
         .and_then(|s| value(s, USERS_KEY))
         .map(|bytes| file::hashes(&String::from_utf8_lossy(bytes)))
         .unwrap_or_default();
-    let users_secret = match &server.spec.users {
-        Some(users) => read(users.secret_ref.name.clone())
-            .await?
-            .and_then(|s| value(&s, USERS_KEY).map(|v| String::from_utf8_lossy(v).into_owned())),
+    let users_secret_object = match &server.spec.users {
+        Some(users) => read(users.secret_ref.name.clone()).await?,
         None => None,
     };
+    let users_secret = users_secret_object
+        .as_ref()
+        .and_then(|s| value(s, USERS_KEY).map(|v| String::from_utf8_lossy(v).into_owned()));
+    let users_secret_keys = users_secret_object
+        .as_ref()
+        .map(authorized_keys_of)
+        .unwrap_or_default();
     let mut password_secrets: BTreeMap<String, Option<Secret>> = BTreeMap::new();
     let mut bound = Vec::new();
     for user in bound_users(server, users) {
@@ -113,8 +121,21 @@ pub async fn observe_users(
     Ok(ObservedUsers {
         bound,
         users_secret,
+        users_secret_keys,
         generated,
     })
+}
+
+/// The `<login>.authorized_keys` entries of a users Secret.
+fn authorized_keys_of(secret: &Secret) -> BTreeMap<String, String> {
+    keys(secret)
+        .into_iter()
+        .filter(|key| key.ends_with(".authorized_keys") && key.len() > ".authorized_keys".len())
+        .filter_map(|key| {
+            let text = String::from_utf8_lossy(value(secret, &key)?).into_owned();
+            Some((key, text))
+        })
+        .collect()
 }
 
 /// A Secret's value for `key`, from `data` or (not yet merged by the apiserver) `stringData`.

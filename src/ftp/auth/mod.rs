@@ -289,6 +289,11 @@ impl Users {
         self.users.is_empty()
     }
 
+    /// A user's access, for logins proven otherwise than by password (an SFTP public key).
+    pub fn access(&self, name: &str) -> Option<Access> {
+        self.users.get(name).map(|entry| entry.access.clone())
+    }
+
     /// Working memory of the file's most expensive verification (argon2's `m`), in bytes; what
     /// each verification slot holds.
     pub fn verification_bytes(&self) -> u64 {
