@@ -245,12 +245,17 @@ t_operator_synced() {
 # Ready only once the FtpServer is: while nobody reconciles it, the Kustomization waits.
 t_ready_follows_ftpserver() {
   until_true 120 k -n "$APP_NS" get ftpserver contoso || { flux_state; fail "Kustomization ftp-servers applied no FtpServer"; }
-  sleep 15 # a few of kustomize-controller's health-check polls
-  ! ks_ready ftp-servers || fail "ftp-servers is Ready although FtpServer contoso has no status"
-  [[ $(cond kustomization ftp-servers Ready reason) == Progressing ]] ||
-    { flux_state; fail "ftp-servers is not Progressing while it waits"; }
+  # kstatus takes an object with no status at all for Current, so before any operator has seen the
+  # FtpServer Flux may call it Ready; with the operator of the ftp-operator Kustomization running
+  # (here started by hand: its Deployment's pod is a kwok one) the status says Ready=False at once.
   write_sa_kubeconfig || return 1
   start_operator
+  until_true 60 eval '[[ $(ftp_cond Ready) == False ]]' || { logs_of operator; fail "the operator wrote no Ready=False status"; }
+  request_reconcile kustomization ftp-servers
+  sleep 15 # a few of kustomize-controller's health-check polls
+  ! ks_ready ftp-servers || fail "ftp-servers is Ready although FtpServer contoso is not (no balancer address yet)"
+  [[ $(cond kustomization ftp-servers Ready reason) == Progressing ]] ||
+    { flux_state; fail "ftp-servers is not Progressing while it waits"; }
   assign_lb_address || return 1
   k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=120s >/dev/null ||
     { k -n "$APP_NS" get ftpserver contoso -o yaml; logs_of operator; return 1; }
@@ -297,6 +302,45 @@ t_drift_reverted() {
   k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=120s >/dev/null || { logs_of operator; return 1; }
 }
 
+# A user added by one commit and removed by another: the FtpUser is in Git, its password Secret
+# is made beside it as a secret manager would (Secrets stay out of Git).
+generated_users() { k -n "$APP_NS" get secret contoso-generated-users -o jsonpath='{.data.users}' 2>/dev/null | base64 -d; }
+user_accepted() { [[ $(k -n "$APP_NS" get ftpuser partner -o jsonpath='{.status.conditions[?(@.type=="Accepted")].status}' 2>/dev/null) == True ]]; }
+sync_head() {
+  request_reconcile gitrepository flux-system
+  until_true 60 eval '[[ $(k -n "$FLUX_NS" get gitrepository flux-system -o jsonpath="{.status.artifact.revision}") == *"$(head_commit)" ]]' ||
+    { flux_state; fail "the new commit never reached the GitRepository"; }
+  request_reconcile kustomization ftp-servers
+}
+t_user_by_commit() {
+  k -n "$APP_NS" create secret generic partner-password --type=kubernetes.io/basic-auth \
+    --from-literal=username=partner --from-literal=password=partner-pw-1 >/dev/null || return 1
+  cat >"$CHECKOUT/ftp/ftpuser-partner.yaml" <<EOF
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpUser
+metadata: {name: partner, namespace: $APP_NS}
+spec:
+  serverRef: {name: contoso}
+  passwordSecretRef: {name: partner-password}
+  home: partners/partner
+  access: ro
+EOF
+  git_c add ftp/ftpuser-partner.yaml && commit_and_push "contoso: the partner's login" || return 1
+  sync_head || return 1
+  until_true 120 user_accepted || { flux_state; k -n "$APP_NS" get ftpuser partner -o yaml; fail "FtpUser partner from Git is not Accepted"; }
+  until_true 60 eval 'generated_users | grep -q "^partner:"' || { generated_users; fail "the server's users file has no partner"; }
+  ! generated_users | grep -q "partner-pw-1" || fail "the clear password reached the generated users file"
+  until_true 240 ks_ready_at ftp-servers "$(head_commit)" || { flux_state; fail "ftp-servers is not Ready with the FtpUser"; }
+  echo "added by commit $(head_commit | cut -c1-7): partner's line in contoso-generated-users"
+  git_c rm -q ftp/ftpuser-partner.yaml && commit_and_push "contoso: the partner leaves" || return 1
+  sync_head || return 1
+  until_true 120 eval '! k -n "$APP_NS" get ftpuser partner >/dev/null 2>&1' || { flux_state; fail "Flux did not prune FtpUser partner"; }
+  until_true 60 eval '! generated_users | grep -q "^partner:"' || { generated_users; fail "partner is still in the server's users file"; }
+  generated_users | grep -q "^alice:" || fail "alice (the users Secret's line) went with partner"
+  until_true 240 ks_ready_at ftp-servers "$(head_commit)" || { flux_state; fail "ftp-servers is not Ready after the removal"; }
+  echo "removed by commit $(head_commit | cut -c1-7): no partner line; alice's stays"
+}
+
 # helm-controller is not built (its module is not available), so the HelmRelease path is checked
 # against helm-controller's own API types, strictly: an unknown field or a wrong type fails.
 t_helmrelease_types() {
@@ -318,6 +362,7 @@ check "Kustomization ftp-operator (wait): CRD Established, operator Deployment a
 check "Kustomization ftp-servers is Ready only once the FtpServer is Ready" t_ready_follows_ftpserver
 check "a commit that stalls the FtpServer fails the Kustomization; a revert heals it" t_stalled_reported
 check "hand edits are reverted: an FtpServer field, a deleted ServiceAccount" t_drift_reverted
+check "an FtpUser added by a commit reaches the server's users file; another commit removes it" t_user_by_commit
 
 log "finished in $((SECONDS - START))s; logs in $WORK/logs"
 summary

@@ -4,7 +4,8 @@
 #
 #   check NAME CMD...   one test: counted and timed; its output is shown when it fails, and also
 #                       when it passes if CHECK_DETAILS=1 (for tiers whose checks print figures)
-#   fail MESSAGE        a check's way to fail with a reason
+#   fail MESSAGE        a check's way to fail with a reason: it ends the check there (each check
+#                       runs in a subshell), so a later line that succeeds cannot hide it
 #   until_true T CMD... polls CMD every POLL_SECONDS (default 1) until it succeeds or T s pass
 #   summary             the last line test.sh counts ("N passed, M failed"); false on any failure
 
@@ -13,7 +14,7 @@ PASSED=0 FAILED=0 FAILURES=()
 
 log() { echo "$TIER: $*" >&2; }
 die() { echo "$TIER: error: $*" >&2; exit 2; }
-fail() { echo "$*" >&2; return 1; }
+fail() { echo "$*" >&2; exit 1; }
 
 check() {
   local name=$1; shift
