@@ -64,6 +64,7 @@ spec:
   storage: {emptyDir: {}}
   users: {secretRef: {name: ftp-users}}
   tls: {secretRef: {name: ftp-tls}}
+  sftp: {enabled: true}
 EOF
 }
 ready_at() { # <address>: Ready and publishing it
@@ -72,6 +73,9 @@ ready_at() { # <address>: Ready and publishing it
 pod_json() { k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json; }
 pod_uid() { k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.uid}'; }
 curl_ftp() { in_client curl -sS --max-time 60 --ftp-pasv --no-ftp-skip-pasv-ip --user "$1" "${@:2}"; }
+# paramiko (Debian's python3-paramiko, hence Debian's interpreter) on the balancer's port 22.
+sftp_client() { in_client /usr/bin/python3 tests/clients/paramiko_sftp.py "$1" 22 "${@:2}"; }
+host_key() { sftp_client "$1" alice password alice-pw-1 hostkey </dev/null; }
 pasv_reply() { # <address> <user:password>: the 227 reply to PASV
   in_client curl -sv --max-time 15 --disable-epsv --ftp-pasv --user "$2" "ftp://$1/" 2>&1 | grep -o '227 .*'
 }
@@ -117,6 +121,19 @@ t_curl_ftps() {
 }
 lftp_run() { # <settings> <commands>
   in_client lftp -u alice,alice-pw-1 -e "set net:timeout 10; set net:max-retries 1; set ftp:passive-mode on; $1; $2; bye" "ftp://$VIP"
+}
+# The same user over SFTP, on port 22 of the same balancer address, reads what FTP uploaded, and
+# FTP reads what SFTP uploaded: one declaration, one set of files.
+t_sftp_same_files() {
+  local out
+  out=$(sftp_client "$VIP" alice password alice-pw-1 ops <<<'[["read", "plain.txt"], ["write", "from-sftp.txt", "over sftp"]]') ||
+    { echo "$out"; return 1; }
+  echo "$out"
+  python3 -c 'import json, sys
+results = json.loads(sys.argv[1])
+sys.exit(0 if all(r["ok"] for r in results) and results[0]["value"] == open(sys.argv[2]).read() else 1)' "$out" "$WORK/plain.txt" ||
+    { echo "SFTP did not read FTP's upload back"; return 1; }
+  [[ $(curl_ftp alice:alice-pw-1 "ftp://$VIP/from-sftp.txt") == "over sftp" ]] || { echo "FTP does not see SFTP's upload"; return 1; }
 }
 t_lftp_plain() {
   echo "lftp $RANDOM" >"$WORK/lftp.txt"
@@ -231,6 +248,42 @@ t_secrets_rotate() {
   fi
   [[ $(pod_uid) == "$uid" ]] || { echo "the pod was replaced"; return 1; }
 }
+# A user declared as an FtpUser, with its password in a basic-auth Secret of its own, logs in
+# within seconds of `kubectl apply` with no pod restart; deleting the FtpUser refuses its next
+# login. One attempt each, once the server reloaded (failed logins lock the balancer's address).
+t_ftpuser() {
+  local uid start before
+  uid=$(pod_uid)
+  before=$(reloads)
+  start=$(now)
+  k -n "$APP" create secret generic carol-password --type=kubernetes.io/basic-auth \
+    --from-literal=username=carol --from-literal=password=carol-pw-1 >/dev/null || return 1
+  k apply -f - >/dev/null <<EOF || return 1
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpUser
+metadata: {name: carol, namespace: $APP}
+spec:
+  serverRef: {name: $SERVER}
+  passwordSecretRef: {name: carol-password}
+  access: ro
+EOF
+  until_true 120 bash -c "(( \$(kubectl -n $APP logs -l app.kubernetes.io/instance=$SERVER --tail=-1 | grep -c 'configuration reloaded') > $before ))" ||
+    { k -n "$APP" get ftpuser carol -o yaml | tail -12; echo "the server did not reload its users"; return 1; }
+  curl_ftp carol:carol-pw-1 "ftp://$VIP2/" -o /dev/null || { echo "carol cannot log in"; return 1; }
+  echo "carol, applied as an FtpUser, logged in $(since "$start") s after kubectl apply"
+  [[ $(k -n "$APP" get ftpuser carol -o jsonpath='{.status.conditions[?(@.type=="Accepted")].status}') == True ]] ||
+    { echo "FtpUser carol is not Accepted"; return 1; }
+  before=$(reloads)
+  start=$(now)
+  k -n "$APP" delete ftpuser carol >/dev/null || return 1
+  until_true 120 bash -c "(( \$(kubectl -n $APP logs -l app.kubernetes.io/instance=$SERVER --tail=-1 | grep -c 'configuration reloaded') > $before ))" ||
+    { echo "the server did not reload after the delete"; return 1; }
+  if curl_ftp carol:carol-pw-1 "ftp://$VIP2/" -o /dev/null 2>/dev/null; then
+    echo "carol still logs in after kubectl delete ftpuser"; return 1
+  fi
+  echo "carol refused $(since "$start") s after kubectl delete ftpuser"
+  [[ $(pod_uid) == "$uid" ]] || { echo "the pod was replaced"; return 1; }
+}
 # The old pod drains for up to its grace period; its replacement serves as soon as it is ready.
 new_pod_ready() {
   kubectl -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o json |
@@ -240,13 +293,16 @@ ok=[p for p in pods if p['metadata']['uid']!=old and not p['metadata'].get('dele
 sys.exit(0 if ok else 1)" "$1"
 }
 t_pod_replaced() {
-  local start uid
+  local start uid key
   uid=$(pod_uid)
+  key=$(host_key "$VIP2") || { echo "no SFTP host key: $key"; return 1; }
   start=$(now)
   k -n "$APP" delete pod -l "app.kubernetes.io/instance=$SERVER" --wait=false >/dev/null
   until_true 120 new_pod_ready "$uid" || { echo "no new pod became ready"; return 1; }
   until_true 60 curl_ftp alice:alice-pw-1 "ftp://$VIP2/" -o /dev/null || { echo "the new pod does not serve"; return 1; }
   echo "serving again $(since "$start") s after the pod was deleted"
+  # The replacement presents the same SFTP host key: clients never see "host key changed".
+  [[ $(host_key "$VIP2") == "$key" && $key == *hostkey* ]] || { echo "the SFTP host key changed with the pod: $key"; return 1; }
 }
 
 # Node tuning on the real node, then `helm uninstall`: the chart's pre-delete hook has the agent
@@ -287,6 +343,7 @@ check "the chart's operator pod runs on the real node, leads and reconciles with
 check "an FtpServer with users and TLS Secrets becomes Ready" t_ready
 check "curl uploads and downloads through the VIP" t_curl_plain
 check "curl uploads and downloads through the VIP with FTPS" t_curl_ftps
+check "SFTP on port 22 of the same address: the same user, the same files as FTP" t_sftp_same_files
 check "lftp uploads and downloads through the VIP" t_lftp_plain
 check "lftp uploads and downloads through the VIP with FTPS" t_lftp_ftps
 check "uploads land in the declared storage" t_storage
@@ -296,7 +353,8 @@ check "a download 5x longer than the balancer's idle limit completes" t_long_dow
 check "Ready at a new address only once PASV advertises it, without a restart" t_ready_means_reachable
 check "a changed passive range reaches the Service and the running server" t_passive_change
 check "a new user and a rotated certificate serve new sessions without a restart" t_secrets_rotate
-check "a deleted pod is replaced and serves again" t_pod_replaced
+check "an FtpUser applied logs in within seconds, deleted is refused, no restart" t_ftpuser
+check "a deleted pod is replaced and serves again, with the same SFTP host key" t_pod_replaced
 check "node tuning, then helm uninstall: the node's own sysctls are back, no FtpServer is stuck" t_node_tuning_uninstall
 
 summary
