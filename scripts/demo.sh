@@ -92,7 +92,7 @@ scripts/install-deps.sh
 
 say "building ftp-operator and ftp-server, and the container image"
 cargo build --bins --quiet
-FTPOP_OPERATOR_BIN=$repo/target/debug/ftp-operator FTPOP_SERVER_BIN=$repo/target/debug/ftp-server scripts/image.sh
+FTPOP_OPERATOR_BIN=${CARGO_TARGET_DIR:-$repo/target}/debug/ftp-operator FTPOP_SERVER_BIN=${CARGO_TARGET_DIR:-$repo/target}/debug/ftp-server scripts/image.sh
 
 say "starting a local cluster with a real node (first run builds Kubernetes and containerd from Go modules: ~15 min)"
 scripts/local-cluster.sh build
@@ -107,7 +107,7 @@ say "installing the operator with the Helm chart (namespace $operator_namespace)
 kubectl -n "$operator_namespace" get pods -o wide
 
 mkdir -p "$state"
-demo_manifest "$("$repo/target/debug/ftp-server" hash-password <<<"$password")" >"$state/ftpserver.yaml"
+demo_manifest "$("${CARGO_TARGET_DIR:-$repo/target}/debug/ftp-server" hash-password <<<"$password")" >"$state/ftpserver.yaml"
 say "applying $state/ftpserver.yaml (user $user, password $password)"
 kubectl apply --server-side -f "$state/ftpserver.yaml"
 

@@ -34,7 +34,7 @@ if [[ -n ${FTPOP_OPERATOR_BIN:-} || -n ${FTPOP_SERVER_BIN:-} ]]; then
 else
   log "cargo build --release --bins"
   (cd "$ROOT" && cargo build -q --release --locked --bins) || die "cargo build failed"
-  operator="$ROOT/target/release/ftp-operator" server="$ROOT/target/release/ftp-server"
+  operator="${CARGO_TARGET_DIR:-$ROOT/target}/release/ftp-operator" server="${CARGO_TARGET_DIR:-$ROOT/target}/release/ftp-server"
 fi
 
 mkdir -p "$OUT"

@@ -9,7 +9,8 @@
 #   scripts/oldest-apiserver.sh test    # up, the CRD and CEL admission tests, down
 #
 # Environment: FTPOP_CACHE (default $HOME/.cache/ftp-operator), FTPOP_OLDEST_DIR (state,
-# default $PWD/target/oldest-apiserver), FTPOP_PORT_BASE (first port to try, default 25300).
+# default $PWD/target/oldest-apiserver), FTPOP_PORT_BASE (first port to try, default 25300),
+# FTPOP_CLUSTER_TEST_BIN (the cluster tier's test executable, already built; default: cargo test).
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -111,8 +112,12 @@ cmd_test() {
   trap 'cmd_down' EXIT
   # The cluster tier's CRD tests, on this apiserver: the CRD installs and is Established, every
   # invalid manifest is rejected with its CEL message, and a valid one is accepted.
-  KUBECONFIG=$KUBECONFIG_FILE cargo test --features cluster-tests --test cluster -- --exact \
-    crd_installs_and_is_established invalid_manifests_are_rejected_by_the_apiserver_with_their_cel_message
+  local tests=(crd_installs_and_is_established invalid_manifests_are_rejected_by_the_apiserver_with_their_cel_message)
+  if [[ -n ${FTPOP_CLUSTER_TEST_BIN:-} ]]; then
+    (cd "$REPO_ROOT" && KUBECONFIG=$KUBECONFIG_FILE "$FTPOP_CLUSTER_TEST_BIN" --exact "${tests[@]}")
+  else
+    KUBECONFIG=$KUBECONFIG_FILE cargo test --features cluster-tests --test cluster -- --exact "${tests[@]}"
+  fi
 }
 
 case ${1:-} in

@@ -106,7 +106,7 @@ else
   log "cargo auditable build --release --locked --bins"
   (cd "$ROOT" && PATH="$(dirname "$AUDITABLE"):$PATH" cargo auditable build -q --release --locked --bins) ||
     die "cargo build failed"
-  operator=$ROOT/target/release/ftp-operator server=$ROOT/target/release/ftp-server
+  operator=${CARGO_TARGET_DIR:-$ROOT/target}/release/ftp-operator server=${CARGO_TARGET_DIR:-$ROOT/target}/release/ftp-server
 fi
 [[ -x $operator && -x $server ]] || die "set both FTPOP_OPERATOR_BIN and FTPOP_SERVER_BIN to executables"
 got=$("$operator" --version) || die "$operator --version failed"

@@ -16,7 +16,7 @@ for tool in openssl python3; do
   command -v "$tool" >/dev/null || { echo "soak: $tool is missing: sudo bash scripts/install-deps.sh" >&2; exit 1; }
 done
 (cd "$here" && nice -n 5 cargo build --release --bin ftp-server >/dev/null)
-bin="$here/target/release/ftp-server"
+bin="${CARGO_TARGET_DIR:-$here/target}/release/ftp-server"
 work=$(mktemp -d /tmp/ftp-soak-memory.XXXXXX)
 pid=
 # shellcheck disable=SC2317  # run by the EXIT trap

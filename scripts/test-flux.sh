@@ -54,7 +54,7 @@ if [[ -n ${FTPOP_OPERATOR_BIN:-} ]]; then
 else
   log "building ftp-operator (cargo build --bin ftp-operator)"
   (cd "$ROOT" && cargo build -q --bin ftp-operator) || die "cargo build failed"
-  OPERATOR="$ROOT/target/debug/ftp-operator"
+  OPERATOR="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-operator"
 fi
 [[ -x $OPERATOR ]] || die "no ftp-operator binary at $OPERATOR"
 # Flux's CRDs ship in the controllers' modules (config/crd/bases), at the pinned versions.

@@ -53,8 +53,8 @@ if [[ -n ${FTPOP_OPERATOR_BIN:-} && -n ${FTPOP_SERVER_BIN:-} ]]; then
 else
   log "building ftp-operator and ftp-server (cargo build)"
   (cd "$ROOT" && cargo build -q --bin ftp-operator --bin ftp-server) || die "cargo build failed"
-  OPERATOR=${FTPOP_OPERATOR_BIN:-$ROOT/target/debug/ftp-operator}
-  FTP_SERVER=${FTPOP_SERVER_BIN:-$ROOT/target/debug/ftp-server}
+  OPERATOR=${FTPOP_OPERATOR_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-operator}
+  FTP_SERVER=${FTPOP_SERVER_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-server}
 fi
 [[ -x $OPERATOR ]] || die "no ftp-operator binary at $OPERATOR"
 [[ -x $FTP_SERVER ]] || die "no ftp-server binary at $FTP_SERVER"
@@ -695,8 +695,10 @@ PY
 }
 
 t_uninstall_keeps_data() {
-  local pvc_uid
+  local pvc_uid set_uid
   pvc_uid=$(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.uid}')
+  set_uid=$(k -n "$APP_NS" get statefulset contoso -o jsonpath='{.metadata.uid}')
+  [[ -n $set_uid ]] || { who_deleted statefulsets contoso; fail "the FtpServer's StatefulSet was gone before uninstall"; }
   stop_controller
   h uninstall "$RELEASE" -n "$NS" --wait --timeout 2m >/dev/null || return 1
   ! k -n "$NS" get deploy "$RELEASE" >/dev/null 2>&1 || fail "the operator Deployment survived uninstall"
@@ -706,7 +708,8 @@ t_uninstall_keeps_data() {
   [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.uid}') == "$pvc_uid" ]] || fail "the PVC was replaced or deleted"
   [[ $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.status.phase}') == Bound ]] || fail "the PVC is no longer Bound"
   [[ -z $(k -n "$APP_NS" get pvc ftp-data -o jsonpath='{.metadata.deletionTimestamp}') ]] || fail "the PVC is being deleted"
-  k -n "$APP_NS" get statefulset -o name | grep -q . || fail "the FtpServer's StatefulSet went with the operator"
+  [[ $(k -n "$APP_NS" get statefulset contoso -o jsonpath='{.metadata.uid}') == "$set_uid" ]] ||
+    { who_deleted statefulsets contoso; fail "the FtpServer's StatefulSet went with the operator"; }
   # The hook Job ran (kwok completed its pod) and was deleted on success; its Events remain.
   k -n "$NS" get events --field-selector involvedObject.kind=Job,reason=Completed -o jsonpath='{.items[*].involvedObject.name}' |
     grep -qw "$RELEASE-node-tuner-uninstall" || fail "no completed pre-delete hook Job"

@@ -8,8 +8,9 @@
 #
 #   scripts/test-release.sh
 #
-# Environment: FTPOP_KEEP_CLUSTER=1 leaves the cluster and the registry up. Needs root (the real
-# node).
+# Environment: FTPOP_KEEP_CLUSTER=1 leaves the cluster and the registry up;
+# FTPOP_AUDITABLE_BIN_DIR: a directory holding ftp-operator and ftp-server built with
+# `cargo auditable build` (default: built here). Needs root (the real node).
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
@@ -44,9 +45,14 @@ scripts/install-deps.sh || die "installing Debian packages failed"
 rm -rf "$WORK"; mkdir -p "$WORK"
 # Debug binaries (the test is about publishing and pulling, not the optimiser), with the crates
 # they hold recorded in them as in a release, so the SBOM can list them.
-AUDITABLE=$(scripts/tools.sh path cargo-auditable) || die "building cargo-auditable failed"
-PATH="$(dirname "$AUDITABLE"):$PATH" cargo auditable build -q --locked --bins || die "cargo auditable build failed"
-OPERATOR=$ROOT/target/debug/ftp-operator SERVER_BIN=$ROOT/target/debug/ftp-server
+if [[ -n ${FTPOP_AUDITABLE_BIN_DIR:-} ]]; then
+  OPERATOR=$FTPOP_AUDITABLE_BIN_DIR/ftp-operator SERVER_BIN=$FTPOP_AUDITABLE_BIN_DIR/ftp-server
+  [[ -x $OPERATOR && -x $SERVER_BIN ]] || die "no ftp-operator and ftp-server in FTPOP_AUDITABLE_BIN_DIR=$FTPOP_AUDITABLE_BIN_DIR"
+else
+  AUDITABLE=$(scripts/tools.sh path cargo-auditable) || die "building cargo-auditable failed"
+  PATH="$(dirname "$AUDITABLE"):$PATH" cargo auditable build -q --locked --bins || die "cargo auditable build failed"
+  OPERATOR=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-operator SERVER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-server
+fi
 HELM=$(scripts/tools.sh path helm) || die "building helm failed"
 ORAS=$(scripts/tools.sh path oras) || die "building oras failed"
 scripts/registry.sh down >/dev/null 2>&1 || true

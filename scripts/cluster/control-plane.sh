@@ -142,8 +142,21 @@ cp_up() {
       --kubelet-client-key="$PKI/apiserver-kubelet-client.key"
       --kubelet-preferred-address-types=InternalIP,Hostname)
   fi
+  # Every deletion is recorded (who, what, when; no bodies), so a test that finds an object gone
+  # can say who removed it: $LOGS/audit.log.
+  cat >"$STATE_DIR/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [delete, deletecollection]
+- level: None
+EOF
   # Node,RBAC like a real cluster, so Helm/RBAC tests see real authorization.
   start_component kube-apiserver kube-apiserver \
+    --audit-policy-file="$STATE_DIR/audit-policy.yaml" --audit-log-path="$LOGS/audit.log" \
+    --audit-log-maxsize=50 --audit-log-maxbackup=1 \
     --etcd-servers="http://127.0.0.1:$ETCD_CLIENT_PORT" \
     "${where[@]}" --secure-port="$APISERVER_PORT" \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \

@@ -7,6 +7,8 @@
 #   fail MESSAGE        a check's way to fail with a reason: it ends the check there (each check
 #                       runs in a subshell), so a later line that succeeds cannot hide it
 #   until_true T CMD... polls CMD every POLL_SECONDS (default 1) until it succeeds or T s pass
+#   who_deleted RES NAME  prints the control plane's audit records of deleting NAME (a resource
+#                       of kind RES, plural): who, when, how; for a check that finds an object gone
 #   summary             the last line test.sh counts ("N passed, M failed"); false on any failure
 
 PASSED=0 FAILED=0 FAILURES=()
@@ -35,6 +37,29 @@ until_true() {
     ((SECONDS < deadline)) || return 1
     sleep "$POLL_SECONDS"
   done
+}
+
+who_deleted() {
+  local audit=${FTPOP_CLUSTER_DIR:-$ROOT/target/local-cluster}/logs/audit.log
+  [[ -f $audit ]] || { echo "no audit log at $audit"; return 0; }
+  python3 - "$audit" "$1" "$2" <<'PY'
+import json, sys
+path, resource, name = sys.argv[1:]
+found = False
+for line in open(path):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    o = e.get("objectRef") or {}
+    if o.get("resource") == resource and o.get("name") in (name, None) and e.get("stage") == "ResponseComplete":
+        found = True
+        print(f"audit: {e.get('requestReceivedTimestamp')} {e.get('verb')} {resource}/{o.get('name') or '*'}"
+              f" in {o.get('namespace')} by {e.get('user', {}).get('username')}"
+              f" ({e.get('userAgent')}): {e.get('responseStatus', {}).get('code')}")
+if not found:
+    print(f"audit: nobody deleted {resource}/{name} through the API server")
+PY
 }
 
 summary() {

@@ -31,7 +31,7 @@ node_tier_setup() {
     OPERATOR=$FTPOP_OPERATOR_BIN SERVER_BIN=$FTPOP_SERVER_BIN
   else
     cargo build -q --bins || die "cargo build failed"
-    OPERATOR=$ROOT/target/debug/ftp-operator SERVER_BIN=$ROOT/target/debug/ftp-server
+    OPERATOR=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-operator SERVER_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug/ftp-server
   fi
   FTPOP_OPERATOR_BIN=$OPERATOR FTPOP_SERVER_BIN=$SERVER_BIN scripts/image.sh || die "building the image failed"
   HELM=$(scripts/tools.sh path helm) || die "building helm failed"
