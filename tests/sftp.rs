@@ -321,6 +321,60 @@ fn reget_and_reput_resume_partial_files() {
     assert_eq!(sent, (upload.len() - 300_000) as u64);
 }
 
+/// A login with a byte quota resumes an upload as any other (its body writes in order, from
+/// the file's end), and the quota still counts the kept bytes: a resume that would cross it
+/// fails and leaves the partial file as it was.
+#[test]
+fn reput_resumes_for_a_login_with_a_quota_and_the_quota_still_holds() {
+    let keys = Keys::new();
+    let hash = hash_password("wonderland");
+    std::fs::write(
+        keys.path("users"),
+        format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nhome = \"alice\"\n\
+             quota_bytes = 1500000\n"
+        ),
+    )
+    .unwrap();
+    let server = start(&keys, "");
+    let local = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(server.home("")).unwrap();
+    let upload = write_random(&local.path().join("upload.bin"), 1024 * 1024 + 5);
+    std::fs::write(server.home("upload.bin"), &upload[..300_000]).unwrap();
+    let second = write_random(&local.path().join("second.bin"), 500_000);
+    std::fs::write(server.home("second.bin"), &second[..100_000]).unwrap();
+    let reput = |name: &str| {
+        server.openssh(
+            &keys,
+            &format!("reput {}/{name} {name}\n", local.path().display()),
+            false,
+        )
+    };
+    let output = reput("upload.bin");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        text(&output),
+        server.server.log()
+    );
+    assert_eq!(std::fs::read(server.home("upload.bin")).unwrap(), upload);
+    assert_eq!(
+        server.metric("ftp_bytes_total{direction=\"upload\"}"),
+        (upload.len() - 300_000) as u64
+    );
+    // 1 148 581 stored; resuming the second file from 100 000 of its 500 000 bytes would end at
+    // 1 548 581, past the quota.
+    let output = reput("second.bin");
+    assert!(
+        !output.status.success(),
+        "a resume past the quota was accepted"
+    );
+    assert_eq!(
+        std::fs::read(server.home("second.bin")).unwrap(),
+        &second[..100_000]
+    );
+}
+
 #[test]
 fn password_logins_get_the_users_file_permissions() {
     let keys = Keys::new();

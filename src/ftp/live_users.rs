@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::auth::policy::UserPolicy;
 use super::throttle::{Bucket, Throttle};
@@ -36,6 +37,17 @@ struct QuotaLedger {
     /// Sums of what each committed upload changed, since the server started.
     committed_bytes: i64,
     committed_files: i64,
+    /// The last walk of the home, reused by later uploads while it is recent.
+    walk: Option<Walk>,
+}
+
+/// What a walk of the user's home found, and the ledger when it began.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    pub at: Instant,
+    pub mark: LedgerMark,
+    pub bytes: u64,
+    pub files: u64,
 }
 
 /// A further session of the user would pass its `max_sessions`.
@@ -207,6 +219,22 @@ impl UploadLedger {
             bytes: ledger.in_flight_bytes as i64 + ledger.committed_bytes - mark.committed_bytes,
             files: ledger.in_flight_files as i64 + ledger.committed_files - mark.committed_files,
         }
+    }
+
+    /// The last walk, if it began less than `max_age` ago and nothing this process did since
+    /// (a delete, a rename) made it wrong in a way the ledger does not track.
+    pub fn recent_walk(&self, max_age: Duration) -> Option<Walk> {
+        self.lock().walk.filter(|walk| walk.at.elapsed() < max_age)
+    }
+
+    /// Keeps a walk for [`Self::recent_walk`].
+    pub fn record_walk(&self, walk: Walk) {
+        self.lock().walk = Some(walk);
+    }
+
+    /// A delete or rename changed the home: the next upload walks it again.
+    pub fn forget_walk(&self) {
+        self.lock().walk = None;
     }
 
     /// An upload begins: a new file (or not) counts as one of the user's files from now on.

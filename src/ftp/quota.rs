@@ -1,16 +1,24 @@
 //! Storage quotas: the bytes and files under a user's home. Usage is read by walking the home
-//! through the storage seam when an upload starts (so it is right whatever else changed the tree:
-//! deletes, renames, other replicas), plus what this process knows the walk cannot see yet (the
-//! user's uploads in flight, commits since the walk began). The upload's body refuses the write
-//! that would cross the byte quota; the session then discards the upload and answers `552`.
-//! Front ends (FTP, SFTP) call [`begin_upload`] before an upload's body is written.
+//! through the storage seam, plus what this process knows the walk cannot see yet (the user's
+//! uploads in flight, commits since the walk began). A walk serves the user's uploads for
+//! [`WALK_MAX_AGE`], or until a delete or rename of this process
+//! ([`UploadLedger::forget_walk`]); so a burst
+//! of uploads to a home of many files (or to object storage, where a walk is a listing of
+//! requests) walks it once, and what other replicas changed counts from the next walk on. The
+//! upload's body refuses the write that would cross the byte quota; the session then discards
+//! the upload and answers `552`. Front ends (FTP, SFTP) call [`begin_upload`] before an upload's
+//! body is written, and forget the walk after changing the home otherwise.
 
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::ftp::auth::policy::Quota;
-use crate::ftp::live_users::{LedgerMark, UploadLedger};
+use crate::ftp::live_users::{LedgerMark, UploadLedger, Walk};
+
+/// How long one walk of a home serves its user's uploads.
+pub const WALK_MAX_AGE: Duration = Duration::from_secs(30);
 use crate::ftp::storage::{FileKind, Home, Keep, UploadBody};
 
 /// Starts the quota check of an upload to `path` keeping `keep` (blocking: it walks the home).
@@ -22,14 +30,35 @@ pub fn begin_upload(
     path: &str,
     keep: Keep,
 ) -> io::Result<Result<UploadQuota, FilesExceeded>> {
-    // Marked before the walk: a commit in between is counted twice at worst, never missed.
-    let mark = ledger.mark();
     let existing = match home.lstat(path) {
         Ok(stat) => Some(stat),
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(error),
     };
-    let usage = usage(home)?;
+    let walk = match ledger.recent_walk(WALK_MAX_AGE) {
+        Some(walk) => walk,
+        None => {
+            // Marked before the walk: a commit in between is counted twice at worst, never
+            // missed.
+            let (at, mark) = (Instant::now(), ledger.mark());
+            let usage = usage(home)?;
+            let walk = Walk {
+                at,
+                mark,
+                bytes: usage.bytes,
+                files: usage.files,
+            };
+            ledger.record_walk(walk);
+            walk
+        }
+    };
+    let (mark, usage) = (
+        walk.mark,
+        Usage {
+            bytes: walk.bytes,
+            files: walk.files,
+        },
+    );
     let target = Target {
         existing: existing
             .as_ref()
@@ -296,6 +325,46 @@ mod tests {
                 &[0; 51]
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn one_walk_serves_a_burst_of_uploads_until_a_delete_forgets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old"), [0u8; 60]).unwrap();
+        let storage = LocalStorage::open(dir.path()).unwrap();
+        let home = storage.open_home("").unwrap();
+        let live = LiveUsers::default();
+        let session = live.open_session("acme", &UserPolicy::default()).unwrap();
+        let quota = Quota {
+            bytes: Some(100),
+            files: None,
+        };
+        let upload = |path: &str, bytes: usize| {
+            let quota = begin_upload(&*home, quota, session.ledger(), path, Keep::Nothing)
+                .unwrap()
+                .unwrap();
+            let written = body_bytes(
+                quota.guard(UploadBody::Stream(Box::new(io::sink()))),
+                &vec![0; bytes],
+            );
+            quota.finish(written.is_ok());
+            written.is_ok()
+        };
+        // The first upload walks the home (60 bytes) and the ledger counts what it commits.
+        assert!(upload("/a", 30));
+        std::fs::write(dir.path().join("a"), [0u8; 30]).unwrap();
+        // A file the walk did not see (another replica's): the recent walk still serves, so only
+        // the 60 + 30 counted bytes stand against this upload.
+        std::fs::write(dir.path().join("behind"), [0u8; 5]).unwrap();
+        assert!(upload("/b", 10));
+        // A delete forgets the walk: the next upload sees the home as it is (60 + 30 + 5 + 0).
+        std::fs::remove_file(dir.path().join("old")).unwrap();
+        session.ledger().forget_walk();
+        assert!(upload("/c", 60));
+        assert!(
+            !upload("/d", 6),
+            "the fresh walk must count the file written behind the server"
         );
     }
 }

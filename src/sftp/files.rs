@@ -442,9 +442,14 @@ impl Files {
         };
         let writer = match body {
             Some(UploadBody::File(file)) => Writer::File(file),
+            // A body that keeps the file's bytes starts after them: a resumed upload of a login
+            // with a quota (whose body is a stream) goes on at the file's end, in order.
             Some(UploadBody::Stream(writer)) => Writer::Stream {
                 writer,
-                position: 0,
+                position: match keep {
+                    Keep::All => existing.as_ref().map_or(0, |stat| stat.size),
+                    Keep::Nothing | Keep::Prefix(_) => 0,
+                },
             },
             None => return Err(status(id, StatusCode::Failure, "Upload has no body")),
         };
@@ -465,7 +470,7 @@ impl Files {
 
     /// The quota check of an upload to `path`, when the user has a quota: refused (as FTP's
     /// `552`) when it would add a file past `quota_files`. The byte quota is kept by the guarded
-    /// body, which writes in order only, so a resumed upload is refused for such a login.
+    /// body, which writes in order only: a resumed upload goes on from the file's end.
     async fn upload_quota(
         &mut self,
         id: u32,
@@ -474,13 +479,6 @@ impl Files {
     ) -> Result<Option<Box<UploadQuota>>, Status> {
         if !self.login.quota.is_limited() {
             return Ok(None);
-        }
-        if keep != Keep::Nothing {
-            return Err(status(
-                id,
-                StatusCode::OpUnsupported,
-                "A login with a quota uploads whole files: resuming or extending one is refused",
-            ));
         }
         let home = self.home();
         let limit = self.login.quota;
@@ -901,6 +899,10 @@ impl Files {
             result.is_ok(),
         );
         result.map_err(|e| io_status(id, &e))?;
+        if matches!(operation, "delete" | "rename" | "rmdir") {
+            // A delete or rename: the quota walks the home again.
+            self.login.account.ledger().forget_walk();
+        }
         Ok(ok(id))
     }
 

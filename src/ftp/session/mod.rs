@@ -404,8 +404,15 @@ impl Session {
     }
 
     /// Audits a change to the tree (DELE, RNTO, MKD, RMD, ...).
+    /// Records a change of the tree; a delete or rename also makes the quota walk the home again.
     pub(super) fn audit_change(&self, operation: &str, path: &str, to: Option<&str>, ok: bool) {
         audit::file_change(&self.shared.metrics, self.actor(), operation, path, to, ok);
+        if ok
+            && matches!(operation, "delete" | "rename" | "rmdir")
+            && let Some(account) = self.account()
+        {
+            account.ledger().forget_walk();
+        }
     }
 
     /// RFC 7151. One server serves one tree, so any name is accepted; what matters is that
