@@ -109,7 +109,7 @@ check_tools() {
   [ ${#missing[@]} -eq 0 ] || die "missing Debian packages: ${missing[*]} (scripts/install-deps.sh installs them)"
 }
 
-ns_exists() { ip netns list | awk '{print $1}' | grep -qx -- "$1"; }
+ns_exists() { ip netns list | awk '{print $1}' | grep -cx -- "$1" >/dev/null; } # -c reads to the end: no SIGPIPE for awk
 
 print_env() {
   if [ "$BACKEND" = node ]; then

@@ -277,7 +277,7 @@ t_stalled_reported() {
   [[ $(ftp_cond Stalled) == True ]] || fail "FtpServer contoso is not Stalled"
   [[ $(cond kustomization ftp-servers Ready reason) == HealthCheckFailed ]] ||
     fail "reason $(cond kustomization ftp-servers Ready reason), want HealthCheckFailed"
-  k -n "$APP_NS" get ftpserver contoso -o jsonpath='{.status.conditions[?(@.type=="Stalled")].message}' | grep -q ftp-users-typo ||
+  k -n "$APP_NS" get ftpserver contoso -o jsonpath='{.status.conditions[?(@.type=="Stalled")].message}' | has ftp-users-typo ||
     fail "the FtpServer's Stalled message does not name the missing Secret"
   git_c revert --no-edit HEAD >/dev/null && git_c push -q "$REPO" main || return 1
   request_reconcile gitrepository flux-system
@@ -328,15 +328,15 @@ EOF
   git_c add ftp/ftpuser-partner.yaml && commit_and_push "contoso: the partner's login" || return 1
   sync_head || return 1
   until_true 120 user_accepted || { flux_state; k -n "$APP_NS" get ftpuser partner -o yaml; fail "FtpUser partner from Git is not Accepted"; }
-  until_true 60 eval 'generated_users | grep -q "^partner:"' || { generated_users; fail "the server's users file has no partner"; }
-  ! generated_users | grep -q "partner-pw-1" || fail "the clear password reached the generated users file"
+  until_true 60 eval 'generated_users | has "^partner:"' || { generated_users; fail "the server's users file has no partner"; }
+  ! generated_users | has "partner-pw-1" || fail "the clear password reached the generated users file"
   until_true 240 ks_ready_at ftp-servers "$(head_commit)" || { flux_state; fail "ftp-servers is not Ready with the FtpUser"; }
   echo "added by commit $(head_commit | cut -c1-7): partner's line in contoso-generated-users"
   git_c rm -q ftp/ftpuser-partner.yaml && commit_and_push "contoso: the partner leaves" || return 1
   sync_head || return 1
   until_true 120 eval '! k -n "$APP_NS" get ftpuser partner >/dev/null 2>&1' || { flux_state; fail "Flux did not prune FtpUser partner"; }
-  until_true 60 eval '! generated_users | grep -q "^partner:"' || { generated_users; fail "partner is still in the server's users file"; }
-  generated_users | grep -q "^alice:" || fail "alice (the users Secret's line) went with partner"
+  until_true 60 eval '! generated_users | has "^partner:"' || { generated_users; fail "partner is still in the server's users file"; }
+  generated_users | has "^alice:" || fail "alice (the users Secret's line) went with partner"
   until_true 240 ks_ready_at ftp-servers "$(head_commit)" || { flux_state; fail "ftp-servers is not Ready after the removal"; }
   echo "removed by commit $(head_commit | cut -c1-7): no partner line; alice's stays"
 }

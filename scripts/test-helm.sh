@@ -411,7 +411,7 @@ EOF
   [[ $owner == "ConfigMap/$uid" ]] || fail "the DaemonSet's owner is $owner, not the chart's ConfigMap ($uid)"
   until_true 60 has_node_finalizer tuned || fail "the tuned FtpServer did not get the node-keepalive finalizer"
 }
-has_node_finalizer() { k -n "$APP_NS" get ftpserver "$1" -o jsonpath='{.metadata.finalizers}' | grep -q ftpoperator.dev/node-keepalive; }
+has_node_finalizer() { k -n "$APP_NS" get ftpserver "$1" -o jsonpath='{.metadata.finalizers}' | has ftpoperator.dev/node-keepalive; }
 finalizers_left() {
   k get ftpservers -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name} {.metadata.finalizers}{"\n"}{end}' |
     grep ftpoperator.dev/node-keepalive
@@ -522,7 +522,7 @@ t_ftpserver_ready() {
   if ! k -n "$APP_NS" wait --for=condition=Ready ftpserver/contoso --timeout=120s >/dev/null; then
     k -n "$APP_NS" get ftpserver contoso -o yaml; controller_log; return 1
   fi
-  k -n "$APP_NS" get configmap,service,statefulset -o name | grep -q statefulset || fail "no StatefulSet for the FtpServer"
+  k -n "$APP_NS" get configmap,service,statefulset -o name | has statefulset || fail "no StatefulSet for the FtpServer"
   [[ $(k -n "$APP_NS" get ftpserver contoso -o jsonpath='{.status.readyReplicas}') == 1 ]] || fail "readyReplicas is not 1"
   # The controller really acted as the ServiceAccount: it holds the chart's Lease.
   [[ $(k -n "$NS" get lease "$RELEASE" -o jsonpath='{.spec.holderIdentity}') == helm-test ]] ||
@@ -557,7 +557,7 @@ t_health_live() {
   got=$(lua_health "$WORK/healthy.json"); [[ $got == Healthy ]] || { echo "argocd healthy: $got, want Healthy"; rc=1; }
   got=$(kstatus_of "$WORK/stalled.json"); [[ $got == Failed ]] || { echo "kstatus stalled: $got, want Failed"; rc=1; }
   got=$(lua_health "$WORK/stalled.json"); [[ $got == Degraded ]] || { echo "argocd stalled: $got, want Degraded"; rc=1; }
-  "$ROOT/tests/argocd/health.sh" "$WORK/stalled.json" | grep -q "does-not-exist" ||
+  "$ROOT/tests/argocd/health.sh" "$WORK/stalled.json" | has "does-not-exist" ||
     { echo "Degraded message does not name the missing Secret: $("$ROOT/tests/argocd/health.sh" "$WORK/stalled.json")"; rc=1; }
   got=$(argocd_live "$WORK/healthy.json" | cut -f1); [[ $got == Healthy ]] || { echo "argo cd's code, healthy: $got, want Healthy"; rc=1; }
   got=$(argocd_live "$WORK/stalled.json"); [[ $got == Degraded$'\t'*does-not-exist* ]] ||
@@ -684,10 +684,10 @@ PY
   [[ $(k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.replicas}') == 2 ]] || fail "replicas did not become 2"
   k -n "$NS" get deploy "$RELEASE" -o jsonpath='{.spec.template.spec.containers[0].env[?(@.name=="RUST_LOG")].value}' |
     grep -qx debug || fail "logLevel did not reach RUST_LOG"
-  k get crd ftpservers.ftpoperator.dev -o jsonpath='{.spec.names.categories}' | grep -q ftp-upgraded ||
+  k get crd ftpservers.ftpoperator.dev -o jsonpath='{.spec.names.categories}' | has ftp-upgraded ||
     fail "the CRD change did not arrive through helm upgrade"
   # A fresh discovery cache: kubectl would not look for a category it has not seen.
-  k --cache-dir "$WORK/discovery" get ftp-upgraded -A -o name | grep -q ftpserver.ftpoperator.dev/contoso || fail "the new category does not list FtpServers"
+  k --cache-dir "$WORK/discovery" get ftp-upgraded -A -o name | has ftpserver.ftpoperator.dev/contoso || fail "the new category does not list FtpServers"
   [[ $(h history "$RELEASE" -n "$NS" -o json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))') == 2 ]] ||
     fail "expected two revisions"
   # The FtpServers lived through it.

@@ -205,7 +205,7 @@ t_scale() {
   for burst in 1 2 3 4 5 6 7 8 9 10 11 12; do
     sessions burst 10 >"$WORK/burst4.json" || return 1
     [[ $(grep -c '"ok": true' "$WORK/burst4.json") == 10 ]] || { grep '"ok": false' "$WORK/burst4.json" | head -3; return 1; }
-    if owners "$WORK/burst4.json" | awk '{print $2}' | grep -qx 3; then reached=$burst; break; fi
+    if owners "$WORK/burst4.json" | awk '{print $2}' | has -x 3; then reached=$burst; break; fi
     sleep 2
   done
   [[ -n $reached ]] || { echo "no session reached replica 3 in 12 bursts over $(since "$start") s"; return 1; }

@@ -7,6 +7,10 @@
 #   fail MESSAGE        a check's way to fail with a reason: it ends the check there (each check
 #                       runs in a subshell), so a later line that succeeds cannot hide it
 #   until_true T CMD... polls CMD every POLL_SECONDS (default 1) until it succeeds or T s pass
+#   CMD | has [GREP-FLAGS] PATTERN
+#                       grep -q that reads its input to the end: with pipefail, `grep -q` would
+#                       exit at the first match and fail CMD's next write (SIGPIPE), so the
+#                       pipeline would fail although the pattern matched
 #   who_deleted RES NAME  prints the control plane's audit records of deleting NAME (a resource
 #                       of kind RES, plural): who, when, how; for a check that finds an object gone
 #   summary             the last line test.sh counts ("N passed, M failed"); false on any failure
@@ -37,6 +41,13 @@ until_true() {
     ((SECONDS < deadline)) || return 1
     sleep "$POLL_SECONDS"
   done
+}
+
+has() {
+  local rc=0
+  grep -q "$@" || rc=$?
+  cat >/dev/null
+  return "$rc"
 }
 
 who_deleted() {
