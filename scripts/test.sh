@@ -4,9 +4,10 @@
 # One after another first:
 #   1. the Debian packages the tiers need; lint: rustfmt and clippy (warnings are errors); the
 #      GitHub workflows (actionlint)
-#   2. the build: every test executable (all features, once), the release tier's auditable
-#      binaries, and, beside them, the Go-built tools and Kubernetes (control plane, real node,
-#      the oldest apiserver): after this step no tier compiles anything
+#   2. the build: every test executable (all features, once) and the release tier's auditable
+#      binaries; no tier compiles Rust after it. Beside it, from the start of the build to its
+#      end, a job builds the Go parts (Kubernetes, the tools, the oldest apiserver) in the order
+#      the tiers need them, and each tier waits only for the parts it uses
 # Then two lanes side by side, since they share nothing but the CPUs:
 #   lane "control planes of their own" (kwok nodes only, never the real node):
 #   3. unit tests (the generated CRD and the chart's copy must match the code), and ftp-server
@@ -135,22 +136,51 @@ build_auditable() {
     cp "$target/debug/ftp-operator" "$target/debug/ftp-server" "$bin/auditable/"
 }
 
-# Go builds (tools, Kubernetes, the oldest apiserver), cached under ~/.cache/ftp-operator.
+# The Go builds (Kubernetes, the tools, the oldest apiserver), cached under ~/.cache/ftp-operator,
+# in the order the tiers need them. Each part leaves $work/built.PART or $work/unbuilt.PART, and
+# a tier waits only for the parts it uses (`needs`), so on a cold machine the tiers run while
+# the later parts build. Its log: $work/build-go.log.
+GO_PARTS="kubernetes helm release-tools chart-tools flux oldest-apiserver"
+build_go_part() {
+  case $1 in
+    kubernetes) scripts/local-cluster.sh build ;;
+    helm) scripts/tools.sh build helm ;;
+    release-tools) scripts/tools.sh build syft oras registry ;;
+    chart-tools) scripts/tools.sh build kstatus kubeconform kube-score argocd-health ;;
+    flux) scripts/tools.sh build flux flux-apicheck ;;
+    oldest-apiserver) scripts/oldest-apiserver.sh build ;;
+  esac
+}
 build_go() {
-  scripts/tools.sh build &&
-    scripts/local-cluster.sh build &&
-    scripts/oldest-apiserver.sh build
+  local part
+  for part in $GO_PARTS; do
+    echo "--- building $part"
+    if build_go_part "$part"; then touch "$work/built.$part"; else touch "$work/unbuilt.$part"; fi
+  done
 }
 
+# needs PART... -- CMD...: waits until the Go build job built every PART, then runs CMD; a part
+# that failed to build (or a build job that is gone) fails the tier, naming the part.
+needs() {
+  local part
+  while [[ $1 != -- ]]; do
+    part=$1; shift
+    until [[ -e $work/built.$part ]]; do
+      if [[ -e $work/unbuilt.$part ]] || ! kill -0 "$go_build" 2>/dev/null && [[ ! -e $work/built.$part ]]; then
+        echo "the Go build of $part failed; its log:"; tail -40 "$work/build-go.log"
+        return 1
+      fi
+      sleep 2
+    done
+  done
+  shift
+  "$@"
+}
+
+# The Rust side of the build, while the Go builds run beside it (cargo's link steps and Go's
+# package builds leave each other cores to use).
 build() {
-  local go_rc=0 rust_rc=0
-  # Side by side: cargo's link steps and Go's package builds leave each other cores to use.
-  build_go >"$work/build-go.log" 2>&1 &
-  local go_pid=$!
-  build_tests && build_auditable || rust_rc=1
-  wait "$go_pid" || go_rc=1
-  [[ $go_rc -eq 0 ]] || { echo "--- the Go builds failed:"; tail -40 "$work/build-go.log"; }
-  [[ $rust_rc -eq 0 && $go_rc -eq 0 ]]
+  build_tests && build_auditable
 }
 
 test_exe() { awk -F'\t' -v n="$1" '$1 == n {print $2}' "$work/tests"; }
@@ -182,14 +212,16 @@ cluster_tier() {
 control_plane_lane() {
   export LANE="control planes of their own"
   tier "unit and real-client tests" unit_tests
-  tier "controller on a real control plane" cluster_tier
-  # Its own apiserver and etcd; the chart's kubeVersion must name the version tested.
-  tier "the CRD on the oldest supported apiserver" env FTPOP_CLUSTER_TEST_BIN="$(test_exe cluster)" \
-    scripts/oldest-apiserver.sh test
+  tier "controller on a real control plane" needs kubernetes -- cluster_tier
   # The Helm tier brings up a control plane of its own, so it can install and uninstall freely.
-  tier "helm, linters, dashboard, kstatus and argo cd" scripts/test-helm.sh
+  tier "helm, linters, dashboard, kstatus and argo cd" needs kubernetes helm chart-tools -- \
+    scripts/test-helm.sh
   # Flux's own controllers sync the operator and an FtpServer from a local Git repository.
-  tier "flux: from a git repository to a ready ftpserver" scripts/test-flux.sh
+  tier "flux: from a git repository to a ready ftpserver" needs kubernetes helm flux -- \
+    scripts/test-flux.sh
+  # Its own apiserver and etcd; the chart's kubeVersion must name the version tested.
+  tier "the CRD on the oldest supported apiserver" needs oldest-apiserver -- \
+    env FTPOP_CLUSTER_TEST_BIN="$(test_exe cluster)" scripts/oldest-apiserver.sh test
 }
 
 node_lane() {
@@ -197,11 +229,11 @@ node_lane() {
   # The image is assembled from the debug binaries just built: the test is about its layout
   # (non-root user, both binaries, their libraries), not about optimised code.
   tier "container image" scripts/image.sh --test
-  tier "end to end on the real node" scripts/test-node.sh
+  tier "end to end on the real node" needs kubernetes helm -- scripts/test-node.sh
   tier "release: a private registry, helm install oci://, pulled on the real node" \
-    env FTPOP_AUDITABLE_BIN_DIR="$bin/auditable" scripts/test-release.sh
-  tier "replicas on the real node" scripts/test-replicas.sh
-  tier "load and client addresses on the real node" scripts/test-load.sh
+    needs kubernetes helm release-tools -- env FTPOP_AUDITABLE_BIN_DIR="$bin/auditable" scripts/test-release.sh
+  tier "replicas on the real node" needs kubernetes helm -- scripts/test-replicas.sh
+  tier "load and client addresses on the real node" needs kubernetes helm -- scripts/test-load.sh
   tier "network namespaces: forgetful load balancer, node tuner" namespace_tests
 }
 namespace_tests() {
@@ -214,15 +246,24 @@ namespace_tests() {
 tier "install dependencies" scripts/install-deps.sh
 tier "lint" lint
 tier "github workflows (actionlint)" scripts/lint-workflows.sh
-if tier "build: test executables, release binaries, Go tools and Kubernetes" build; then
+build_go >"$work/build-go.log" 2>&1 &
+go_build=$!
+lanes+=("$go_build")
+if tier "build: the test executables and the release binaries (Go parts building beside)" build; then
   # Every tier runs the binaries built above.
   export FTPOP_OPERATOR_BIN=$bin/ftp-operator FTPOP_SERVER_BIN=$bin/ftp-server
   control_plane_lane &
   lanes+=($!)
   node_lane &
   lanes+=($!)
-  wait "${lanes[@]}"
-  lanes=()
+fi
+wait "${lanes[@]}"
+lanes=()
+echo "=== the Go builds (Kubernetes, tools, the oldest apiserver)"
+grep -E '^--- building|ready|error' "$work/build-go.log" | tail -20
+if ls "$work"/unbuilt.* >/dev/null 2>&1; then
+  echo "=== the Go builds: FAILED"
+  echo "the Go builds" >>"$work/failed"
 fi
 
 passed=$(grep -Eo '(test result: [a-zA-Z]+\. [0-9]+ passed|^[0-9]+ passed, [0-9]+ failed)' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
