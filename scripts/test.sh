@@ -198,8 +198,9 @@ unit_tests() {
 }
 
 # The kwok tier: fake pods only (no server runs), so no real node, and a state directory and
-# ports of its own, so it runs while the other lane holds the real node's cluster.
-cluster_tier() {
+# ports of its own, so it runs while the other lane holds the real node's cluster. A subshell:
+# its cluster's settings stay out of the lane's later tiers.
+cluster_tier() (
   export FTPOP_CLUSTER_DIR=$kwok_cluster FTPOP_PORT_BASE=24700 FTPOP_REAL_NODE=0
   scripts/local-cluster.sh up >/dev/null || { echo "the local control plane did not come up"; return 1; }
   eval "$(scripts/local-cluster.sh env)"
@@ -207,7 +208,7 @@ cluster_tier() {
   "$(test_exe cluster)" || rc=1
   scripts/local-cluster.sh down >/dev/null
   return "$rc"
-}
+)
 
 control_plane_lane() {
   export LANE="control planes of their own"
