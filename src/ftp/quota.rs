@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use crate::ftp::auth::policy::Quota;
 use crate::ftp::live_users::{LedgerMark, UploadLedger, Walk};
+use crate::ftp::storage::{FileKind, Home, Keep, UploadBody};
 
 /// How long one walk of a home serves its user's uploads.
 pub const WALK_MAX_AGE: Duration = Duration::from_secs(30);
-use crate::ftp::storage::{FileKind, Home, Keep, UploadBody};
 
 /// Starts the quota check of an upload to `path` keeping `keep` (blocking: it walks the home).
 /// `Ok(Err(_))`: the upload would add a file past `quota_files`, refuse it before any byte.
@@ -52,13 +52,10 @@ pub fn begin_upload(
             walk
         }
     };
-    let (mark, usage) = (
-        walk.mark,
-        Usage {
-            bytes: walk.bytes,
-            files: walk.files,
-        },
-    );
+    let usage = Usage {
+        bytes: walk.bytes,
+        files: walk.files,
+    };
     let target = Target {
         existing: existing
             .as_ref()
@@ -67,7 +64,7 @@ pub fn begin_upload(
         new_file: existing.is_none(),
         keep,
     };
-    Ok(UploadQuota::begin(quota, ledger, mark, usage, target))
+    Ok(UploadQuota::begin(quota, ledger, walk.mark, usage, target))
 }
 
 /// What a home holds.
