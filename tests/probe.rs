@@ -1,6 +1,7 @@
 //! The controller's reachability probe against a real ftp-server on loopback: the probe account
 //! rendered into the server's config (`probe_user`), sessions as the controller runs them, and
-//! the PassiveReachable condition they give.
+//! the PassiveReachable condition they give; for a server with SFTP, the SFTP session and the
+//! SftpReachable condition.
 
 mod common;
 
@@ -10,9 +11,10 @@ use std::time::Duration;
 use common::{Options, Server};
 use ftp_operator::controller::probe::account::ProbeAccount;
 use ftp_operator::controller::probe::results::{
-    ProbeObservation, ReadyReplicas, ServerProbe, Slices, passive_reachable,
+    ProbeObservation, ReadyReplicas, ServerProbe, Slices, passive_reachable, sftp_reachable,
 };
 use ftp_operator::controller::probe::session::SessionTarget;
+use ftp_operator::controller::probe::sftp_session::{SftpTarget, probe_sftp};
 use ftp_operator::controller::probe::{ProbeMetrics, round};
 use ftp_operator::ftp::config::PassiveRange;
 
@@ -177,5 +179,131 @@ async fn nothing_listening_is_a_control_connection_failure() {
         failure.describe().contains(&format!("127.0.0.1:{port}")),
         "{}",
         failure.describe()
+    );
+}
+
+/// A server with SFTP and the probe account, its host keys made by `ftp-server
+/// generate-host-key` as the controller's Secret holds them; returns the server, its SFTP port
+/// and the public halves of its keys.
+fn sftp_server(
+    account: &ProbeAccount,
+    keys: &tempfile::TempDir,
+) -> (Server, u16, Vec<russh::keys::PublicKey>) {
+    let files = host_keys(keys);
+    let port = common::free_port();
+    let server = Server::start(Options {
+        config_toml: Some(format!(
+            "public_address = \"127.0.0.1\"\n[probe_user]\nname = {:?}\npassword_hash = {:?}\n\
+             [sftp]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\nhost_key_files = [{:?}, {:?}]\n",
+            account.user, account.password_hash, files[0], files[1]
+        )),
+        users: vec![("alice", "wonderland", true)],
+        ..Default::default()
+    });
+    (server, port, public_keys(&files))
+}
+
+/// Two host keys (ed25519, ECDSA P-256) in `dir`.
+fn host_keys(dir: &tempfile::TempDir) -> [std::path::PathBuf; 2] {
+    ["ed25519", "ecdsa-p256"].map(|kind| {
+        let path = dir.path().join(kind);
+        let output = std::process::Command::new(common::BIN)
+            .args(["generate-host-key", "--type", kind, "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        path
+    })
+}
+
+fn public_keys(files: &[std::path::PathBuf]) -> Vec<russh::keys::PublicKey> {
+    files
+        .iter()
+        .map(|file| {
+            russh::keys::PrivateKey::from_openssh(std::fs::read(file).unwrap())
+                .unwrap()
+                .public_key()
+                .clone()
+        })
+        .collect()
+}
+
+fn sftp_target(
+    port: u16,
+    account: &ProbeAccount,
+    host_keys: Vec<russh::keys::PublicKey>,
+) -> SftpTarget {
+    SftpTarget {
+        host: "127.0.0.1".into(),
+        port,
+        user: account.user.clone(),
+        password: account.password.clone(),
+        host_keys,
+        step_timeout: Duration::from_secs(3),
+    }
+}
+
+/// One SFTP session as a round runs it, and the SftpReachable condition it gives.
+async fn sftp_condition(target: &SftpTarget) -> (&'static str, &'static str, String) {
+    let probe = ServerProbe {
+        sftp: Some((target.endpoint(), probe_sftp(target).await)),
+        ..ServerProbe::default()
+    };
+    sftp_reachable(
+        &ProbeObservation::Probed(probe),
+        Some("127.0.0.1"),
+        &one_replica(),
+    )
+}
+
+#[tokio::test]
+async fn sftp_with_the_secrets_host_keys_is_reachable() {
+    let account = ProbeAccount::generate().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (_server, port, public) = sftp_server(&account, &keys);
+    let (status, reason, message) = sftp_condition(&sftp_target(port, &account, public)).await;
+    assert_eq!((status, reason), ("True", "Reachable"), "{message}");
+    assert!(
+        message.starts_with(&format!("127.0.0.1:{port}: ")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_key_that_is_not_the_secrets_is_reported_before_clients_refuse_it() {
+    let account = ProbeAccount::generate().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (_server, port, _) = sftp_server(&account, &keys);
+    // The keys of another server, as a Secret replaced behind the pods' back would hold.
+    let other = tempfile::tempdir().unwrap();
+    let expected = public_keys(&host_keys(&other));
+    let (status, reason, message) = sftp_condition(&sftp_target(port, &account, expected)).await;
+    assert_eq!(
+        (status, reason),
+        ("False", "SftpHostKeyMismatch"),
+        "{message}"
+    );
+    assert!(
+        message.contains("SHA256:"),
+        "the message names the key: {message}"
+    );
+}
+
+#[tokio::test]
+async fn sftp_login_and_connection_failures_name_their_step() {
+    let account = ProbeAccount::generate().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (_server, port, public) = sftp_server(&account, &keys);
+    let mut wrong = sftp_target(port, &account, public.clone());
+    wrong.password = "not-the-probe-password".into();
+    let (status, reason, message) = sftp_condition(&wrong).await;
+    assert_eq!((status, reason), ("False", "SftpLoginFailed"), "{message}");
+    let nobody = sftp_target(common::free_port(), &account, public);
+    let (status, reason, message) = sftp_condition(&nobody).await;
+    assert_eq!(
+        (status, reason),
+        ("False", "SftpConnectionFailed"),
+        "{message}"
     );
 }

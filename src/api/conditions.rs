@@ -14,3 +14,6 @@ pub const LOAD_BALANCER_READY: &str = "LoadBalancerReady";
 pub const KEEPALIVE_CONFIGURED: &str = "KeepaliveConfigured";
 /// The reachability probe completed a passive transfer through the public address.
 pub const PASSIVE_REACHABLE: &str = "PassiveReachable";
+/// The reachability probe logged in over SFTP through the public address, and the server
+/// presented its own host key. Only on servers with `spec.sftp.enabled`.
+pub const SFTP_REACHABLE: &str = "SftpReachable";

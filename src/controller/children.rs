@@ -184,10 +184,17 @@ async fn apply_plan(
 
     // The SFTP host keys before the StatefulSet that mounts them: a pod would wait for a missing
     // Secret. Made once, never patched; a Secret of that name without both keys stalls.
-    match sftp_host_keys::ensure(server, &ctx.client, &ctx.metrics.api_writes).await? {
-        HostKeysState::Ready(written) => changes.extend(written),
-        HostKeysState::Incomplete(invalid) => return Ok(Outcome::Stalled(invalid)),
-    }
+    let sftp_host_keys =
+        match sftp_host_keys::ensure(server, &ctx.client, &ctx.metrics.api_writes).await? {
+            HostKeysState::Ready {
+                written,
+                public_keys,
+            } => {
+                changes.extend(written);
+                public_keys
+            }
+            HostKeysState::Unusable(invalid) => return Ok(Outcome::Stalled(invalid)),
+        };
     // The probe Secret before the ConfigMap that carries its hash: should the ConfigMap's write
     // fail, the next reconcile renders the same account again instead of making a new one.
     if let (Some(account), Some(unwritten)) = (&probe_account, probe_secret) {
@@ -274,7 +281,8 @@ async fn apply_plan(
     }
     if probe_account.is_some() {
         // Only now: until this generation's children are applied, the probe leaves it alone.
-        ctx.prober.decided(server, valid);
+        let sftp = sftp_host_keys::sftp_enabled(server).then_some(sftp_host_keys);
+        ctx.prober.decided(server, valid, sftp);
     }
     Ok(Outcome::Applied {
         public_address: observed.public_address(server),

@@ -11,7 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use kube::api::{Api, PostParams};
 use kube::{Client, Resource, ResourceExt};
-use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
+use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey, PublicKey};
 
 use crate::api::FtpServer;
 use crate::process::api_writes::ApiWrites;
@@ -27,6 +27,8 @@ pub const HOST_KEYS: [&str; 2] = [ED25519_KEY, ECDSA_KEY];
 
 /// The Stalled reason for a host-key Secret without the keys.
 pub const HOST_KEYS_INCOMPLETE: &str = "SftpHostKeysIncomplete";
+/// The Stalled reason for a host-key Secret whose keys are not OpenSSH private keys.
+pub const HOST_KEYS_INVALID: &str = "SftpHostKeysInvalid";
 
 pub fn host_keys_secret_name(server: &FtpServer) -> String {
     format!("{}-sftp-host-keys", server.name_any())
@@ -84,12 +86,32 @@ fn missing_keys(secret: &Secret) -> Vec<&'static str> {
         .collect()
 }
 
+/// The public halves of the Secret's keys (what clients see and remember), or the key that is
+/// not an OpenSSH private key.
+fn public_keys(secret: &Secret) -> Result<Vec<PublicKey>, (&'static str, ssh_key::Error)> {
+    let data = secret.data.as_ref();
+    HOST_KEYS
+        .into_iter()
+        .filter_map(|name| data.and_then(|data| data.get(name)).map(|key| (name, key)))
+        .map(|(name, key)| {
+            PrivateKey::from_openssh(&key.0)
+                .map(|key| key.public_key().clone())
+                .map_err(|error| (name, error))
+        })
+        .collect()
+}
+
 /// What became of the host keys.
 pub enum HostKeysState {
-    /// SFTP is off, or the Secret holds the keys; with the Secret when it was created now.
-    Ready(Option<(ObjectReference, Applied)>),
-    /// A Secret of that name lacks keys: the user must complete or remove it.
-    Incomplete(Invalid),
+    /// SFTP is off (no keys), or the Secret holds the keys: their public halves, and the Secret
+    /// when it was created now.
+    Ready {
+        written: Option<(ObjectReference, Applied)>,
+        public_keys: Vec<PublicKey>,
+    },
+    /// A Secret of that name lacks keys, or holds one that is not a key: the user must fix or
+    /// remove it.
+    Unusable(Invalid),
 }
 
 /// Makes the host-key Secret if there is none; never changes one that exists.
@@ -99,7 +121,10 @@ pub async fn ensure(
     writes: &ApiWrites,
 ) -> Result<HostKeysState, ApplyError> {
     if !sftp_enabled(server) {
-        return Ok(HostKeysState::Ready(None));
+        return Ok(HostKeysState::Ready {
+            written: None,
+            public_keys: Vec::new(),
+        });
     }
     let name = host_keys_secret_name(server);
     let api: Api<Secret> = Api::namespaced(client.clone(), &server.namespace().unwrap_or_default());
@@ -111,9 +136,21 @@ pub async fn ensure(
     {
         let missing = missing_keys(&found);
         if missing.is_empty() {
-            return Ok(HostKeysState::Ready(None));
+            return Ok(match public_keys(&found) {
+                Ok(public_keys) => HostKeysState::Ready {
+                    written: None,
+                    public_keys,
+                },
+                Err((key, error)) => HostKeysState::Unusable(Invalid {
+                    reason: HOST_KEYS_INVALID,
+                    message: format!(
+                        "Secret {name}: {key} is not an OpenSSH private key ({error}): put the \
+                         file ssh-keygen wrote there, or delete the Secret to have new keys made"
+                    ),
+                }),
+            });
         }
-        return Ok(HostKeysState::Incomplete(Invalid {
+        return Ok(HostKeysState::Unusable(Invalid {
             reason: HOST_KEYS_INCOMPLETE,
             message: format!(
                 "Secret {name} has no {}: add the OpenSSH private keys (ssh-keygen -t ed25519 and \
@@ -137,13 +174,17 @@ pub async fn ensure(
     let created = api.create(&PostParams::default(), &secret).await;
     writes.record("Secret");
     match created {
-        Ok(created) => Ok(HostKeysState::Ready(Some((
-            created.object_ref(&()),
-            Applied::Created,
-        )))),
+        Ok(created) => Ok(HostKeysState::Ready {
+            written: Some((created.object_ref(&()), Applied::Created)),
+            // Just generated, so they parse; an empty list would only make the probe refuse.
+            public_keys: public_keys(&secret).unwrap_or_default(),
+        }),
         // Made meanwhile (by another replica of the operator before its lease ran out): the
         // next reconcile reads it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(HostKeysState::Ready(None)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(HostKeysState::Ready {
+            written: None,
+            public_keys: Vec::new(),
+        }),
         Err(source) => Err(ApplyError::of::<Secret>(&name, source)),
     }
 }
@@ -184,5 +225,21 @@ mod tests {
         let mut partial = secret.clone();
         partial.data.as_mut().unwrap().remove(ECDSA_KEY);
         assert_eq!(missing_keys(&partial), [ECDSA_KEY]);
+        // The public halves, as clients see them, in the Secret's order.
+        let public = public_keys(&secret).unwrap();
+        assert_eq!(
+            public
+                .iter()
+                .map(|k| k.algorithm().to_string())
+                .collect::<Vec<_>>(),
+            ["ssh-ed25519", "ecdsa-sha2-nistp256"]
+        );
+        let mut garbled = secret.clone();
+        garbled
+            .data
+            .as_mut()
+            .unwrap()
+            .insert(ED25519_KEY.to_owned(), ByteString(b"not a key".to_vec()));
+        assert_eq!(public_keys(&garbled).unwrap_err().0, ED25519_KEY);
     }
 }

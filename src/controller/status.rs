@@ -12,9 +12,11 @@ use crate::keepalive::KeepaliveInForce;
 use super::build::selector_labels;
 use super::health::{WorkloadSummary, workload_problem};
 use super::observe::Observed;
-use super::probe::results::passive_reachable;
+use super::probe::results::{passive_reachable, sftp_reachable};
+use super::sftp_host_keys::sftp_enabled;
 use crate::api::conditions::{
-    KEEPALIVE_CONFIGURED, LOAD_BALANCER_READY, PASSIVE_REACHABLE, READY, RECONCILING, STALLED,
+    KEEPALIVE_CONFIGURED, LOAD_BALANCER_READY, PASSIVE_REACHABLE, READY, RECONCILING,
+    SFTP_REACHABLE, STALLED,
 };
 use crate::process::errors::{ApplyError, Invalid};
 
@@ -294,10 +296,11 @@ pub fn desired_status(
     // schedule, so it can neither vouch for the cloud's path nor hold up a rollout; it reports
     // what a client would meet (docs/probe.md).
     let pods: Vec<&Pod> = observed.pods.iter().map(AsRef::as_ref).collect();
+    let ready_replicas = super::probe::ready_replicas(&pods);
     let (probe_status, reason, message) = passive_reachable(
         &observed.probe,
         status.public_address.as_deref(),
-        &super::probe::ready_replicas(&pods),
+        &ready_replicas,
     );
     status.conditions.push(condition_with_status(
         &previous.conditions,
@@ -308,6 +311,22 @@ pub fn desired_status(
         generation,
         &now,
     ));
+    if sftp_enabled(server) {
+        let (sftp_status, reason, message) = sftp_reachable(
+            &observed.probe,
+            status.public_address.as_deref(),
+            &ready_replicas,
+        );
+        status.conditions.push(condition_with_status(
+            &previous.conditions,
+            SFTP_REACHABLE,
+            sftp_status,
+            reason,
+            message,
+            generation,
+            &now,
+        ));
+    }
     status
 }
 
@@ -526,6 +545,36 @@ mod tests {
         assert_eq!(condition_of(&status, RECONCILING).status, "False");
         assert_eq!(condition_of(&status, STALLED).status, "False");
         assert_eq!(condition_of(&status, LOAD_BALANCER_READY).status, "True");
+    }
+
+    #[test]
+    fn sftp_reachable_only_on_a_server_with_sftp() {
+        let mut server = server(fixtures::MINIMAL);
+        let has =
+            |status: &FtpServerStatus| status.conditions.iter().any(|c| c.type_ == SFTP_REACHABLE);
+        let status = desired_status(
+            &server,
+            &applied(Some("20.50.1.7")),
+            &observed(1, true),
+            now(),
+        );
+        assert!(!has(&status), "no SFTP, no SftpReachable");
+        server.spec.sftp = Some(crate::api::SftpSpec {
+            enabled: true,
+            port: 22,
+        });
+        let status = desired_status(
+            &server,
+            &applied(Some("20.50.1.7")),
+            &observed(1, true),
+            now(),
+        );
+        // The controller in these tests runs without a probe.
+        let sftp = condition_of(&status, SFTP_REACHABLE);
+        assert_eq!(
+            (sftp.status.as_str(), sftp.reason.as_str()),
+            ("Unknown", "ProbeDisabled")
+        );
     }
 
     #[test]

@@ -30,8 +30,10 @@ use super::context::Context;
 use super::image_rollout::ImageRolloutGate;
 use super::metrics::Metrics;
 use super::observe::{Stores, node_for_selection, secret_name_only};
+use super::probe::account::probe_secret_name;
 use super::probe::{ProbeMetrics, Prober};
 use super::reconcile::{error_policy, reconcile};
+use super::sftp_host_keys::{host_keys_secret_name, sftp_enabled};
 use super::users;
 
 /// The watches of one scope: a namespace, or the cluster (None). Each records its refusals.
@@ -418,13 +420,28 @@ fn shared_claim(server: &FtpServer) -> Option<&String> {
         .map(|c| &c.claim_name)
 }
 
+/// Whether a change to Secret `secret` concerns `server`: the Secrets its spec names, and the
+/// two it owns (the probe account, the SFTP host keys), so a deleted or edited one is noticed at
+/// once rather than at the next resync.
 fn references_secret(server: &FtpServer, secret: &str) -> bool {
-    let users = server.spec.users.as_ref().map(|u| &u.secret_ref.name);
-    let tls = server.spec.tls.as_ref().map(|t| &t.secret_ref.name);
-    [users, tls]
-        .into_iter()
-        .flatten()
-        .any(|name| name == secret)
+    let spec = &server.spec;
+    let named = [
+        spec.users.as_ref().map(|u| &u.secret_ref.name),
+        spec.tls.as_ref().map(|t| &t.secret_ref.name),
+        spec.storage
+            .as_ref()
+            .and_then(|s| s.s3.as_ref())
+            .and_then(|s3| s3.credentials_secret_ref.as_ref())
+            .map(|r| &r.name),
+        spec.storage
+            .as_ref()
+            .and_then(|s| s.azure_blob.as_ref())
+            .and_then(|azure| azure.credentials_secret_ref.as_ref())
+            .map(|r| &r.name),
+    ];
+    named.into_iter().flatten().any(|name| name == secret)
+        || secret == probe_secret_name(server)
+        || (sftp_enabled(server) && secret == host_keys_secret_name(server))
 }
 
 #[cfg(test)]
@@ -437,5 +454,13 @@ mod tests {
         assert!(references_secret(&server, "ftp-users"));
         assert!(references_secret(&server, "ftp-tls"));
         assert!(!references_secret(&server, "other"));
+        assert!(references_secret(&server, "contoso-probe"));
+        let mut sftp = server.clone();
+        assert!(!references_secret(&sftp, "contoso-sftp-host-keys"));
+        sftp.spec.sftp = Some(crate::api::SftpSpec {
+            enabled: true,
+            port: 22,
+        });
+        assert!(references_secret(&sftp, "contoso-sftp-host-keys"));
     }
 }

@@ -2,7 +2,9 @@
 //! FtpServer through its public address, as a client would, lists over EPSV and PASV, and keeps
 //! what it found per replica. It never runs inside a reconcile: a round wakes a server's
 //! reconcile only when its result changed, and [`results::passive_reachable`] turns the result
-//! into the `PassiveReachable` condition.
+//! into the `PassiveReachable` condition. A server with SFTP also gets one SFTP session a round
+//! ([`sftp_session`]), which checks the host key against the server's Secret and becomes
+//! `SftpReachable`.
 //!
 //! Control connections are balanced over the ready replicas, so a round opens sessions until each
 //! ready replica has been seen (the data port's slice tells which one), at most
@@ -13,6 +15,7 @@
 pub mod account;
 pub mod results;
 pub mod session;
+pub mod sftp_session;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use russh::keys::PublicKey;
 
 use crate::api::FtpServer;
 
@@ -39,8 +43,11 @@ use super::validate::Validated;
 use crate::process::errors::ApplyError;
 use crate::process::errors::Invalid;
 use account::{ProbeAccount, desired_probe_secret, probe_secret_name};
-use results::{Passive, ProbeObservation, ReadyReplicas, ServerProbe, SessionReport, Slices, Step};
+use results::{
+    Passive, ProbeObservation, ReadyReplicas, ServerProbe, SessionReport, SftpStep, Slices, Step,
+};
 use session::{SessionTarget, probe_session};
+use sftp_session::{SftpTarget, probe_sftp};
 
 /// Sessions a round may open per ready replica before it gives up on reaching the rest.
 pub const SESSIONS_PER_REPLICA: usize = 4;
@@ -71,6 +78,8 @@ pub struct SessionLabels {
 #[derive(Clone)]
 pub struct ProbeMetrics {
     pub sessions: Family<SessionLabels, Counter>,
+    /// SFTP sessions, by result and failing step (`connection`, `host_key`, `login`, `list`).
+    pub sftp_sessions: Family<SessionLabels, Counter>,
     pub round_duration: Histogram,
 }
 
@@ -78,6 +87,7 @@ impl Default for ProbeMetrics {
     fn default() -> Self {
         let metrics = ProbeMetrics {
             sessions: Family::default(),
+            sftp_sessions: Family::default(),
             round_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
         };
         // Every series exists from the start (at 0), so rates and alerts work before the first
@@ -100,6 +110,14 @@ impl Default for ProbeMetrics {
                 step: step.to_owned(),
             }));
         }
+        let sftp_labels = std::iter::once(("ok", "none"))
+            .chain(SftpStep::ALL.iter().map(|step| ("failed", step.label())));
+        for (result, step) in sftp_labels {
+            drop(metrics.sftp_sessions.get_or_create(&SessionLabels {
+                result: result.to_owned(),
+                step: step.to_owned(),
+            }));
+        }
         metrics
     }
 }
@@ -111,6 +129,11 @@ impl ProbeMetrics {
             "sessions",
             "Probe sessions through FtpServers' public addresses, by result and failing step",
             self.sessions.clone(),
+        );
+        registry.register(
+            "sftp_sessions",
+            "SFTP probe sessions through FtpServers' public addresses, by result and failing step",
+            self.sftp_sessions.clone(),
         );
         registry.register(
             "round_duration_seconds",
@@ -135,12 +158,20 @@ pub enum AccountState {
 /// What the reconcile decided of a server that a probe session needs, for the generation it
 /// applied: the probe follows the reconcile's decisions instead of validating the spec again, and
 /// a spec changed since (not yet applied, or invalid) is not probed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Decided {
     generation: Option<i64>,
     control_port: u16,
     slices: Slices,
     tls: bool,
+    sftp: Option<SftpDecided>,
+}
+
+/// The SFTP side of what the reconcile decided: the balancer's port and the host keys it mounted.
+#[derive(Debug, Clone)]
+struct SftpDecided {
+    port: u16,
+    host_keys: Vec<PublicKey>,
 }
 
 /// A probe Secret to create or update, and the live one it replaces.
@@ -245,7 +276,21 @@ impl Prober {
     }
 
     /// Records what the reconcile applied for `server`: the settings its next rounds use.
-    pub fn decided(&self, server: &FtpServer, valid: &Validated) {
+    /// `sftp_host_keys`: the public keys of its host-key Secret when it serves SFTP.
+    pub fn decided(
+        &self,
+        server: &FtpServer,
+        valid: &Validated,
+        sftp_host_keys: Option<Vec<PublicKey>>,
+    ) {
+        let sftp_port = server
+            .spec
+            .sftp
+            .as_ref()
+            .and_then(|sftp| u16::try_from(sftp.port).ok());
+        let sftp = sftp_host_keys
+            .zip(sftp_port)
+            .map(|(host_keys, port)| SftpDecided { port, host_keys });
         let decided = Decided {
             generation: server.metadata.generation,
             control_port: valid.control_port,
@@ -254,6 +299,7 @@ impl Prober {
                 per_replica: valid.per_replica,
             },
             tls: server.spec.tls.is_some(),
+            sftp,
         };
         self.decided
             .lock()
@@ -363,7 +409,7 @@ impl Prober {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&uid)
-            .copied()
+            .cloned()
             .filter(|decided| decided.generation == server.metadata.generation)?;
         let server_pods: Vec<&Pod> = pods
             .iter()
@@ -403,6 +449,26 @@ impl Prober {
         let slices = decided.slices;
         let started = Instant::now();
         let sessions = round(&target, slices, &ready, &self.metrics).await;
+        // The same account logs in over SFTP: after a refused FTP login it would only add a
+        // failed login towards the lockout, so the SFTP result stays what it was.
+        let login_refused = sessions
+            .iter()
+            .any(|session| matches!(&session.outcome, Err(failure) if failure.step == Step::Login));
+        let sftp = match &decided.sftp {
+            Some(_) if login_refused => previous.as_ref().and_then(|p| p.sftp.clone()),
+            Some(sftp) => {
+                let target = SftpTarget {
+                    host: target.host.clone(),
+                    port: sftp.port,
+                    user: target.user.clone(),
+                    password: target.password.clone(),
+                    host_keys: sftp.host_keys.clone(),
+                    step_timeout: target.step_timeout,
+                };
+                Some((target.endpoint(), sftp_round(&target, &self.metrics).await))
+            }
+            None => None,
+        };
         self.metrics
             .round_duration
             .observe(started.elapsed().as_secs_f64());
@@ -414,6 +480,7 @@ impl Prober {
         );
         let mut result = previous.unwrap_or_default();
         result.record_round(&target.endpoint(), &sessions, slices, &ready);
+        result.sftp = sftp;
         Some(result)
     }
 }
@@ -452,6 +519,26 @@ pub async fn round(
         }
     }
     sessions
+}
+
+/// One SFTP session, counted.
+async fn sftp_round(
+    target: &SftpTarget,
+    metrics: &ProbeMetrics,
+) -> Result<(), results::SftpFailure> {
+    let outcome = probe_sftp(target).await;
+    let (result, step) = match &outcome {
+        Ok(()) => ("ok", "none"),
+        Err(failure) => ("failed", failure.step.label()),
+    };
+    metrics
+        .sftp_sessions
+        .get_or_create(&SessionLabels {
+            result: result.to_owned(),
+            step: step.to_owned(),
+        })
+        .inc();
+    outcome
 }
 
 /// The server's ready pods by ordinal (the StatefulSet's pod-index label).

@@ -1,5 +1,6 @@
-//! What the probe found, per replica, and how that becomes the `PassiveReachable` condition.
-//! Pure: the sessions' reports go in, the condition comes out, so every case is unit-tested.
+//! What the probe found, per replica, and how that becomes the `PassiveReachable` condition (and,
+//! for a server with SFTP, `SftpReachable`). Pure: the sessions' reports go in, the conditions
+//! come out, so every case is unit-tested.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -92,6 +93,72 @@ impl Failure {
     }
 }
 
+/// Where an SFTP probe session stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftpStep {
+    /// The TCP connection or the SSH handshake.
+    Connection,
+    /// The server presented a host key that is not one of its Secret's.
+    HostKey,
+    Login,
+    /// Starting the `sftp` subsystem or listing the home.
+    List,
+}
+
+impl SftpStep {
+    pub const ALL: [SftpStep; 4] = [
+        SftpStep::Connection,
+        SftpStep::HostKey,
+        SftpStep::Login,
+        SftpStep::List,
+    ];
+
+    /// The `SftpReachable` reason when this step fails.
+    pub fn reason(self) -> &'static str {
+        match self {
+            SftpStep::Connection => "SftpConnectionFailed",
+            SftpStep::HostKey => "SftpHostKeyMismatch",
+            SftpStep::Login => "SftpLoginFailed",
+            SftpStep::List => "SftpListFailed",
+        }
+    }
+
+    /// The metric label of this step.
+    pub fn label(self) -> &'static str {
+        match self {
+            SftpStep::Connection => "connection",
+            SftpStep::HostKey => "host_key",
+            SftpStep::Login => "login",
+            SftpStep::List => "list",
+        }
+    }
+}
+
+/// A failed SFTP probe session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpFailure {
+    pub step: SftpStep,
+    /// The public `host:port` of the SFTP listener.
+    pub endpoint: String,
+    pub detail: String,
+}
+
+impl SftpFailure {
+    pub fn describe(&self) -> String {
+        let SftpFailure {
+            step,
+            endpoint,
+            detail,
+        } = self;
+        match step {
+            SftpStep::Connection => format!("SFTP connection to {endpoint}: {detail}"),
+            SftpStep::HostKey => format!("SFTP host key at {endpoint}: {detail}"),
+            SftpStep::Login => format!("SFTP login as the probe account at {endpoint}: {detail}"),
+            SftpStep::List => format!("SFTP at {endpoint}: {detail}"),
+        }
+    }
+}
+
 /// One probe session as the client saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionReport {
@@ -137,6 +204,9 @@ pub struct ServerProbe {
     pub unattributed: Option<Failure>,
     /// The public `host:port` the last round probed.
     pub endpoint: String,
+    /// The last round's SFTP session (its endpoint and outcome); None when the server has no
+    /// SFTP or no round has run one yet.
+    pub sftp: Option<(String, Result<(), SftpFailure>)>,
 }
 
 impl ServerProbe {
@@ -308,6 +378,36 @@ pub fn passive_reachable(
         message.push_str(&format!("; not reached yet: {}", missing.join(", ")));
     }
     ("True", "Reachable", message)
+}
+
+/// The `SftpReachable` condition of a server with SFTP: (status, reason, message), like
+/// [`passive_reachable`]. One session a round is enough: every replica serves SFTP.
+pub fn sftp_reachable(
+    observation: &ProbeObservation,
+    public_address: Option<&str>,
+    ready: &ReadyReplicas,
+) -> (&'static str, &'static str, String) {
+    let probed = match observation {
+        ProbeObservation::Probed(probed) if public_address.is_some() && !ready.is_empty() => probed,
+        // The same reasons as PassiveReachable's: the same probe, the same preconditions.
+        other => return passive_reachable(other, public_address, ready),
+    };
+    match &probed.sftp {
+        None => (
+            "Unknown",
+            "NotProbedYet",
+            "no probe round has run an SFTP session yet".to_owned(),
+        ),
+        Some((_, Err(failure))) => ("False", failure.step.reason(), failure.describe()),
+        Some((endpoint, Ok(()))) => (
+            "True",
+            "Reachable",
+            format!(
+                "{endpoint}: the host key is the server's own, the probe login and a listing of \
+                 its home work over SFTP"
+            ),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -526,5 +626,47 @@ mod tests {
         assert_eq!(reason(&probed, Some("a"), 1), "NotProbedYet");
         let pinned = ProbeObservation::NeedsDefaultImage("ftp-operator:0.0.9".into());
         assert_eq!(reason(&pinned, Some("a"), 1), "ProbeNeedsDefaultImage");
+    }
+
+    #[test]
+    fn sftp_reachable_follows_the_last_sftp_session() {
+        let condition = |sftp: Option<(String, Result<(), SftpFailure>)>| {
+            let probe = ServerProbe {
+                sftp,
+                ..ServerProbe::default()
+            };
+            sftp_reachable(&ProbeObservation::Probed(probe), Some("a"), &ready(1))
+        };
+        let endpoint = "198.18.0.20:22".to_owned();
+        let (status, reason, message) = condition(Some((endpoint.clone(), Ok(()))));
+        assert_eq!((status, reason), ("True", "Reachable"));
+        assert!(
+            message.starts_with("198.18.0.20:22: the host key"),
+            "{message}"
+        );
+        let mismatch = SftpFailure {
+            step: SftpStep::HostKey,
+            endpoint: endpoint.clone(),
+            detail: "the server presented ssh-ed25519 SHA256:x".into(),
+        };
+        let (status, reason, message) = condition(Some((endpoint, Err(mismatch))));
+        assert_eq!((status, reason), ("False", "SftpHostKeyMismatch"));
+        assert!(
+            message.contains("198.18.0.20:22") && message.contains("SHA256:x"),
+            "{message}"
+        );
+        assert_eq!(condition(None).1, "NotProbedYet");
+        // Its preconditions are the probe's, with the same reasons.
+        let (status, reason, _) = sftp_reachable(&ProbeObservation::Disabled, Some("a"), &ready(1));
+        assert_eq!((status, reason), ("Unknown", "ProbeDisabled"));
+        let probed = ProbeObservation::Probed(ServerProbe::default());
+        assert_eq!(
+            sftp_reachable(&probed, None, &ready(1)).1,
+            "NoPublicAddress"
+        );
+        assert_eq!(
+            sftp_reachable(&probed, Some("a"), &ready(0)).1,
+            "NoReadyReplica"
+        );
     }
 }
