@@ -5,9 +5,9 @@
 #   1. the Debian packages the tiers need; lint: rustfmt and clippy (warnings are errors); the
 #      GitHub workflows (actionlint)
 #   2. the build: every test executable (all features, once) and the release tier's auditable
-#      binaries; no tier compiles Rust after it. Beside it, from the start of the build to its
-#      end, a job builds the Go parts (Kubernetes, the tools, the oldest apiserver) in the order
-#      the tiers need them, and each tier waits only for the parts it uses
+#      binaries; no tier compiles Rust after it. Beside lint and the build, from before lint
+#      onwards, a job builds the Go parts (Kubernetes, the tools, the oldest apiserver) in the
+#      order the tiers need them, and each tier waits only for the parts it uses
 # Then two lanes side by side, since they share nothing but the CPUs:
 #   lane "control planes of their own" (kwok nodes only, never the real node):
 #   3. unit tests (the generated CRD and the chart's copy must match the code), and ftp-server
@@ -245,11 +245,13 @@ namespace_tests() {
 }
 
 tier "install dependencies" scripts/install-deps.sh
-tier "lint" lint
-tier "github workflows (actionlint)" scripts/lint-workflows.sh
+# The Go builds start before lint: on a cold machine their module downloads wait on the network
+# while clippy uses the cores.
 build_go >"$work/build-go.log" 2>&1 &
 go_build=$!
 lanes+=("$go_build")
+tier "lint" lint
+tier "github workflows (actionlint)" scripts/lint-workflows.sh
 if tier "build: the test executables and the release binaries (Go parts building beside)" build; then
   # Every tier runs the binaries built above.
   export FTPOP_OPERATOR_BIN=$bin/ftp-operator FTPOP_SERVER_BIN=$bin/ftp-server
