@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, free_port, hash_password, run_ok};
+use common::{BIN, Options, Server, free_port, hash_password, run_ok};
 
 const BUCKET: &str = "ftp-files";
 const PREFIX: &str = "srv";
@@ -746,11 +746,22 @@ const MEMORY_LIMIT: u64 = 128 * MIB;
 fn concurrent_uploads_stay_within_the_memory_limit_or_are_refused_plainly() {
     let s3 = S3Server::start();
     s3.create_bucket(BUCKET);
+    // SFTP too: its uploads draw on the same budget.
+    let keys = tempfile::tempdir().unwrap();
+    let host_key = keys.path().join("host_ed25519");
+    let generated = Command::new(BIN)
+        .args(["generate-host-key", "--type", "ed25519", "--out"])
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let sftp_port = free_port();
     let server = Server::start(Options {
         users: vec![("alice", "wonderland", true)],
         args: vec!["--public-address".into(), "127.0.0.1".into()],
         config_toml: Some(format!(
-            "[limits]\nmemory_limit_bytes = {MEMORY_LIMIT}\n{}",
+            "[limits]\nmemory_limit_bytes = {MEMORY_LIMIT}\n{}\n[sftp]\nenabled = true\n\
+             listen = \"127.0.0.1:{sftp_port}\"\nhost_key_files = [{host_key:?}]\n",
             storage_toml(&s3, BUCKET)
         )),
         env: credentials(),
@@ -826,6 +837,29 @@ fn concurrent_uploads_stay_within_the_memory_limit_or_are_refused_plainly() {
             (ftp, data)
         })
         .collect();
+    let small = server.state.path().join("small.bin");
+    std::fs::write(&small, b"small").unwrap();
+    let mut sftp = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/paramiko_sftp.py"
+        ))
+        .args(["127.0.0.1", &sftp_port.to_string(), "alice", "password"])
+        .args(["wonderland", "ops"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ops = format!(
+        "[[\"put\", {:?}, \"/sftp-late.bin\"]]",
+        small.display().to_string()
+    );
+    sftp.stdin
+        .take()
+        .unwrap()
+        .write_all(ops.as_bytes())
+        .unwrap();
     let mut late = server.raw();
     late.login("alice", "wonderland");
     late.epsv();
@@ -834,7 +868,16 @@ fn concurrent_uploads_stay_within_the_memory_limit_or_are_refused_plainly() {
         reply.contains("upload capacity for its memory; try the upload again later"),
         "{reply}"
     );
-    assert!(metric(&server, "ftp_upload_memory_refusals_total") >= 1.0);
+    let sftp = sftp.wait_with_output().unwrap();
+    let results = String::from_utf8_lossy(&sftp.stdout);
+    assert!(
+        results.contains("\"ok\": false")
+            && results.contains("Server is at its upload capacity for its memory"),
+        "SFTP: {results}\n{}",
+        String::from_utf8_lossy(&sftp.stderr)
+    );
+    assert_eq!(s3.object_size(&format!("{PREFIX}/sftp-late.bin")), None);
+    assert!(metric(&server, "ftp_upload_memory_refusals_total") >= 2.0);
     // One held upload ends; its buffers go to the next.
     let (mut ftp, data) = held.remove(0);
     drop(data);
