@@ -75,10 +75,11 @@ impl UploadMemory {
         let units = u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
             .clamp(1, self.total.max(1));
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        let acquired =
-            tokio::time::timeout(wait, Arc::clone(&self.permits).acquire_many_owned(units)).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        let acquired = {
+            // Counted while waiting, even when the session goes away meanwhile.
+            let _waiting = Waiting::count(&self.waiting);
+            tokio::time::timeout(wait, Arc::clone(&self.permits).acquire_many_owned(units)).await
+        };
         match acquired {
             Ok(Ok(permit)) => Ok(Some(Reservation { _permit: permit })),
             // The semaphore is never closed; a timeout is the refusal.
@@ -103,6 +104,22 @@ impl UploadMemory {
     /// Uploads waiting for buffers now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// One upload counted in [`UploadMemory::waiting`] for as long as it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn count(waiting: &'a AtomicUsize) -> Waiting<'a> {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -152,6 +169,20 @@ mod tests {
         }
         drop(held);
         assert_eq!(waiter.await.unwrap(), Ok(true));
+        assert_eq!(budget.waiting(), 0);
+        // A waiter whose session goes away is no longer counted.
+        let held = budget.reserve(18 * MIB, WAIT).await.unwrap();
+        let gone = {
+            let budget = Arc::clone(&budget);
+            tokio::spawn(async move { budget.reserve(18 * MIB, WAIT).await.is_ok() })
+        };
+        while budget.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        gone.abort();
+        let _ = gone.await;
+        assert_eq!(budget.waiting(), 0);
+        drop(held);
     }
 
     #[tokio::test]
