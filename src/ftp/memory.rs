@@ -30,7 +30,7 @@ const UPLOAD_SHARE: f64 = 0.5;
 /// Part buffers uploads may hold together when no limit is known: a bound, not a model.
 const UNLIMITED_UPLOAD_BYTES: u64 = 1024 * MIB;
 /// What one upload to object storage holds beyond its session's own cost and its two part
-/// buffers (the one filling, the one being sent): the HTTP client's and the signer's. 1.2 MiB
+/// buffers (the one filling, the one being sent): the HTTP client's and the signer's. 1 MiB
 /// measured (peak RSS over 8 concurrent S3 uploads, with 5 and with 8 MiB parts), rounded up.
 const UPLOAD_OVERHEAD_BYTES: u64 = 2 * MIB;
 
