@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, free_port, hash_password, run_ok};
+use common::{BIN, Options, Server, free_port, hash_password, run_ok};
 
 const BUCKET: &str = "ftp-files";
 const PREFIX: &str = "srv";
@@ -714,4 +714,181 @@ fn a_reload_naming_a_bucket_that_does_not_work_keeps_the_old_one_and_says_why() 
     let (bytes, end) = ftp.transfer_in("RETR kept.txt");
     assert!(end.starts_with("226"), "{end}");
     assert_eq!(bytes, b"kept");
+}
+
+/// The server's peak resident memory so far (`VmHWM`), in bytes.
+fn peak_resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    kib * 1024
+}
+
+/// A metric's value from the server's `/metrics`.
+fn metric(server: &Server, name: &str) -> f64 {
+    let (status, text) = server.http_get("/metrics");
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+const MIB: u64 = 1024 * 1024;
+/// The memory limit the upload-memory test gives the server: with default-cost hashes it holds
+/// three uploads of 5 MiB parts at once (12 MiB each), where ten at once would pass it.
+const MEMORY_LIMIT: u64 = 128 * MIB;
+
+#[test]
+fn concurrent_uploads_stay_within_the_memory_limit_or_are_refused_plainly() {
+    let s3 = S3Server::start();
+    s3.create_bucket(BUCKET);
+    // SFTP too: its uploads draw on the same budget.
+    let keys = tempfile::tempdir().unwrap();
+    let host_key = keys.path().join("host_ed25519");
+    let generated = Command::new(BIN)
+        .args(["generate-host-key", "--type", "ed25519", "--out"])
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{generated:?}");
+    let sftp_port = free_port();
+    let server = Server::start(Options {
+        users: vec![("alice", "wonderland", true)],
+        args: vec!["--public-address".into(), "127.0.0.1".into()],
+        config_toml: Some(format!(
+            "[limits]\nmemory_limit_bytes = {MEMORY_LIMIT}\n{}\n[sftp]\nenabled = true\n\
+             listen = \"127.0.0.1:{sftp_port}\"\nhost_key_files = [{host_key:?}]\n",
+            storage_toml(&s3, BUCKET)
+        )),
+        env: credentials(),
+        passive_ports: 20,
+        ..Default::default()
+    });
+    assert_eq!(
+        metric(&server, "ftp_upload_memory_budget_bytes"),
+        (3 * 12 * MIB) as f64
+    );
+
+    // Ten curl uploads of 16 MiB (four parts each) at once.
+    let payload: Vec<u8> = (0..16 * MIB as u32).map(|i| (i % 253) as u8).collect();
+    let local = server.state.path().join("many.bin");
+    std::fs::write(&local, &payload).unwrap();
+    let uploads: Vec<_> = (0..10)
+        .map(|i| {
+            Command::new("curl")
+                .args(["-sS", "-v", "--user", "alice:wonderland", "-T"])
+                .arg(&local)
+                .arg(format!("{}/many-{i}.bin", server.url()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut stored = 0;
+    for (i, upload) in uploads.into_iter().enumerate() {
+        let output = upload.wait_with_output().unwrap();
+        let key = format!("{PREFIX}/many-{i}.bin");
+        if output.status.success() {
+            stored += 1;
+            assert_eq!(s3.object_size(&key), Some(16 * MIB), "{key}");
+        } else {
+            // The only failure allowed is the server saying it has no memory for it now.
+            let log = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                log.contains("< 452 Server is at its upload capacity for its memory"),
+                "upload {i} failed otherwise:\n{log}"
+            );
+            assert_eq!(s3.object_size(&key), None, "{key}");
+        }
+    }
+    assert!(stored >= 1, "no upload got through");
+    let peak = peak_resident_bytes(server.pid());
+    assert!(
+        peak < MEMORY_LIMIT,
+        "the server's peak RSS {peak} passed its limit {MEMORY_LIMIT}"
+    );
+    // What was stored is what was sent.
+    let back = run_ok(
+        "curl",
+        &[
+            "-sS",
+            "--user",
+            "alice:wonderland",
+            &format!("{}/many-0.bin", server.url()),
+        ],
+    );
+    if s3.object_size(&format!("{PREFIX}/many-0.bin")).is_some() {
+        assert!(back.stdout == payload, "RETR returned other bytes");
+    }
+
+    // Three uploads hold the whole budget; a fourth waits, then hears why it cannot start.
+    let mut held: Vec<_> = (0..3)
+        .map(|i| {
+            let mut ftp = server.raw();
+            ftp.login("alice", "wonderland");
+            let data = TcpStream::connect(ftp.epsv()).unwrap();
+            ftp.expect(&format!("STOR held-{i}.bin"), "150");
+            (&data).write_all(b"partial").unwrap();
+            (ftp, data)
+        })
+        .collect();
+    let small = server.state.path().join("small.bin");
+    std::fs::write(&small, b"small").unwrap();
+    let mut sftp = Command::new("/usr/bin/python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/paramiko_sftp.py"
+        ))
+        .args(["127.0.0.1", &sftp_port.to_string(), "alice", "password"])
+        .args(["wonderland", "ops"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ops = format!(
+        "[[\"put\", {:?}, \"/sftp-late.bin\"]]",
+        small.display().to_string()
+    );
+    sftp.stdin
+        .take()
+        .unwrap()
+        .write_all(ops.as_bytes())
+        .unwrap();
+    let mut late = server.raw();
+    late.login("alice", "wonderland");
+    late.epsv();
+    let reply = late.expect("STOR late.bin", "452");
+    assert!(
+        reply.contains("upload capacity for its memory; try the upload again later"),
+        "{reply}"
+    );
+    let sftp = sftp.wait_with_output().unwrap();
+    let results = String::from_utf8_lossy(&sftp.stdout);
+    assert!(
+        results.contains("\"ok\": false")
+            && results.contains("Server is at its upload capacity for its memory"),
+        "SFTP: {results}\n{}",
+        String::from_utf8_lossy(&sftp.stderr)
+    );
+    assert_eq!(s3.object_size(&format!("{PREFIX}/sftp-late.bin")), None);
+    assert!(metric(&server, "ftp_upload_memory_refusals_total") >= 2.0);
+    // One held upload ends; its buffers go to the next.
+    let (mut ftp, data) = held.remove(0);
+    drop(data);
+    assert!(ftp.read_reply().starts_with("226"));
+    let data = TcpStream::connect(late.epsv()).unwrap();
+    late.expect("STOR late.bin", "150");
+    drop(data);
+    assert!(late.read_reply().starts_with("226"));
+    assert_eq!(s3.object_size(&format!("{PREFIX}/late.bin")), Some(0));
+    drop(held);
+    eventually("the held uploads were not aborted", || {
+        s3.pending_uploads().is_empty()
+    });
 }

@@ -1,7 +1,8 @@
 //! The server's memory budget: the limit it runs under (a config key, else its cgroup's), what
 //! it uses now, and the model that turns the limit into how many password verifications may run
-//! at once and how many sessions it admits. Near the limit new sessions are refused with a `421`
-//! rather than the kernel killing the server with every session in it.
+//! at once, how much uploads to object storage may hold in part buffers, and how many sessions it
+//! admits. Near the limit new sessions are refused with a `421`, and uploads beyond the buffer
+//! budget with a `452`, rather than the kernel killing the server with every session in it.
 //!
 //! The model's figures are measured by `scripts/bench-memory.sh` and documented in
 //! `docs/memory.md`; change them together.
@@ -23,6 +24,38 @@ const VERIFICATION_SHARE: f64 = 0.25;
 /// Resident memory, as a share of the limit, past which new sessions are refused: the rest is
 /// headroom for the sessions already in.
 const REFUSE_ABOVE: f64 = 0.85;
+/// With object storage, the share of what is left after the base and the verifier that upload
+/// part buffers may hold; sessions get the rest.
+const UPLOAD_SHARE: f64 = 0.5;
+/// Part buffers uploads may hold together when no limit is known: a bound, not a model.
+const UNLIMITED_UPLOAD_BYTES: u64 = 1024 * MIB;
+/// What one upload to object storage holds beyond its session's own cost and its two part
+/// buffers (the one filling, the one being sent): the HTTP client's and the signer's. 1 MiB
+/// measured (peak RSS over 8 concurrent S3 uploads, with 5 and with 8 MiB parts), rounded up.
+const UPLOAD_OVERHEAD_BYTES: u64 = 2 * MIB;
+
+/// The most one upload to object storage holds with parts of `part_size` bytes: two parts and
+/// [`UPLOAD_OVERHEAD_BYTES`].
+pub fn object_upload_bytes(part_size: u64) -> u64 {
+    part_size
+        .saturating_mul(2)
+        .saturating_add(UPLOAD_OVERHEAD_BYTES)
+}
+
+/// Part buffers uploads of `upload_bytes` each may hold at once without a known limit: whole
+/// uploads within [`UNLIMITED_UPLOAD_BYTES`], at least one; 0 when uploads hold none.
+pub fn upload_budget_unlimited(upload_bytes: u64) -> u64 {
+    whole_uploads(UNLIMITED_UPLOAD_BYTES, upload_bytes)
+}
+
+/// `bytes` rounded down to whole uploads of `upload_bytes`, at least one (a server that can never
+/// upload is no use; one upload over the budget still runs, alone); 0 when uploads hold none.
+fn whole_uploads(bytes: u64, upload_bytes: u64) -> u64 {
+    if upload_bytes == 0 {
+        return 0;
+    }
+    (bytes / upload_bytes).max(1) * upload_bytes
+}
 
 /// The limit the server keeps to, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +105,26 @@ impl MemoryLimit {
             .clamp(1, cpus.max(1))
     }
 
-    /// Sessions the limit holds, with `verification_bytes` set aside for the verifier: what is
-    /// left below the refusal line after the base, divided by one session's cost.
-    pub fn sessions(&self, verification_bytes: u64) -> u32 {
-        let left = self
-            .refuse_above()
+    /// What is left below the refusal line after the base and `verification_bytes`.
+    fn left(&self, verification_bytes: u64) -> u64 {
+        self.refuse_above()
             .saturating_sub(BASE_BYTES)
-            .saturating_sub(verification_bytes);
+            .saturating_sub(verification_bytes)
+    }
+
+    /// Part buffers uploads to object storage may hold at once, each upload `upload_bytes`
+    /// ([`object_upload_bytes`]; 0 on local disk, which holds none): [`UPLOAD_SHARE`] of what
+    /// is left after the base and the verifier, in whole uploads, at least one.
+    pub fn upload_budget(&self, verification_bytes: u64, upload_bytes: u64) -> u64 {
+        let share = (self.left(verification_bytes) as f64 * UPLOAD_SHARE) as u64;
+        whole_uploads(share, upload_bytes)
+    }
+
+    /// Sessions the limit holds, with `verification_bytes` set aside for the verifier and
+    /// `upload_budget` for upload buffers: what is left below the refusal line after the base,
+    /// divided by one session's cost.
+    pub fn sessions(&self, verification_bytes: u64, upload_budget: u64) -> u32 {
+        let left = self.left(verification_bytes).saturating_sub(upload_budget);
         u32::try_from(left / SESSION_BYTES)
             .unwrap_or(u32::MAX)
             .max(1)
@@ -182,13 +228,44 @@ mod tests {
         let default_hash = 19 * MIB;
         let example = limit(128);
         assert_eq!(example.verification_slots(default_hash, 2), 1);
-        let sessions = example.sessions(default_hash);
+        let sessions = example.sessions(default_hash, 0);
         // 128 MiB * 0.85 - 16 - 19 = 73.8 MiB of 640 KiB sessions.
         assert_eq!(sessions, 118);
         assert_eq!(limit(1024).verification_slots(default_hash, 2), 2);
         assert_eq!(limit(1024).verification_slots(default_hash, 64), 13);
         assert_eq!(limit(16).verification_slots(default_hash, 2), 1);
-        assert_eq!(limit(16).sessions(default_hash), 1);
+        assert_eq!(limit(16).sessions(default_hash, 0), 1);
+    }
+
+    #[test]
+    fn object_storage_uploads_get_half_of_what_is_left_in_whole_uploads() {
+        let default_hash = 19 * MIB;
+        let example = limit(128);
+        // Local disk: no part buffers, the sessions as before.
+        assert_eq!(example.upload_budget(default_hash, 0), 0);
+        // 8 MiB parts: 18 MiB an upload; half of 73.8 MiB holds 2 of them.
+        let upload = object_upload_bytes(8 * MIB);
+        assert_eq!(upload, 18 * MIB);
+        let budget = example.upload_budget(default_hash, upload);
+        assert_eq!(budget, 2 * upload);
+        // The sessions get the rest: (73.8 - 36) MiB of 640 KiB sessions.
+        assert_eq!(example.sessions(default_hash, budget), 60);
+        // 5 MiB parts (the smallest S3 allows): 12 MiB an upload, 3 at once.
+        assert_eq!(
+            example.upload_budget(default_hash, object_upload_bytes(5 * MIB)),
+            3 * 12 * MIB
+        );
+        // 1 GiB holds 23 uploads of 8 MiB parts beside 674 sessions.
+        let large = limit(1024).upload_budget(default_hash, upload);
+        assert_eq!(large / upload, 23);
+        assert_eq!(limit(1024).sessions(default_hash, large), 674);
+        // A limit too small for one upload still lets one run, alone.
+        assert_eq!(limit(32).upload_budget(default_hash, upload), upload);
+        assert_eq!(limit(32).sessions(default_hash, upload), 1);
+        // No limit: whole uploads within 1 GiB.
+        assert_eq!(upload_budget_unlimited(upload), 56 * upload);
+        assert_eq!(upload_budget_unlimited(0), 0);
+        assert_eq!(upload_budget_unlimited(4096 * MIB), 4096 * MIB);
     }
 
     #[test]

@@ -20,6 +20,7 @@ use super::auth::lockout::Lockout;
 use super::auth::verify::Verifier;
 use super::config::{RejectedInput, SERVED_CONFIG_MEDIA_TYPE, ServedConfig, config_digest};
 use super::live_users::LiveUsers;
+use super::upload_memory::UploadMemory;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -125,6 +126,13 @@ pub struct Metrics {
     login_verifications_queued: Gauge,
     login_verification_slots: Gauge,
     verifier: OnceLock<Arc<Verifier>>,
+    /// Uploads to object storage refused for want of part buffers; the budget counts them.
+    pub upload_memory_refusals: Counter,
+    /// The part-buffer budget, what uploads hold of it and how many wait, read at each scrape.
+    upload_memory_budget_bytes: Gauge,
+    upload_memory_in_use_bytes: Gauge,
+    uploads_waiting_for_memory: Gauge,
+    upload_memory: OnceLock<Arc<UploadMemory>>,
     /// Per-user series, for the users of the TOML form only (their number is the file's).
     pub user_bytes: Family<UserDirectionLabel, Counter>,
     pub user_logins: Family<UserResultLabel, Counter>,
@@ -240,6 +248,11 @@ impl Metrics {
         }
     }
 
+    /// The part-buffer budget `ftp_upload_memory_*` and `ftp_uploads_waiting_for_memory` report.
+    pub fn watch_upload_memory(&self, budget: Arc<UploadMemory>) {
+        let _ = self.upload_memory.set(budget);
+    }
+
     /// The verifier whose slots and queue `ftp_login_verification_*` report.
     pub fn watch_verifier(&self, verifier: Arc<Verifier>) {
         let _ = self.verifier.set(verifier);
@@ -309,6 +322,15 @@ impl Metrics {
             self.login_verifications_queued
                 .set(count(verifier.queued()));
             self.login_verification_slots.set(count(verifier.slots()));
+        }
+        if let Some(budget) = self.upload_memory.get() {
+            let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.upload_memory_budget_bytes
+                .set(gauge(budget.budget_bytes()));
+            self.upload_memory_in_use_bytes
+                .set(gauge(budget.in_use_bytes()));
+            self.uploads_waiting_for_memory
+                .set(gauge(budget.waiting() as u64));
         }
         if let Some(resident) = super::memory::resident_bytes() {
             self.resident_memory_bytes
@@ -446,6 +468,26 @@ impl Metrics {
             "login_verification_slots",
             "Password verifications that may run at once (each holds its hash's memory)",
             self.login_verification_slots.clone(),
+        );
+        registry.register(
+            "upload_memory_budget_bytes",
+            "Memory uploads to object storage may hold in part buffers at once (0: the storage needs none)",
+            self.upload_memory_budget_bytes.clone(),
+        );
+        registry.register(
+            "upload_memory_in_use_bytes",
+            "Part-buffer memory held by uploads to object storage now",
+            self.upload_memory_in_use_bytes.clone(),
+        );
+        registry.register(
+            "uploads_waiting_for_memory",
+            "Uploads to object storage waiting for part-buffer memory",
+            self.uploads_waiting_for_memory.clone(),
+        );
+        registry.register(
+            "upload_memory_refusals",
+            "Uploads to object storage refused because the part-buffer budget stayed full",
+            self.upload_memory_refusals.clone(),
         );
         registry.register(
             "user_sessions",

@@ -30,3 +30,4 @@ pub mod stream;
 pub mod throttle;
 pub mod tls;
 pub mod transfer;
+pub mod upload_memory;

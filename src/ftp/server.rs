@@ -28,6 +28,7 @@ use super::proxy;
 use super::reload;
 use super::session::{Entry, Session};
 use super::settings::Settings;
+use super::upload_memory::UploadMemory;
 
 /// What every session shares.
 pub struct Shared {
@@ -41,6 +42,8 @@ pub struct Shared {
     pub live_users: Arc<LiveUsers>,
     /// What memory admits: see [`MemoryBudget`].
     pub memory: MemoryBudget,
+    /// What uploads to object storage may hold in part buffers, server-wide.
+    pub upload_memory: Arc<UploadMemory>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -48,13 +51,18 @@ pub struct Shared {
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryBudget {
     pub limit: Option<MemoryLimit>,
-    /// Sessions the limit holds (with the verifier's memory set aside); None without a limit.
+    /// Sessions the limit holds (with the verifier's memory and the upload buffers set aside);
+    /// None without a limit.
     pub sessions: Option<u32>,
+    /// What uploads to object storage may hold in part buffers at once (0 on local disk).
+    pub upload_bytes: u64,
 }
 
 impl MemoryBudget {
     /// The limit from the config or the cgroup, the verifier sized from it and from the users
-    /// file's most expensive hash, and the sessions that leaves room for.
+    /// file's most expensive hash, the upload buffers the storage at start needs, and the
+    /// sessions that leaves room for. Planned once: a reload that changes the storage keeps
+    /// the plan (each upload still reserves its own cost from the budget).
     pub fn plan(settings: &Settings) -> (MemoryBudget, Arc<Verifier>) {
         let limit = MemoryLimit::detect(settings.config.limits.memory_limit_bytes);
         let verification = settings.users.verification_bytes();
@@ -62,8 +70,20 @@ impl MemoryBudget {
         let slots = limit.map_or(memory::verification_slots_unlimited(cpus), |limit| {
             limit.verification_slots(verification, cpus)
         });
-        let sessions = limit.map(|limit| limit.sessions(verification * slots as u64));
-        (MemoryBudget { limit, sessions }, Verifier::new(slots))
+        let verifiers = verification * slots as u64;
+        let per_upload = settings.storage.upload_memory_bytes();
+        let upload_bytes = limit.map_or(memory::upload_budget_unlimited(per_upload), |limit| {
+            limit.upload_budget(verifiers, per_upload)
+        });
+        let sessions = limit.map(|limit| limit.sessions(verifiers, upload_bytes));
+        (
+            MemoryBudget {
+                limit,
+                sessions,
+                upload_bytes,
+            },
+            Verifier::new(slots),
+        )
     }
 
     /// Whether a new session fits: below the session count the limit holds and below the
@@ -212,6 +232,10 @@ pub async fn serve(
     metrics.watch_lockout(Arc::clone(&lockout));
     let (budget, verifier) = MemoryBudget::plan(&settings_rx.borrow());
     metrics.watch_verifier(Arc::clone(&verifier));
+    let upload_memory =
+        UploadMemory::new(budget.upload_bytes, metrics.upload_memory_refusals.clone());
+    metrics.watch_upload_memory(Arc::clone(&upload_memory));
+    let per_upload = settings_rx.borrow().storage.upload_memory_bytes();
     let limit_bytes = budget.limit.map_or(0, |limit| limit.bytes);
     metrics
         .memory_limit_bytes
@@ -221,8 +245,20 @@ pub async fn serve(
         memory_limit_source = ?budget.limit.map(|limit| limit.source),
         verification_slots = verifier.slots(),
         sessions_the_memory_holds = ?budget.sessions,
+        upload_buffer_bytes = budget.upload_bytes,
+        uploads_at_once = budget.upload_bytes.checked_div(per_upload),
         "memory budget"
     );
+    if let Some(limit) = budget.limit
+        && per_upload > 0
+        && budget.upload_bytes <= per_upload
+    {
+        tracing::warn!(
+            memory_limit_bytes = limit.bytes,
+            upload_bytes = per_upload,
+            "the memory limit holds one object-storage upload at a time: raise the limit or lower the part size"
+        );
+    }
     let live_users = Arc::new(LiveUsers::default());
     live_users.set_metered(settings_rx.borrow().users.metered_names());
     metrics.watch_live_users(Arc::clone(&live_users));
@@ -234,6 +270,7 @@ pub async fn serve(
         verifier,
         live_users: Arc::clone(&live_users),
         memory: budget,
+        upload_memory,
         shutdown: shutdown_rx,
     });
 

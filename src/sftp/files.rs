@@ -26,6 +26,7 @@ use crate::ftp::quota::{self, UploadQuota};
 use crate::ftp::storage::{
     Capabilities, Download, Entries, FileKind, Home, Keep, Metadata, Upload, UploadBody,
 };
+use crate::ftp::upload_memory::{self, Reservation, UploadMemory};
 
 /// Handles one channel may hold open at once (files and directories).
 pub const MAX_OPEN_HANDLES: usize = 64;
@@ -52,6 +53,9 @@ pub struct Rules {
     pub chmod: bool,
     /// The most a `READ` is answered with.
     pub max_read: u32,
+    /// What one upload holds in the storage's own buffers, reserved from the server's budget
+    /// at the open (`Storage::upload_memory_bytes`).
+    pub upload_memory_bytes: u64,
 }
 
 enum Reader {
@@ -90,6 +94,8 @@ enum Open {
         pending: FileAttributes,
         /// The user's quota check, when it has a quota: told how the upload ended.
         quota: Option<Box<UploadQuota>>,
+        /// The upload's part buffers, held until it is committed or discarded.
+        buffers: Option<Reservation>,
     },
     Dir {
         path: String,
@@ -200,6 +206,7 @@ pub struct Files {
     login: Login,
     rules: Rules,
     metrics: Arc<Metrics>,
+    upload_memory: Arc<UploadMemory>,
     handles: HashMap<String, Open>,
     next_handle: u64,
     /// Files open for a transfer on every channel of the connection: a server shutting down
@@ -214,12 +221,14 @@ impl Files {
         login: Login,
         rules: Rules,
         metrics: Arc<Metrics>,
+        upload_memory: Arc<UploadMemory>,
         transfers: Arc<AtomicUsize>,
     ) -> Files {
         Files {
             login,
             rules,
             metrics,
+            upload_memory,
             handles: HashMap::new(),
             next_handle: 0,
             transfers,
@@ -427,6 +436,19 @@ impl Files {
             }
             Some(_) => Keep::All,
         };
+        // An upload to object storage reserves its part buffers before any data is taken, as
+        // FTP's STOR does; the refusal is retryable.
+        let buffers = match self
+            .upload_memory
+            .reserve(self.rules.upload_memory_bytes, upload_memory::WAIT)
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(at_capacity) => {
+                tracing::warn!(%path, "upload refused: no part-buffer memory in time");
+                return Err(status(id, StatusCode::Failure, at_capacity.to_string()));
+            }
+        };
         let quota = self.upload_quota(id, &path, keep).await?;
         let home = self.home();
         let mut upload = {
@@ -464,6 +486,7 @@ impl Files {
                 started: Instant::now(),
                 pending: FileAttributes::empty(),
                 quota,
+                buffers,
             },
         )
     }
@@ -551,6 +574,7 @@ impl Files {
             writer: slot,
             upload,
             bytes,
+            buffers,
             ..
         }) = self.handles.get_mut(handle)
         else {
@@ -590,6 +614,7 @@ impl Files {
             // A write that failed (the quota, a full disk) spoils the upload: it is discarded
             // now, and the handle's close reports the failure instead of committing a part.
             *upload = None;
+            *buffers = None;
             return Err(io_status(id, &error));
         }
         *bytes += length;
@@ -630,6 +655,7 @@ impl Files {
                 started,
                 pending,
                 quota,
+                buffers: _buffers,
             } => {
                 let Some(upload) = upload else {
                     // A write failed: the upload was discarded then.

@@ -339,6 +339,7 @@ impl russh::server::Handler for Connection {
             capabilities: self.settings.storage.capabilities(),
             chmod: self.settings.config.site_chmod,
             max_read: sftp.max_packet_bytes - 1024,
+            upload_memory_bytes: self.settings.storage.upload_memory_bytes(),
         };
         let limits = RequestLimits {
             max_packet_bytes: sftp.max_packet_bytes,
@@ -348,6 +349,7 @@ impl russh::server::Handler for Connection {
             login,
             rules,
             Arc::clone(&self.shared.metrics),
+            Arc::clone(&self.shared.upload_memory),
             Arc::clone(&self.transfers),
         );
         session.channel_success(channel_id)?;

@@ -21,6 +21,7 @@ use crate::ftp::storage::local::LocalStorage;
 use crate::ftp::storage::{
     Capabilities, Download, Entries, Home, Keep, Metadata, Storage, Upload, UploadBody,
 };
+use crate::ftp::upload_memory::UploadMemory;
 
 /// Local files behind fewer capabilities, with bodies as streams (as an object store gives) and
 /// uploads that, like a store that cannot append, always start empty whatever they are asked to
@@ -159,7 +160,9 @@ impl Client {
             memory: MemoryBudget {
                 limit: None,
                 sessions: None,
+                upload_bytes: 0,
             },
+            upload_memory: UploadMemory::new(0, Default::default()),
             shutdown: shutdown_rx,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

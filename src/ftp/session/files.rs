@@ -13,6 +13,7 @@ use crate::ftp::quota::{self, UploadQuota};
 use crate::ftp::reply::{Reply, quote_path};
 use crate::ftp::storage::{FileKind, Home, Keep};
 use crate::ftp::transfer;
+use crate::ftp::upload_memory;
 
 /// Runs a file-system call on a blocking thread, never on the runtime's workers.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -317,6 +318,27 @@ impl Session {
         if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
+        // An upload to object storage holds part buffers: it reserves them from the server's
+        // budget before its data connection is taken, and keeps them until it is completed or
+        // aborted (the end of this call), so the server never outgrows its memory.
+        let buffers = self.settings.storage.upload_memory_bytes();
+        let _buffers = match self
+            .shared
+            .upload_memory
+            .reserve(buffers, upload_memory::WAIT)
+            .await
+        {
+            Ok(reservation) => reservation,
+            Err(at_capacity) => {
+                if let Some(quota) = quota {
+                    quota.finish(false);
+                }
+                self.data_plan = None;
+                tracing::warn!(path = %target, "upload refused: no part-buffer memory in time");
+                self.reply(452, at_capacity.to_string()).await?;
+                return Ok(Flow::Continue);
+            }
+        };
         // Nothing on disk changes before the client's data connection is there; and every upload,
         // resumed ones too, goes to a temporary file renamed into place only when complete.
         let Some(tcp) = self.connect_data().await? else {

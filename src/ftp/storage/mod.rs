@@ -33,6 +33,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Removes what uploads of a killed server left, idle for at least `older_than` (so uploads
     /// still running elsewhere on the same storage are spared); returns how many went.
     fn remove_upload_leftovers(&self, older_than: Duration) -> io::Result<usize>;
+
+    /// Memory one upload holds in buffers of the back-end's own, beyond the session's transfer
+    /// buffer (which the session's cost counts): an object store's parts. Uploads reserve it
+    /// from the server's budget (`upload_memory.rs`) before their data is read; 0 reserves
+    /// nothing.
+    fn upload_memory_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// What a back-end can do beyond reading, writing whole files, listing and deleting, which every

@@ -21,6 +21,7 @@ use super::{
     UploadBody,
 };
 use crate::ftp::config::{AzureBlobStorage, OBJECT_STORAGE_ERROR, S3Storage};
+use crate::ftp::memory;
 
 /// What an object store can do: read from an offset, nothing else beyond the basics.
 pub const OBJECT_CAPABILITIES: Capabilities = Capabilities {
@@ -250,6 +251,11 @@ impl Storage for ObjectStorage {
     /// the bucket's lifecycle rule (docs/storage.md), which no replica could do more safely.
     fn remove_upload_leftovers(&self, _older_than: Duration) -> io::Result<usize> {
         Ok(0)
+    }
+
+    /// The part filling and the part being sent, and what sending one costs besides.
+    fn upload_memory_bytes(&self) -> u64 {
+        memory::object_upload_bytes(self.store.part_size as u64)
     }
 }
 
