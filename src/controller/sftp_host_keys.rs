@@ -179,12 +179,21 @@ pub async fn ensure(
             // Just generated, so they parse; an empty list would only make the probe refuse.
             public_keys: public_keys(&secret).unwrap_or_default(),
         }),
-        // Made meanwhile (by another replica of the operator before its lease ran out): the
-        // next reconcile reads it.
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(HostKeysState::Ready {
-            written: None,
-            public_keys: Vec::new(),
-        }),
+        // Made meanwhile (by another replica of the operator before its lease ran out): its
+        // keys are the ones the pods mount.
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let found = api
+                .get_opt(&name)
+                .await
+                .map_err(|source| ApplyError::read::<Secret>(&name, source))?;
+            Ok(HostKeysState::Ready {
+                written: None,
+                public_keys: found
+                    .as_ref()
+                    .and_then(|secret| public_keys(secret).ok())
+                    .unwrap_or_default(),
+            })
+        }
         Err(source) => Err(ApplyError::of::<Secret>(&name, source)),
     }
 }
