@@ -847,3 +847,46 @@ fn per_user_rules_of_the_toml_users_file_hold_for_sftp() {
     );
     assert_eq!(results[3]["value"], "12345");
 }
+
+/// paramiko's `get` asks for every 32 KiB of a file at once: a thousand requests outstanding for
+/// 32 MB, far more than the server reads ahead. The download still completes, byte for byte
+/// (the session used to hang once russh's buffer of the channel's messages was full).
+#[test]
+fn a_download_with_a_thousand_reads_outstanding_completes() {
+    let keys = Keys::new();
+    let server = start(&keys, "");
+    std::fs::create_dir_all(server.home("")).unwrap();
+    write_random(&server.home("big.bin"), 32_000_000);
+    let local = tempfile::tempdir().unwrap();
+    let back = local.path().join("big.bin");
+    require_paramiko();
+    require("timeout");
+    // A hung session would hang the test: `timeout` turns it into a failure.
+    let output = Command::new("timeout")
+        .arg("120")
+        .arg(PYTHON)
+        .arg(paramiko_script())
+        .args([
+            "127.0.0.1",
+            &server.port.to_string(),
+            "alice",
+            "password",
+            "wonderland",
+        ])
+        .args(["get", "big.bin"])
+        .arg(&back)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "paramiko's get did not complete ({}): {}\nserver log:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        server.server.log()
+    );
+    assert!(
+        std::fs::read(&back).unwrap() == std::fs::read(server.home("big.bin")).unwrap(),
+        "the downloaded file differs"
+    );
+}

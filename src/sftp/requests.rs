@@ -3,16 +3,32 @@
 //! `max_packet_bytes`), answered in order. A packet
 //! that is too large or does not decode is a broken or hostile client: the error ends the
 //! session, and only that session.
+//!
+//! The channel's bytes are taken as they arrive, whatever the read-ahead: russh hands them over
+//! in its connection's one loop and, while a channel does not take them, stops that loop, and
+//! with it the replies and the client's window updates the replies wait for. A client with many
+//! requests outstanding (paramiko's `get` asks for a whole file at once) would hang there. What
+//! is not parsed yet waits in a buffer of at most [`UNREAD_BYTES`]; a client that sends more
+//! than that unanswered ends its session.
 
-use bytes::Bytes;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
 use russh_sftp::protocol::{Packet, Version};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{Semaphore, mpsc};
 
 /// Bytes of requests a channel reads ahead of the one being served, and the SSH window it
 /// grants: with the one packet in service, a channel holds at most about twice this, whatever
 /// the client sends.
 pub const QUEUED_BYTES: u32 = 2 * 1024 * 1024;
+
+/// Bytes a channel holds that it has received and not parsed yet: about 70,000 read requests,
+/// the requests for a 2 GiB file in 32 KiB reads.
+pub const UNREAD_BYTES: usize = 2 * 1024 * 1024;
 
 use super::files::Files;
 
@@ -24,6 +40,8 @@ pub enum ProtocolError {
     Malformed(String),
     #[error("the first SFTP packet was not INIT")]
     NoInit,
+    #[error("more than {max} bytes of SFTP requests unanswered")]
+    Backlog { max: usize },
     #[error("SFTP channel: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -89,7 +107,31 @@ pub async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
+    let (mut channel, mut writer) = tokio::io::split(stream);
+    let unread = Arc::new(AtomicUsize::new(0));
+    let (chunks, received_chunks) = mpsc::unbounded_channel::<Bytes>();
+    let mut reader = Unread {
+        chunks: received_chunks,
+        current: Bytes::new(),
+        unread: Arc::clone(&unread),
+    };
+    let take = async move {
+        let mut buffer = BytesMut::new();
+        loop {
+            // Chunks share the buffer's allocations, so what is held is about what is unread.
+            buffer.reserve(64 * 1024);
+            if channel.read_buf(&mut buffer).await? == 0 {
+                return Ok(());
+            }
+            let chunk = buffer.split().freeze();
+            if unread.fetch_add(chunk.len(), Ordering::SeqCst) + chunk.len() > UNREAD_BYTES {
+                return Err(ProtocolError::Backlog { max: UNREAD_BYTES });
+            }
+            if chunks.send(chunk).is_err() {
+                return Ok(());
+            }
+        }
+    };
     let queue = usize::try_from(limits.max_outstanding_requests)
         .unwrap_or(1)
         .max(1);
@@ -127,7 +169,36 @@ where
         let _ = writer.shutdown().await;
         Ok(())
     };
-    tokio::try_join!(read, answer).map(drop)
+    tokio::try_join!(take, read, answer).map(drop)
+}
+
+/// The channel's bytes as [`serve`] took them, in order; the end of the channel is the end of
+/// the stream.
+struct Unread {
+    chunks: mpsc::UnboundedReceiver<Bytes>,
+    current: Bytes,
+    unread: Arc<AtomicUsize>,
+}
+
+impl AsyncRead for Unread {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        while self.current.is_empty() {
+            match self.chunks.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => self.current = chunk,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let count = buf.remaining().min(self.current.len());
+        let taken = self.current.split_to(count);
+        buf.put_slice(&taken);
+        self.unread.fetch_sub(count, Ordering::SeqCst);
+        Poll::Ready(Ok(()))
+    }
 }
 
 async fn write_packet<W: AsyncWrite + Unpin>(

@@ -11,6 +11,8 @@ MODE:
   hostkey     print the server's host key fingerprint
   slow_get F  read 64 KiB of F, print "started", wait for a line on stdin, read the rest; prints
               how many bytes came
+  get F LOCAL read all of F into LOCAL with read-ahead, as SFTP clients do, printing "started"
+              after the first MiB; prints the host key the session saw and how many bytes came
 Connection failures print {"connect_error": "..."}. With PROXY_HEADER in the environment, that
 line is sent before SSH starts, as a balancer speaking PROXY protocol v1 would.
 """
@@ -193,6 +195,21 @@ def main():
                     break
                 got += len(chunk)
         print(json.dumps({"bytes": got}))
+    elif mode == "get":
+        key = transport.get_remote_server_key().get_base64()
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        got = 0
+        with sftp.open(sys.argv[7], "rb") as f, open(sys.argv[8], "wb") as out:
+            f.prefetch()
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                if not got:
+                    print("started", flush=True)
+                got += len(chunk)
+                out.write(chunk)
+        print(json.dumps({"hostkey": key, "bytes": got}))
     elif mode == "hostkey":
         print(json.dumps({"hostkey": transport.get_remote_server_key().get_base64()}))
     elif mode == "malformed":

@@ -12,6 +12,12 @@ usage: replica_sessions.py hold HOST PORT USER PASSWORD SESSIONS SOURCE[,SOURCE.
   SESSIONS sessions that LIST every 0.5-2.5 s until STOPFILE exists; prints "ready" once all are
   logged in, then at the end one JSON line per session: {"session", "ports", "lists",
   "alive", "error"}: "alive" when every LIST succeeded and the session still answers NOOP.
+
+usage: replica_sessions.py readback HOST PORT USER PASSWORD SESSIONS SOURCE[,SOURCE...] FILES
+  SESSIONS later sessions, one per SOURCE at a time, each RETRs every s-<n>.txt a burst of FILES
+  sessions (over the same SOURCEs) stored, and checks every byte. Prints one JSON line per session:
+  {"session", "source", "ports", "read", "ok", "error"}.
+
 """
 import ftplib
 import io
@@ -43,6 +49,11 @@ class RecordingFTP(ftplib.FTP):
 logins = threading.Semaphore(3)
 
 
+def body(n, sources):
+    """What session n of a burst stores as s-<n>.txt."""
+    return (f"session {n} from {sources[n % len(sources)]}\n" * 200).encode()
+
+
 def connect(host, port, user, password, source):
     ftp = RecordingFTP(timeout=60, source_address=(source, 0))
     with logins:
@@ -63,10 +74,10 @@ def burst(host, port, user, password, sessions, sources):
             ftp = connect(host, port, user, password, source)
             barrier.wait()
             name = f"s-{n}.txt"
-            body = (f"session {n} from {source}\n" * 200).encode()
+            expected = body(n, sources)
             pause = random.Random(n).uniform
             time.sleep(pause(0, 2))
-            ftp.storbinary(f"STOR {name}", io.BytesIO(body))
+            ftp.storbinary(f"STOR {name}", io.BytesIO(expected))
             listing = []
             time.sleep(pause(0, 2))
             ftp.retrlines("LIST", listing.append)
@@ -75,7 +86,7 @@ def burst(host, port, user, password, sessions, sources):
             back = io.BytesIO()
             time.sleep(pause(0, 2))
             ftp.retrbinary(f"RETR {name}", back.write)
-            if back.getvalue() != body:
+            if back.getvalue() != expected:
                 raise AssertionError(f"RETR {name}: {len(back.getvalue())} bytes differ")
             ftp.quit()
             result["ok"] = True
@@ -143,6 +154,39 @@ def hold(host, port, user, password, sessions, sources, stopfile):
         print(json.dumps(result), flush=True)
 
 
+def readback(host, port, user, password, sessions, sources, files):
+    results = [None] * sessions
+
+    def run(source_index):
+        for n in range(source_index, sessions, len(sources)):
+            source = sources[n % len(sources)]
+            result = {"session": n, "source": source, "ports": [], "read": 0, "ok": False, "error": None}
+            ftp = None
+            try:
+                ftp = connect(host, port, user, password, source)
+                for m in range(files):
+                    back = io.BytesIO()
+                    ftp.retrbinary(f"RETR s-{m}.txt", back.write)
+                    if back.getvalue() != body(m, sources):
+                        raise AssertionError(f"RETR s-{m}.txt: {len(back.getvalue())} bytes, not what session {m} stored")
+                    result["read"] += 1
+                ftp.quit()
+                result["ok"] = True
+            except Exception as error:
+                result["error"] = f"{type(error).__name__}: {error}"
+            if ftp is not None:
+                result["ports"] = ftp.ports
+            results[n] = result
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sources))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        print(json.dumps(result))
+
+
 mode = sys.argv[1]
 host, port, user, password, count, sources = sys.argv[2:8]
 sources = [s for s in sources.split(",") if re.fullmatch(r"[0-9.]+", s)]
@@ -150,5 +194,7 @@ if mode == "burst":
     burst(host, port, user, password, int(count), sources)
 elif mode == "hold":
     hold(host, port, user, password, int(count), sources, sys.argv[8])
+elif mode == "readback":
+    readback(host, port, user, password, int(count), sources, int(sys.argv[8]))
 else:
-    sys.exit(f"unknown mode {mode}: burst or hold")
+    sys.exit(f"unknown mode {mode}: burst, hold or readback")
