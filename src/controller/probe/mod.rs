@@ -74,6 +74,17 @@ pub struct SessionLabels {
     pub step: String,
 }
 
+impl SessionLabels {
+    /// The labels of a session that failed at `failed_step` (its metric label), or succeeded.
+    fn of(failed_step: Option<&str>) -> SessionLabels {
+        let (result, step) = failed_step.map_or(("ok", "none"), |step| ("failed", step));
+        SessionLabels {
+            result: result.to_owned(),
+            step: step.to_owned(),
+        }
+    }
+}
+
 /// The probe's metrics (`ftp_operator_probe_*`).
 #[derive(Clone)]
 pub struct ProbeMetrics {
@@ -102,21 +113,15 @@ impl Default for ProbeMetrics {
             Step::List(Passive::Epsv),
             Step::List(Passive::Pasv),
         ];
-        let labels = std::iter::once(("ok", "none"))
-            .chain(steps.iter().map(|step| ("failed", step.label())));
-        for (result, step) in labels {
-            drop(metrics.sessions.get_or_create(&SessionLabels {
-                result: result.to_owned(),
-                step: step.to_owned(),
-            }));
+        for step in std::iter::once(None).chain(steps.iter().map(|step| Some(step.label()))) {
+            drop(metrics.sessions.get_or_create(&SessionLabels::of(step)));
         }
-        let sftp_labels = std::iter::once(("ok", "none"))
-            .chain(SftpStep::ALL.iter().map(|step| ("failed", step.label())));
-        for (result, step) in sftp_labels {
-            drop(metrics.sftp_sessions.get_or_create(&SessionLabels {
-                result: result.to_owned(),
-                step: step.to_owned(),
-            }));
+        for step in std::iter::once(None).chain(SftpStep::ALL.iter().map(|s| Some(s.label()))) {
+            drop(
+                metrics
+                    .sftp_sessions
+                    .get_or_create(&SessionLabels::of(step)),
+            );
         }
         metrics
     }
@@ -497,16 +502,10 @@ pub async fn round(
     let mut seen = HashSet::new();
     for _ in 0..SESSIONS_PER_REPLICA * ready.len() {
         let report = probe_session(target).await;
-        let (result, step) = match &report.outcome {
-            Ok(()) => ("ok", "none"),
-            Err(failure) => ("failed", failure.step.label()),
-        };
+        let failed_step = report.outcome.as_ref().err().map(|f| f.step.label());
         metrics
             .sessions
-            .get_or_create(&SessionLabels {
-                result: result.to_owned(),
-                step: step.to_owned(),
-            })
+            .get_or_create(&SessionLabels::of(failed_step))
             .inc();
         let replica = report
             .data_address
@@ -527,16 +526,10 @@ async fn sftp_round(
     metrics: &ProbeMetrics,
 ) -> Result<(), results::SftpFailure> {
     let outcome = probe_sftp(target).await;
-    let (result, step) = match &outcome {
-        Ok(()) => ("ok", "none"),
-        Err(failure) => ("failed", failure.step.label()),
-    };
+    let failed_step = outcome.as_ref().err().map(|f| f.step.label());
     metrics
         .sftp_sessions
-        .get_or_create(&SessionLabels {
-            result: result.to_owned(),
-            step: step.to_owned(),
-        })
+        .get_or_create(&SessionLabels::of(failed_step))
         .inc();
     outcome
 }

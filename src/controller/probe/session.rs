@@ -38,11 +38,16 @@ pub struct SessionTarget {
 
 impl SessionTarget {
     pub fn endpoint(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.control_port)
-        } else {
-            format!("{}:{}", self.host, self.control_port)
-        }
+        endpoint(&self.host, self.control_port)
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+pub fn endpoint(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 

@@ -33,11 +33,7 @@ pub struct SftpTarget {
 
 impl SftpTarget {
     pub fn endpoint(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        super::session::endpoint(&self.host, self.port)
     }
 }
 
@@ -93,15 +89,10 @@ pub async fn probe_sftp(target: &SftpTarget) -> Result<(), SftpFailure> {
         presented: Arc::clone(&presented),
     };
     let connected = within(step, client::connect_stream(config, stream, handler)).await;
-    let mut session = match connected {
-        Ok(Ok(session)) => session,
-        outcome => {
+    let mut session = match connected.and_then(|handshake| handshake.map_err(|e| e.to_string())) {
+        Ok(session) => session,
+        Err(detail) => {
             let presented = presented.lock().unwrap_or_else(|e| e.into_inner()).take();
-            let detail = match outcome {
-                Ok(Err(error)) => error.to_string(),
-                Err(timeout) => timeout,
-                Ok(Ok(_)) => String::new(),
-            };
             return Err(match presented {
                 Some(key)
                     if !target
