@@ -26,7 +26,10 @@ need() { command -v "$1" >/dev/null || die "$1 is missing (apt-get install $2; s
 pid() { # the registry's pid, if it runs from this state directory
   local p
   p=$(cat "$STATE/registry.pid" 2>/dev/null) || return 1
-  [[ -r /proc/$p/cmdline ]] && tr '\0' '\n' <"/proc/$p/cmdline" | grep -qxF -- "$STATE/config.yml" && echo "$p"
+  # Read whole: `tr | grep -q` can fail under pipefail once grep exits early (SIGPIPE).
+  local args
+  args=$(tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null) || return 1
+  [[ $'\n'$args$'\n' == *$'\n'"$STATE/config.yml"$'\n'* ]] && echo "$p"
 }
 
 free_port() {

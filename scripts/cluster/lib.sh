@@ -119,12 +119,20 @@ build_group() { # <group> <module> <bin dir> <binaries...> -- <go build args...>
 
 pid_of() { [[ -f $PIDS/$1.pid ]] && cat "$PIDS/$1.pid"; }
 
+# Whether process <pid>'s command line contains <text>. Read whole, not piped into `grep -q`:
+# a long command line (kube-apiserver's is about 6 KiB) reaches grep in several writes, grep -q
+# exits at the first match, tr's next write dies of SIGPIPE, and under pipefail that reads as
+# "not there", so a running component looked exited.
+cmdline_has() { # <pid> <text>
+  local cmdline
+  [[ -n ${1:-} && -r /proc/$1/cmdline ]] || return 1
+  cmdline=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ $cmdline == *"$2"* ]]
+}
+
 # Alive AND still the process we started (its command line names our state
 # dir), so a recycled PID is never mistaken for, or killed as, ours.
-is_ours() { # <pid>
-  [[ -n ${1:-} && -r /proc/$1/cmdline ]] || return 1
-  tr '\0' '\n' <"/proc/$1/cmdline" | grep -qF -- "$STATE_DIR/"
-}
+is_ours() { cmdline_has "${1:-}" "$STATE_DIR/"; } # <pid>
 
 running_components() { # <component...>
   local c pid

@@ -93,8 +93,7 @@ node_owner() {
   owner=$(cat "$NODE_OWNER")
   for c in "${NODE_COMPONENTS[@]}"; do
     pid=$(cat "$owner/pids/$c.pid" 2>/dev/null || true)
-    [[ -n $pid && -r /proc/$pid/cmdline ]] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$owner/" &&
-      { echo "$owner"; return 0; }
+    cmdline_has "$pid" "$owner/" && { echo "$owner"; return 0; }
   done
   return 1
 }
