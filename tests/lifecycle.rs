@@ -6,10 +6,9 @@ mod common;
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Options, Server, hash_password, require};
+use common::{Options, Server, hash_password, keepalive_timers};
 
 /// Writes `text` as a new ConfigMap revision: a fresh data directory, then `..data` swapped to it
 /// with one rename, the way the kubelet updates a mounted ConfigMap.
@@ -144,53 +143,6 @@ fn sigterm_lets_a_running_transfer_finish_and_stops_accepting() {
         server.wait_exit(Duration::from_secs(10)),
         "server did not exit after its sessions ended"
     );
-}
-
-/// The keepalive timer `ss` shows for the server's end of connections on `port`.
-fn keepalive_timers(port: u16) -> Vec<u64> {
-    require("ss");
-    let output = Command::new("ss")
-        .args([
-            "-tno",
-            "state",
-            "established",
-            &format!("( sport = :{port} )"),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.split("timer:(keepalive,")
-        .skip(1)
-        .map(|rest| {
-            let value = rest.split([',', ')']).next().unwrap();
-            // Forms: "36sec", "1min3sec", "119min".
-            let mut seconds = 0;
-            let mut number = String::new();
-            let mut unit = String::new();
-            for c in value.chars() {
-                if c.is_ascii_digit() {
-                    if !unit.is_empty() {
-                        seconds += unit_seconds(&number, &unit);
-                        number.clear();
-                        unit.clear();
-                    }
-                    number.push(c);
-                } else {
-                    unit.push(c);
-                }
-            }
-            seconds + unit_seconds(&number, &unit)
-        })
-        .collect()
-}
-
-fn unit_seconds(number: &str, unit: &str) -> u64 {
-    let n: u64 = number.parse().unwrap_or(0);
-    match unit {
-        "min" => n * 60,
-        "ms" => 0,
-        _ => n,
-    }
 }
 
 #[test]

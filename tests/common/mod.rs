@@ -24,12 +24,23 @@ pub fn require(tool: &str) {
     );
 }
 
+/// A free loopback port for one server, taken from 15000-19999: below the ranges `free_range`
+/// hands out and below the kernel's ephemeral range, where any outgoing connection on the machine
+/// (the other test lane's, a build's) may take a port between this check and the server's bind.
+/// A port is handed out once per test process, so two tests never race for it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    for _ in 0..500 {
+        let port = 15000 + rand_u16() % 5000;
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 15000-19999");
 }
 
 /// A run of `count` consecutive free ports, taken below the kernel's ephemeral range
@@ -47,12 +58,17 @@ pub fn free_range(count: u16) -> (u16, u16) {
     panic!("no free port range");
 }
 
+/// A pseudo-random number, different on every call and in every process.
 fn rand_u16() -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    (nanos ^ (std::process::id() << 7)) as u16
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.finish() as u16
 }
 
 pub fn hash_password(password: &str) -> String {
@@ -534,5 +550,52 @@ impl Raw {
         data.write_all(bytes).unwrap();
         drop(data);
         self.read_reply()
+    }
+}
+
+/// The keepalive timer `ss` shows for the server's end of connections on `port`.
+pub fn keepalive_timers(port: u16) -> Vec<u64> {
+    require("ss");
+    let output = Command::new("ss")
+        .args([
+            "-tno",
+            "state",
+            "established",
+            &format!("( sport = :{port} )"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split("timer:(keepalive,")
+        .skip(1)
+        .map(|rest| {
+            let value = rest.split([',', ')']).next().unwrap();
+            // Forms: "36sec", "1min3sec", "119min".
+            let mut seconds = 0;
+            let mut number = String::new();
+            let mut unit = String::new();
+            for c in value.chars() {
+                if c.is_ascii_digit() {
+                    if !unit.is_empty() {
+                        seconds += unit_seconds(&number, &unit);
+                        number.clear();
+                        unit.clear();
+                    }
+                    number.push(c);
+                } else {
+                    unit.push(c);
+                }
+            }
+            seconds + unit_seconds(&number, &unit)
+        })
+        .collect()
+}
+
+fn unit_seconds(number: &str, unit: &str) -> u64 {
+    let n: u64 = number.parse().unwrap_or(0);
+    match unit {
+        "min" => n * 60,
+        "ms" => 0,
+        _ => n,
     }
 }
