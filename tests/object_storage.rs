@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Options, Server, free_port, hash_password, run_ok};
+use common::{BIN, Options, Server, free_port, hash_password, keepalive_timers, run_ok};
 
 const BUCKET: &str = "ftp-files";
 const PREFIX: &str = "srv";
@@ -758,7 +758,12 @@ fn concurrent_uploads_stay_within_the_memory_limit_or_are_refused_plainly() {
     let sftp_port = free_port();
     let server = Server::start(Options {
         users: vec![("alice", "wonderland", true)],
-        args: vec!["--public-address".into(), "127.0.0.1".into()],
+        args: vec![
+            "--public-address".into(),
+            "127.0.0.1".into(),
+            "--keepalive-idle".into(),
+            "41".into(),
+        ],
         config_toml: Some(format!(
             "[limits]\nmemory_limit_bytes = {MEMORY_LIMIT}\n{}\n[sftp]\nenabled = true\n\
              listen = \"127.0.0.1:{sftp_port}\"\nhost_key_files = [{host_key:?}]\n",
@@ -860,14 +865,31 @@ fn concurrent_uploads_stay_within_the_memory_limit_or_are_refused_plainly() {
         .unwrap()
         .write_all(ops.as_bytes())
         .unwrap();
+    // The refused client connects its data connection first, as clients do after EPSV: while
+    // its upload waits for buffers, the server holds that connection with keepalive on, so a
+    // balancer does not forget it.
     let mut late = server.raw();
     late.login("alice", "wonderland");
-    late.epsv();
-    let reply = late.expect("STOR late.bin", "452");
+    let late_address = late.epsv();
+    let late_data = TcpStream::connect(late_address).unwrap();
+    // The held uploads' data connections may share the port (one address, ports reused once
+    // taken): the waiting one adds a timer of its own.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = keepalive_timers(late_address.port());
+    late.send("STOR late.bin");
+    std::thread::sleep(Duration::from_millis(500));
+    let timers = keepalive_timers(late_address.port());
     assert!(
-        reply.contains("upload capacity for its memory; try the upload again later"),
+        timers.len() == before.len() + 1 && timers.iter().all(|t| (35..=41).contains(t)),
+        "the waiting upload's data connection has no keepalive: {before:?} before STOR, {timers:?} after"
+    );
+    let reply = late.read_reply();
+    assert!(
+        reply.starts_with("452")
+            && reply.contains("upload capacity for its memory; try the upload again later"),
         "{reply}"
     );
+    drop(late_data);
     let sftp = sftp.wait_with_output().unwrap();
     let results = String::from_utf8_lossy(&sftp.stdout);
     assert!(

@@ -318,9 +318,16 @@ impl Session {
         if !self.data_allowed().await? {
             return Ok(Flow::Continue);
         }
+        // Nothing on disk changes before the client's data connection is there; and every upload,
+        // resumed ones too, goes to a temporary file renamed into place only when complete.
+        let Some(tcp) = self.connect_data().await? else {
+            return Ok(Flow::Continue);
+        };
         // An upload to object storage holds part buffers: it reserves them from the server's
-        // budget before its data connection is taken, and keeps them until it is completed or
-        // aborted (the end of this call), so the server never outgrows its memory.
+        // budget before it reads a byte, and keeps them until it is completed or aborted (the end
+        // of this call), so the server never outgrows its memory. The data connection is taken
+        // first: a passive one is often there already, and only a taken one has its keepalive,
+        // which keeps the balancer from forgetting it while the upload waits here.
         let buffers = self.settings.storage.upload_memory_bytes();
         let _buffers = match self
             .shared
@@ -333,16 +340,11 @@ impl Session {
                 if let Some(quota) = quota {
                     quota.finish(false);
                 }
-                self.data_plan = None;
+                drop(tcp);
                 tracing::warn!(path = %target, "upload refused: no part-buffer memory in time");
                 self.reply(452, at_capacity.to_string()).await?;
                 return Ok(Flow::Continue);
             }
-        };
-        // Nothing on disk changes before the client's data connection is there; and every upload,
-        // resumed ones too, goes to a temporary file renamed into place only when complete.
-        let Some(tcp) = self.connect_data().await? else {
-            return Ok(Flow::Continue);
         };
         let upload = {
             let target = target.clone();
