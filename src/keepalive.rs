@@ -1,17 +1,24 @@
 //! The keepalive an FtpServer runs with, and where it came from.
 //!
-//! When `keepalive.idleSeconds` is absent it is derived from the balancer's idle timeout `T`
-//! (`loadBalancer.idleTimeoutSeconds`, else the provider's documented default):
+//! When `keepalive.idleSeconds` or `keepalive.intervalSeconds` is absent it is derived from the
+//! balancer's idle timeout `T` (`loadBalancer.idleTimeoutSeconds`, else the provider's documented
+//! default):
 //!
 //! ```text
-//! idle = max(1, min(T / 2, T - 2 * interval))
+//! interval = min(10, max(1, T / 6))
+//! idle     = max(1, min(T / 2, T - 2 * interval))
 //! ```
 //!
 //! Why: the balancer must see a packet before `T` runs out. Half of `T` leaves room for clock
 //! skew between the balancer's and the kernel's timers and for a probe in flight; `T - 2 *
 //! interval` makes sure that, when the first probe and its first retry are lost, the second retry
 //! still reaches the balancer in time. An answered probe counts as traffic, so the next probe
-//! comes `idle` seconds later again, well inside `T`. The kernel's maximum (32767) caps the result.
+//! comes `idle` seconds later again, well inside `T`. The interval is the kernel's usual 10 s
+//! for any timeout of a minute or more (every provider's default), and shorter below that: with
+//! 10 s between retries, a 6 s balancer forgets a connection whose first probe is lost, which an
+//! upload saturating the client's uplink makes likely. Values given in the spec are checked
+//! instead: one lost probe must still be retried before `T` (`idle + interval < T`). The
+//! kernel's maximum (32767) caps the results.
 
 use crate::api::{FtpServerSpec, Provider};
 use crate::ftp::config::Keepalive;
@@ -106,6 +113,11 @@ impl KeepaliveInForce {
 #[error("{0}")]
 pub struct KeepaliveError(pub String);
 
+/// The probe interval for a balancer timeout when the spec gives none (see the module docs).
+pub fn derived_interval_seconds(timeout_seconds: i32) -> u32 {
+    u32::try_from((timeout_seconds / 6).clamp(1, 10)).unwrap_or(1)
+}
+
 /// The derivation rule (see the module docs) for a balancer timeout and probe interval.
 pub fn derived_idle_seconds(timeout_seconds: i32, interval_seconds: u32) -> u32 {
     let timeout = i64::from(timeout_seconds);
@@ -117,16 +129,19 @@ pub fn derived_idle_seconds(timeout_seconds: i32, interval_seconds: u32) -> u32 
 /// from the balancer otherwise. Fails when the idle time would not beat the balancer.
 pub fn keepalive_in_force(spec: &FtpServerSpec) -> Result<KeepaliveInForce, KeepaliveError> {
     let given = spec.keepalive.unwrap_or_default();
-    let (Ok(interval_seconds @ 1..=MAX_SECONDS), Ok(probes @ 1..=MAX_PROBES)) = (
-        u32::try_from(given.interval_seconds),
-        u32::try_from(given.probes),
-    ) else {
+    let provider = spec.load_balancer.provider;
+    let timeout_seconds = lb::idle_timeout_seconds(spec);
+    let interval = given
+        .interval_seconds
+        .map(u32::try_from)
+        .unwrap_or(Ok(derived_interval_seconds(timeout_seconds)));
+    let (Ok(interval_seconds @ 1..=MAX_SECONDS), Ok(probes @ 1..=MAX_PROBES)) =
+        (interval, u32::try_from(given.probes))
+    else {
         return Err(KeepaliveError(format!(
             "keepalive needs intervalSeconds in 1-{MAX_SECONDS} and probes in 1-{MAX_PROBES}"
         )));
     };
-    let provider = spec.load_balancer.provider;
-    let timeout_seconds = lb::idle_timeout_seconds(spec);
     let balancer = match spec.load_balancer.idle_timeout_seconds {
         Some(_) => format!("loadBalancer.idleTimeoutSeconds {timeout_seconds}"),
         None => format!(
@@ -174,6 +189,26 @@ pub fn keepalive_in_force(spec: &FtpServerSpec) -> Result<KeepaliveInForce, Keep
              forget idle control connections: {fix}"
         )));
     }
+    // One lost probe (or its answer) is retried `interval` later: that retry must still come
+    // before the balancer forgets the connection.
+    let retried_after = i64::from(idle_seconds) + i64::from(interval_seconds);
+    if retried_after >= i64::from(timeout_seconds) {
+        let fix = match (given.interval_seconds, given.idle_seconds) {
+            (Some(_), _) => format!(
+                "lower keepalive.intervalSeconds below {}, or remove it to derive it from the \
+                 balancer",
+                (i64::from(timeout_seconds) - i64::from(idle_seconds)).max(1)
+            ),
+            (None, Some(_)) => "lower keepalive.idleSeconds".to_owned(),
+            (None, None) => "raise loadBalancer.idleTimeoutSeconds".to_owned(),
+        };
+        return Err(KeepaliveError(format!(
+            "keepalive.intervalSeconds {interval_seconds} after keepalive.idleSeconds \
+             {idle_seconds} retries a lost probe {retried_after} s after the connection went \
+             quiet, not below {balancer}, so one lost probe would let the balancer forget the \
+             connection: {fix}"
+        )));
+    }
     Ok(KeepaliveInForce {
         keepalive: Keepalive {
             idle_seconds,
@@ -207,6 +242,57 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_of_a_minute_or_more_keep_the_ten_second_interval() {
+        for yaml in [
+            "loadBalancer: {provider: azure}",
+            "loadBalancer: {provider: aws}",
+            "loadBalancer: {provider: gcp}",
+            "loadBalancer: {idleTimeoutSeconds: 60}",
+            "",
+        ] {
+            assert_eq!(interval(yaml), 10, "{yaml}");
+        }
+        // From 3 s up (at 2 s even probes every second cannot be retried in time).
+        for timeout in 3..2000 {
+            let derived = keepalive_in_force(&spec(&format!(
+                "loadBalancer: {{idleTimeoutSeconds: {timeout}}}"
+            )))
+            .unwrap()
+            .keepalive;
+            assert!(
+                derived.idle_seconds + derived.interval_seconds < timeout as u32,
+                "{timeout}: {derived:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_interval_that_outlasts_the_balancer_after_one_lost_probe_is_refused_with_the_fix() {
+        // Idle derived as 1 s; a lost probe retried 11 s after the connection went quiet.
+        let err = keepalive_in_force(&spec(
+            "loadBalancer: {idleTimeoutSeconds: 6}\nkeepalive: {intervalSeconds: 10}",
+        ))
+        .unwrap_err();
+        assert!(err.0.contains("retries a lost probe 11 s after"), "{err}");
+        assert!(
+            err.0.contains("lower keepalive.intervalSeconds below 5"),
+            "{err}"
+        );
+        let err = keepalive_in_force(&spec(
+            "loadBalancer: {idleTimeoutSeconds: 6}\nkeepalive: {idleSeconds: 5}",
+        ))
+        .unwrap_err();
+        assert!(err.0.contains("lower keepalive.idleSeconds"), "{err}");
+        // Retried inside the timeout: accepted.
+        assert_eq!(
+            interval(
+                "loadBalancer: {idleTimeoutSeconds: 6}\nkeepalive: {idleSeconds: 2, intervalSeconds: 1}"
+            ),
+            1
+        );
+    }
+
+    #[test]
     fn provider_defaults_give_half_the_timeout() {
         assert_eq!(idle("loadBalancer: {provider: azure}"), 120);
         assert_eq!(idle("loadBalancer: {provider: aws}"), 175);
@@ -215,15 +301,28 @@ mod tests {
         assert_eq!(idle(""), 450);
     }
 
+    fn interval(yaml: &str) -> u32 {
+        keepalive_in_force(&spec(yaml))
+            .unwrap()
+            .keepalive
+            .interval_seconds
+    }
+
     #[test]
     fn short_timeouts_leave_room_for_two_retries_and_never_reach_zero() {
-        // T/2 = 15, T - 2*10 = 10.
-        assert_eq!(idle("loadBalancer: {idleTimeoutSeconds: 30}"), 10);
+        // Interval 30/6 = 5; T/2 = 15, T - 2*5 = 20.
+        assert_eq!(interval("loadBalancer: {idleTimeoutSeconds: 30}"), 5);
+        assert_eq!(idle("loadBalancer: {idleTimeoutSeconds: 30}"), 15);
+        // A given interval: T/2 = 15, T - 2*10 = 10.
         assert_eq!(
-            idle("loadBalancer: {idleTimeoutSeconds: 30}\nkeepalive: {intervalSeconds: 2}"),
-            15
+            idle("loadBalancer: {idleTimeoutSeconds: 30}\nkeepalive: {intervalSeconds: 10}"),
+            10
         );
-        assert_eq!(idle("loadBalancer: {idleTimeoutSeconds: 5}"), 1);
+        // A 6 s balancer: probes every second, the first after 3 s, so the second retry of a
+        // lost probe still comes after 5 s.
+        assert_eq!(interval("loadBalancer: {idleTimeoutSeconds: 6}"), 1);
+        assert_eq!(idle("loadBalancer: {idleTimeoutSeconds: 6}"), 3);
+        assert_eq!(idle("loadBalancer: {idleTimeoutSeconds: 5}"), 2);
         assert_eq!(derived_idle_seconds(100_000, 10), MAX_SECONDS);
         for timeout in 2..2000 {
             for interval in [1, 5, 10, 75] {

@@ -336,7 +336,7 @@ impl std::fmt::Display for PassivePorts {
     cel,
     validation = Rule::new("!has(self.idleSeconds) || (self.idleSeconds >= 1 && self.idleSeconds <= 32767)")
         .message("keepalive.idleSeconds must be between 1 and 32767 (the kernel's limit)"),
-    validation = Rule::new("self.intervalSeconds >= 1 && self.intervalSeconds <= 32767")
+    validation = Rule::new("!has(self.intervalSeconds) || (self.intervalSeconds >= 1 && self.intervalSeconds <= 32767)")
         .message("keepalive.intervalSeconds must be between 1 and 32767 (the kernel's limit)"),
     validation = Rule::new("self.probes >= 1 && self.probes <= 127")
         .message("keepalive.probes must be between 1 and 127 (the kernel's limit)"),
@@ -346,8 +346,10 @@ pub struct KeepaliveSpec {
     /// Seconds a connection is idle before the first probe. Absent: derived from the balancer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_seconds: Option<i32>,
-    #[serde(default = "default_keepalive_interval")]
-    pub interval_seconds: i32,
+    /// Seconds between unanswered probes. Absent: derived from the balancer, so that a lost
+    /// probe is retried before the balancer forgets the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_seconds: Option<i32>,
     #[serde(default = "default_keepalive_probes")]
     pub probes: i32,
     /// Also tune the nodes' keepalive sysctls (needed for hostNetwork servers).
@@ -359,15 +361,11 @@ impl Default for KeepaliveSpec {
     fn default() -> Self {
         KeepaliveSpec {
             idle_seconds: None,
-            interval_seconds: default_keepalive_interval(),
+            interval_seconds: None,
             probes: default_keepalive_probes(),
             node_sysctls: false,
         }
     }
-}
-
-fn default_keepalive_interval() -> i32 {
-    10
 }
 
 fn default_keepalive_probes() -> i32 {
