@@ -180,10 +180,14 @@ print(f"{ports[0]}-{ports[-1]} ({len(ports)} ports)" if ports else "none")' "$ip
     [[ $got == "$want ($PER_REPLICA ports)" ]] || { echo "want $want"; return 1; }
   done
 }
-# PassiveReachable as the operator's probe reports it: "<status>|<reason>|<message>".
-reachability() {
-  k -n "$APP" get ftpserver "$SERVER" -o jsonpath='{.status.conditions[?(@.type=="PassiveReachable")].status}|{.status.conditions[?(@.type=="PassiveReachable")].reason}|{.status.conditions[?(@.type=="PassiveReachable")].message}'
+# A condition as the operator reports it: "<status>|<reason>|<message>".
+condition() { # <type>
+  local c="{.status.conditions[?(@.type==\"$1\")]"
+  k -n "$APP" get ftpserver "$SERVER" -o jsonpath="$c.status}|$c.reason}|$c.message}"
 }
+# PassiveReachable, as the operator's probe reports it.
+reachability() { condition PassiveReachable; }
+sftp_reachable() { [[ $(condition SftpReachable) == True\|Reachable\|* ]]; }
 reachable_is() { # <status> <text the message contains>
   local got; got=$(reachability)
   [[ ${got%%|*} == "$1" && $got == *"$2"* ]]
@@ -195,6 +199,9 @@ t_probe() {
   local uid pid lo=$((PASV_MIN + PER_REPLICA)) hi=$((PASV_MIN + 2 * PER_REPLICA - 1)) start got port
   until_true 120 reachable_is True "replica(s) 0, 1, 2" || { echo "PassiveReachable: $(reachability)"; return 1; }
   echo "PassiveReachable: $(reachability)"
+  # The probe's SFTP session through the balancer, the host key checked against the Secret.
+  until_true 60 sftp_reachable || { echo "SftpReachable: $(condition SftpReachable)"; return 1; }
+  echo "SftpReachable: $(condition SftpReachable)"
   uid=$(k -n "$APP" get pod "$SERVER-1" -o jsonpath='{.metadata.uid}')
   pid=$(server_pid "$uid") || { echo "no ftp-server process for $SERVER-1"; return 1; }
   printf 'table inet %s {\n  chain input {\n    type filter hook input priority -10; policy accept;\n    tcp dport %s-%s drop\n  }\n}\n' \
@@ -319,7 +326,8 @@ t_rollout_keeps_download() {
     ip netns exec "$LAB-client" /usr/bin/python3 tests/clients/paramiko_sftp.py "$VIP" 22 alice password alice-pw-1 \
       get "$sftp_file" "$WORK/$sftp_file.back" </dev/null >"$sftp_out" 2>&1 &
     SFTP_PID=$!
-    until_true 30 grep -q '^started' "$sftp_out" || { cat "$sftp_out"; return 1; }
+    until_true 30 grep -q '^started' "$sftp_out" ||
+      { echo "attempt $attempt: the SFTP download did not start in 30 s: $(cat "$sftp_out")"; k -n "$APP" get pods -o wide; return 1; }
     if [[ $(client_connections "$SERVER-1" 2222) -ge 1 ]]; then placed=$attempt; break; fi
     kill "$SFTP_PID"; wait "$SFTP_PID" 2>/dev/null; SFTP_PID=
   done
@@ -374,6 +382,13 @@ t_rollout_keeps_download() {
 # server's (bash's locals are visible to the functions they call).
 s3_server() { SERVER=$S3_SERVER VIP=$S3_VIP PASV_MIN=$S3_PASV_MIN; }
 s3_get() { curl -sf "http://$MOTO_ADDRESS:$MOTO_PORT/$S3_BUCKET?$1"; }
+# The bucket's multipart uploads neither completed nor aborted (ListMultipartUploads).
+s3_pending() { s3_get uploads; }
+s3_pending_is() { # <yes|no> <key>: whether a multipart upload of <key> is pending (moto answered)
+  local list
+  list=$(s3_pending) || return 1
+  if [[ $1 == yes ]]; then [[ $list == *"<Key>$2</Key>"* ]]; else [[ $list != *"<Key>$2</Key>"* ]]; fi
+}
 
 t_s3_ready() {
   local SERVER VIP PASV_MIN pod volumes
@@ -428,13 +443,38 @@ if wrong:
     sys.exit(f"objects missing or of the wrong size (got, want): {wrong}")
 PY
 }
+# An upload cut off mid-transfer through the balancer leaves nothing in the bucket: its multipart
+# upload was under way (parts in the bucket, not visible as an object), and is aborted when the
+# client goes; no object of that name appears.
+t_s3_cut_upload() {
+  local SERVER VIP PASV_MIN file=cut.bin out=$WORK/cut-upload.out listing start
+  s3_server
+  head -c 64000000 /dev/urandom >"$WORK/$file"
+  start=$(now)
+  in_client curl -sS --max-time 300 --ftp-pasv --user alice:alice-pw-1 -T "$WORK/$file" "ftp://$VIP/$file" >"$out" 2>&1 &
+  HOLD_PID=$!
+  # At 8 mbit/s the first 8 MiB part is sent after about 9 s; the upload is then a multipart
+  # upload in the bucket.
+  until_true 60 s3_pending_is yes "$S3_PREFIX/$file" ||
+    { echo "no multipart upload started in 60 s; curl: $(cat "$out")"; s3_pending; return 1; }
+  kill -0 "$HOLD_PID" 2>/dev/null || { echo "the upload ended before it was cut: $(cat "$out")"; return 1; }
+  echo "multipart upload under way $(since "$start") s after the upload began; cutting the client off"
+  # The client process itself (in_client runs it under a subshell), as a client that dies would.
+  pkill -KILL -f "ftp://$VIP/$file"; wait "$HOLD_PID" 2>/dev/null; HOLD_PID=
+  until_true 60 s3_pending_is no "$S3_PREFIX/$file" ||
+    { echo "the cut upload's multipart upload was not aborted"; s3_pending; return 1; }
+  listing=$(s3_get "list-type=2&prefix=$S3_PREFIX/$file") || { echo "cannot list the bucket"; return 1; }
+  [[ $listing != *"<Key>$S3_PREFIX/$file</Key>"* ]] || { echo "the cut upload left an object"; return 1; }
+  echo "aborted $(since "$start") s after the upload began; no object $S3_PREFIX/$file"
+}
 check "an FtpServer with 3 replicas becomes Ready" t_ready
 check "each replica's slice is routed to that replica alone" t_slices
-check "PassiveReachable: True on 3 replicas, False naming replica 1 when its slice is closed, True again; quiet rounds write nothing" t_probe
+check "PassiveReachable: True on 3 replicas, False naming replica 1 when its slice is closed, True again; SftpReachable True; quiet rounds write nothing" t_probe
 check "$SESSIONS sessions from 3 addresses: LIST, STOR, RETR, each on its control replica" t_sixty_sessions
 check "kubectl scale to 4 and back to 2 keeps sessions on the surviving replicas" t_scale
 check "S3: an FtpServer with 3 replicas on one bucket becomes Ready; its pods have no data volume" t_s3_ready
 check "S3: $S3_SESSIONS sessions' uploads over 3 replicas, read back intact by later sessions on any replica, in the bucket" t_s3_shared
+check "S3: an upload cut off mid-transfer through the balancer leaves no object, its multipart upload aborted" t_s3_cut_upload
 check "a slow FTP and a slow SFTP download survive a rollout that replaces every replica; one SFTP host key" t_rollout_keeps_download
 
 summary
