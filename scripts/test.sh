@@ -152,10 +152,12 @@ build_go_part() {
   esac
 }
 build_go() {
-  local part
+  local part start
   for part in $GO_PARTS; do
     echo "--- building $part"
+    start=$SECONDS
     if build_go_part "$part"; then touch "$work/built.$part"; else touch "$work/unbuilt.$part"; fi
+    echo "--- built $part in $((SECONDS - start)) s, $SECONDS s into the run"
   done
 }
 
@@ -263,7 +265,7 @@ fi
 wait "${lanes[@]}"
 lanes=()
 echo "=== the Go builds (Kubernetes, tools, the oldest apiserver)"
-grep -E '^--- building|ready|error' "$work/build-go.log" | tail -20
+grep -E '^--- built|ready|error' "$work/build-go.log" | tail -20
 if ls "$work"/unbuilt.* >/dev/null 2>&1; then
   echo "=== the Go builds: FAILED"
   echo "the Go builds" >>"$work/failed"
