@@ -2,18 +2,22 @@
 # scripts/bench-passive.sh): sourced, never run. Each function writes one server's configuration
 # for anonymous access to a directory on loopback, starts it in the background with its log in
 # $work, appends its PID to the caller's `pids` array and sets STARTED_PID. The caller sets `work`
-# and `bin` (the ftp-server binary).
+# and `bin` (the ftp-server binary). With BENCH_USERS set (a users file, `ftp-server hash-password`
+# hashes), start_ours serves those logins instead of anonymous ones.
 
 # start_ours <name> <port> <metrics port> <root> <passive min> <passive max> <writable: true|false> [TOML appended]
 start_ours() {
   local name=$1 port=$2 metrics=$3 root=$4 min=$5 max=$6 writable=$7 extra=${8:-}
+  local users='' anonymous=true
+  if [ -n "${BENCH_USERS:-}" ]; then users="users_file = \"$BENCH_USERS\"" anonymous=false; fi
   cat >"$work/$name.toml" <<EOF
 listen = "127.0.0.1:$port"
 metrics_listen = "127.0.0.1:$metrics"
 root = "$root"
 passive_ports = { min = $min, max = $max }
+$users
 [anonymous]
-enabled = true
+enabled = $anonymous
 writable = $writable
 [limits]
 max_sessions_per_address = 2000
