@@ -212,9 +212,28 @@ impl ObjectStorage {
         });
         match listed {
             Ok(()) => Ok(ObjectStorage { store }),
-            Err(error) => Err(failed(error.to_string())),
+            Err(error) => Err(failed(reason_of(&error))),
         }
     }
+}
+
+/// The store's error for a person: its kind, the service's message and the causes beneath it,
+/// without the request's context (the URI and every response header), which buries the message
+/// in `kubectl describe` and adds nothing the bucket and endpoint named beside it do not say.
+fn reason_of(error: &opendal::Error) -> String {
+    let mut reason = error.kind().to_string();
+    if !error.message().is_empty() {
+        reason.push_str(": ");
+        reason.push_str(error.message());
+    }
+    // The whole chain: an HTTP client's own words ("error sending request") only say that it
+    // failed, its causes say why ("Connection refused").
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        reason.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    reason
 }
 
 /// opendal's root for a configured prefix: absolute, the prefix's slashes trimmed.
