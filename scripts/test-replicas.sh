@@ -467,6 +467,36 @@ t_s3_cut_upload() {
   [[ $listing != *"<Key>$S3_PREFIX/$file</Key>"* ]] || { echo "the cut upload left an object"; return 1; }
   echo "aborted $(since "$start") s after the upload began; no object $S3_PREFIX/$file"
 }
+# An FtpServer naming a bucket that does not exist says so in its status, from what the real
+# kubelet keeps of the server's last words (its termination message), before any client tries.
+t_s3_missing_bucket() {
+  local SERVER=nobucket bucket=ftp-replicas-missing got
+  k apply --server-side -f - >/dev/null <<EOF || return 1
+apiVersion: ftpoperator.dev/v1alpha1
+kind: FtpServer
+metadata: {name: $SERVER, namespace: $APP}
+spec:
+  controlPort: 21
+  passivePorts: {min: $((S3_PASV_MIN + 50)), max: $((S3_PASV_MIN + 54))}
+  loadBalancer: {provider: generic, idleTimeoutSeconds: $LB_TIMEOUT}
+  storage:
+    s3:
+      bucket: $bucket
+      endpoint: http://$MOTO_ADDRESS:$MOTO_PORT
+      forcePathStyle: true
+      credentialsSecretRef: {name: s3-credentials}
+  users: {secretRef: {name: ftp-users}}
+EOF
+  until_true 60 k -n "$APP" get service "$SERVER" || { echo "the operator made no Service for $SERVER"; return 1; }
+  set_address "$SERVER" 198.18.0.22
+  until_true 120 eval '[[ $(condition Stalled) == True\|ObjectStorageUnavailable\|* ]]' ||
+    { echo "Stalled: $(condition Stalled)"; k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o wide; return 1; }
+  got=$(condition Stalled)
+  echo "Stalled: $got"
+  [[ $got == *"$bucket"* ]] || { echo "the message does not name the bucket $bucket"; return 1; }
+  [[ $(condition Ready) == False\|* ]] || { echo "Ready: $(condition Ready)"; return 1; }
+  k -n "$APP" delete ftpserver "$SERVER" --wait=true --timeout=60s >/dev/null
+}
 check "an FtpServer with 3 replicas becomes Ready" t_ready
 check "each replica's slice is routed to that replica alone" t_slices
 check "PassiveReachable: True on 3 replicas, False naming replica 1 when its slice is closed, True again; SftpReachable True; quiet rounds write nothing" t_probe
@@ -475,6 +505,7 @@ check "kubectl scale to 4 and back to 2 keeps sessions on the surviving replicas
 check "S3: an FtpServer with 3 replicas on one bucket becomes Ready; its pods have no data volume" t_s3_ready
 check "S3: $S3_SESSIONS sessions' uploads over 3 replicas, read back intact by later sessions on any replica, in the bucket" t_s3_shared
 check "S3: an upload cut off mid-transfer through the balancer leaves no object, its multipart upload aborted" t_s3_cut_upload
+check "S3: an FtpServer naming a bucket that does not exist is Stalled with ObjectStorageUnavailable, naming the bucket" t_s3_missing_bucket
 check "a slow FTP and a slow SFTP download survive a rollout that replaces every replica; one SFTP host key" t_rollout_keeps_download
 
 summary
