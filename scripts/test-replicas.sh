@@ -83,20 +83,20 @@ spec:
 EOF
 }
 # The same user's files in one bucket for every replica, no volume.
-s3_ftpserver() {
+s3_ftpserver() { # <name> <replicas> <passive min> <passive max> <bucket>
   k apply --server-side --force-conflicts -f - >/dev/null <<EOF
 apiVersion: ftpoperator.dev/v1alpha1
 kind: FtpServer
-metadata: {name: $S3_SERVER, namespace: $APP}
+metadata: {name: $1, namespace: $APP}
 spec:
-  replicas: 3
+  replicas: $2
   controlPort: 21
-  passivePorts: {min: $S3_PASV_MIN, max: $((S3_PASV_MIN + 20)), perReplica: $PER_REPLICA}
+  passivePorts: {min: $3, max: $4, perReplica: $PER_REPLICA}
   drainSeconds: 60
   loadBalancer: {provider: generic, idleTimeoutSeconds: $LB_TIMEOUT}
   storage:
     s3:
-      bucket: $S3_BUCKET
+      bucket: $5
       prefix: $S3_PREFIX
       endpoint: http://$MOTO_ADDRESS:$MOTO_PORT
       forcePathStyle: true
@@ -152,7 +152,7 @@ curl -sf -o /dev/null -X PUT "http://$MOTO_ADDRESS:$MOTO_PORT/$S3_BUCKET" || die
 log "creating the FtpServer with 3 replicas on the bucket $S3_BUCKET at $MOTO_ADDRESS:$MOTO_PORT"
 k -n "$APP" create secret generic s3-credentials --from-literal=AWS_ACCESS_KEY_ID=testing \
   --from-literal=AWS_SECRET_ACCESS_KEY=testing >/dev/null || die "cannot create the S3 credentials Secret"
-s3_ftpserver
+s3_ftpserver "$S3_SERVER" 3 "$S3_PASV_MIN" $((S3_PASV_MIN + 20)) "$S3_BUCKET"
 until_true 60 k -n "$APP" get service "$S3_SERVER" || die "the operator made no Service for $S3_SERVER"
 set_address "$S3_SERVER" "$S3_VIP"
 
@@ -471,22 +471,7 @@ t_s3_cut_upload() {
 # kubelet keeps of the server's last words (its termination message), before any client tries.
 t_s3_missing_bucket() {
   local SERVER=nobucket bucket=ftp-replicas-missing got
-  k apply --server-side -f - >/dev/null <<EOF || return 1
-apiVersion: ftpoperator.dev/v1alpha1
-kind: FtpServer
-metadata: {name: $SERVER, namespace: $APP}
-spec:
-  controlPort: 21
-  passivePorts: {min: $((S3_PASV_MIN + 50)), max: $((S3_PASV_MIN + 54))}
-  loadBalancer: {provider: generic, idleTimeoutSeconds: $LB_TIMEOUT}
-  storage:
-    s3:
-      bucket: $bucket
-      endpoint: http://$MOTO_ADDRESS:$MOTO_PORT
-      forcePathStyle: true
-      credentialsSecretRef: {name: s3-credentials}
-  users: {secretRef: {name: ftp-users}}
-EOF
+  s3_ftpserver "$SERVER" 1 $((S3_PASV_MIN + 50)) $((S3_PASV_MIN + 56)) "$bucket" || return 1
   until_true 60 k -n "$APP" get service "$SERVER" || { echo "the operator made no Service for $SERVER"; return 1; }
   set_address "$SERVER" 198.18.0.22
   until_true 120 eval '[[ $(condition Stalled) == True\|ObjectStorageUnavailable\|* ]]' ||
