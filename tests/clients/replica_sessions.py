@@ -62,6 +62,22 @@ def connect(host, port, user, password, source):
     return ftp
 
 
+def start(run, count):
+    """Starts run(0) .. run(count - 1), each on a thread of its own."""
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def finish(threads, results):
+    """Waits for every thread, then prints each session's result as one JSON line."""
+    for thread in threads:
+        thread.join()
+    for result in results:
+        print(json.dumps(result), flush=True)
+
+
 def burst(host, port, user, password, sessions, sources):
     results = [None] * sessions
     barrier = threading.Barrier(sessions, timeout=120)
@@ -100,13 +116,7 @@ def burst(host, port, user, password, sessions, sources):
             result["ports"] = ftp.ports
         results[n] = result
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for result in results:
-        print(json.dumps(result))
+    finish(start(run, sessions), results)
 
 
 def hold(host, port, user, password, sessions, sources, stopfile):
@@ -140,18 +150,13 @@ def hold(host, port, user, password, sessions, sources, stopfile):
             result["ports"] = ftp.ports
         results[n] = result
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in range(sessions)]
-    for thread in threads:
-        thread.start()
+    threads = start(run, sessions)
     try:
         logged_in.wait()
         print("ready", flush=True)
     except threading.BrokenBarrierError:
         print("not ready: a session failed to log in", flush=True)
-    for thread in threads:
-        thread.join()
-    for result in results:
-        print(json.dumps(result), flush=True)
+    finish(threads, results)
 
 
 def readback(host, port, user, password, sessions, sources, files):
@@ -178,13 +183,7 @@ def readback(host, port, user, password, sessions, sources, files):
                 result["ports"] = ftp.ports
             results[n] = result
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sources))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for result in results:
-        print(json.dumps(result))
+    finish(start(run, len(sources)), results)
 
 
 mode = sys.argv[1]
