@@ -185,9 +185,9 @@ condition() { # <type>
   local c="{.status.conditions[?(@.type==\"$1\")]"
   k -n "$APP" get ftpserver "$SERVER" -o jsonpath="$c.status}|$c.reason}|$c.message}"
 }
+condition_is() { [[ $(condition "$1") == "$2"* ]]; } # <type> <"status|reason|" it starts with>
 # PassiveReachable, as the operator's probe reports it.
 reachability() { condition PassiveReachable; }
-sftp_reachable() { [[ $(condition SftpReachable) == True\|Reachable\|* ]]; }
 reachable_is() { # <status> <text the message contains>
   local got; got=$(reachability)
   [[ ${got%%|*} == "$1" && $got == *"$2"* ]]
@@ -200,7 +200,7 @@ t_probe() {
   until_true 120 reachable_is True "replica(s) 0, 1, 2" || { echo "PassiveReachable: $(reachability)"; return 1; }
   echo "PassiveReachable: $(reachability)"
   # The probe's SFTP session through the balancer, the host key checked against the Secret.
-  until_true 60 sftp_reachable || { echo "SftpReachable: $(condition SftpReachable)"; return 1; }
+  until_true 60 condition_is SftpReachable 'True|Reachable|' || { echo "SftpReachable: $(condition SftpReachable)"; return 1; }
   echo "SftpReachable: $(condition SftpReachable)"
   uid=$(k -n "$APP" get pod "$SERVER-1" -o jsonpath='{.metadata.uid}')
   pid=$(server_pid "$uid") || { echo "no ftp-server process for $SERVER-1"; return 1; }
@@ -474,12 +474,12 @@ t_s3_missing_bucket() {
   s3_ftpserver "$SERVER" 1 $((S3_PASV_MIN + 50)) $((S3_PASV_MIN + 56)) "$bucket" || return 1
   until_true 60 k -n "$APP" get service "$SERVER" || { echo "the operator made no Service for $SERVER"; return 1; }
   set_address "$SERVER" 198.18.0.22
-  until_true 120 eval '[[ $(condition Stalled) == True\|ObjectStorageUnavailable\|* ]]' ||
+  until_true 120 condition_is Stalled 'True|ObjectStorageUnavailable|' ||
     { echo "Stalled: $(condition Stalled)"; k -n "$APP" get pods -l "app.kubernetes.io/instance=$SERVER" -o wide; return 1; }
   got=$(condition Stalled)
   echo "Stalled: $got"
   [[ $got == *"$bucket"* ]] || { echo "the message does not name the bucket $bucket"; return 1; }
-  [[ $(condition Ready) == False\|* ]] || { echo "Ready: $(condition Ready)"; return 1; }
+  condition_is Ready 'False|' || { echo "Ready: $(condition Ready)"; return 1; }
   k -n "$APP" delete ftpserver "$SERVER" --wait=true --timeout=60s >/dev/null
 }
 check "an FtpServer with 3 replicas becomes Ready" t_ready
