@@ -297,30 +297,22 @@ pub fn desired_status(
     // what a client would meet (docs/probe.md).
     let pods: Vec<&Pod> = observed.pods.iter().map(AsRef::as_ref).collect();
     let ready_replicas = super::probe::ready_replicas(&pods);
-    let (probe_status, reason, message) = passive_reachable(
-        &observed.probe,
-        status.public_address.as_deref(),
-        &ready_replicas,
-    );
-    status.conditions.push(condition_with_status(
-        &previous.conditions,
+    let address = status.public_address.as_deref();
+    let mut reached = vec![(
         PASSIVE_REACHABLE,
-        probe_status,
-        reason,
-        message,
-        generation,
-        &now,
-    ));
+        passive_reachable(&observed.probe, address, &ready_replicas),
+    )];
     if sftp_enabled(server) {
-        let (sftp_status, reason, message) = sftp_reachable(
-            &observed.probe,
-            status.public_address.as_deref(),
-            &ready_replicas,
-        );
+        reached.push((
+            SFTP_REACHABLE,
+            sftp_reachable(&observed.probe, address, &ready_replicas),
+        ));
+    }
+    for (type_, (reach_status, reason, message)) in reached {
         status.conditions.push(condition_with_status(
             &previous.conditions,
-            SFTP_REACHABLE,
-            sftp_status,
+            type_,
+            reach_status,
             reason,
             message,
             generation,
