@@ -328,9 +328,24 @@ EOF
     { echo "the node was not tuned: $(node_keepalive)"; k -n "$NS" get ds,pods -o wide; return 1; }
   # The real node is tuned; the kwok nodes (virtual, tainted) are not counted as pending.
   until_true 60 eval '[[ $(tuned_counts) == 1/0/0 ]]' || { echo "nodeKeepalive tuned/pending/failed: $(tuned_counts)"; return 1; }
+  # The agent's log through the uninstall, shown if the node is not restored: whether it restored,
+  # and whether anything tuned it again before its DaemonSet went.
+  k -n "$NS" logs -f -l app.kubernetes.io/component=node-tuner --tail=-1 --timestamps >"$WORK/node-tuner.log" 2>&1 &
+  local tuner_logs=$!
   "$HELM" uninstall ftp-operator --namespace "$NS" --wait --timeout 300s >/dev/null ||
-    { echo "helm uninstall failed"; k -n "$NS" logs job/ftp-operator-node-tuner-uninstall 2>&1 | tail -20; return 1; }
-  [[ $(node_keepalive) == "$before" ]] || { echo "the node keeps $(node_keepalive), not its own $before"; return 1; }
+    { kill "$tuner_logs" 2>/dev/null; echo "helm uninstall failed"; k -n "$NS" logs job/ftp-operator-node-tuner-uninstall 2>&1 | tail -20; return 1; }
+  kill "$tuner_logs" 2>/dev/null
+  if [[ $(node_keepalive) != "$before" ]]; then
+    echo "the node keeps $(node_keepalive), not its own $before"
+    echo "the nodes' keepalive annotations:"
+    k get nodes -o json | python3 -c '
+import json, sys
+for node in json.load(sys.stdin)["items"]:
+    notes = {k: v for k, v in node["metadata"].get("annotations", {}).items() if "keepalive" in k}
+    print(" ", node["metadata"]["name"], notes)'
+    echo "the node tuner's log:"; tail -30 "$WORK/node-tuner.log"
+    return 1
+  fi
   local held
   held=$(k get ftpservers -A -o jsonpath='{range .items[*]}{.metadata.name} {.metadata.finalizers}{"\n"}{end}' | grep node-keepalive)
   [[ -z $held ]] || { echo "FtpServers still held by the node-keepalive finalizer: $held"; return 1; }
