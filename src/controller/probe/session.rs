@@ -80,13 +80,9 @@ async fn run(
         endpoint: endpoint.clone(),
         detail,
     };
-    let stream = within(
-        step,
-        TcpStream::connect((target.host.as_str(), target.control_port)),
-    )
-    .await
-    .map_err(control_failure)?
-    .map_err(|e| control_failure(e.to_string()))?;
+    let stream = connect(&target.host, target.control_port, step)
+        .await
+        .map_err(control_failure)?;
     let ftp = within(step, AsyncRustlsFtpStream::connect_with_stream(stream))
         .await
         .map_err(control_failure)?
@@ -172,10 +168,18 @@ async fn run(
     Ok(())
 }
 
-async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T, String> {
+/// `work`'s output, or why not: it had no answer within `limit`. For the SFTP session too.
+pub(super) async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T, String> {
     tokio::time::timeout(limit, work)
         .await
         .map_err(|_| format!("no answer within {} s", limit.as_secs()))
+}
+
+/// A TCP connection to `host:port` made within `limit`, or why not. For the SFTP session too.
+pub(super) async fn connect(host: &str, port: u16, limit: Duration) -> Result<TcpStream, String> {
+    within(limit, TcpStream::connect((host, port)))
+        .await?
+        .map_err(|e| e.to_string())
 }
 
 /// The server's own words for a refusal ("530 Login incorrect."), else the error.

@@ -13,9 +13,9 @@ use russh::Disconnect;
 use russh::client::{self, Config, Handler};
 use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 use russh_sftp::client::SftpSession;
-use tokio::net::TcpStream;
 
 use super::results::{SftpFailure, SftpStep};
+use super::session::{connect, within};
 
 /// What one SFTP session connects to, logs in as and expects.
 #[derive(Debug, Clone)]
@@ -72,13 +72,9 @@ pub async fn probe_sftp(target: &SftpTarget) -> Result<(), SftpFailure> {
         endpoint: endpoint.clone(),
         detail,
     };
-    let stream = within(
-        step,
-        TcpStream::connect((target.host.as_str(), target.port)),
-    )
-    .await
-    .map_err(|detail| failure(SftpStep::Connection, detail))?
-    .map_err(|e| failure(SftpStep::Connection, e.to_string()))?;
+    let stream = connect(&target.host, target.port, step)
+        .await
+        .map_err(|detail| failure(SftpStep::Connection, detail))?;
     let config = Arc::new(Config {
         inactivity_timeout: Some(step * 3),
         ..Config::default()
@@ -157,10 +153,4 @@ pub async fn probe_sftp(target: &SftpTarget) -> Result<(), SftpFailure> {
     listed
         .map_err(|detail| failure(SftpStep::List, detail))?
         .map_err(|detail| failure(SftpStep::List, detail))
-}
-
-async fn within<T>(limit: Duration, work: impl Future<Output = T>) -> Result<T, String> {
-    tokio::time::timeout(limit, work)
-        .await
-        .map_err(|_| format!("no answer within {} s", limit.as_secs()))
 }
